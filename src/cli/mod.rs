@@ -1,0 +1,4 @@
+//! Command-line adapters over the library modules. They parse files and flags, call the
+//! same code the server runs, and format the outcome for a terminal.
+
+pub mod render;

@@ -1,0 +1,15 @@
+//! ingest-gateway: a self-hosted ingestion gateway.
+//!
+//! ```text
+//! listen -> route -> authorize -> validate -> render (VTL) -> dispatch -> respond
+//! ```
+//!
+//! Modules, in the order a request meets them:
+//! - [`mapping`]: API Gateway's mapping-template surface (`$input`, `$util`, `$context`,
+//!   `$stageVariables`, JSONPath) over a request.
+//! - [`vtl`]: the Velocity interpreter those templates run on; pure and synchronous.
+//! - [`cli`]: the command-line adapters (`render`).
+
+pub mod cli;
+pub mod mapping;
+pub mod vtl;

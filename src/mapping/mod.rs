@@ -1,0 +1,249 @@
+//! API Gateway's mapping-template surface over one request: `$input`, `$util`, `$context`
+//! and `$stageVariables`, as the [`vtl`](crate::vtl) engine's [`Host`].
+//!
+//! Per request the body is parsed at most once, and only if the template asks for it
+//! (`$input.path`/`$input.json`); `$input.params()`, `$context` and `$stageVariables` are
+//! built only when read. All views share one document, so a template that changes the body
+//! through `$input.path('$')` sees the change in a later `$input.json('$')`.
+//!
+//! This module is synchronous and knows nothing of HTTP servers or AWS.
+
+pub mod context;
+pub mod jsonpath;
+pub mod util;
+
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use crate::vtl::{self, Doc, ErrorKind, Host, JsonRef, Limits, Seg, Template, Value};
+use jsonpath::{Found, Resolved};
+
+/// Request parameters as `$input.params()` exposes them: one value per name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Params {
+    pub path: IndexMap<String, String>,
+    pub querystring: IndexMap<String, String>,
+    pub header: IndexMap<String, String>,
+}
+
+impl Params {
+    /// `$input.params(name)`: path, then query string, then header (headers match
+    /// case-insensitively); the first non-empty value wins.
+    pub fn lookup(&self, name: &str) -> Option<&str> {
+        let exact = [&self.path, &self.querystring, &self.header]
+            .into_iter()
+            .find_map(|m| m.get(name).filter(|v| !v.is_empty()));
+        exact
+            .or_else(|| {
+                self.header
+                    .iter()
+                    .find(|(k, v)| k.eq_ignore_ascii_case(name) && !v.is_empty())
+                    .map(|(_, v)| v)
+            })
+            .map(String::as_str)
+    }
+
+    fn to_json(&self) -> Json {
+        let section = |m: &IndexMap<String, String>| {
+            Json::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+                    .collect(),
+            )
+        };
+        serde_json::json!({
+            "path": section(&self.path),
+            "querystring": section(&self.querystring),
+            "header": section(&self.header),
+        })
+    }
+}
+
+/// Everything a template can see of one request.
+pub struct MappingInput<'a> {
+    /// The request body as text.
+    pub body: &'a str,
+    pub params: &'a Params,
+    pub stage_variables: &'a IndexMap<String, String>,
+    /// Builds `$context`; called only if the template reads it.
+    pub context: &'a dyn Fn() -> Json,
+}
+
+/// What a render produced.
+#[derive(Debug)]
+pub struct Rendered {
+    pub body: String,
+    /// `$context` after the template ran, if the template touched it: it carries
+    /// `requestOverride` and `responseOverride` changes.
+    pub context: Option<Json>,
+}
+
+/// Renders `template` for one request.
+pub fn render(
+    template: &Template,
+    input: &MappingInput<'_>,
+    limits: &Limits,
+) -> Result<Rendered, vtl::Error> {
+    let host = ApiGatewayHost::new(input);
+    let body = template.render(&host, limits)?;
+    let context = host.context.get().map(|d| d.borrow().clone());
+    Ok(Rendered { body, context })
+}
+
+const INPUT: u32 = 0;
+const UTIL: u32 = 1;
+
+struct ApiGatewayHost<'a> {
+    input: &'a MappingInput<'a>,
+    body: OnceCell<Rc<str>>,
+    /// The parsed body; `None` when it is not JSON.
+    doc: OnceCell<Option<Doc>>,
+    params: OnceCell<Doc>,
+    context: OnceCell<Doc>,
+    stage: OnceCell<Doc>,
+}
+
+fn runtime(detail: impl Into<String>) -> vtl::Error {
+    vtl::Error::new(ErrorKind::Runtime, detail)
+}
+
+impl<'a> ApiGatewayHost<'a> {
+    fn new(input: &'a MappingInput<'a>) -> Self {
+        ApiGatewayHost {
+            input,
+            body: OnceCell::new(),
+            doc: OnceCell::new(),
+            params: OnceCell::new(),
+            context: OnceCell::new(),
+            stage: OnceCell::new(),
+        }
+    }
+
+    fn doc(&self) -> Option<&Doc> {
+        self.doc
+            .get_or_init(|| {
+                let body = self.input.body;
+                if body.trim().is_empty() {
+                    return Some(vtl::new_doc(Json::Object(Default::default())));
+                }
+                serde_json::from_str::<Json>(body).ok().map(vtl::new_doc)
+            })
+            .as_ref()
+    }
+
+    /// `$input.path(p)`: a live view (containers) or a copy (scalars); null when missing.
+    fn path(&self, path: &str) -> Result<Value, vtl::Error> {
+        let compiled = jsonpath::compile(path).map_err(runtime)?;
+        let Some(doc) = self.doc() else {
+            return Ok(Value::Null);
+        };
+        let root = doc.borrow();
+        Ok(match compiled.find(&root) {
+            Found::Node(node, at) => {
+                let segs: Rc<[Seg]> = at
+                    .into_iter()
+                    .map(|s| match s {
+                        Resolved::Key(k) => Seg::Key(Rc::from(k)),
+                        Resolved::Index(i) => Seg::Index(i),
+                    })
+                    .collect();
+                Value::from_json_node(doc, segs, node)
+            }
+            Found::List(items) => {
+                Value::from_json(Json::Array(items.into_iter().cloned().collect()))
+            }
+            Found::Missing => Value::Null,
+        })
+    }
+
+    /// `$input.json(p)`: JSON text of the result; `""` when missing.
+    fn json(&self, path: &str) -> Result<Value, vtl::Error> {
+        let compiled = jsonpath::compile(path).map_err(runtime)?;
+        let Some(doc) = self.doc() else {
+            return Ok(Value::str("\"\""));
+        };
+        let root = doc.borrow();
+        let text = match compiled.find(&root) {
+            Found::Node(node, _) => serde_json::to_string(node),
+            Found::List(items) => serde_json::to_string(&items),
+            Found::Missing => return Ok(Value::str("\"\"")),
+        };
+        Ok(Value::string(text.map_err(|e| runtime(e.to_string()))?))
+    }
+
+    fn root_view(cell: &OnceCell<Doc>, build: impl FnOnce() -> Json) -> Value {
+        let doc = cell.get_or_init(|| vtl::new_doc(build()));
+        Value::Json(JsonRef::root(doc.clone()))
+    }
+}
+
+impl Host for ApiGatewayHost<'_> {
+    fn global(&self, name: &str) -> Option<Value> {
+        Some(match name {
+            "input" => Value::Host(INPUT),
+            "util" => Value::Host(UTIL),
+            "context" => Self::root_view(&self.context, || (self.input.context)()),
+            "stageVariables" => Self::root_view(&self.stage, || {
+                Json::Object(
+                    self.input
+                        .stage_variables
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+                        .collect(),
+                )
+            }),
+            _ => return None,
+        })
+    }
+
+    fn property(&self, object: u32, name: &str) -> Result<Value, vtl::Error> {
+        Ok(match (object, name) {
+            (INPUT, "body") => {
+                Value::Str(self.body.get_or_init(|| Rc::from(self.input.body)).clone())
+            }
+            (INPUT, "params") => Self::root_view(&self.params, || self.input.params.to_json()),
+            _ => Value::Null,
+        })
+    }
+
+    fn call(&self, object: u32, method: &str, args: &[Value]) -> Result<Option<Value>, vtl::Error> {
+        let arg = |i: usize| -> Result<String, vtl::Error> {
+            match args.get(i) {
+                Some(Value::Str(s)) => Ok(s.to_string()),
+                Some(v) => v.to_java_string(),
+                None => Ok(String::new()),
+            }
+        };
+        let v = match (object, method, args.len()) {
+            (INPUT, "path", 1) => self.path(&arg(0)?)?,
+            (INPUT, "json", 1) => self.json(&arg(0)?)?,
+            (INPUT, "params", 0) => Self::root_view(&self.params, || self.input.params.to_json()),
+            (INPUT, "params", 1) => Value::str(self.input.params.lookup(&arg(0)?).unwrap_or("")),
+            (INPUT, "getBody", 0) => self.property(INPUT, "body")?,
+            (UTIL, "escapeJavaScript", 1) => {
+                let mut out = String::new();
+                util::escape_javascript(&arg(0)?, &mut out);
+                Value::string(out)
+            }
+            (UTIL, "base64Encode", 1) => Value::string(util::base64_encode(&arg(0)?)),
+            (UTIL, "base64Decode", 1) => {
+                Value::string(util::base64_decode(&arg(0)?).map_err(runtime)?)
+            }
+            (UTIL, "urlEncode", 1) => Value::string(util::url_encode(&arg(0)?)),
+            (UTIL, "urlDecode", 1) => Value::string(util::url_decode(&arg(0)?).map_err(runtime)?),
+            (UTIL, "parseJson", 1) => {
+                let text = arg(0)?;
+                let json: Json = serde_json::from_str(&text)
+                    .map_err(|e| runtime(format!("parseJson: invalid JSON: {e}")))?;
+                Value::from_json(json)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(v))
+    }
+}

@@ -1,0 +1,481 @@
+//! Runtime values, with Java's semantics where templates can observe them.
+//!
+//! Two kinds of containers exist:
+//! - native lists and maps, made by literals (`[1, 2]`, `{"a": 1}`) and by methods such as
+//!   `split` or `keySet`; shared by reference like Java objects;
+//! - [`JsonRef`]s: views into a parsed JSON document (the request body, `$context`,
+//!   `$util.parseJson` results). A view is the document plus a path, so a change made through
+//!   one view (`#set($b.x = 1)`, `$b.put(..)`) is seen by every other view and by a later
+//!   `$input.json('$')`, which is how API Gateway behaves. Scalars are copied out on access.
+//!
+//! Printing follows what API Gateway prints: native maps `{k=v, k2=v2}`, native lists
+//! `[a, b]`, JSON arrays as compact JSON, JSON objects in the map form, doubles as Java's
+//! `Double.toString`.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+
+use super::ast::DefineId;
+use super::error::{Error, ErrorKind};
+
+/// Values nested deeper than this cannot be printed, compared or converted.
+pub(crate) const MAX_VALUE_DEPTH: usize = 128;
+
+pub(crate) type List = Rc<RefCell<Vec<Value>>>;
+pub(crate) type Map = Rc<RefCell<IndexMap<Rc<str>, Value>>>;
+
+#[derive(Clone, Debug)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Rc<str>),
+    List(List),
+    Map(Map),
+    Json(JsonRef),
+    /// A `Map.Entry` from `entrySet()`.
+    Entry(Rc<(Rc<str>, Value)>),
+    /// `$foreach`: the state of the innermost loop.
+    Loop(LoopInfo),
+    /// A `#define` block, rendered when used.
+    Define(DefineId),
+    /// An object provided by the embedding application (`$input`, `$util`).
+    Host(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoopInfo {
+    pub index: usize,
+    pub len: usize,
+}
+
+impl Value {
+    pub fn str(s: &str) -> Value {
+        Value::Str(Rc::from(s))
+    }
+
+    pub fn string(s: String) -> Value {
+        Value::Str(Rc::from(s))
+    }
+
+    pub fn new_list(items: Vec<Value>) -> Value {
+        Value::List(Rc::new(RefCell::new(items)))
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Velocity 1.7 truthiness: only `false` and null are false.
+    pub fn is_truthy(&self) -> bool {
+        !matches!(self, Value::Bool(false) | Value::Null)
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An integer argument, as Java would unbox it.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Float(f) if f.fract() == 0.0 && f.is_finite() => Some(*f as i64),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    pub fn is_number(&self) -> bool {
+        matches!(self, Value::Int(_) | Value::Float(_))
+    }
+
+    /// Java's `toString()` of the value; null prints as `null`.
+    pub fn to_java_string(&self) -> Result<String, Error> {
+        let mut out = String::new();
+        write_java(self, &mut out, 0)?;
+        Ok(out)
+    }
+
+    /// Converts to JSON (for storing into a JSON document or comparing containers).
+    pub fn to_json(&self) -> Result<Json, Error> {
+        to_json(self, 0)
+    }
+
+    /// A value for a JSON node found at `path` in `doc`: scalars are copied, containers are
+    /// views.
+    pub fn from_json_node(doc: &Doc, path: Rc<[Seg]>, node: &Json) -> Value {
+        match node {
+            Json::Array(_) | Json::Object(_) => Value::Json(JsonRef {
+                doc: doc.clone(),
+                path,
+            }),
+            scalar => Value::from_json_scalar(scalar),
+        }
+    }
+
+    /// A standalone value for any JSON, as a new document when it is a container.
+    pub fn from_json(json: Json) -> Value {
+        match json {
+            Json::Array(_) | Json::Object(_) => Value::Json(JsonRef::root(new_doc(json))),
+            scalar => Value::from_json_scalar(&scalar),
+        }
+    }
+
+    fn from_json_scalar(node: &Json) -> Value {
+        match node {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => Value::str(s),
+            Json::Array(_) | Json::Object(_) => Value::Null,
+        }
+    }
+}
+
+/// A shared, mutable JSON document.
+pub type Doc = Rc<RefCell<Json>>;
+
+pub fn new_doc(json: Json) -> Doc {
+    Rc::new(RefCell::new(json))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seg {
+    Key(Rc<str>),
+    Index(usize),
+}
+
+/// A view of the container at `path` inside `doc`.
+#[derive(Clone, Debug)]
+pub struct JsonRef {
+    pub doc: Doc,
+    pub path: Rc<[Seg]>,
+}
+
+impl JsonRef {
+    pub fn root(doc: Doc) -> JsonRef {
+        JsonRef {
+            doc,
+            path: Rc::from(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on the node this view points at (`None` if the document changed shape so
+    /// that the path no longer exists).
+    pub fn with<R>(&self, f: impl FnOnce(Option<&Json>) -> R) -> R {
+        let doc = self.doc.borrow();
+        f(walk(&doc, &self.path))
+    }
+
+    pub fn with_mut<R>(&self, f: impl FnOnce(Option<&mut Json>) -> R) -> R {
+        let mut doc = self.doc.borrow_mut();
+        f(walk_mut(&mut doc, &self.path))
+    }
+
+    pub fn child_path(&self, seg: Seg) -> Rc<[Seg]> {
+        let mut p = Vec::with_capacity(self.path.len() + 1);
+        p.extend(self.path.iter().cloned());
+        p.push(seg);
+        Rc::from(p)
+    }
+
+    /// The value of a child: a copy for scalars, a view for containers.
+    pub fn child(&self, seg: Seg) -> Value {
+        self.with(|node| {
+            let child = match (node, &seg) {
+                (Some(Json::Object(m)), Seg::Key(k)) => m.get(&**k),
+                (Some(Json::Array(a)), Seg::Index(i)) => a.get(*i),
+                _ => None,
+            };
+            match child {
+                None => Value::Null,
+                Some(Json::Array(_) | Json::Object(_)) => Value::Json(JsonRef {
+                    doc: self.doc.clone(),
+                    path: self.child_path(seg.clone()),
+                }),
+                Some(c) => Value::from_json_scalar(c),
+            }
+        })
+    }
+
+    pub fn is_array(&self) -> bool {
+        self.with(|n| matches!(n, Some(Json::Array(_))))
+    }
+
+    pub fn is_object(&self) -> bool {
+        self.with(|n| matches!(n, Some(Json::Object(_))))
+    }
+
+    pub fn to_json(&self) -> Json {
+        self.with(|n| n.cloned().unwrap_or(Json::Null))
+    }
+}
+
+fn walk<'a>(mut node: &'a Json, path: &[Seg]) -> Option<&'a Json> {
+    for seg in path {
+        node = match (node, seg) {
+            (Json::Object(m), Seg::Key(k)) => m.get(&**k)?,
+            (Json::Array(a), Seg::Index(i)) => a.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+fn walk_mut<'a>(mut node: &'a mut Json, path: &[Seg]) -> Option<&'a mut Json> {
+    for seg in path {
+        node = match (node, seg) {
+            (Json::Object(m), Seg::Key(k)) => m.get_mut(&**k)?,
+            (Json::Array(a), Seg::Index(i)) => a.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+fn too_deep() -> Error {
+    Error::new(
+        ErrorKind::DepthLimit,
+        format!("value nested deeper than {MAX_VALUE_DEPTH} levels"),
+    )
+}
+
+fn to_json(v: &Value, depth: usize) -> Result<Json, Error> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(too_deep());
+    }
+    Ok(match v {
+        Value::Null | Value::Host(_) | Value::Define(_) => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Str(s) => Json::String(s.to_string()),
+        Value::List(l) => Json::Array(
+            l.borrow()
+                .iter()
+                .map(|v| to_json(v, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Map(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in m.borrow().iter() {
+                out.insert(k.to_string(), to_json(v, depth + 1)?);
+            }
+            Json::Object(out)
+        }
+        Value::Json(r) => r.to_json(),
+        Value::Entry(e) => {
+            let mut out = serde_json::Map::new();
+            out.insert(e.0.to_string(), to_json(&e.1, depth + 1)?);
+            Json::Object(out)
+        }
+        Value::Loop(l) => serde_json::json!({"index": l.index, "count": l.index + 1}),
+    })
+}
+
+/// Writes Java's `toString()` of `v`.
+pub(crate) fn write_java(v: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(too_deep());
+    }
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) => write_java_double(*f, out),
+        Value::Str(s) => out.push_str(s),
+        Value::List(l) => {
+            out.push('[');
+            for (i, item) in l.borrow().iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_java(item, out, depth + 1)?;
+            }
+            out.push(']');
+        }
+        Value::Map(m) => {
+            out.push('{');
+            for (i, (k, item)) in m.borrow().iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(k);
+                out.push('=');
+                write_java(item, out, depth + 1)?;
+            }
+            out.push('}');
+        }
+        Value::Json(r) => r.with(|node| match node {
+            Some(n) => write_json_java(n, out, depth),
+            None => {
+                out.push_str("null");
+                Ok(())
+            }
+        })?,
+        Value::Entry(e) => {
+            out.push_str(&e.0);
+            out.push('=');
+            write_java(&e.1, out, depth + 1)?;
+        }
+        Value::Loop(_) | Value::Define(_) | Value::Host(_) => {}
+    }
+    Ok(())
+}
+
+/// JSON as API Gateway prints it from `$input.path`: objects as Java maps, arrays as compact
+/// JSON.
+fn write_json_java(node: &Json, out: &mut String, depth: usize) -> Result<(), Error> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(too_deep());
+    }
+    match node {
+        Json::Null => out.push_str("null"),
+        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Json::Number(n) => write_json_number(n, out),
+        Json::String(s) => out.push_str(s),
+        Json::Array(_) => {
+            // serde_json cannot fail writing a Value to a String.
+            out.push_str(&serde_json::to_string(node).unwrap_or_default());
+        }
+        Json::Object(m) => {
+            out.push('{');
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(k);
+                out.push('=');
+                write_json_java(v, out, depth + 1)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+fn write_json_number(n: &serde_json::Number, out: &mut String) {
+    if n.is_f64() {
+        write_java_double(n.as_f64().unwrap_or(f64::NAN), out);
+    } else {
+        let _ = write!(out, "{n}");
+    }
+}
+
+/// Java's `Double.toString`: plain notation with at least one fraction digit for
+/// 1e-3 <= |x| < 1e7, otherwise `d.dddE±n`; shortest digits that round-trip.
+pub fn write_java_double(f: f64, out: &mut String) {
+    if f.is_nan() {
+        out.push_str("NaN");
+    } else if f.is_infinite() {
+        out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
+    } else if f == 0.0 {
+        out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" });
+    } else if (1e-3..1e7).contains(&f.abs()) {
+        let s = format!("{f}");
+        out.push_str(&s);
+        if !s.contains('.') {
+            out.push_str(".0");
+        }
+    } else {
+        let s = format!("{f:e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        out.push_str(mantissa);
+        if !mantissa.contains('.') {
+            out.push_str(".0");
+        }
+        out.push('E');
+        out.push_str(exp);
+    }
+}
+
+/// Velocity 1.7 equality: numbers by value, same-kind values by value, anything else by
+/// comparing their `toString()`.
+pub(crate) fn values_equal(a: &Value, b: &Value) -> Result<bool, Error> {
+    use Value::*;
+    Ok(match (a, b) {
+        (Null, Null) => true,
+        (Null, _) | (_, Null) => false,
+        (Int(x), Int(y)) => x == y,
+        (x, y) if x.is_number() && y.is_number() => x.as_f64() == y.as_f64(),
+        (Bool(x), Bool(y)) => x == y,
+        (Str(x), Str(y)) => x == y,
+        (x, y) if is_container(x) && is_container(y) => x.to_json()? == y.to_json()?,
+        (x, y) => x.to_java_string()? == y.to_java_string()?,
+    })
+}
+
+fn is_container(v: &Value) -> bool {
+    matches!(v, Value::List(_) | Value::Map(_) | Value::Json(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(f: f64) -> String {
+        let mut s = String::new();
+        write_java_double(f, &mut s);
+        s
+    }
+
+    #[test]
+    fn java_double_formatting() {
+        assert_eq!(d(2.0), "2.0");
+        assert_eq!(d(3.75), "3.75");
+        assert_eq!(d(0.05), "0.05");
+        assert_eq!(d(1e7), "1.0E7");
+        assert_eq!(d(1.5e-5), "1.5E-5");
+        assert_eq!(d(-0.001), "-0.001");
+        assert_eq!(d(1234567.5), "1234567.5");
+        assert_eq!(d(f64::INFINITY), "Infinity");
+        assert_eq!(d(-0.0), "-0.0");
+    }
+
+    #[test]
+    fn json_views_share_mutations() {
+        let v = Value::from_json(serde_json::json!({"a": {"b": 1}}));
+        let Value::Json(root) = v else { panic!() };
+        let Value::Json(a) = root.child(Seg::Key("a".into())) else {
+            panic!()
+        };
+        a.with_mut(|n| {
+            n.unwrap()
+                .as_object_mut()
+                .unwrap()
+                .insert("c".into(), 2.into())
+        });
+        assert_eq!(root.to_json(), serde_json::json!({"a": {"b": 1, "c": 2}}));
+    }
+
+    #[test]
+    fn printing_matches_api_gateway() {
+        let v = Value::from_json(serde_json::json!({"a": null, "b": [{"x": 1}], "c": {"d": "e"}}));
+        assert_eq!(
+            v.to_java_string().unwrap(),
+            r#"{a=null, b=[{"x":1}], c={d=e}}"#
+        );
+        let l = Value::new_list(vec![Value::Int(1), Value::str("a"), Value::Bool(true)]);
+        assert_eq!(l.to_java_string().unwrap(), "[1, a, true]");
+    }
+}
