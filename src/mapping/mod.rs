@@ -203,8 +203,13 @@ impl Host for ApiGatewayHost<'_> {
 
     fn property(&self, object: u32, name: &str) -> Result<Value, vtl::Error> {
         Ok(match (object, name) {
+            // API Gateway hands templates `{}` for an empty payload.
             (INPUT, "body") => {
-                Value::Str(self.body.get_or_init(|| Rc::from(self.input.body)).clone())
+                let body = self.body.get_or_init(|| match self.input.body {
+                    "" => Rc::from("{}"),
+                    body => Rc::from(body),
+                });
+                Value::Str(body.clone())
             }
             (INPUT, "params") => Self::root_view(&self.params, || self.input.params.to_json()),
             _ => Value::Null,

@@ -136,15 +136,40 @@ impl fmt::Display for Error {
         if f.alternate()
             && let (Some(line), Some((_, col))) = (self.source_line(), self.line_col())
         {
-            let pad: String = line
+            let (excerpt, caret) = excerpt(line, col - 1);
+            let pad: String = excerpt
                 .chars()
-                .take(col - 1)
+                .take(caret)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            write!(f, "\n  {line}\n  {pad}^")?;
+            write!(f, "\n  {excerpt}\n  {pad}^")?;
         }
         Ok(())
     }
+}
+
+/// Characters of context shown on each side of the caret on a long line.
+const EXCERPT_CONTEXT: usize = 60;
+
+/// The part of `line` around character `col`, and the caret's position in that part.
+fn excerpt(line: &str, col: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= 2 * EXCERPT_CONTEXT {
+        return (line.to_string(), col);
+    }
+    let start = col.saturating_sub(EXCERPT_CONTEXT);
+    let end = (col + EXCERPT_CONTEXT).min(chars.len());
+    let mut out = String::new();
+    let mut caret = col - start;
+    if start > 0 {
+        out.push_str("...");
+        caret += 3;
+    }
+    out.extend(&chars[start..end]);
+    if end < chars.len() {
+        out.push_str("...");
+    }
+    (out, caret)
 }
 
 impl fmt::Debug for Error {
