@@ -22,7 +22,7 @@ fn render(template: &str, request: &Json) -> String {
     }
 }
 
-fn report(failures: Vec<String>, total: usize) {
+fn report(failures: &[String], total: usize) {
     assert!(
         failures.is_empty(),
         "{} of {total} cases failed:\n{}",
@@ -43,7 +43,7 @@ fn reference_cases() {
             failures.push(format!("{}: got {got:?}, want {want:?}", case["name"]));
         }
     }
-    report(failures, cases.len());
+    report(&failures, cases.len());
 }
 
 fn collapse_whitespace(s: &str) -> String {
@@ -77,5 +77,5 @@ fn recorded_on_api_gateway() {
             failures.push(format!("{}: got {got:?}, want {want:?}", case["name"]));
         }
     }
-    report(failures, cases.len());
+    report(&failures, cases.len());
 }

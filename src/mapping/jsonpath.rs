@@ -80,6 +80,11 @@ pub fn compile(path: &str) -> Result<Rc<Path>, String> {
 }
 
 impl Path {
+    /// Whether this is `$` itself.
+    pub fn is_root(&self) -> bool {
+        matches!(self, Path::Definite(steps) if steps.is_empty())
+    }
+
     pub fn find<'a>(&self, root: &'a Json) -> Found<'a> {
         match self {
             Path::Definite(steps) => {
@@ -110,6 +115,54 @@ impl Path {
             Path::Indefinite(p) => Found::List(p.query(root).all()),
         }
     }
+}
+
+/// Resolves a simple definite path (`$`, `$.a.b`, `$['a'][0]`, `a.b`) without allocating.
+/// Returns `None` for anything else (the caller compiles the path instead), `Some(None)` when
+/// the path does not exist in `root`.
+pub fn lookup_definite<'a>(path: &str, root: &'a Json) -> Option<Option<&'a Json>> {
+    let p = path.trim();
+    let (mut rest, mut implicit_name) = match p.strip_prefix('$') {
+        Some(r) => (r, false),
+        None if p.is_empty() || p.starts_with('[') => return None,
+        None => (p, true),
+    };
+    let mut node = Some(root);
+    while !rest.is_empty() || implicit_name {
+        if implicit_name || rest.starts_with('.') {
+            if !implicit_name {
+                rest = &rest[1..];
+            }
+            implicit_name = false;
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            let name = rest[..end].trim();
+            if name.is_empty() || name == "*" {
+                return None;
+            }
+            node = node.and_then(|n| n.as_object()?.get(name));
+            rest = &rest[end..];
+        } else if let Some(inner) = rest.strip_prefix('[') {
+            let q = inner.chars().next()?;
+            if q == '\'' || q == '"' {
+                let close = inner[1..].find(q)? + 1;
+                rest = inner[close + 1..].strip_prefix(']')?;
+                let name = &inner[1..close];
+                node = node.and_then(|n| n.as_object()?.get(name));
+            } else {
+                let close = inner.find(']')?;
+                let i: i64 = inner[..close].parse().ok()?;
+                rest = &inner[close + 1..];
+                node = node.and_then(|n| {
+                    let a = n.as_array()?;
+                    let i = if i < 0 { a.len() as i64 + i } else { i };
+                    a.get(usize::try_from(i).ok()?)
+                });
+            }
+        } else {
+            return None;
+        }
+    }
+    Some(node)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -288,6 +341,46 @@ mod tests {
         assert_eq!(eval("$.items[?(@.p < 10)].n", &doc), json!(["a"]));
         assert_eq!(eval("$.items[0:1]", &doc), json!([{"p": 5, "n": "a"}]));
         assert_eq!(eval("$.items[*].missing", &doc), json!([]));
+    }
+
+    #[test]
+    fn fast_lookup_agrees_with_the_compiler() {
+        let doc = json!({"a": {"b-c": [1, 2, {"d": "e"}]}, "n": "x", "q'": 1});
+        for path in [
+            "$",
+            "$.a",
+            "$.a.b-c",
+            "$.a.b-c[2].d",
+            "$['a']['b-c'][-1]",
+            "$.a.b-c[9]",
+            "n",
+            "a.b-c[0]",
+            "$.missing.deeper",
+            "$[\"q'\"]",
+            "$.n.x",
+            "$.a.b-c[-9]",
+            " $.n ",
+        ] {
+            let fast = lookup_definite(path, &doc).unwrap_or_else(|| panic!("{path} not fast"));
+            let slow = match compile(path).unwrap().find(&doc) {
+                Found::Node(n, _) => Some(n),
+                Found::Missing => None,
+                Found::List(_) => panic!("{path} is definite"),
+            };
+            assert_eq!(fast, slow, "{path}");
+        }
+        for path in [
+            "$..a",
+            "$.a[*]",
+            "$.a[0,1]",
+            "$.a[?(@.x)]",
+            "$.a[0:1]",
+            "",
+            "$.a[",
+            "$.*",
+        ] {
+            assert!(lookup_definite(path, &doc).is_none(), "{path}");
+        }
     }
 
     #[test]

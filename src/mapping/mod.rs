@@ -8,10 +8,12 @@
 //!
 //! This module is synchronous and knows nothing of HTTP servers or AWS.
 
+pub mod compact;
 pub mod context;
 pub mod jsonpath;
 pub mod util;
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::rc::Rc;
 
@@ -90,7 +92,9 @@ pub fn render(
     limits: &Limits,
 ) -> Result<Rendered, vtl::Error> {
     let host = ApiGatewayHost::new(input);
-    let body = template.render(&host, limits)?;
+    // Room for a base64 copy of the body, the usual shape of Kinesis and Firehose calls.
+    let capacity = (input.body.len() / 3 * 4 + 512).min(limits.max_output_bytes);
+    let body = template.render_into(&host, limits, String::with_capacity(capacity))?;
     let context = host.context.get().map(|d| d.borrow().clone());
     Ok(Rendered { body, context })
 }
@@ -103,6 +107,8 @@ struct ApiGatewayHost<'a> {
     body: OnceCell<Rc<str>>,
     /// The parsed body; `None` when it is not JSON.
     doc: OnceCell<Option<Doc>>,
+    /// `$input.json('$')` of the unchanged body, taken from the raw text when canonical.
+    compact_body: OnceCell<Option<Rc<str>>>,
     params: OnceCell<Doc>,
     context: OnceCell<Doc>,
     stage: OnceCell<Doc>,
@@ -118,6 +124,7 @@ impl<'a> ApiGatewayHost<'a> {
             input,
             body: OnceCell::new(),
             doc: OnceCell::new(),
+            compact_body: OnceCell::new(),
             params: OnceCell::new(),
             context: OnceCell::new(),
             stage: OnceCell::new(),
@@ -138,11 +145,20 @@ impl<'a> ApiGatewayHost<'a> {
 
     /// `$input.path(p)`: a live view (containers) or a copy (scalars); null when missing.
     fn path(&self, path: &str) -> Result<Value, vtl::Error> {
-        let compiled = jsonpath::compile(path).map_err(runtime)?;
         let Some(doc) = self.doc() else {
+            jsonpath::compile(path).map_err(runtime)?;
             return Ok(Value::Null);
         };
         let root = doc.borrow();
+        // Scalars (the common `$input.path('$.userId')`) need no location: skip compiling.
+        if let Some(found) = jsonpath::lookup_definite(path, &root) {
+            match found {
+                None => return Ok(Value::Null),
+                Some(Json::Array(_) | Json::Object(_)) => {}
+                Some(scalar) => return Ok(Value::from_json(scalar.clone())),
+            }
+        }
+        let compiled = jsonpath::compile(path).map_err(runtime)?;
         Ok(match compiled.find(&root) {
             Found::Node(node, at) => {
                 let segs: Rc<[Seg]> = at
@@ -163,11 +179,28 @@ impl<'a> ApiGatewayHost<'a> {
 
     /// `$input.json(p)`: JSON text of the result; `""` when missing.
     fn json(&self, path: &str) -> Result<Value, vtl::Error> {
-        let compiled = jsonpath::compile(path).map_err(runtime)?;
         let Some(doc) = self.doc() else {
+            jsonpath::compile(path).map_err(runtime)?;
             return Ok(Value::str("\"\""));
         };
+        if path.trim() == "$" && !doc.is_mutated() {
+            let fast = self.compact_body.get_or_init(|| {
+                compact::compact_if_canonical(self.input.body, &doc.borrow()).map(Rc::from)
+            });
+            if let Some(text) = fast {
+                return Ok(Value::Str(text.clone()));
+            }
+        }
         let root = doc.borrow();
+        if let Some(found) = jsonpath::lookup_definite(path, &root) {
+            return match found {
+                Some(node) => serde_json::to_string(node)
+                    .map(Value::string)
+                    .map_err(|e| runtime(e.to_string())),
+                None => Ok(Value::str("\"\"")),
+            };
+        }
+        let compiled = jsonpath::compile(path).map_err(runtime)?;
         let text = match compiled.find(&root) {
             Found::Node(node, _) => serde_json::to_string(node),
             Found::List(items) => serde_json::to_string(&items),
@@ -217,11 +250,11 @@ impl Host for ApiGatewayHost<'_> {
     }
 
     fn call(&self, object: u32, method: &str, args: &[Value]) -> Result<Option<Value>, vtl::Error> {
-        let arg = |i: usize| -> Result<String, vtl::Error> {
+        let arg = |i: usize| -> Result<Cow<'_, str>, vtl::Error> {
             match args.get(i) {
-                Some(Value::Str(s)) => Ok(s.to_string()),
-                Some(v) => v.to_java_string(),
-                None => Ok(String::new()),
+                Some(Value::Str(s)) => Ok(Cow::Borrowed(&**s)),
+                Some(v) => v.to_java_string().map(Cow::Owned),
+                None => Ok(Cow::Borrowed("")),
             }
         };
         let v = match (object, method, args.len()) {

@@ -19,7 +19,7 @@ pub fn escape_javascript(s: &str, out: &mut String) {
             0x27 => out.push_str("\\'"),
             0x2F => out.push_str("\\/"),
             0x5C => out.push_str("\\\\"),
-            u if u < 0x20 || u > 0x7F => {
+            u if !(0x20..=0x7F).contains(&u) => {
                 use std::fmt::Write as _;
                 let _ = write!(out, "\\u{u:04X}");
             }
@@ -79,9 +79,11 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// `$util.base64Encode`: standard alphabet, padded, over the UTF-8 bytes.
+/// `$util.base64Encode`: standard alphabet, padded, over the UTF-8 bytes. Encoding uses
+/// the CPU's SIMD instructions where available; it is on the hot path of every Kinesis and
+/// Firehose template.
 pub fn base64_encode(s: &str) -> String {
-    BASE64.encode(s.as_bytes())
+    base64_simd::STANDARD.encode_to_string(s.as_bytes())
 }
 
 /// `$util.base64Decode`: the decoded bytes as UTF-8 text.

@@ -15,7 +15,7 @@ use super::Template;
 use super::ast::{BinOp, Block, DefineId, Expr, Node, Part, Reference, Span, VarId};
 use super::error::{Error, ErrorKind};
 use super::methods;
-use super::value::{List, LoopInfo, Map, Seg, Value, values_equal};
+use super::value::{List, LoopInfo, Map, Value, values_equal};
 
 /// Objects and variables the embedding application provides (`$input`, `$util`, `$context`).
 pub trait Host {
@@ -116,7 +116,12 @@ impl Drop for Eval<'_> {
     }
 }
 
-pub(crate) fn render(tpl: &Template, host: &dyn Host, limits: &Limits) -> Result<String, Error> {
+pub(crate) fn render(
+    tpl: &Template,
+    host: &dyn Host,
+    limits: &Limits,
+    out: String,
+) -> Result<String, Error> {
     let mut ev = Eval {
         tpl,
         host,
@@ -125,7 +130,7 @@ pub(crate) fn render(tpl: &Template, host: &dyn Host, limits: &Limits) -> Result
         loops: Vec::new(),
         fuel: limits.max_steps,
         depth: 0,
-        out: String::new(),
+        out,
         arena: Vec::new(),
     };
     ev.block(&tpl.block)?;
@@ -329,7 +334,7 @@ impl<'t> Eval<'t> {
             self.step()?;
             let item = match &source {
                 Source::Items(items) => items[i].clone(),
-                Source::JsonArray(r) => r.child(Seg::Index(i)),
+                Source::JsonArray(r) => r.child_index(i),
             };
             self.vars[slot] = Some(item);
             if let Some(top) = self.loops.last_mut() {
@@ -464,7 +469,7 @@ impl<'t> Eval<'t> {
     fn property(&mut self, v: &Value, name: &str) -> Result<Value, Error> {
         match v {
             Value::Map(_) => Ok(methods::map_get(v, name)),
-            Value::Json(r) if r.is_object() => Ok(r.child(Seg::Key(Rc::from(name)))),
+            Value::Json(r) if r.is_object() => Ok(r.child_key(name)),
             Value::Entry(e) => Ok(match name {
                 "key" => Value::Str(e.0.clone()),
                 "value" => e.1.clone(),
@@ -672,7 +677,7 @@ fn index(v: &Value, i: &Value) -> Result<Value, Error> {
             .and_then(|i| l.borrow().get(i).cloned())
             .unwrap_or(Value::Null),
         Value::Json(r) if r.is_array() => match i.as_int().and_then(|i| usize::try_from(i).ok()) {
-            Some(i) => r.child(Seg::Index(i)),
+            Some(i) => r.child_index(i),
             None => Value::Null,
         },
         Value::Json(_) | Value::Map(_) => methods::map_get(v, &i.to_java_string()?),

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use super::error::{Error, ErrorKind};
 use super::eval::Eval;
 use super::java::{self, Utf16};
-use super::value::{JsonRef, Seg, Value, values_equal};
+use super::value::{JsonRef, Value, values_equal};
 
 type Call = Result<Option<Value>, Error>;
 
@@ -200,7 +200,7 @@ fn list_items(v: &Value) -> Vec<Value> {
         Value::List(l) => l.borrow().clone(),
         Value::Json(r) => {
             let len = r.with(|n| n.and_then(Json::as_array).map_or(0, Vec::len));
-            (0..len).map(|i| r.child(Seg::Index(i))).collect()
+            (0..len).map(|i| r.child_index(i)).collect()
         }
         _ => Vec::new(),
     }
@@ -217,7 +217,7 @@ fn list_len(v: &Value) -> usize {
 fn list_get(v: &Value, i: usize) -> Value {
     match v {
         Value::List(l) => l.borrow().get(i).cloned().unwrap_or(Value::Null),
-        Value::Json(r) => r.child(Seg::Index(i)),
+        Value::Json(r) => r.child_index(i),
         _ => Value::Null,
     }
 }
@@ -391,7 +391,7 @@ fn map_entries(v: &Value) -> Vec<(Rc<str>, Value)> {
             });
             keys.into_iter()
                 .map(|k| {
-                    let v = r.child(Seg::Key(k.clone()));
+                    let v = r.child_key(&k);
                     (k, v)
                 })
                 .collect()
@@ -403,7 +403,7 @@ fn map_entries(v: &Value) -> Vec<(Rc<str>, Value)> {
 pub(crate) fn map_get(v: &Value, key: &str) -> Value {
     match v {
         Value::Map(m) => m.borrow().get(key).cloned().unwrap_or(Value::Null),
-        Value::Json(r) => r.child(Seg::Key(Rc::from(key))),
+        Value::Json(r) => r.child_key(key),
         _ => Value::Null,
     }
 }

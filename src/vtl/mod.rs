@@ -56,7 +56,17 @@ impl Template {
 
     /// Renders the template. Errors carry the location of the construct that failed.
     pub fn render(&self, host: &dyn Host, limits: &Limits) -> Result<String, Error> {
-        eval::render(self, host, limits).map_err(|e| e.in_template(&self.name, &self.source))
+        self.render_into(host, limits, String::new())
+    }
+
+    /// Renders, appending to `out` (pass a buffer with capacity to avoid regrowing it).
+    pub fn render_into(
+        &self,
+        host: &dyn Host,
+        limits: &Limits,
+        out: String,
+    ) -> Result<String, Error> {
+        eval::render(self, host, limits, out).map_err(|e| e.in_template(&self.name, &self.source))
     }
 
     pub fn name(&self) -> &str {

@@ -525,8 +525,9 @@ impl<'s> Parser<'s, '_> {
     /// unmoved, when the `$` does not start a reference.
     fn reference(&mut self, in_expr: bool) -> Result<Option<Reference>, Error> {
         let start = self.cur.pos();
-        debug_assert_eq!(self.cur.peek_byte(), Some(b'$'));
-        self.cur.bump();
+        if !self.cur.eat("$") {
+            return Ok(None);
+        }
         self.cur.eat("!");
         let formal = self.cur.eat("{");
         let Some(name) = self.cur.ident() else {

@@ -150,11 +150,37 @@ impl Value {
     }
 }
 
-/// A shared, mutable JSON document.
-pub type Doc = Rc<RefCell<Json>>;
+/// A shared, mutable JSON document that remembers whether a template changed it.
+pub type Doc = Rc<DocCell>;
+
+#[derive(Debug)]
+pub struct DocCell {
+    json: RefCell<Json>,
+    mutated: std::cell::Cell<bool>,
+}
+
+impl DocCell {
+    pub fn borrow(&self) -> std::cell::Ref<'_, Json> {
+        self.json.borrow()
+    }
+
+    /// Mutable access; marks the document as changed.
+    pub fn borrow_mut(&self) -> std::cell::RefMut<'_, Json> {
+        self.mutated.set(true);
+        self.json.borrow_mut()
+    }
+
+    /// Whether a template changed the document since it was created.
+    pub fn is_mutated(&self) -> bool {
+        self.mutated.get()
+    }
+}
 
 pub fn new_doc(json: Json) -> Doc {
-    Rc::new(RefCell::new(json))
+    Rc::new(DocCell {
+        json: RefCell::new(json),
+        mutated: std::cell::Cell::new(false),
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,22 +223,29 @@ impl JsonRef {
         Rc::from(p)
     }
 
-    /// The value of a child: a copy for scalars, a view for containers.
-    pub fn child(&self, seg: Seg) -> Value {
-        self.with(|node| {
-            let child = match (node, &seg) {
-                (Some(Json::Object(m)), Seg::Key(k)) => m.get(&**k),
-                (Some(Json::Array(a)), Seg::Index(i)) => a.get(*i),
-                _ => None,
-            };
-            match child {
-                None => Value::Null,
-                Some(Json::Array(_) | Json::Object(_)) => Value::Json(JsonRef {
-                    doc: self.doc.clone(),
-                    path: self.child_path(seg.clone()),
-                }),
-                Some(c) => Value::from_json_scalar(c),
-            }
+    /// `$view.name`: a copy for scalars, a view for containers; null when missing.
+    pub fn child_key(&self, name: &str) -> Value {
+        self.child_by(|n| n.as_object()?.get(name), || Seg::Key(Rc::from(name)))
+    }
+
+    /// `$view[i]`: a copy for scalars, a view for containers; null when missing.
+    pub fn child_index(&self, i: usize) -> Value {
+        self.child_by(|n| n.as_array()?.get(i), || Seg::Index(i))
+    }
+
+    /// Finds a child with one walk; builds the child's path only when it is a container.
+    fn child_by(
+        &self,
+        find: impl FnOnce(&Json) -> Option<&Json>,
+        seg: impl FnOnce() -> Seg,
+    ) -> Value {
+        self.with(|node| match node.and_then(find) {
+            None => Value::Null,
+            Some(Json::Array(_) | Json::Object(_)) => Value::Json(JsonRef {
+                doc: self.doc.clone(),
+                path: self.child_path(seg()),
+            }),
+            Some(scalar) => Value::from_json_scalar(scalar),
         })
     }
 
@@ -456,7 +489,7 @@ mod tests {
     fn json_views_share_mutations() {
         let v = Value::from_json(serde_json::json!({"a": {"b": 1}}));
         let Value::Json(root) = v else { panic!() };
-        let Value::Json(a) = root.child(Seg::Key("a".into())) else {
+        let Value::Json(a) = root.child_key("a") else {
             panic!()
         };
         a.with_mut(|n| {

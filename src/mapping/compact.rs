@@ -1,0 +1,162 @@
+//! `$input.json('$')` without re-serialising, when that gives the same bytes.
+//!
+//! Re-serialising a parsed body costs several times the parse (every string byte is escaped
+//! again), and the classic Kinesis templates do it on every request. When the template has
+//! not changed the document, the compact form of the raw body is byte-identical to the
+//! re-serialised one, provided that:
+//! - every escape in a string is one serde_json itself writes (`\"` `\\` `\n` `\r` `\t` `\b`
+//!   `\f`, and `\u00xx` in lower case for other control characters);
+//! - every number is written the way serde_json writes it back (integers within 64 bits, no
+//!   `-0`; decimals in their shortest round-trip form, such as `3.25` or `100.0`);
+//! - no object repeats a key (re-serialising keeps one of them).
+//!
+//! [`compact_if_canonical`] checks all three while it strips insignificant whitespace and
+//! returns `None` if any fails; the caller then re-serialises. The result is therefore always
+//! exactly what re-serialising would produce.
+
+use serde_json::Value as Json;
+
+/// The compact form of `raw` if it equals `serde_json::to_string(parsed)`, where `parsed` is
+/// the result of parsing `raw`.
+pub fn compact_if_canonical(raw: &str, parsed: &Json) -> Option<String> {
+    let bytes = raw.as_bytes();
+    // Every piece copied ends at an ASCII byte, so `out` stays valid UTF-8.
+    let mut out = String::with_capacity(bytes.len());
+    let mut keys = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'"' => {
+                let end = string_end(bytes, i)?;
+                out.push_str(&raw[i..end]);
+                i = end;
+            }
+            b'-' | b'0'..=b'9' => {
+                let end = bytes[i..]
+                    .iter()
+                    .position(|b| !matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                    .map_or(bytes.len(), |n| i + n);
+                let literal = &raw[i..end];
+                if !canonical_number(literal) {
+                    return None;
+                }
+                out.push_str(literal);
+                i = end;
+            }
+            b':' => {
+                keys += 1;
+                out.push(':');
+                i += 1;
+            }
+            // Outside strings, valid JSON holds only ASCII.
+            b => {
+                out.push(b as char);
+                i += 1;
+            }
+        }
+    }
+    // An empty or blank body stands for `{}` and has no text of its own to reuse.
+    (!out.is_empty() && keys == count_keys(parsed)).then_some(out)
+}
+
+/// The index just past the closing quote of the string starting at `start`, or `None` if
+/// the string contains an escape serde_json would write differently.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        let n = memchr::memchr2(b'"', b'\\', &bytes[i..])?;
+        i += n;
+        if bytes[i] == b'"' {
+            return Some(i + 1);
+        }
+        match bytes.get(i + 1)? {
+            b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f' => i += 2,
+            b'u' => {
+                let hex = bytes.get(i + 2..i + 6)?;
+                let lower_control = hex[0] == b'0'
+                    && hex[1] == b'0'
+                    && matches!(hex[2], b'0' | b'1')
+                    && matches!(hex[3], b'0'..=b'9' | b'a'..=b'f');
+                let code = u8::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()?;
+                // serde_json writes these five with their short escapes.
+                if !lower_control || matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                    return None;
+                }
+                i += 6;
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn canonical_number(literal: &str) -> bool {
+    if literal.contains(['.', 'e', 'E']) {
+        let Ok(f) = literal.parse::<f64>() else {
+            return false;
+        };
+        return serde_json::Number::from_f64(f).is_some_and(|n| n.to_string() == literal);
+    }
+    if literal == "-0" {
+        return false;
+    }
+    literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok()
+}
+
+/// Object keys in a parsed document (after duplicates collapsed).
+fn count_keys(v: &Json) -> usize {
+    match v {
+        Json::Object(m) => m.len() + m.values().map(count_keys).sum::<usize>(),
+        Json::Array(a) => a.iter().map(count_keys).sum(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(raw: &str) -> Option<String> {
+        let parsed: Json = serde_json::from_str(raw).unwrap();
+        let fast = compact_if_canonical(raw, &parsed);
+        if let Some(f) = &fast {
+            assert_eq!(f, &serde_json::to_string(&parsed).unwrap(), "{raw}");
+        }
+        fast
+    }
+
+    #[test]
+    fn canonical_bodies_take_the_fast_path() {
+        assert!(
+            check(
+                r#"{ "a" : [1, -2, 3.25, 100.0, true, null],
+            "s": "x\"y\\z\n\u001f caf\u00e9 ☃ /", "o": {"k": {}} }"#
+            )
+            .is_none(),
+            "\\u00e9 is not how serde writes é"
+        );
+        assert!(check("{ \"a\" : [1, -2, 3.25, 100.0, true, null], \"s\": \"x\\\"y\\\\z\\n\\u001f café ☃ /\" }").is_some());
+        assert!(check("[]").is_some());
+        assert!(check("  \"just a string\"  ").is_some());
+        assert!(check("18446744073709551615").is_some());
+        assert_eq!(compact_if_canonical("  ", &serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn non_canonical_bodies_fall_back() {
+        for raw in [
+            r#"{"a": 1.50}"#,
+            r#"{"a": 1e5}"#,
+            r#"{"a": -0}"#,
+            r#"{"a": 123456789012345678901234}"#,
+            r#"{"s": "\/"}"#,
+            r#"{"s": "\u0041"}"#,
+            r#"{"s": "\u000a"}"#,
+            r#"{"s": "\u001F"}"#,
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"o": {"a": 1, "a": 1}}"#,
+        ] {
+            assert_eq!(check(raw), None, "{raw}");
+        }
+    }
+}
