@@ -35,29 +35,28 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-#[test]
-fn renders_exactly_the_template_output() {
-    let dir = temp_dir();
-    let template = dir.join("t.vtl");
-    std::fs::write(
-        &template,
-        "{\"id\": $input.json('$.id'), \"ip\": \"$context.identity.sourceIp\"}",
-    )
-    .unwrap();
-    let request = dir.join("r.json");
-    std::fs::write(
-        &request,
-        r#"{"body": "{\"id\": 7}", "context": {"identity": {"sourceIp": "198.51.100.4"}}, "note": "ignored"}"#,
-    )
-    .unwrap();
-    let out = run(
+/// Writes `template` and `request` to files and runs `render` on them.
+fn render_files(dir: &std::path::Path, template: &str, request: &str) -> Output {
+    let (t, r) = (dir.join("case.vtl"), dir.join("case.json"));
+    std::fs::write(&t, template).unwrap();
+    std::fs::write(&r, request).unwrap();
+    run(
         &[
             "render",
-            template.to_str().unwrap(),
+            t.to_str().unwrap(),
             "--request",
-            request.to_str().unwrap(),
+            r.to_str().unwrap(),
         ],
         None,
+    )
+}
+
+#[test]
+fn renders_exactly_the_template_output() {
+    let out = render_files(
+        &temp_dir(),
+        r#"{"id": $input.json('$.id'), "ip": "$context.identity.sourceIp"}"#,
+        r#"{"body": "{\"id\": 7}", "context": {"identity": {"sourceIp": "198.51.100.4"}}, "note": "ignored"}"#,
     );
     assert!(
         out.status.success(),
@@ -149,39 +148,21 @@ fn unreadable_inputs_are_errors_with_status_2() {
 #[test]
 fn reference_cases_through_the_binary() {
     let dir = temp_dir();
-    let cases: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/apigw-cases.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/apigw-cases.json"
+    );
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     for case in cases.as_array().unwrap() {
-        let template = dir.join("case.vtl");
-        let request = dir.join("case.json");
-        std::fs::write(&template, case["template"].as_str().unwrap()).unwrap();
-        std::fs::write(&request, case.to_string()).unwrap();
-        let out = run(
-            &[
-                "render",
-                template.to_str().unwrap(),
-                "--request",
-                request.to_str().unwrap(),
-            ],
-            None,
-        );
+        let out = render_files(&dir, case["template"].as_str().unwrap(), &case.to_string());
+        let name = &case["name"];
         assert!(
             out.status.success(),
-            "{}: {}",
-            case["name"],
+            "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(
-            String::from_utf8(out.stdout).unwrap(),
-            case["expected"].as_str().unwrap(),
-            "{}",
-            case["name"]
-        );
+        let want = case["expected"].as_str().unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), want, "{name}");
     }
 }
