@@ -11,5 +11,13 @@
 //! - [`cli`]: the command-line adapters (`render`).
 
 pub mod cli;
+pub mod config;
+pub mod error;
+pub mod integrations;
 pub mod mapping;
+pub mod pipeline;
+pub mod respond;
+pub mod route;
+pub mod server;
+pub mod telemetry;
 pub mod vtl;

@@ -1,5 +1,6 @@
 //! The `ingest-gateway` binary: parses the command line and hands over to `cli`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,15 +23,48 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the configured API.
+    Serve {
+        /// Listen on this address instead of the configured one.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate the configuration and its templates; print every problem.
+    CheckConfig,
+    /// Create the streams, buckets, delivery streams, queues and state machines declared
+    /// under [resources]; existing ones are checked, never changed.
+    Provision {
+        /// Print the plan without creating anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the least-privilege IAM policy the configured routes need.
+    IamPolicy {
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// The AWS account id for resource ARNs.
+        #[arg(long, default_value = "*")]
+        account: String,
+    },
     /// Render a mapping template against a request, as the gateway would.
     Render(cli::render::RenderArgs),
 }
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    let _ = &args.config;
     let result = match &args.command {
         Command::Render(r) => cli::render::run(r),
+        Command::CheckConfig => Ok(cli::check_config::run(&args.config)),
+        Command::Serve { listen } => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(cli::serve::run(&args.config, *listen)))
+            .map(|()| true),
+        Command::Provision { dry_run } => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(cli::provision::run(&args.config, *dry_run))),
+        Command::IamPolicy { region, account } => {
+            cli::iam_policy::run(&args.config, region, account)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

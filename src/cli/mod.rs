@@ -1,4 +1,8 @@
 //! Command-line adapters over the library modules. They parse files and flags, call the
 //! same code the server runs, and format the outcome for a terminal.
 
+pub mod check_config;
+pub mod iam_policy;
+pub mod provision;
 pub mod render;
+pub mod serve;

@@ -49,28 +49,42 @@ pub fn url_encode(s: &str) -> String {
 /// `$util.urlDecode`: `java.net.URLDecoder.decode(s, "UTF-8")`; a malformed `%` escape is an
 /// error, as in Java.
 pub fn url_decode(s: &str) -> Result<String, String> {
+    percent_decode(s, true, false).map_err(|e| format!("urlDecode: {e}"))
+}
+
+/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`). A `%` not followed by two
+/// hex digits is an error, or kept as is when `lenient`. Invalid UTF-8 in the result is an
+/// error.
+pub fn percent_decode(s: &str, plus_is_space: bool, lenient: bool) -> Result<String, String> {
+    if !s.contains(['%', '+']) {
+        return Ok(s.to_string());
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
+                // Two hex digits exactly (`from_str_radix` alone would accept a sign).
                 let hex = bytes
                     .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
                 match hex {
-                    Some(b) => out.push(b),
-                    None => return Err(format!("urlDecode: malformed escape at offset {i}")),
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None if lenient => out.push(b'%'),
+                    None => return Err(format!("malformed escape at offset {i}")),
                 }
-                i += 2;
             }
             b => out.push(b),
         }
         i += 1;
     }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    String::from_utf8(out).map_err(|_| "the decoded text is not UTF-8".to_string())
 }
 
 /// Java's basic Base64 decoder accepts input with or without padding.
@@ -120,6 +134,9 @@ mod tests {
         assert_eq!(url_encode("\u{e9}"), "%C3%A9");
         assert_eq!(url_decode("a+b%26c%3Dd").unwrap(), "a b&c=d");
         assert!(url_decode("%zz").is_err());
+        assert!(url_decode("%+1").is_err());
+        assert_eq!(percent_decode("50%+a%41", false, true).unwrap(), "50%+aA");
+        assert!(percent_decode("%ff", false, true).is_err());
     }
 
     #[test]

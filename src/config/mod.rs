@@ -1,0 +1,462 @@
+//! `gateway.toml`: loaded raw ([`raw`]), then validated into the typed [`Config`] the rest
+//! of the gateway uses. Validation collects every problem with its location, so
+//! `ingest-gateway check-config` can print them all at once as `file:line:col: message`.
+//!
+//! This module reads files and parses; it never spawns tasks or builds AWS clients.
+
+pub mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use toml::Spanned;
+
+use crate::integrations::Action;
+use crate::route::PathTemplate;
+use crate::vtl::Limits;
+use raw::RawConfig;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub stage: String,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub aws: AwsSettings,
+    pub stage_variables: IndexMap<String, String>,
+    pub limits: Limits,
+    pub routes: Vec<RouteConfig>,
+    pub resources: raw::RawResources,
+    /// The directory relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// How a route treats a request whose content type has no template (API Gateway's
+/// `passthroughBehavior`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passthrough {
+    WhenNoMatch,
+    WhenNoTemplates,
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// `None` matches any method.
+    pub method: Option<http::Method>,
+    pub path: PathTemplate,
+    pub action: Action,
+    pub target: Option<String>,
+    /// Template files by lower-cased media type, in the file's order.
+    pub request_templates: Vec<(String, PathBuf)>,
+    pub passthrough: Passthrough,
+    pub response_template: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// One problem in the file.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column.
+    pub at: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.at {
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// All the problems found in a file.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            at: None,
+            message: format!("cannot read the configuration: {e}"),
+        }])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(path, &text, &base)
+}
+
+/// Parses and validates configuration text; `file` names it in errors and `base_dir`
+/// anchors relative paths.
+pub fn parse(file: &Path, text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut v = Validator {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let message = e.message().to_string();
+            let at = e.span().map(|s| line_col(text, s.start));
+            return Err(ConfigErrors(vec![ConfigError {
+                file: file.to_path_buf(),
+                at,
+                message,
+            }]));
+        }
+    };
+    let config = v.validate(raw, base_dir);
+    if v.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Parses `500ms`, `29s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    })
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            at: span.map(|s| line_col(self.text, s.start)),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, v: Option<&Spanned<String>>, default: Duration, what: &str) -> Duration {
+        let Some(v) = v else { return default };
+        match parse_duration(v.get_ref()) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                self.error(
+                    Some(v.span()),
+                    format!("{what}: expected a duration such as \"500ms\", \"29s\" or \"5m\", got {:?}", v.get_ref()),
+                );
+                default
+            }
+        }
+    }
+
+    fn validate(&mut self, raw: RawConfig, base: &Path) -> Config {
+        let listen = match &raw.server.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+                self.error(
+                    Some(l.span()),
+                    format!("server.listen: not an address:port: {:?}", l.get_ref()),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }),
+        };
+        let stage = match &raw.server.stage {
+            None => "prod".to_string(),
+            Some(s) => {
+                let ok = !s.get_ref().is_empty()
+                    && s.get_ref().len() <= 128
+                    && s.get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !ok {
+                    self.error(
+                        Some(s.span()),
+                        "server.stage: use 1-128 characters of A-Z a-z 0-9 _ -",
+                    );
+                }
+                s.get_ref().clone()
+            }
+        };
+        let max_body_bytes = match &raw.server.max_body_bytes {
+            None => 10 * 1024 * 1024,
+            Some(n) if *n.get_ref() == 0 => {
+                self.error(Some(n.span()), "server.max_body_bytes must be at least 1");
+                10 * 1024 * 1024
+            }
+            Some(n) => *n.get_ref() as usize,
+        };
+        let integration_timeout = self.duration(
+            raw.server.integration_timeout.as_ref(),
+            Duration::from_secs(29),
+            "server.integration_timeout",
+        );
+        let shutdown_grace = self.duration(
+            raw.server.shutdown_grace.as_ref(),
+            Duration::from_secs(30),
+            "server.shutdown_grace",
+        );
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_loop_iterations: raw
+                .templates
+                .max_loop_iterations
+                .unwrap_or(defaults.max_loop_iterations),
+            max_steps: raw.templates.max_steps.unwrap_or(defaults.max_steps),
+            max_output_bytes: raw
+                .templates
+                .max_output_bytes
+                .unwrap_or(defaults.max_output_bytes),
+            ..defaults
+        };
+        let mut routes: Vec<RouteConfig> = Vec::new();
+        for route in &raw.routes {
+            if let Some(r) = self.route(route, base, integration_timeout) {
+                let clash = routes.iter().any(|o| {
+                    o.path.shape() == r.path.shape()
+                        && (o.method.is_none() || r.method.is_none() || o.method == r.method)
+                });
+                if clash {
+                    self.error(
+                        Some(route.span()),
+                        format!(
+                            "route {} {} is declared twice",
+                            route.get_ref().method.get_ref(),
+                            r.path
+                        ),
+                    );
+                }
+                routes.push(r);
+            }
+        }
+        self.resources(&raw.resources);
+        Config {
+            listen,
+            stage,
+            max_body_bytes,
+            shutdown_grace,
+            aws: AwsSettings {
+                region: raw.aws.region,
+                endpoint_url: raw.aws.endpoint_url,
+            },
+            stage_variables: raw.stage_variables,
+            limits,
+            routes,
+            resources: raw.resources,
+            base_dir: base.to_path_buf(),
+        }
+    }
+
+    fn route(
+        &mut self,
+        route: &Spanned<raw::RawRoute>,
+        base: &Path,
+        default_timeout: Duration,
+    ) -> Option<RouteConfig> {
+        let r = route.get_ref();
+        let method = match r.method.get_ref().to_ascii_uppercase().as_str() {
+            "ANY" => None,
+            m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => {
+                Some(http::Method::from_bytes(m.as_bytes()).expect("a standard method"))
+            }
+            other => {
+                self.error(
+                    Some(r.method.span()),
+                    format!("unknown HTTP method {other:?}"),
+                );
+                return None;
+            }
+        };
+        let path = match PathTemplate::parse(r.path.get_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.error(
+                    Some(r.path.span()),
+                    format!("path {:?}: {e}", r.path.get_ref()),
+                );
+                return None;
+            }
+        };
+        let Some(action) = Action::parse(r.action.get_ref()) else {
+            self.error(
+                Some(r.action.span()),
+                format!(
+                    "unknown action {:?}; expected one of {}",
+                    r.action.get_ref(),
+                    Action::NAMES.join(", ")
+                ),
+            );
+            return None;
+        };
+        let mut request_templates = Vec::new();
+        for (media, file) in &r.request_templates {
+            let path = base.join(file.get_ref());
+            if !path.is_file() {
+                self.error(
+                    Some(file.span()),
+                    format!("template file {} does not exist", path.display()),
+                );
+            }
+            request_templates.push((media.to_ascii_lowercase(), path));
+        }
+        let passthrough = match r
+            .passthrough
+            .as_ref()
+            .map(|p| (p.get_ref().to_ascii_lowercase(), p.span()))
+        {
+            None => Passthrough::WhenNoMatch,
+            Some((p, span)) => match p.as_str() {
+                "when_no_match" => Passthrough::WhenNoMatch,
+                "when_no_templates" => Passthrough::WhenNoTemplates,
+                "never" => Passthrough::Never,
+                _ => {
+                    self.error(
+                        Some(span),
+                        "passthrough: expected when_no_match, when_no_templates or never",
+                    );
+                    Passthrough::WhenNoMatch
+                }
+            },
+        };
+        let response_template = r.response_template.as_ref().map(|f| {
+            let path = base.join(f.get_ref());
+            if !path.is_file() {
+                self.error(
+                    Some(f.span()),
+                    format!("template file {} does not exist", path.display()),
+                );
+            }
+            path
+        });
+        let timeout = self.duration(r.timeout.as_ref(), default_timeout, "timeout");
+        Some(RouteConfig {
+            method,
+            path,
+            action,
+            target: r.target.as_ref().map(|t| t.get_ref().clone()),
+            request_templates,
+            passthrough,
+            response_template,
+            timeout,
+        })
+    }
+
+    fn resources(&mut self, res: &raw::RawResources) {
+        let streams: Vec<&str> = res
+            .kinesis_streams
+            .iter()
+            .map(|s| s.get_ref().name.as_str())
+            .collect();
+        let buckets: Vec<&str> = res
+            .s3_buckets
+            .iter()
+            .map(|b| b.get_ref().name.as_str())
+            .collect();
+        let queues: Vec<&str> = res
+            .sqs_queues
+            .iter()
+            .map(|q| q.get_ref().name.as_str())
+            .collect();
+        for s in &res.kinesis_streams {
+            if s.get_ref().shards.is_some_and(|n| n < 1) {
+                self.error(Some(s.span()), "kinesis stream shards must be at least 1");
+            }
+        }
+        for d in &res.firehose_delivery_streams {
+            let d_ref = d.get_ref();
+            if !streams.contains(&d_ref.source_stream.as_str()) {
+                self.error(Some(d.span()), format!("delivery stream {}: source_stream {:?} is not declared under kinesis_streams", d_ref.name, d_ref.source_stream));
+            }
+            if !buckets.contains(&d_ref.bucket.as_str()) {
+                self.error(
+                    Some(d.span()),
+                    format!(
+                        "delivery stream {}: bucket {:?} is not declared under s3_buckets",
+                        d_ref.name, d_ref.bucket
+                    ),
+                );
+            }
+        }
+        for q in &res.sqs_queues {
+            let q_ref = q.get_ref();
+            if let Some(dlq) = &q_ref.dead_letter_queue
+                && !queues.contains(&dlq.as_str())
+            {
+                self.error(
+                    Some(q.span()),
+                    format!(
+                        "queue {}: dead_letter_queue {dlq:?} is not declared under sqs_queues",
+                        q_ref.name
+                    ),
+                );
+            }
+            if q_ref.content_based_deduplication && !q_ref.name.ends_with(".fifo") {
+                self.error(
+                    Some(q.span()),
+                    format!(
+                        "queue {}: content_based_deduplication needs a FIFO queue (.fifo)",
+                        q_ref.name
+                    ),
+                );
+            }
+        }
+        for m in &res.state_machines {
+            let kind = m.get_ref().kind.as_deref().unwrap_or("STANDARD");
+            if kind != "STANDARD" && kind != "EXPRESS" {
+                self.error(
+                    Some(m.span()),
+                    format!(
+                        "state machine {}: kind must be STANDARD or EXPRESS",
+                        m.get_ref().name
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `gateway.toml` as written. These structs are the user documentation of the file: every
+//! field's comment says what it does. Unknown fields are rejected.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub aws: RawAws,
+    /// `$stageVariables` for every template.
+    #[serde(default)]
+    pub stage_variables: IndexMap<String, String>,
+    /// Bounds on every template render.
+    #[serde(default)]
+    pub templates: RawTemplateLimits,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+    /// What `ingest-gateway provision` creates.
+    #[serde(default)]
+    pub resources: RawResources,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on (default `127.0.0.1:8080`); `serve --listen` overrides it.
+    pub listen: Option<Spanned<String>>,
+    /// Stage name, visible as `$context.stage` (default `prod`).
+    pub stage: Option<Spanned<String>>,
+    /// Largest request body accepted; larger gets 413 (default 10 MB, as API Gateway).
+    pub max_body_bytes: Option<Spanned<u64>>,
+    /// Default upstream call timeout for routes (default `29s`, as API Gateway).
+    pub integration_timeout: Option<Spanned<String>>,
+    /// Time to finish in-flight requests after SIGTERM/Ctrl-C (default `30s`).
+    pub shutdown_grace: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    /// AWS region (default: the standard chain, then `us-east-1`).
+    pub region: Option<String>,
+    /// Endpoint for every AWS client, e.g. a local emulator. `AWS_ENDPOINT_URL` also works.
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplateLimits {
+    /// `#foreach` iterations per loop (default 1000, as API Gateway).
+    pub max_loop_iterations: Option<usize>,
+    /// Evaluation steps per render (default 1,000,000).
+    pub max_steps: Option<u64>,
+    /// Largest rendered output in bytes (default 16 MiB).
+    pub max_output_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// HTTP method (`GET`, `POST`, ... or `ANY`).
+    pub method: Spanned<String>,
+    /// Path with `{param}` segments and an optional final greedy `{name+}`.
+    pub path: Spanned<String>,
+    /// The AWS action, IAM-style: `kinesis:PutRecord`, `kinesis:PutRecords`,
+    /// `firehose:PutRecord`, `firehose:PutRecordBatch`, `sqs:SendMessage`,
+    /// `sqs:SendMessageBatch`, `states:StartExecution`, `states:StartSyncExecution`.
+    pub action: Spanned<String>,
+    /// The stream, delivery stream, queue or state machine the route writes to (name or
+    /// ARN). When set, a rendered request that names another target is refused, so request
+    /// data cannot redirect writes; it is also what `iam-policy` grants.
+    pub target: Option<Spanned<String>>,
+    /// Request templates by content type (`application/json` = "mappings/x.vtl").
+    #[serde(default)]
+    pub request_templates: IndexMap<String, Spanned<String>>,
+    /// `when_no_match` (default), `when_no_templates` or `never`, as API Gateway.
+    pub passthrough: Option<Spanned<String>>,
+    /// Template rendering the client's response from the service's JSON response.
+    pub response_template: Option<Spanned<String>>,
+    /// Upstream call timeout for this route (default `server.integration_timeout`).
+    pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawResources {
+    #[serde(default)]
+    pub kinesis_streams: Vec<Spanned<RawStream>>,
+    #[serde(default)]
+    pub s3_buckets: Vec<Spanned<RawBucket>>,
+    #[serde(default)]
+    pub firehose_delivery_streams: Vec<Spanned<RawDeliveryStream>>,
+    #[serde(default)]
+    pub sqs_queues: Vec<Spanned<RawQueue>>,
+    #[serde(default)]
+    pub state_machines: Vec<Spanned<RawStateMachine>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    pub name: String,
+    /// Provisioned shard count; absent means on-demand capacity.
+    pub shards: Option<i32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucket {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeliveryStream {
+    pub name: String,
+    /// The Kinesis stream it reads (declared under `kinesis_streams`).
+    pub source_stream: String,
+    /// The S3 bucket it writes (declared under `s3_buckets`).
+    pub bucket: String,
+    /// Object key prefix (default `events/`).
+    pub prefix: Option<String>,
+    /// Buffering hints: flush at this many MiB (default 5) ...
+    pub buffer_size_mb: Option<i32>,
+    /// ... or after this many seconds (default 60).
+    pub buffer_interval_seconds: Option<i32>,
+    /// IAM role Firehose assumes to read the stream and write the bucket.
+    pub role_arn: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    /// Queue name; FIFO queues end in `.fifo`.
+    pub name: String,
+    /// Content-based deduplication (FIFO only).
+    #[serde(default)]
+    pub content_based_deduplication: bool,
+    /// A dead-letter queue (declared under `sqs_queues`) and receives before moving there.
+    pub dead_letter_queue: Option<String>,
+    pub max_receive_count: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStateMachine {
+    pub name: String,
+    /// `STANDARD` (default) or `EXPRESS` (required for `states:StartSyncExecution`).
+    pub kind: Option<String>,
+    /// Amazon States Language definition file.
+    pub definition: String,
+    pub role_arn: String,
+}

@@ -1,0 +1,92 @@
+//! `GatewayError`: why a request did not succeed, whose fault it was, and whether the
+//! client may retry. It holds no HTTP types; `respond` turns it into a response.
+
+use crate::integrations::IntegrationError;
+
+/// Whose fault an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request was wrong; retrying it unchanged will fail again.
+    Client,
+    /// An AWS service failed, was unreachable, or throttled.
+    Upstream,
+    /// The gateway or its configuration (including templates) is at fault.
+    Internal,
+}
+
+/// What went wrong, in terms a client response can be chosen from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No route for this method and path.
+    NoRoute,
+    /// The body is larger than the configured limit.
+    PayloadTooLarge { limit: usize },
+    /// The route has templates but none for this content type (and passthrough is off).
+    UnsupportedMediaType,
+    /// The body cannot be read as the route needs (not UTF-8, for instance).
+    InvalidBody,
+    /// A mapping template failed to render.
+    Template,
+    /// The rendered request is not something the service accepts.
+    BadIntegrationRequest,
+    /// The service throttled the request.
+    UpstreamThrottled,
+    /// The service answered with an error, or could not be reached.
+    UpstreamFailed,
+    /// The service did not answer in time.
+    UpstreamTimeout,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub kind: ErrorKind,
+    /// For the operator's log; never sent to the client.
+    pub detail: String,
+}
+
+impl GatewayError {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> GatewayError {
+        GatewayError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self.kind {
+            ErrorKind::NoRoute
+            | ErrorKind::PayloadTooLarge { .. }
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::InvalidBody => Fault::Client,
+            ErrorKind::Template | ErrorKind::BadIntegrationRequest => Fault::Internal,
+            ErrorKind::UpstreamThrottled
+            | ErrorKind::UpstreamFailed
+            | ErrorKind::UpstreamTimeout => Fault::Upstream,
+        }
+    }
+
+    /// Whether the client may retry the same request later.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::UpstreamThrottled | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout
+        )
+    }
+}
+
+impl From<IntegrationError> for GatewayError {
+    fn from(e: IntegrationError) -> GatewayError {
+        let kind = match &e {
+            IntegrationError::InvalidRequest { .. } => ErrorKind::BadIntegrationRequest,
+            IntegrationError::Timeout { .. } => ErrorKind::UpstreamTimeout,
+            IntegrationError::Transport { .. } => ErrorKind::UpstreamFailed,
+            e if e.throttled() => ErrorKind::UpstreamThrottled,
+            // The service rejected what the template built: a configuration problem.
+            IntegrationError::Service { status, .. } if *status < 500 => {
+                ErrorKind::BadIntegrationRequest
+            }
+            IntegrationError::Service { .. } => ErrorKind::UpstreamFailed,
+        };
+        GatewayError::new(kind, e.to_string())
+    }
+}

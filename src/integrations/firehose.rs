@@ -1,0 +1,100 @@
+//! Firehose: `PutRecord` and `PutRecordBatch`.
+
+use aws_sdk_firehose::Client;
+use aws_sdk_firehose::primitives::Blob;
+use aws_sdk_firehose::types::Record;
+use serde_json::{Value as Json, json};
+
+use super::request::{data, invalid, json_object, opt_string, resolve_target};
+use super::{Action, IntegrationError, classify};
+
+/// Records per `PutRecordBatch` call (service limit).
+pub const MAX_RECORDS: usize = 500;
+
+fn record(action: Action, v: &Json, at: &str) -> Result<Record, IntegrationError> {
+    let Json::Object(r) = v else {
+        return Err(invalid(action, format!("{at} must be an object")));
+    };
+    Record::builder()
+        .data(Blob::new(data(action, r, "Data")?))
+        .build()
+        .map_err(|e| invalid(action, format!("{at}: {e}")))
+}
+
+pub async fn put_record(
+    client: &Client,
+    target: Option<&str>,
+    rendered: &str,
+) -> Result<Json, IntegrationError> {
+    let action = Action::FirehosePutRecord;
+    let m = json_object(action, rendered)?;
+    let name = resolve_target(
+        action,
+        target,
+        opt_string(action, &m, "DeliveryStreamName")?,
+        "DeliveryStreamName",
+    )?;
+    let rec = record(action, m.get("Record").unwrap_or(&Json::Null), "Record")?;
+    let out = client
+        .put_record()
+        .delivery_stream_name(name)
+        .record(rec)
+        .send()
+        .await
+        .map_err(|e| classify(action, e))?;
+    Ok(json!({"RecordId": out.record_id(), "Encrypted": out.encrypted().unwrap_or(false)}))
+}
+
+pub async fn put_record_batch(
+    client: &Client,
+    target: Option<&str>,
+    rendered: &str,
+) -> Result<Json, IntegrationError> {
+    let action = Action::FirehosePutRecordBatch;
+    let m = json_object(action, rendered)?;
+    let name = resolve_target(
+        action,
+        target,
+        opt_string(action, &m, "DeliveryStreamName")?,
+        "DeliveryStreamName",
+    )?;
+    let Some(Json::Array(records)) = m.get("Records") else {
+        return Err(invalid(action, "Records must be an array"));
+    };
+    if records.is_empty() || records.len() > MAX_RECORDS {
+        return Err(invalid(
+            action,
+            format!(
+                "Records must hold 1 to {MAX_RECORDS} records, not {}",
+                records.len()
+            ),
+        ));
+    }
+    let records = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| record(action, r, &format!("Records[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = client
+        .put_record_batch()
+        .delivery_stream_name(name)
+        .set_records(Some(records))
+        .send()
+        .await
+        .map_err(|e| classify(action, e))?;
+    let responses: Vec<Json> = out
+        .request_responses()
+        .iter()
+        .map(|r| match r.error_code() {
+            Some(code) => {
+                json!({"ErrorCode": code, "ErrorMessage": r.error_message().unwrap_or("")})
+            }
+            None => json!({"RecordId": r.record_id()}),
+        })
+        .collect();
+    Ok(json!({
+        "FailedPutCount": out.failed_put_count(),
+        "Encrypted": out.encrypted().unwrap_or(false),
+        "RequestResponses": responses,
+    }))
+}

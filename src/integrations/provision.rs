@@ -1,0 +1,417 @@
+//! `ingest-gateway provision`: creates what `[resources]` declares, idempotently, without
+//! CloudFormation. Existing resources are checked and differences reported (never changed);
+//! `dry_run` only reports the plan.
+//!
+//! Order matters: streams and buckets first (a delivery stream needs both), dead-letter
+//! queues before the queues that use them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_firehose::types::{
+    BufferingHints, DeliveryStreamType, ExtendedS3DestinationConfiguration,
+    KinesisStreamSourceConfiguration,
+};
+use aws_sdk_kinesis::types::{StreamMode, StreamModeDetails};
+use aws_sdk_sfn::types::StateMachineType;
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value as Json;
+
+use super::{Action, Clients, IntegrationError, classify};
+use crate::config::raw::{RawDeliveryStream, RawQueue, RawResources, RawStateMachine, RawStream};
+
+/// What provisioning did (or, in a dry run, would do) for one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Created(String),
+    WouldCreate(String),
+    Exists(String),
+    /// Exists, but not as declared; left unchanged.
+    Differs(String, String),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Created(r) => write!(f, "created   {r}"),
+            Step::WouldCreate(r) => write!(f, "create    {r}"),
+            Step::Exists(r) => write!(f, "exists    {r}"),
+            Step::Differs(r, why) => write!(f, "DIFFERS   {r}: {why} (left unchanged)"),
+        }
+    }
+}
+
+/// A provisioning failure, with the resource it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{resource}: {source}")]
+pub struct ProvisionError {
+    pub resource: String,
+    #[source]
+    pub source: IntegrationError,
+}
+
+type Result<T> = std::result::Result<T, ProvisionError>;
+
+fn fail(resource: &str, source: IntegrationError) -> ProvisionError {
+    ProvisionError {
+        resource: resource.to_string(),
+        source,
+    }
+}
+
+fn other(resource: &str, detail: impl Into<String>) -> ProvisionError {
+    fail(
+        resource,
+        IntegrationError::InvalidRequest {
+            action: Action::KinesisPutRecord,
+            detail: detail.into(),
+        },
+    )
+}
+
+/// Provisions everything; `report` is called with each step as it happens.
+pub async fn provision(
+    clients: &Clients,
+    resources: &RawResources,
+    base_dir: &Path,
+    dry_run: bool,
+    report: &mut dyn FnMut(&Step),
+) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    let mut push = |s: Step, steps: &mut Vec<Step>| {
+        report(&s);
+        steps.push(s);
+    };
+    for s in &resources.kinesis_streams {
+        let step = stream(clients, s.get_ref(), dry_run).await?;
+        push(step, &mut steps);
+    }
+    for b in &resources.s3_buckets {
+        let step = bucket(clients, &b.get_ref().name, dry_run).await?;
+        push(step, &mut steps);
+    }
+    for d in &resources.firehose_delivery_streams {
+        let step = delivery_stream(clients, d.get_ref(), dry_run).await?;
+        push(step, &mut steps);
+    }
+    // Queues without a dead-letter queue first, so every redrive target exists.
+    let mut queues: Vec<&RawQueue> = resources.sqs_queues.iter().map(|q| q.get_ref()).collect();
+    queues.sort_by_key(|q| q.dead_letter_queue.is_some());
+    for q in queues {
+        let step = queue(clients, q, dry_run).await?;
+        push(step, &mut steps);
+    }
+    for m in &resources.state_machines {
+        let step = state_machine(clients, m.get_ref(), base_dir, dry_run).await?;
+        push(step, &mut steps);
+    }
+    Ok(steps)
+}
+
+async fn stream(clients: &Clients, s: &RawStream, dry_run: bool) -> Result<Step> {
+    let what = match s.shards {
+        Some(n) => format!("kinesis stream {} ({n} shards)", s.name),
+        None => format!("kinesis stream {} (on-demand)", s.name),
+    };
+    let k = &clients.kinesis;
+    match k
+        .describe_stream_summary()
+        .stream_name(&s.name)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let Some(summary) = out.stream_description_summary() else {
+                return Ok(Step::Exists(what));
+            };
+            let on_demand = summary
+                .stream_mode_details()
+                .is_some_and(|m| *m.stream_mode() == StreamMode::OnDemand);
+            let differs = match s.shards {
+                Some(n) if on_demand => Some(format!("on-demand, declared with {n} shards")),
+                Some(n) if summary.open_shard_count() != n => Some(format!(
+                    "{} open shards, declared {n}",
+                    summary.open_shard_count()
+                )),
+                None if !on_demand => Some("provisioned, declared on-demand".to_string()),
+                _ => None,
+            };
+            Ok(differs.map_or(Step::Exists(what.clone()), |why| Step::Differs(what, why)))
+        }
+        Err(e) => {
+            let e = classify(Action::KinesisPutRecord, e);
+            if !is_not_found(&e) {
+                return Err(fail(&what, e));
+            }
+            if dry_run {
+                return Ok(Step::WouldCreate(what));
+            }
+            let mut req = k.create_stream().stream_name(&s.name);
+            req = match s.shards {
+                Some(n) => req.shard_count(n),
+                None => req.stream_mode_details(
+                    StreamModeDetails::builder()
+                        .stream_mode(StreamMode::OnDemand)
+                        .build()
+                        .map_err(|e| other(&what, e.to_string()))?,
+                ),
+            };
+            req.send()
+                .await
+                .map_err(|e| fail(&what, classify(Action::KinesisPutRecord, e)))?;
+            wait_active(clients, &s.name)
+                .await
+                .map_err(|e| fail(&what, e))?;
+            Ok(Step::Created(what))
+        }
+    }
+}
+
+fn is_not_found(e: &IntegrationError) -> bool {
+    matches!(e, IntegrationError::Service { code, .. }
+        if code.contains("NotFound") || code.contains("NonExistent") || code.contains("DoesNotExist") || code == "404")
+}
+
+/// Waits (up to a minute) for a new stream to become ACTIVE.
+async fn wait_active(clients: &Clients, name: &str) -> std::result::Result<(), IntegrationError> {
+    for _ in 0..120 {
+        let out = clients
+            .kinesis
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .map_err(|e| classify(Action::KinesisPutRecord, e))?;
+        if out
+            .stream_description_summary()
+            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(IntegrationError::Timeout {
+        action: Action::KinesisPutRecord,
+        timeout: Duration::from_secs(60),
+    })
+}
+
+async fn stream_arn(
+    clients: &Clients,
+    name: &str,
+) -> std::result::Result<String, IntegrationError> {
+    let out = clients
+        .kinesis
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .map_err(|e| classify(Action::KinesisPutRecord, e))?;
+    Ok(out
+        .stream_description_summary()
+        .map(|s| s.stream_arn().to_string())
+        .unwrap_or_default())
+}
+
+async fn bucket(clients: &Clients, name: &str, dry_run: bool) -> Result<Step> {
+    let what = format!("s3 bucket {name}");
+    if clients.s3.head_bucket().bucket(name).send().await.is_ok() {
+        return Ok(Step::Exists(what));
+    }
+    if dry_run {
+        return Ok(Step::WouldCreate(what));
+    }
+    let mut req = clients.s3.create_bucket().bucket(name);
+    let region = clients.s3.config().region().map(|r| r.as_ref().to_string());
+    if let Some(region) = region.filter(|r| r != "us-east-1") {
+        req = req.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    region.as_str(),
+                ))
+                .build(),
+        );
+    }
+    req.send().await.map_err(|e| {
+        let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+        other(&what, detail)
+    })?;
+    Ok(Step::Created(what))
+}
+
+async fn delivery_stream(clients: &Clients, d: &RawDeliveryStream, dry_run: bool) -> Result<Step> {
+    let what = format!(
+        "firehose delivery stream {} ({} -> s3://{})",
+        d.name, d.source_stream, d.bucket
+    );
+    let f = &clients.firehose;
+    let prefix = d.prefix.clone().unwrap_or_else(|| "events/".to_string());
+    match f
+        .describe_delivery_stream()
+        .delivery_stream_name(&d.name)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let desc = out.delivery_stream_description();
+            let dest_bucket = desc
+                .and_then(|d| d.destinations().first())
+                .and_then(|d| d.extended_s3_destination_description())
+                .map(|s| s.bucket_arn().to_string());
+            let expected = format!("arn:aws:s3:::{}", d.bucket);
+            Ok(match dest_bucket {
+                Some(b) if b != expected => {
+                    Step::Differs(what, format!("writes to {b}, declared {expected}"))
+                }
+                _ => Step::Exists(what),
+            })
+        }
+        Err(e) => {
+            let e = classify(Action::FirehosePutRecord, e);
+            if !is_not_found(&e) {
+                return Err(fail(&what, e));
+            }
+            if dry_run {
+                return Ok(Step::WouldCreate(what));
+            }
+            let source_arn = stream_arn(clients, &d.source_stream)
+                .await
+                .map_err(|e| fail(&what, e))?;
+            let hints = BufferingHints::builder()
+                .size_in_mbs(d.buffer_size_mb.unwrap_or(5))
+                .interval_in_seconds(d.buffer_interval_seconds.unwrap_or(60))
+                .build();
+            let s3 = ExtendedS3DestinationConfiguration::builder()
+                .role_arn(&d.role_arn)
+                .bucket_arn(format!("arn:aws:s3:::{}", d.bucket))
+                .prefix(prefix)
+                .buffering_hints(hints)
+                .build()
+                .map_err(|e| other(&what, e.to_string()))?;
+            let source = KinesisStreamSourceConfiguration::builder()
+                .kinesis_stream_arn(source_arn)
+                .role_arn(&d.role_arn)
+                .build()
+                .map_err(|e| other(&what, e.to_string()))?;
+            f.create_delivery_stream()
+                .delivery_stream_name(&d.name)
+                .delivery_stream_type(DeliveryStreamType::KinesisStreamAsSource)
+                .kinesis_stream_source_configuration(source)
+                .extended_s3_destination_configuration(s3)
+                .send()
+                .await
+                .map_err(|e| fail(&what, classify(Action::FirehosePutRecord, e)))?;
+            Ok(Step::Created(what))
+        }
+    }
+}
+
+async fn queue_arn(clients: &Clients, url: &str) -> std::result::Result<String, IntegrationError> {
+    let out = clients
+        .sqs
+        .client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| classify(Action::SqsSendMessage, e))?;
+    Ok(out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default())
+}
+
+async fn queue(clients: &Clients, q: &RawQueue, dry_run: bool) -> Result<Step> {
+    let what = match &q.dead_letter_queue {
+        Some(dlq) => format!("sqs queue {} (dead letters to {dlq})", q.name),
+        None => format!("sqs queue {}", q.name),
+    };
+    let sqs = &clients.sqs.client;
+    if sqs.get_queue_url().queue_name(&q.name).send().await.is_ok() {
+        return Ok(Step::Exists(what));
+    }
+    if dry_run {
+        return Ok(Step::WouldCreate(what));
+    }
+    let mut req = sqs.create_queue().queue_name(&q.name);
+    if q.name.ends_with(".fifo") {
+        req = req.attributes(QueueAttributeName::FifoQueue, "true");
+        if q.content_based_deduplication {
+            req = req.attributes(QueueAttributeName::ContentBasedDeduplication, "true");
+        }
+    }
+    if let Some(dlq) = &q.dead_letter_queue {
+        let url = sqs
+            .get_queue_url()
+            .queue_name(dlq)
+            .send()
+            .await
+            .map_err(|e| fail(&what, classify(Action::SqsSendMessage, e)))?;
+        let arn = queue_arn(clients, url.queue_url().unwrap_or_default())
+            .await
+            .map_err(|e| fail(&what, e))?;
+        let policy = serde_json::json!({
+            "deadLetterTargetArn": arn,
+            "maxReceiveCount": q.max_receive_count.unwrap_or(5).to_string(),
+        });
+        req = req.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+    }
+    req.send()
+        .await
+        .map_err(|e| fail(&what, classify(Action::SqsSendMessage, e)))?;
+    Ok(Step::Created(what))
+}
+
+async fn state_machine(
+    clients: &Clients,
+    m: &RawStateMachine,
+    base_dir: &Path,
+    dry_run: bool,
+) -> Result<Step> {
+    let kind = m.kind.as_deref().unwrap_or("STANDARD");
+    let what = format!("state machine {} ({kind})", m.name);
+    let path = base_dir.join(&m.definition);
+    let definition = std::fs::read_to_string(&path)
+        .map_err(|e| other(&what, format!("cannot read {}: {e}", path.display())))?;
+    let parsed: Json = serde_json::from_str(&definition)
+        .map_err(|e| other(&what, format!("{} is not JSON: {e}", path.display())))?;
+    let sfn = &clients.sfn.client;
+    let action = Action::StatesStartExecution;
+    let mut pages = sfn.list_state_machines().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| fail(&what, classify(action, e)))?;
+        if let Some(existing) = page.state_machines().iter().find(|s| s.name() == m.name) {
+            let desc = sfn
+                .describe_state_machine()
+                .state_machine_arn(existing.state_machine_arn())
+                .send()
+                .await
+                .map_err(|e| fail(&what, classify(action, e)))?;
+            let same_definition = serde_json::from_str::<Json>(desc.definition())
+                .ok()
+                .as_ref()
+                == Some(&parsed);
+            return Ok(if existing.r#type().as_str() != kind {
+                Step::Differs(what, format!("is {}", existing.r#type().as_str()))
+            } else if !same_definition {
+                Step::Differs(what, format!("definition differs from {}", path.display()))
+            } else {
+                Step::Exists(what)
+            });
+        }
+    }
+    if dry_run {
+        return Ok(Step::WouldCreate(what));
+    }
+    sfn.create_state_machine()
+        .name(&m.name)
+        .definition(definition)
+        .role_arn(&m.role_arn)
+        .r#type(StateMachineType::from(kind))
+        .send()
+        .await
+        .map_err(|e| fail(&what, classify(action, e)))?;
+    Ok(Step::Created(what))
+}

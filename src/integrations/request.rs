@@ -1,0 +1,165 @@
+//! Reading a rendered template as a service request: JSON with AWS field names, or (SQS)
+//! the form encoding API Gateway templates produce. Pure functions.
+
+use base64::Engine as _;
+use serde_json::{Map, Value as Json};
+
+use super::{Action, IntegrationError};
+
+/// The rendered body as a JSON object.
+pub fn json_object(action: Action, rendered: &str) -> Result<Map<String, Json>, IntegrationError> {
+    match serde_json::from_str::<Json>(rendered) {
+        Ok(Json::Object(m)) => Ok(m),
+        Ok(_) => Err(invalid(action, "expected a JSON object")),
+        Err(e) => Err(invalid(action, format!("not JSON: {e}"))),
+    }
+}
+
+pub fn invalid(action: Action, detail: impl Into<String>) -> IntegrationError {
+    IntegrationError::InvalidRequest {
+        action,
+        detail: detail.into(),
+    }
+}
+
+/// A required string field.
+pub fn string<'a>(
+    action: Action,
+    m: &'a Map<String, Json>,
+    field: &str,
+) -> Result<&'a str, IntegrationError> {
+    match m.get(field) {
+        Some(Json::String(s)) if !s.is_empty() => Ok(s),
+        Some(Json::String(_)) => Err(invalid(action, format!("{field} is empty"))),
+        Some(_) => Err(invalid(action, format!("{field} must be a string"))),
+        None => Err(invalid(action, format!("{field} is missing"))),
+    }
+}
+
+/// An optional string field.
+pub fn opt_string<'a>(
+    action: Action,
+    m: &'a Map<String, Json>,
+    field: &str,
+) -> Result<Option<&'a str>, IntegrationError> {
+    match m.get(field) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(action, format!("{field} must be a string"))),
+    }
+}
+
+/// A base64 `Data` field, decoded.
+pub fn data(
+    action: Action,
+    m: &Map<String, Json>,
+    field: &str,
+) -> Result<Vec<u8>, IntegrationError> {
+    let text = string(action, m, field)?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| invalid(action, format!("{field} is not base64: {e}")))
+}
+
+/// Checks a name the template chose against the route's configured target (a name or an
+/// ARN ending in `/name` or `:name`).
+pub fn check_target(
+    action: Action,
+    configured: Option<&str>,
+    rendered: &str,
+) -> Result<(), IntegrationError> {
+    let Some(configured) = configured else {
+        return Ok(());
+    };
+    let name = |s: &str| s.rsplit(['/', ':']).next().unwrap_or(s).to_string();
+    if name(configured) == name(rendered) {
+        Ok(())
+    } else {
+        Err(invalid(
+            action,
+            format!("it names {rendered:?} but the route may only write to {configured:?}"),
+        ))
+    }
+}
+
+/// The name to use: the template's, checked against the route's target, or the target.
+pub fn resolve_target<'a>(
+    action: Action,
+    configured: Option<&'a str>,
+    rendered: Option<&'a str>,
+    field: &str,
+) -> Result<&'a str, IntegrationError> {
+    match (rendered, configured) {
+        (Some(r), _) => {
+            check_target(action, configured, r)?;
+            Ok(r)
+        }
+        (None, Some(c)) => Ok(c),
+        (None, None) => Err(invalid(
+            action,
+            format!("{field} is missing and the route has no target"),
+        )),
+    }
+}
+
+/// Parses `application/x-www-form-urlencoded` text into ordered pairs.
+pub fn form_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.trim()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((form_decode(k)?, form_decode(v)?))
+        })
+        .collect()
+}
+
+/// Form decoding, lenient like API Gateway's SQS integration: a `%` not followed by two hex
+/// digits is kept as is, so raw JSON bodies that were not URL-encoded still arrive intact.
+fn form_decode(s: &str) -> Result<String, String> {
+    crate::mapping::util::percent_decode(s, true, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_match_by_name_or_arn() {
+        let a = Action::KinesisPutRecord;
+        assert!(check_target(a, Some("clicks"), "clicks").is_ok());
+        assert!(
+            check_target(
+                a,
+                Some("arn:aws:kinesis:us-east-1:1:stream/clicks"),
+                "clicks"
+            )
+            .is_ok()
+        );
+        assert!(
+            check_target(
+                a,
+                Some("clicks"),
+                "arn:aws:kinesis:us-east-1:1:stream/clicks"
+            )
+            .is_ok()
+        );
+        assert!(check_target(a, Some("clicks"), "other").is_err());
+        assert!(check_target(a, None, "anything").is_ok());
+    }
+
+    #[test]
+    fn form_decoding() {
+        let pairs =
+            form_pairs("Action=SendMessage&MessageBody=%7B%22a%22%3A+1%7D&X=50%&Empty=").unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                ("Action".into(), "SendMessage".into()),
+                ("MessageBody".into(), "{\"a\": 1}".into()),
+                ("X".into(), "50%".into()),
+                ("Empty".into(), String::new()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! SQS: `SendMessage` and `SendMessageBatch`, standard and FIFO.
+//!
+//! A rendered request is either JSON with the API's field names (`MessageBody`,
+//! `MessageAttributes`, `Entries`, ...) or the form encoding classic API Gateway templates
+//! produce (`Action=SendMessage&MessageBody=...&MessageAttribute.1.Name=...`). A form request
+//! is answered in the legacy shape existing response templates read
+//! (`SendMessageResponse.SendMessageResult.MessageId`). The queue is the route's target, or
+//! a `QueueUrl` in the request, checked against the target.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_sqs::primitives::Blob;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use base64::Engine as _;
+use serde_json::{Map, Value as Json, json};
+
+use super::request::{form_pairs, invalid, json_object, opt_string, resolve_target, string};
+use super::{Action, IntegrationError, classify};
+
+/// Entries per `SendMessageBatch` call (service limit).
+pub const MAX_BATCH: usize = 10;
+
+/// The SQS client and the queue URLs it has looked up.
+#[derive(Clone, Debug)]
+pub struct Sqs {
+    pub client: aws_sdk_sqs::Client,
+    urls: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Sqs {
+    pub fn new(client: aws_sdk_sqs::Client) -> Sqs {
+        Sqs {
+            client,
+            urls: Arc::default(),
+        }
+    }
+
+    /// A queue URL for a name, URL or ARN, looked up once per name.
+    async fn url(&self, action: Action, queue: &str) -> Result<String, IntegrationError> {
+        if queue.starts_with("http://") || queue.starts_with("https://") {
+            return Ok(queue.to_string());
+        }
+        let name = queue.rsplit(':').next().unwrap_or(queue);
+        if let Some(url) = self
+            .urls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(url.clone());
+        }
+        let out = self
+            .client
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|e| classify(action, e))?;
+        let url = out.queue_url().unwrap_or_default().to_string();
+        self.urls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), url.clone());
+        Ok(url)
+    }
+}
+
+/// Reads a rendered request in either encoding; says whether it was a form.
+fn parse(action: Action, rendered: &str) -> Result<(bool, Map<String, Json>), IntegrationError> {
+    if rendered.trim_start().starts_with('{') {
+        Ok((false, json_object(action, rendered)?))
+    } else {
+        Ok((true, form_to_json(action, rendered)?))
+    }
+}
+
+/// Converts a form-encoded request into the JSON shape.
+fn form_to_json(action: Action, rendered: &str) -> Result<Map<String, Json>, IntegrationError> {
+    let pairs = form_pairs(rendered).map_err(|e| invalid(action, e))?;
+    let mut top = Map::new();
+    // entry index -> (fields, attribute index -> fields)
+    let mut entries: std::collections::BTreeMap<u32, Map<String, Json>> = Default::default();
+    for (k, v) in pairs {
+        if let Some(rest) = k.strip_prefix("SendMessageBatchRequestEntry.") {
+            let (n, field) = rest
+                .split_once('.')
+                .ok_or_else(|| invalid(action, format!("bad form key {k:?}")))?;
+            let n: u32 = n
+                .parse()
+                .map_err(|_| invalid(action, format!("bad form key {k:?}")))?;
+            put_field(action, entries.entry(n).or_default(), field, v)?;
+        } else {
+            put_field(action, &mut top, &k, v)?;
+        }
+    }
+    if !entries.is_empty() {
+        top.insert(
+            "Entries".into(),
+            Json::Array(entries.into_values().map(Json::Object).collect()),
+        );
+    }
+    Ok(top)
+}
+
+/// Sets one form field (`MessageBody`, `DelaySeconds`, `MessageAttribute.N.Name`, ...).
+fn put_field(
+    action: Action,
+    m: &mut Map<String, Json>,
+    field: &str,
+    value: String,
+) -> Result<(), IntegrationError> {
+    if let Some(rest) = field.strip_prefix("MessageAttribute.") {
+        let (n, sub) = rest
+            .split_once('.')
+            .ok_or_else(|| invalid(action, format!("bad form key {field:?}")))?;
+        let slots = m
+            .entry("_attributes")
+            .or_insert_with(|| Json::Object(Map::new()))
+            .as_object_mut()
+            .expect("an object");
+        let slot = slots.entry(n.to_string()).or_insert_with(|| json!({}));
+        let key = match sub {
+            "Name" => "Name",
+            "Value.DataType" => "DataType",
+            "Value.StringValue" => "StringValue",
+            "Value.BinaryValue" => "BinaryValue",
+            _ => return Err(invalid(action, format!("unsupported form key {field:?}"))),
+        };
+        slot[key] = Json::String(value);
+        return Ok(());
+    }
+    let v = match field {
+        "DelaySeconds" => Json::from(
+            value
+                .parse::<i64>()
+                .map_err(|_| invalid(action, "DelaySeconds must be a number"))?,
+        ),
+        _ => Json::String(value),
+    };
+    m.insert(field.to_string(), v);
+    Ok(())
+}
+
+/// `MessageAttributes` from the JSON shape (`{"name": {"DataType", "StringValue"}}`) or the
+/// collected form attributes.
+fn attributes(
+    action: Action,
+    m: &Map<String, Json>,
+) -> Result<Option<HashMap<String, MessageAttributeValue>>, IntegrationError> {
+    let mut out = HashMap::new();
+    let mut add = |name: &str, spec: &Map<String, Json>| -> Result<(), IntegrationError> {
+        let data_type = string(action, spec, "DataType")?;
+        let mut b = MessageAttributeValue::builder()
+            .data_type(data_type)
+            .set_string_value(opt_string(action, spec, "StringValue")?.map(str::to_string));
+        if let Some(bin) = opt_string(action, spec, "BinaryValue")? {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(bin)
+                .map_err(|_| {
+                    invalid(
+                        action,
+                        format!("attribute {name}: BinaryValue is not base64"),
+                    )
+                })?;
+            b = b.binary_value(Blob::new(bytes));
+        }
+        let value = b
+            .build()
+            .map_err(|e| invalid(action, format!("attribute {name}: {e}")))?;
+        out.insert(name.to_string(), value);
+        Ok(())
+    };
+    if let Some(attrs) = m.get("MessageAttributes") {
+        let Json::Object(attrs) = attrs else {
+            return Err(invalid(action, "MessageAttributes must be an object"));
+        };
+        for (name, spec) in attrs {
+            let Json::Object(spec) = spec else {
+                return Err(invalid(
+                    action,
+                    format!("attribute {name} must be an object"),
+                ));
+            };
+            add(name, spec)?;
+        }
+    }
+    if let Some(Json::Object(slots)) = m.get("_attributes") {
+        for spec in slots.values() {
+            let Json::Object(spec) = spec else { continue };
+            let name = string(action, spec, "Name")?.to_string();
+            add(&name, spec)?;
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+fn delay(action: Action, m: &Map<String, Json>) -> Result<Option<i32>, IntegrationError> {
+    match m.get("DelaySeconds") {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .and_then(|d| i32::try_from(d).ok())
+            .filter(|d| (0..=900).contains(d))
+            .map(Some)
+            .ok_or_else(|| invalid(action, "DelaySeconds must be 0 to 900")),
+    }
+}
+
+async fn queue_url(
+    sqs: &Sqs,
+    action: Action,
+    target: Option<&str>,
+    m: &Map<String, Json>,
+) -> Result<String, IntegrationError> {
+    let queue = resolve_target(
+        action,
+        target,
+        opt_string(action, m, "QueueUrl")?,
+        "QueueUrl",
+    )?;
+    sqs.url(action, queue).await
+}
+
+/// Wraps a result in the legacy query-protocol JSON shape.
+fn legacy(result_name: &str, response_name: &str, result: &Json) -> Json {
+    json!({ response_name: { result_name: result, "ResponseMetadata": {"RequestId": uuid::Uuid::new_v4().to_string()} } })
+}
+
+pub async fn send_message(
+    sqs: &Sqs,
+    target: Option<&str>,
+    rendered: &str,
+) -> Result<Json, IntegrationError> {
+    let action = Action::SqsSendMessage;
+    let (form, m) = parse(action, rendered)?;
+    let url = queue_url(sqs, action, target, &m).await?;
+    let out = sqs
+        .client
+        .send_message()
+        .queue_url(url)
+        .message_body(string(action, &m, "MessageBody")?)
+        .set_delay_seconds(delay(action, &m)?)
+        .set_message_attributes(attributes(action, &m)?)
+        .set_message_group_id(opt_string(action, &m, "MessageGroupId")?.map(str::to_string))
+        .set_message_deduplication_id(
+            opt_string(action, &m, "MessageDeduplicationId")?.map(str::to_string),
+        )
+        .send()
+        .await
+        .map_err(|e| classify(action, e))?;
+    let mut result =
+        json!({"MD5OfMessageBody": out.md5_of_message_body(), "MessageId": out.message_id()});
+    if let Some(md5) = out.md5_of_message_attributes() {
+        result["MD5OfMessageAttributes"] = json!(md5);
+    }
+    if let Some(seq) = out.sequence_number() {
+        result["SequenceNumber"] = json!(seq);
+    }
+    Ok(if form {
+        legacy("SendMessageResult", "SendMessageResponse", &result)
+    } else {
+        result
+    })
+}
+
+pub async fn send_message_batch(
+    sqs: &Sqs,
+    target: Option<&str>,
+    rendered: &str,
+) -> Result<Json, IntegrationError> {
+    let action = Action::SqsSendMessageBatch;
+    let (form, m) = parse(action, rendered)?;
+    let url = queue_url(sqs, action, target, &m).await?;
+    let Some(Json::Array(items)) = m.get("Entries") else {
+        return Err(invalid(action, "Entries must be an array"));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(invalid(
+            action,
+            format!(
+                "Entries must hold 1 to {MAX_BATCH} messages, not {}",
+                items.len()
+            ),
+        ));
+    }
+    let mut entries = Vec::with_capacity(items.len());
+    for (i, e) in items.iter().enumerate() {
+        let Json::Object(e) = e else {
+            return Err(invalid(action, format!("Entries[{i}] must be an object")));
+        };
+        let id = opt_string(action, e, "Id")?.map_or_else(|| i.to_string(), str::to_string);
+        let entry = SendMessageBatchRequestEntry::builder()
+            .id(id)
+            .message_body(string(action, e, "MessageBody")?)
+            .set_delay_seconds(delay(action, e)?)
+            .set_message_attributes(attributes(action, e)?)
+            .set_message_group_id(opt_string(action, e, "MessageGroupId")?.map(str::to_string))
+            .set_message_deduplication_id(
+                opt_string(action, e, "MessageDeduplicationId")?.map(str::to_string),
+            )
+            .build()
+            .map_err(|err| invalid(action, format!("Entries[{i}]: {err}")))?;
+        entries.push(entry);
+    }
+    let out = sqs
+        .client
+        .send_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| classify(action, e))?;
+    let successful: Vec<Json> = out
+        .successful()
+        .iter()
+        .map(|s| json!({"Id": s.id(), "MessageId": s.message_id(), "MD5OfMessageBody": s.md5_of_message_body()}))
+        .collect();
+    let failed: Vec<Json> = out
+        .failed()
+        .iter()
+        .map(|f| json!({"Id": f.id(), "SenderFault": f.sender_fault(), "Code": f.code(), "Message": f.message()}))
+        .collect();
+    let result = json!({"Successful": successful, "Failed": failed});
+    Ok(if form {
+        legacy(
+            "SendMessageBatchResult",
+            "SendMessageBatchResponse",
+            &result,
+        )
+    } else {
+        result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_requests_become_the_json_shape() {
+        let m = form_to_json(
+            Action::SqsSendMessage,
+            "Action=SendMessage&MessageBody=%7B%22a%22%3A1%7D&DelaySeconds=5&MessageAttribute.1.Name=source&MessageAttribute.1.Value.DataType=String&MessageAttribute.1.Value.StringValue=web",
+        )
+        .unwrap();
+        assert_eq!(m["MessageBody"], "{\"a\":1}");
+        assert_eq!(m["DelaySeconds"], 5);
+        let attrs = attributes(Action::SqsSendMessage, &m).unwrap().unwrap();
+        assert_eq!(attrs["source"].string_value(), Some("web"));
+        let b = form_to_json(
+            Action::SqsSendMessageBatch,
+            "Action=SendMessageBatch&SendMessageBatchRequestEntry.1.Id=a&SendMessageBatchRequestEntry.1.MessageBody=x&SendMessageBatchRequestEntry.2.Id=b&SendMessageBatchRequestEntry.2.MessageBody=y",
+        )
+        .unwrap();
+        assert_eq!(
+            b["Entries"],
+            json!([{"Id": "a", "MessageBody": "x"}, {"Id": "b", "MessageBody": "y"}])
+        );
+        assert!(form_to_json(Action::SqsSendMessage, "DelaySeconds=soon").is_err());
+    }
+}

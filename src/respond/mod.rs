@@ -1,0 +1,115 @@
+//! Responses: the only place that chooses HTTP status codes. Errors get API Gateway's
+//! bodies (`{"message": ...}`) and `x-amzn-ErrorType`; internal detail stays in the log.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Response, StatusCode, header};
+
+use crate::error::{ErrorKind, GatewayError};
+
+/// Seconds a client should wait before retrying after the upstream throttled or failed.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// Status, message and `x-amzn-ErrorType` for an error, as API Gateway words them.
+pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str) {
+    match e.kind {
+        ErrorKind::NoRoute => (
+            StatusCode::FORBIDDEN,
+            "Missing Authentication Token",
+            "MissingAuthenticationTokenException",
+        ),
+        ErrorKind::PayloadTooLarge { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request Too Long",
+            "RequestTooLongException",
+        ),
+        ErrorKind::UnsupportedMediaType => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+            "UnsupportedMediaTypeException",
+        ),
+        ErrorKind::InvalidBody => (
+            StatusCode::BAD_REQUEST,
+            "Invalid request body",
+            "BadRequestException",
+        ),
+        ErrorKind::Template | ErrorKind::BadIntegrationRequest => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal server error",
+            "InternalServerErrorException",
+        ),
+        ErrorKind::UpstreamThrottled => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            "ServiceUnavailableException",
+        ),
+        ErrorKind::UpstreamFailed => (
+            StatusCode::BAD_GATEWAY,
+            "Bad Gateway",
+            "BadGatewayException",
+        ),
+        ErrorKind::UpstreamTimeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "Endpoint request timed out",
+            "IntegrationTimeoutException",
+        ),
+    }
+}
+
+/// The client's response for an error.
+pub fn error(e: &GatewayError, request_id: &str) -> Response<Body> {
+    let (status, message, error_type) = error_parts(e);
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut resp = json_response(status, body, request_id);
+    let headers = resp.headers_mut();
+    headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+    if e.retryable() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    }
+    resp
+}
+
+/// A JSON response with the request id header.
+pub fn json_response(status: StatusCode, body: String, request_id: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    resp
+}
+
+/// Applies `$context.responseOverride` from a template: a status (100-599) and headers.
+pub fn apply_overrides(resp: &mut Response<Body>, overrides: Option<&serde_json::Value>) {
+    let Some(o) = overrides else { return };
+    let status = match &o["status"] {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    if let Some(s) = status
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        && (100..600).contains(&s.as_u16())
+    {
+        *resp.status_mut() = s;
+    }
+    if let Some(headers) = o["header"].as_object() {
+        for (name, value) in headers {
+            let value = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if let (Ok(n), Ok(v)) = (
+                header::HeaderName::try_from(name.as_str()),
+                HeaderValue::from_str(&value),
+            ) {
+                resp.headers_mut().insert(n, v);
+            }
+        }
+    }
+}

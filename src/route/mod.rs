@@ -1,0 +1,282 @@
+//! The route table: (method, path) to a route index plus path parameters. Compiled once
+//! from the configuration; pure, no I/O.
+//!
+//! Templates are `/literal/{param}/...` with an optional final greedy `{name+}` that takes
+//! the rest of the path. When several routes match, the most specific wins, segment by
+//! segment: a literal beats a parameter, which beats a greedy parameter (API Gateway's
+//! rule). Path parameters are percent-decoded.
+
+use std::fmt;
+
+use http::Method;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Greedy(String),
+}
+
+/// Path parameters, in template order.
+pub type PathParams = Vec<(String, String)>;
+
+/// A parsed path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    raw: String,
+    segments: Vec<Segment>,
+}
+
+impl fmt::Display for PathTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+fn valid_param_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+impl PathTemplate {
+    pub fn parse(raw: &str) -> Result<PathTemplate, String> {
+        let Some(rest) = raw.strip_prefix('/') else {
+            return Err("must start with '/'".into());
+        };
+        let mut segments = Vec::new();
+        if !rest.is_empty() {
+            let parts: Vec<&str> = rest.split('/').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let seg =
+                    if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                        if let Some(name) = inner.strip_suffix('+') {
+                            if i + 1 != parts.len() {
+                                return Err(format!(
+                                    "greedy parameter {{{inner}}} must be the last segment"
+                                ));
+                            }
+                            if !valid_param_name(name) {
+                                return Err(format!("invalid parameter name {name:?}"));
+                            }
+                            Segment::Greedy(name.to_string())
+                        } else {
+                            if !valid_param_name(inner) {
+                                return Err(format!("invalid parameter name {inner:?}"));
+                            }
+                            Segment::Param(inner.to_string())
+                        }
+                    } else if part.is_empty() {
+                        return Err("empty path segment".into());
+                    } else if part.contains(['{', '}']) {
+                        return Err(format!(
+                            "segment {part:?}: a parameter must be a whole segment"
+                        ));
+                    } else {
+                        Segment::Literal(part.to_string())
+                    };
+                segments.push(seg);
+            }
+        }
+        let mut names: Vec<&str> = segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param(n) | Segment::Greedy(n) => Some(n.as_str()),
+                Segment::Literal(_) => None,
+            })
+            .collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err("a parameter name is used twice".into());
+        }
+        Ok(PathTemplate {
+            raw: raw.to_string(),
+            segments,
+        })
+    }
+
+    /// The template with parameter names erased, for detecting duplicate routes.
+    pub fn shape(&self) -> String {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => format!("/{l}"),
+                Segment::Param(_) => "/{}".into(),
+                Segment::Greedy(_) => "/{+}".into(),
+            })
+            .collect()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// Matches a request path's segments; returns the parameters and a specificity score
+    /// (higher is more specific).
+    fn matches(&self, parts: &[&str]) -> Option<(PathParams, Vec<u8>)> {
+        let mut params = Vec::new();
+        let mut score = Vec::with_capacity(self.segments.len());
+        for (i, seg) in self.segments.iter().enumerate() {
+            match seg {
+                Segment::Literal(l) => {
+                    if parts.get(i) != Some(&l.as_str()) {
+                        return None;
+                    }
+                    score.push(2);
+                }
+                Segment::Param(name) => {
+                    let part = parts.get(i).filter(|p| !p.is_empty())?;
+                    params.push((name.clone(), percent_decode(part)?));
+                    score.push(1);
+                }
+                Segment::Greedy(name) => {
+                    let rest = parts.get(i..)?.join("/");
+                    if rest.is_empty() {
+                        return None;
+                    }
+                    params.push((name.clone(), percent_decode(&rest)?));
+                    score.push(0);
+                    return Some((params, score));
+                }
+            }
+        }
+        (parts.len() == self.segments.len()).then_some((params, score))
+    }
+}
+
+/// Decodes `%XX` escapes (`+` stays a plus in paths); `None` when malformed.
+fn percent_decode(s: &str) -> Option<String> {
+    crate::mapping::util::percent_decode(s, false, false).ok()
+}
+
+/// A matched route.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Matched {
+    /// Index of the route in the configuration.
+    pub route: usize,
+    pub params: PathParams,
+}
+
+/// All routes, compiled.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<(Option<Method>, PathTemplate)>,
+}
+
+impl RouteTable {
+    /// Builds the table; `method: None` matches every method.
+    pub fn new(routes: impl IntoIterator<Item = (Option<Method>, PathTemplate)>) -> RouteTable {
+        RouteTable {
+            routes: routes.into_iter().collect(),
+        }
+    }
+
+    /// The most specific route for a request, or `None`.
+    pub fn lookup(&self, method: &Method, path: &str) -> Option<Matched> {
+        let path = path.strip_prefix('/')?;
+        let parts: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').collect()
+        };
+        let mut best: Option<(Vec<u8>, bool, Matched)> = None;
+        for (i, (m, template)) in self.routes.iter().enumerate() {
+            if m.as_ref().is_some_and(|m| m != method) {
+                continue;
+            }
+            let Some((params, score)) = template.matches(&parts) else {
+                continue;
+            };
+            // An exact method beats ANY at the same specificity.
+            let exact = m.is_some();
+            let better = match &best {
+                None => true,
+                Some((s, e, _)) => (&score, exact) > (s, *e),
+            };
+            if better {
+                best = Some((score, exact, Matched { route: i, params }));
+            }
+        }
+        best.map(|(_, _, m)| m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(routes: &[(&str, &str)]) -> RouteTable {
+        RouteTable::new(routes.iter().map(|(m, p)| {
+            let m = (*m != "ANY").then(|| Method::from_bytes(m.as_bytes()).unwrap());
+            (m, PathTemplate::parse(p).unwrap())
+        }))
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn matches_literals_params_and_greedy() {
+        let t = table(&[
+            ("POST", "/v1/events"),
+            ("POST", "/v1/partners/{partner}/messages"),
+            ("GET", "/files/{path+}"),
+            ("ANY", "/"),
+        ]);
+        assert_eq!(
+            t.lookup(&Method::POST, "/v1/events"),
+            Some(Matched {
+                route: 0,
+                params: vec![]
+            })
+        );
+        assert_eq!(
+            t.lookup(&Method::POST, "/v1/partners/acme%20co/messages")
+                .unwrap()
+                .params,
+            params(&[("partner", "acme co")])
+        );
+        assert_eq!(
+            t.lookup(&Method::GET, "/files/a/b/c.txt").unwrap().params,
+            params(&[("path", "a/b/c.txt")])
+        );
+        assert_eq!(t.lookup(&Method::DELETE, "/").unwrap().route, 3);
+        assert_eq!(t.lookup(&Method::GET, "/v1/events"), None);
+        assert_eq!(t.lookup(&Method::POST, "/v1/events/"), None);
+        assert_eq!(t.lookup(&Method::POST, "/v1//events"), None);
+        assert_eq!(t.lookup(&Method::GET, "/files/"), None);
+        assert_eq!(t.lookup(&Method::POST, "/v1/partners/%zz/messages"), None);
+        assert_eq!(t.lookup(&Method::POST, "v1/events"), None);
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let t = table(&[
+            ("GET", "/a/{x+}"),
+            ("GET", "/a/{id}"),
+            ("GET", "/a/b"),
+            ("ANY", "/a/b"),
+        ]);
+        assert_eq!(t.lookup(&Method::GET, "/a/b").unwrap().route, 2);
+        assert_eq!(t.lookup(&Method::POST, "/a/b").unwrap().route, 3);
+        assert_eq!(t.lookup(&Method::GET, "/a/c").unwrap().route, 1);
+        assert_eq!(t.lookup(&Method::GET, "/a/c/d").unwrap().route, 0);
+    }
+
+    #[test]
+    fn bad_templates_are_rejected() {
+        for bad in [
+            "v1", "/a//b", "/{x+}/y", "/a{b}", "/{}", "/{a}/{a}", "/{a b}",
+        ] {
+            assert!(PathTemplate::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            PathTemplate::parse("/a/{x}/{y+}").unwrap().shape(),
+            "/a/{}/{+}"
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! The HTTP shell: axum router, body limit, request ids, health endpoints, access log, and
+//! graceful shutdown. It turns axum types into a `pipeline::Request` and back, and holds no
+//! business rules.
+//!
+//! Reserved paths: `/healthz` (the process is up), `/readyz` (it accepts traffic; fails once
+//! shutdown begins) and `/metrics` (Prometheus text).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Response, StatusCode, header};
+use axum::routing::get;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::net::TcpListener;
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::pipeline::{self, Gateway};
+use crate::{respond, telemetry};
+
+/// The router, for a real listener or for tests (`tower::ServiceExt::oneshot`).
+pub fn app(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(handle)
+        .with_state(gw)
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, &'static str) {
+    if gw.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    }
+}
+
+async fn metrics() -> Response<Body> {
+    let text = telemetry::prometheus()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    let mut resp = Response::new(Body::from(text));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> {
+    let received = Instant::now();
+    let received_epoch_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let source_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "127.0.0.1".to_string(), |c| c.0.ip().to_string());
+    let (parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+
+    let body = match read_body(body, &parts.headers, gw.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            let resp = respond::error(&e, &request_id);
+            access_log(
+                &method,
+                &path,
+                resp.status(),
+                received,
+                None,
+                &request_id,
+                None,
+                Some(&e),
+            );
+            return resp;
+        }
+    };
+    let request = pipeline::Request {
+        method: method.clone(),
+        path: path.clone(),
+        query: parse_query(parts.uri.query().unwrap_or("")),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+        source_ip,
+        request_id: request_id.clone(),
+        received,
+        received_epoch_ms,
+    };
+    let (resp, outcome) = pipeline::handle(&gw, request).await;
+    access_log(
+        &method,
+        &path,
+        resp.status(),
+        received,
+        outcome.integration_ms,
+        &request_id,
+        outcome.route.as_deref(),
+        outcome.error.as_ref(),
+    );
+    resp
+}
+
+/// Reads the body up to `limit` bytes; more is a 413, told from `Content-Length` before
+/// reading when the client declares it.
+async fn read_body(
+    body: Body,
+    headers: &axum::http::HeaderMap,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let too_large = || {
+        GatewayError::new(
+            ErrorKind::PayloadTooLarge { limit },
+            format!("body larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(GatewayError::new(
+            ErrorKind::InvalidBody,
+            format!("reading the body failed: {e}"),
+        )),
+    }
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode =
+                |s: &str| crate::mapping::util::url_decode(s).unwrap_or_else(|_| s.to_string());
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn access_log(
+    method: &axum::http::Method,
+    path: &str,
+    status: StatusCode,
+    received: Instant,
+    integration_ms: Option<f64>,
+    request_id: &str,
+    route: Option<&str>,
+    error: Option<&GatewayError>,
+) {
+    let latency = received.elapsed().as_secs_f64();
+    telemetry::request_done(route.unwrap_or("unmatched"), status.as_u16(), latency);
+    let error_detail = error.map(|e| e.detail.as_str());
+    // One line per request; server errors at WARN so they stand out.
+    macro_rules! line {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                target: "access",
+                method = %method,
+                path,
+                status = status.as_u16(),
+                latency_ms = latency * 1e3,
+                integration_latency_ms = integration_ms,
+                request_id,
+                route,
+                error = error_detail,
+                $message
+            )
+        };
+    }
+    if status.is_server_error() {
+        line!(warn, "Request failed.");
+    } else {
+        line!(info, "Request served.");
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C, then stops accepting, marks itself not ready, and lets
+/// in-flight requests finish within the grace period.
+pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
+    let grace = gw.config.shutdown_grace;
+    let app = app(gw.clone());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let shutdown = {
+        let gw = gw.clone();
+        async move {
+            shutdown_signal().await;
+            gw.ready.store(false, Ordering::Relaxed);
+            tracing::info!(
+                grace_seconds = grace.as_secs_f64(),
+                "Shutting down; finishing in-flight requests."
+            );
+            let _ = tx.send(true);
+        }
+    };
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown);
+    let mut rx = rx;
+    let deadline = async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = server => r,
+        () = deadline => {
+            tracing::warn!("Grace period over; closing remaining connections.");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,47 @@
+//! Logs and metrics: JSON logs through `tracing`, Prometheus metrics through `metrics`.
+//! Metric names live here; labels are bounded (route and status, never keys or paths).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Metric names.
+pub mod names {
+    pub const REQUESTS: &str = "gateway_requests_total";
+    pub const REQUEST_SECONDS: &str = "gateway_request_duration_seconds";
+    pub const UPSTREAM_CALLS: &str = "gateway_upstream_calls_total";
+    pub const UPSTREAM_FAILURES: &str = "gateway_upstream_failures_total";
+}
+
+/// Installs JSON logging (level from `RUST_LOG`, default `info`) once per process.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The Prometheus recorder, installed on first use (a process has one recorder).
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .as_ref()
+}
+
+pub fn request_done(route: &str, status: u16, seconds: f64) {
+    metrics::counter!(names::REQUESTS, "route" => route.to_string(), "status" => status.to_string()).increment(1);
+    metrics::histogram!(names::REQUEST_SECONDS, "route" => route.to_string()).record(seconds);
+}
+
+pub fn upstream_call(action: &'static str, ok: bool) {
+    metrics::counter!(names::UPSTREAM_CALLS, "action" => action).increment(1);
+    if !ok {
+        metrics::counter!(names::UPSTREAM_FAILURES, "action" => action).increment(1);
+    }
+}
