@@ -300,6 +300,7 @@ impl Validator<'_> {
         default_timeout: Duration,
     ) -> Option<RouteConfig> {
         let r = route.get_ref();
+        let errors_before = self.errors.len();
         let method = match r.method.get_ref().to_ascii_uppercase().as_str() {
             "ANY" => None,
             m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => {
@@ -310,20 +311,19 @@ impl Validator<'_> {
                     Some(r.method.span()),
                     format!("unknown HTTP method {other:?}"),
                 );
-                return None;
+                None
             }
         };
-        let path = match PathTemplate::parse(r.path.get_ref()) {
-            Ok(p) => p,
-            Err(e) => {
+        let path = PathTemplate::parse(r.path.get_ref())
+            .map_err(|e| {
                 self.error(
                     Some(r.path.span()),
                     format!("path {:?}: {e}", r.path.get_ref()),
-                );
-                return None;
-            }
-        };
-        let Some(action) = Action::parse(r.action.get_ref()) else {
+                )
+            })
+            .ok();
+        let action = Action::parse(r.action.get_ref());
+        if action.is_none() {
             self.error(
                 Some(r.action.span()),
                 format!(
@@ -332,8 +332,7 @@ impl Validator<'_> {
                     Action::NAMES.join(", ")
                 ),
             );
-            return None;
-        };
+        }
         let mut request_templates = Vec::new();
         for (media, file) in &r.request_templates {
             let path = base.join(file.get_ref());
@@ -375,6 +374,12 @@ impl Validator<'_> {
             path
         });
         let timeout = self.duration(r.timeout.as_ref(), default_timeout, "timeout");
+        let (Some(path), Some(action)) = (path, action) else {
+            return None;
+        };
+        if self.errors.len() > errors_before {
+            return None;
+        }
         Some(RouteConfig {
             method,
             path,

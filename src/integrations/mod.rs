@@ -102,14 +102,20 @@ impl Clients {
         let shared = loader.load().await;
         let custom_endpoint =
             settings.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
-        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+        Clients::from_sdk_config(&shared, custom_endpoint)
+    }
+
+    /// Builds the clients from an SDK configuration (tests pass static credentials).
+    /// `custom_endpoint` says the endpoint is not AWS's own (an emulator, for instance).
+    pub fn from_sdk_config(shared: &aws_config::SdkConfig, custom_endpoint: bool) -> Clients {
+        let s3 = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(custom_endpoint)
             .build();
         Clients {
-            kinesis: aws_sdk_kinesis::Client::new(&shared),
-            firehose: aws_sdk_firehose::Client::new(&shared),
-            sqs: sqs::Sqs::new(aws_sdk_sqs::Client::new(&shared)),
-            sfn: step_functions::client(&shared, custom_endpoint),
+            kinesis: aws_sdk_kinesis::Client::new(shared),
+            firehose: aws_sdk_firehose::Client::new(shared),
+            sqs: sqs::Sqs::new(aws_sdk_sqs::Client::new(shared)),
+            sfn: step_functions::client(shared, custom_endpoint),
             s3: aws_sdk_s3::Client::from_conf(s3),
         }
     }

@@ -1,0 +1,147 @@
+//! The admin commands through the real binary: `check-config` and `iam-policy`.
+
+use std::process::Command;
+
+fn gateway(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ingest-gateway"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("ingest-gateway-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml");
+    let out = gateway(&["--config", config, "check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (4 routes, 6 templates)"));
+}
+
+#[test]
+fn check_config_points_at_every_problem() {
+    let path = temp_config(
+        "broken",
+        "[server]\nlisten = \"nope\"\n\n[[routes]]\nmethod = \"FETCH\"\npath = \"/a\"\naction = \"kinesis:PutRecord\"\n\n[[routes]]\nmethod = \"POST\"\npath = \"/b/{x+}/c\"\naction = \"kinesis:Nope\"\n",
+    );
+    let out = gateway(&["--config", path.to_str().unwrap(), "check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let p = path.display();
+    assert!(
+        err.contains(&format!("{p}:2:10: server.listen: not an address:port")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:5:10: unknown HTTP method \"FETCH\"")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:11:8: path \"/b/{{x+}}/c\": greedy parameter")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:12:10: unknown action \"kinesis:Nope\"")),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_rejects_unknown_fields_and_bad_templates() {
+    let path = temp_config(
+        "unknown",
+        "[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 9\n",
+    );
+    let out = gateway(&["--config", path.to_str().unwrap(), "check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(":3:1: unknown field `listen_port`"), "{err}");
+
+    let dir = path.parent().unwrap();
+    std::fs::write(
+        dir.join("bad.vtl"),
+        "{\n  #foreach($x in $input.path('$'))\n}",
+    )
+    .unwrap();
+    let path = temp_config(
+        "unknown",
+        "[[routes]]\nmethod = \"POST\"\npath = \"/a\"\naction = \"sqs:SendMessage\"\nrequest_templates = { \"application/json\" = \"bad.vtl\" }\n",
+    );
+    let out = gateway(&["--config", path.to_str().unwrap(), "check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("bad.vtl:2:3: syntax error: #foreach without a matching #end"),
+        "{err}"
+    );
+}
+
+#[test]
+fn iam_policy_grants_exactly_the_configured_routes() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml");
+    let out = gateway(&[
+        "--config",
+        config,
+        "iam-policy",
+        "--region",
+        "eu-west-1",
+        "--account",
+        "123456789012",
+    ]);
+    assert!(out.status.success());
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    let grants: Vec<(String, String)> = statements
+        .iter()
+        .flat_map(|s| {
+            let resource = s["Resource"].as_str().unwrap().to_string();
+            s["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |a| (a.as_str().unwrap().to_string(), resource.clone()))
+        })
+        .collect();
+    let expect = [
+        (
+            "kinesis:PutRecords",
+            "arn:aws:kinesis:eu-west-1:123456789012:stream/clickstream-events",
+        ),
+        (
+            "sqs:SendMessage",
+            "arn:aws:sqs:eu-west-1:123456789012:partner-messages",
+        ),
+        (
+            "sqs:GetQueueUrl",
+            "arn:aws:sqs:eu-west-1:123456789012:partner-messages",
+        ),
+        (
+            "states:StartExecution",
+            "arn:aws:states:eu-west-1:123456789012:stateMachine:order-workflow",
+        ),
+        (
+            "states:StartSyncExecution",
+            "arn:aws:states:eu-west-1:123456789012:stateMachine:quote-workflow",
+        ),
+        ("states:ListStateMachines", "*"),
+    ];
+    for (action, resource) in expect {
+        assert!(
+            grants.contains(&(action.to_string(), resource.to_string())),
+            "{action} on {resource} missing: {grants:?}"
+        );
+    }
+    assert_eq!(grants.len(), expect.len(), "{grants:?}");
+}
