@@ -415,7 +415,9 @@ impl Validator<'_> {
         }
         for d in &res.firehose_delivery_streams {
             let d_ref = d.get_ref();
-            if !streams.contains(&d_ref.source_stream.as_str()) {
+            if let Some(source) = &d_ref.source_stream
+                && !streams.contains(&source.as_str())
+            {
                 self.error(Some(d.span()), format!("delivery stream {}: source_stream {:?} is not declared under kinesis_streams", d_ref.name, d_ref.source_stream));
             }
             if !buckets.contains(&d_ref.bucket.as_str()) {

@@ -119,8 +119,9 @@ pub struct RawBucket {
 #[serde(deny_unknown_fields)]
 pub struct RawDeliveryStream {
     pub name: String,
-    /// The Kinesis stream it reads (declared under `kinesis_streams`).
-    pub source_stream: String,
+    /// The Kinesis stream it reads (declared under `kinesis_streams`); without one, the
+    /// delivery stream takes direct writes (`firehose:PutRecord`/`PutRecordBatch` routes).
+    pub source_stream: Option<String>,
     /// The S3 bucket it writes (declared under `s3_buckets`).
     pub bucket: String,
     /// Object key prefix (default `events/`).

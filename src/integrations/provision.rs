@@ -240,9 +240,10 @@ async fn bucket(clients: &Clients, name: &str, dry_run: bool) -> Result<Step> {
 }
 
 async fn delivery_stream(clients: &Clients, d: &RawDeliveryStream, dry_run: bool) -> Result<Step> {
+    let source = d.source_stream.as_deref().unwrap_or("direct writes");
     let what = format!(
-        "firehose delivery stream {} ({} -> s3://{})",
-        d.name, d.source_stream, d.bucket
+        "firehose delivery stream {} ({source} -> s3://{})",
+        d.name, d.bucket
     );
     let f = &clients.firehose;
     let prefix = d.prefix.clone().unwrap_or_else(|| "events/".to_string());
@@ -274,9 +275,6 @@ async fn delivery_stream(clients: &Clients, d: &RawDeliveryStream, dry_run: bool
             if dry_run {
                 return Ok(Step::WouldCreate(what));
             }
-            let source_arn = stream_arn(clients, &d.source_stream)
-                .await
-                .map_err(|e| fail(&what, e))?;
             let hints = BufferingHints::builder()
                 .size_in_mbs(d.buffer_size_mb.unwrap_or(5))
                 .interval_in_seconds(d.buffer_interval_seconds.unwrap_or(60))
@@ -288,16 +286,27 @@ async fn delivery_stream(clients: &Clients, d: &RawDeliveryStream, dry_run: bool
                 .buffering_hints(hints)
                 .build()
                 .map_err(|e| other(&what, e.to_string()))?;
-            let source = KinesisStreamSourceConfiguration::builder()
-                .kinesis_stream_arn(source_arn)
-                .role_arn(&d.role_arn)
-                .build()
-                .map_err(|e| other(&what, e.to_string()))?;
-            f.create_delivery_stream()
+            let mut create = f
+                .create_delivery_stream()
                 .delivery_stream_name(&d.name)
-                .delivery_stream_type(DeliveryStreamType::KinesisStreamAsSource)
-                .kinesis_stream_source_configuration(source)
-                .extended_s3_destination_configuration(s3)
+                .extended_s3_destination_configuration(s3);
+            create = match &d.source_stream {
+                Some(stream) => {
+                    let source_arn = stream_arn(clients, stream)
+                        .await
+                        .map_err(|e| fail(&what, e))?;
+                    let source = KinesisStreamSourceConfiguration::builder()
+                        .kinesis_stream_arn(source_arn)
+                        .role_arn(&d.role_arn)
+                        .build()
+                        .map_err(|e| other(&what, e.to_string()))?;
+                    create
+                        .delivery_stream_type(DeliveryStreamType::KinesisStreamAsSource)
+                        .kinesis_stream_source_configuration(source)
+                }
+                None => create.delivery_stream_type(DeliveryStreamType::DirectPut),
+            };
+            create
                 .send()
                 .await
                 .map_err(|e| fail(&what, classify(Action::FirehosePutRecord, e)))?;

@@ -79,6 +79,24 @@ impl Project {
         }
     }
 
+    /// A project from configuration text in which `{S}` stands for a unique suffix, with
+    /// extra files (templates) written next to it.
+    pub fn custom(test: &str, config: &str, files: &[(&str, &str)]) -> Project {
+        let suffix = unique("t");
+        let dir = std::env::temp_dir().join(format!("ingest-gateway-{test}-{suffix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, config.replace("{S}", &suffix)).unwrap();
+        Project {
+            dir,
+            config: path,
+            suffix,
+        }
+    }
+
     pub fn name(&self, base: &str) -> String {
         format!("{base}-{}", self.suffix)
     }
@@ -125,12 +143,16 @@ impl Gateway {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let addr = line
+        let mut stderr = child.stderr.take().unwrap();
+        let Some(addr) = line
             .trim()
             .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
-            .to_string();
-        let mut stderr = child.stderr.take().unwrap();
+            .map(str::to_string)
+        else {
+            let mut err = String::new();
+            let _ = stderr.read_to_string(&mut err);
+            panic!("serve did not start (first line {line:?}):\n{err}");
+        };
         let stderr = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
