@@ -17,9 +17,9 @@ use axum::http::{Method, Response, StatusCode};
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 
-use crate::config::{Config, Passthrough, RouteConfig};
+use crate::config::{Config, HeaderSource, Passthrough, RouteConfig};
 use crate::error::{ErrorKind, GatewayError};
-use crate::integrations::{self, Clients};
+use crate::integrations::{self, Clients, IntegrationError};
 use crate::mapping::{self, MappingInput, Params, context};
 use crate::respond;
 use crate::route::RouteTable;
@@ -41,6 +41,8 @@ pub struct CompiledRoute {
     /// By lower-cased media type.
     pub request_templates: Vec<(String, Template)>,
     pub response_template: Option<Template>,
+    /// One per integration response, in order.
+    pub integration_responses: Vec<Option<Template>>,
 }
 
 /// Compiles every route's templates; errors name the file, line and column.
@@ -72,6 +74,11 @@ pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<Stri
                 .filter_map(|(media, path)| Some((media.clone(), load(path)?)))
                 .collect(),
             response_template: r.response_template.as_deref().and_then(&mut load),
+            integration_responses: r
+                .responses
+                .iter()
+                .map(|resp| resp.template.as_deref().and_then(&mut load))
+                .collect(),
         })
         .collect();
     if errors.is_empty() {
@@ -175,15 +182,100 @@ async fn run(
     .await;
     outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
     telemetry::upstream_call(route.action.name(), result.is_ok());
-    let upstream = result?;
 
-    let body = match &compiled.response_template {
+    // The service's answer, as integration responses see it: an HTTP status and a JSON body.
+    let (upstream_status, upstream, error) = match result {
+        Ok(body) => (200, body, None),
+        Err(e) => match &e {
+            IntegrationError::Service {
+                status,
+                code,
+                message,
+                ..
+            } if !route.responses.is_empty() => (
+                *status,
+                serde_json::json!({"__type": code, "message": message}),
+                Some(e),
+            ),
+            _ => return Err(e.into()),
+        },
+    };
+    let selected = select_response(route, upstream_status, error.is_some());
+    let (status, template, response) = match selected {
+        Some(i) => (
+            route.responses[i].status,
+            compiled.integration_responses[i]
+                .as_ref()
+                .or(compiled.response_template.as_ref()),
+            Some(&route.responses[i]),
+        ),
+        // An error no pattern selects keeps the gateway's own error response.
+        None => match error {
+            Some(e) => return Err(e.into()),
+            None => (200, compiled.response_template.as_ref(), None),
+        },
+    };
+    let body = match template {
         None => upstream.to_string(),
         Some(t) => render_response(gw, t, &upstream, &params, &build_context)?,
     };
-    let mut resp = respond::json_response(StatusCode::OK, body, &req.request_id);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut resp = respond::json_response(status, body, &req.request_id);
+    if let Some(r) = response {
+        let context = r
+            .headers
+            .iter()
+            .any(|(_, s)| matches!(s, HeaderSource::Context(_)))
+            .then(&build_context);
+        for (name, source) in &r.headers {
+            if let Some(value) = header_value(gw, source, context.as_ref(), &upstream) {
+                respond::set_header(&mut resp, name, &value);
+            }
+        }
+    }
     respond::apply_overrides(&mut resp, overrides.as_ref());
     Ok(resp)
+}
+
+/// API Gateway's selection: the first response whose pattern matches the whole status
+/// text; otherwise the default (no pattern), but only for a successful call: an upstream
+/// error is never reported through the default (success) response.
+fn select_response(route: &RouteConfig, status: u16, is_error: bool) -> Option<usize> {
+    let text = status.to_string();
+    route
+        .responses
+        .iter()
+        .position(|r| r.pattern.as_ref().is_some_and(|p| p.is_match(&text)))
+        .or_else(|| {
+            (!is_error)
+                .then(|| route.responses.iter().position(|r| r.pattern.is_none()))
+                .flatten()
+        })
+}
+
+fn header_value(
+    gw: &Gateway,
+    source: &HeaderSource,
+    context: Option<&Json>,
+    upstream: &Json,
+) -> Option<String> {
+    let text = |v: &Json| match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Null => None,
+        other => Some(other.to_string()),
+    };
+    match source {
+        HeaderSource::Literal(s) => Some(s.clone()),
+        HeaderSource::StageVariable(name) => gw.config.stage_variables.get(name).cloned(),
+        HeaderSource::Context(path) => {
+            let mut v = context?;
+            for part in path.split('.') {
+                v = v.get(part)?;
+            }
+            text(v)
+        }
+        HeaderSource::ResponseBody(field) => upstream.get(field).and_then(text),
+    }
 }
 
 /// The request's media type, lower-cased without parameters; none means JSON, as on API
@@ -291,4 +383,48 @@ fn render_response(
     mapping::render(template, &input, &gw.config.limits)
         .map(|r| r.body)
         .map_err(|e| GatewayError::new(ErrorKind::Template, format!("response template: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(responses: &str) -> RouteConfig {
+        let text = format!(
+            "[[routes]]\nmethod = \"POST\"\npath = \"/a\"\naction = \"kinesis:PutRecord\"\n{responses}"
+        );
+        let config = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            &text,
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        config.routes.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn integration_responses_select_by_whole_status() {
+        let r = route(
+            "[[routes.responses]]\npattern = \"4\\\\d{2}\"\nstatus = 400\n[[routes.responses]]\nstatus = 202\n[[routes.responses]]\npattern = \"5..\"\nstatus = 503\n",
+        );
+        assert_eq!(
+            select_response(&r, 200, false),
+            Some(1),
+            "the default takes successes"
+        );
+        assert_eq!(select_response(&r, 404, true), Some(0));
+        assert_eq!(select_response(&r, 500, true), Some(2));
+        assert_eq!(
+            select_response(&r, 4000, true),
+            None,
+            "patterns match the whole status"
+        );
+        let only_default = route("[[routes.responses]]\nstatus = 202\n");
+        assert_eq!(
+            select_response(&only_default, 400, true),
+            None,
+            "errors never use the default"
+        );
+        assert_eq!(select_response(&route(""), 200, false), None);
+    }
 }

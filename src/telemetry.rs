@@ -25,12 +25,24 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// Latency histogram buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The process's recorder: `metrics` has one global recorder per process by design.
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The Prometheus recorder, installed on first use (a process has one recorder).
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&LATENCY_BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
         .as_ref()
 }
 

@@ -55,6 +55,22 @@ path = "/kinesis/missing"
 action = "kinesis:PutRecord"
 request_templates = { "application/json" = "kinesis-missing.vtl" }
 
+[[routes]]
+method = "POST"
+path = "/kinesis/mapped"
+action = "kinesis:PutRecord"
+request_templates = { "application/json" = "kinesis-mapped.vtl" }
+
+[[routes.responses]]
+pattern = "2\\d{2}"
+status = 201
+headers = { "x-sequence" = "integration.response.body.SequenceNumber", "x-request" = "context.requestId", "x-stream" = "stageVariables.stream", "x-fixed" = "'yes'" }
+
+[[routes.responses]]
+pattern = "4\\d{2}"
+status = 422
+template = "error-response.vtl"
+
 [[resources.kinesis_streams]]
 name = "actions-stream-{S}"
 shards = 1
@@ -104,6 +120,14 @@ fn templates() -> Vec<(&'static str, String)> {
         (
             "sqs-fifo.vtl",
             r#"{"MessageBody": "$util.escapeJavaScript($input.body).replaceAll("\\'","'")", "MessageGroupId": "$input.path('$.group')", "MessageDeduplicationId": "$context.requestId"}"#.into(),
+        ),
+        (
+            "kinesis-mapped.vtl",
+            r##"{"StreamName": "#if($input.path('$.missing'))no-such-stream-$context.requestId#{else}$stageVariables.stream#end", "Data": "e30=", "PartitionKey": "k"}"##.into(),
+        ),
+        (
+            "error-response.vtl",
+            r#"{"error": "$input.path('$.__type')", "requestId": "$context.requestId"}"#.into(),
         ),
         (
             "kinesis-missing.vtl",
@@ -292,6 +316,24 @@ async fn every_action_reaches_its_service() {
         .attributes()
         .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId));
     assert_eq!(group.map(String::as_str), Some("g-7"));
+
+    // Integration responses: success mapped to 201 with headers from the service's response,
+    // the request and the stage; a service 400 mapped to 422 through its own template.
+    let r = gw.post_json("/kinesis/mapped", r#"{"missing": false}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("x-sequence"), r.json()["SequenceNumber"].as_str());
+    assert_eq!(r.header("x-request"), r.header("x-amzn-requestid"));
+    assert_eq!(
+        r.header("x-stream"),
+        Some(project.name("actions-stream").as_str())
+    );
+    assert_eq!(r.header("x-fixed"), Some("yes"));
+    let r = gw.post_json("/kinesis/mapped", r#"{"missing": true}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"error": "ResourceNotFoundException", "requestId": r.header("x-amzn-requestid").unwrap()})
+    );
 
     // A request the service rejects (no such stream) is the operator's problem: 500.
     let r = gw.post_json("/kinesis/missing", "{}");

@@ -63,6 +63,44 @@ pub struct RouteConfig {
     pub passthrough: Passthrough,
     pub response_template: Option<PathBuf>,
     pub timeout: Duration,
+    pub responses: Vec<IntegrationResponse>,
+}
+
+/// How an integration's outcome becomes the client's response.
+#[derive(Debug, Clone)]
+pub struct IntegrationResponse {
+    /// Anchored; `None` is the default response.
+    pub pattern: Option<regex::Regex>,
+    pub status: u16,
+    pub headers: Vec<(http::HeaderName, HeaderSource)>,
+    pub template: Option<PathBuf>,
+}
+
+/// Where a response header's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSource {
+    Literal(String),
+    Context(String),
+    StageVariable(String),
+    /// A top-level field of the service's JSON response.
+    ResponseBody(String),
+}
+
+impl HeaderSource {
+    fn parse(s: &str) -> Option<HeaderSource> {
+        let s = s.trim();
+        if let Some(lit) = s.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+            return Some(HeaderSource::Literal(lit.to_string()));
+        }
+        if let Some(name) = s.strip_prefix("context.") {
+            return Some(HeaderSource::Context(name.to_string()));
+        }
+        if let Some(name) = s.strip_prefix("stageVariables.") {
+            return Some(HeaderSource::StageVariable(name.to_string()));
+        }
+        s.strip_prefix("integration.response.body.")
+            .map(|f| HeaderSource::ResponseBody(f.to_string()))
+    }
 }
 
 /// One problem in the file.
@@ -374,6 +412,11 @@ impl Validator<'_> {
             path
         });
         let timeout = self.duration(r.timeout.as_ref(), default_timeout, "timeout");
+        let responses = r
+            .responses
+            .iter()
+            .map(|resp| self.response(resp, base))
+            .collect();
         let (Some(path), Some(action)) = (path, action) else {
             return None;
         };
@@ -389,7 +432,55 @@ impl Validator<'_> {
             passthrough,
             response_template,
             timeout,
+            responses,
         })
+    }
+
+    fn response(&mut self, resp: &Spanned<raw::RawResponse>, base: &Path) -> IntegrationResponse {
+        let r = resp.get_ref();
+        let span = Some(resp.span());
+        let pattern = r.pattern.as_ref().and_then(|p| {
+            regex::Regex::new(&format!(r"\A(?:{p})\z"))
+                .map_err(|e| self.error(span.clone(), format!("response pattern {p:?}: {e}")))
+                .ok()
+        });
+        let status = r.status.unwrap_or(200);
+        if !(100..600).contains(&status) {
+            self.error(
+                span.clone(),
+                format!("response status {status} is not an HTTP status"),
+            );
+        }
+        let mut headers = Vec::new();
+        for (name, source) in &r.headers {
+            let Ok(header) = http::HeaderName::try_from(name.as_str()) else {
+                self.error(span.clone(), format!("{name:?} is not a header name"));
+                continue;
+            };
+            match HeaderSource::parse(source) {
+                Some(s) => headers.push((header, s)),
+                None => self.error(
+                    span.clone(),
+                    format!("header {name}: {source:?} is not 'literal', context.NAME, stageVariables.NAME or integration.response.body.FIELD"),
+                ),
+            }
+        }
+        let template = r.template.as_ref().map(|t| {
+            let path = base.join(t);
+            if !path.is_file() {
+                self.error(
+                    span.clone(),
+                    format!("template file {} does not exist", path.display()),
+                );
+            }
+            path
+        });
+        IntegrationResponse {
+            pattern,
+            status,
+            headers,
+            template,
+        }
     }
 
     fn resources(&mut self, res: &raw::RawResources) {

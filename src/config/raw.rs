@@ -84,6 +84,26 @@ pub struct RawRoute {
     pub response_template: Option<Spanned<String>>,
     /// Upstream call timeout for this route (default `server.integration_timeout`).
     pub timeout: Option<Spanned<String>>,
+    /// Integration responses: how the service's answer becomes the client's response.
+    #[serde(default)]
+    pub responses: Vec<Spanned<RawResponse>>,
+}
+
+/// An integration response, as API Gateway's: selected by a regular expression over the
+/// service's HTTP status (`"200"`, `"400"`); the one without a pattern is the default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponse {
+    /// Matched against the whole status text, e.g. `"4\\d{2}"`. Absent: the default.
+    pub pattern: Option<String>,
+    /// The status the client gets (default 200).
+    pub status: Option<u16>,
+    /// Response headers: `'literal'`, `context.NAME`, `stageVariables.NAME`, or
+    /// `integration.response.body.FIELD` (a field of the service's JSON response).
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// A template rendering the client's body, with `$input` bound to the service's response.
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -83,6 +83,13 @@ pub fn json_response(status: StatusCode, body: String, request_id: &str) -> Resp
     resp
 }
 
+/// Sets a header from configuration, skipping values that are not valid header text.
+pub fn set_header(resp: &mut Response<Body>, name: &header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name.clone(), v);
+    }
+}
+
 /// Applies `$context.responseOverride` from a template: a status (100-599) and headers.
 pub fn apply_overrides(resp: &mut Response<Body>, overrides: Option<&serde_json::Value>) {
     let Some(o) = overrides else { return };
