@@ -10,6 +10,7 @@
 //! - [`vtl`]: the Velocity interpreter those templates run on; pure and synchronous.
 //! - [`cli`]: the command-line adapters (`render`).
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;

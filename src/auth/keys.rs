@@ -1,0 +1,83 @@
+//! Key material: generation, hashing, constant-time comparison. Keys are never stored or
+//! logged; only their SHA-256 hashes are.
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A key's SHA-256 hash.
+pub type KeyHash = [u8; 32];
+
+/// Shortest and longest key values accepted (API Gateway: 20-128 characters).
+pub const MIN_KEY_LEN: usize = 20;
+pub const MAX_KEY_LEN: usize = 128;
+
+pub fn hash(key: &str) -> KeyHash {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Whether two hashes are equal, in time independent of their contents.
+pub fn same(a: &KeyHash, b: &KeyHash) -> bool {
+    a.ct_eq(b).into()
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).expect("the operating system's random source");
+    buf
+}
+
+/// A new key: 40 random URL-safe characters (240 bits).
+pub fn generate() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<30>())
+}
+
+/// A new key id: 10 random lower-case letters and digits.
+pub fn generate_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    random_bytes::<10>()
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Checks an operator-supplied key value.
+pub fn validate(value: &str) -> Result<(), String> {
+    let n = value.chars().count();
+    if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&n) {
+        return Err(format!(
+            "a key must be {MIN_KEY_LEN} to {MAX_KEY_LEN} characters, not {n}"
+        ));
+    }
+    if !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("a key may contain only visible ASCII characters".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_40_url_safe_characters() {
+        let k = generate();
+        assert_eq!(k.len(), 40);
+        assert!(
+            k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_ne!(k, generate());
+        assert!(validate(&k).is_ok());
+        assert_eq!(generate_id().len(), 10);
+    }
+
+    #[test]
+    fn hashing_and_validation() {
+        assert!(same(&hash("a"), &hash("a")));
+        assert!(!same(&hash("a"), &hash("b")));
+        assert!(validate("short").is_err());
+        assert!(validate(&"x".repeat(129)).is_err());
+        assert!(validate("has a space in the middle of it").is_err());
+    }
+}

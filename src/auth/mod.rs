@@ -1,0 +1,382 @@
+//! API keys, usage plans, throttling and quotas: the `authorize` stage.
+//!
+//! The request path reads only memory: a snapshot of the key store (swapped whole when the
+//! store changes), governor token buckets, and per-key quota counters. Background tasks
+//! (see [`sync`]) reload the snapshot when the CLI changes the store and flush quota counts
+//! to it every second.
+//!
+//! Order of checks, as API Gateway: the key (403 if missing, unknown, disabled or expired),
+//! the plan's throttle for the key (the route's override within the plan if any), the
+//! route's throttle, the account throttle, then the quota. Only a request that passes every
+//! throttle counts against the quota, so a quota counts exactly the requests admitted.
+
+pub mod keys;
+pub mod plans;
+pub mod store;
+pub mod sync;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota as Bucket, RateLimiter};
+
+use keys::KeyHash;
+use plans::{Quota, Throttle, UsagePlan, day_label, retry_after_seconds};
+use store::KeyRecord;
+
+type Keyed<C> =
+    RateLimiter<String, DashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// A key as the request path sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub id: String,
+    pub name: String,
+    pub plan: String,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// The keys, by hash. A rotated key's previous hash maps to the same entry until its grace
+/// period ends.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    by_hash: HashMap<KeyHash, (KeyHash, Option<i64>, Arc<KeyEntry>)>,
+}
+
+impl Snapshot {
+    pub fn from_records(records: Vec<KeyRecord>) -> Snapshot {
+        let mut by_hash = HashMap::with_capacity(records.len() * 2);
+        for r in records {
+            let entry = Arc::new(KeyEntry {
+                id: r.id,
+                name: r.name,
+                plan: r.plan,
+                enabled: r.enabled,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+            });
+            if let Some((old, until)) = r.previous {
+                by_hash.insert(old, (old, Some(until), entry.clone()));
+            }
+            by_hash.insert(r.hash, (r.hash, None, entry));
+        }
+        Snapshot { by_hash }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// The key a client presented, if it is known and usable at `now_ms`.
+    fn lookup(&self, presented: &str, now_ms: i64) -> Result<&Arc<KeyEntry>, &'static str> {
+        let h = keys::hash(presented);
+        let Some((stored, valid_until, entry)) = self.by_hash.get(&h) else {
+            return Err("unknown key");
+        };
+        if !keys::same(stored, &h) {
+            return Err("unknown key");
+        }
+        if valid_until.is_some_and(|until| now_ms >= until) {
+            return Err("rotated key past its grace period");
+        }
+        if !entry.enabled {
+            return Err("disabled key");
+        }
+        if entry.expires_at.is_some_and(|at| now_ms >= at) {
+            return Err("expired key");
+        }
+        Ok(entry)
+    }
+}
+
+/// Authorization settings for one route.
+#[derive(Debug, Clone, Default)]
+pub struct RouteAuth {
+    /// `"METHOD /path"`, as plans name routes.
+    pub name: String,
+    pub key_required: bool,
+    /// A query parameter that may carry the key (besides the `x-api-key` header).
+    pub key_query: Option<String>,
+    pub throttle: Option<Throttle>,
+}
+
+/// A request's quota position after it was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaStatus {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Epoch milliseconds when the period ends.
+    pub reset_ms: i64,
+}
+
+/// An admitted request.
+#[derive(Debug, Clone, Default)]
+pub struct Admitted {
+    pub key: Option<Arc<KeyEntry>>,
+    pub quota: Option<QuotaStatus>,
+}
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// 403: no usable key. The reason is for the log only.
+    Forbidden(&'static str),
+    /// 429 Too Many Requests; seconds until a token.
+    Throttled {
+        retry_after: u64,
+        scope: &'static str,
+    },
+    /// 429 Limit Exceeded; seconds until the next period.
+    QuotaExceeded { retry_after: u64 },
+}
+
+struct PlanLimits<C: Clock> {
+    plan: UsagePlan,
+    throttle: Option<Keyed<C>>,
+    /// By route index.
+    route_throttles: HashMap<usize, Keyed<C>>,
+}
+
+struct QuotaCounter {
+    period_start: i64,
+    used: u64,
+}
+
+/// The request-path authorizer. `C` is governor's clock (a fake one in tests).
+pub struct Authorizer<C: Clock = DefaultClock> {
+    clock: C,
+    snapshot: ArcSwap<Snapshot>,
+    plans: HashMap<String, PlanLimits<C>>,
+    routes: Vec<(RouteAuth, Option<Direct<C>>)>,
+    account: Option<Direct<C>>,
+    counters: Mutex<HashMap<String, QuotaCounter>>,
+    /// Counts persisted before start-up, by (key id, day).
+    persisted: HashMap<(String, String), u64>,
+    /// Counts not yet written to the store, by (key id, day).
+    pending: Mutex<HashMap<(String, String), u64>>,
+}
+
+/// A governor bucket for a throttle; `None` if the numbers cannot make one.
+pub fn bucket(t: Throttle) -> Option<Bucket> {
+    if !(t.rate.is_finite() && t.rate > 0.0) {
+        return None;
+    }
+    let period = Duration::try_from_secs_f64(1.0 / t.rate).ok()?;
+    Some(Bucket::with_period(period)?.allow_burst(NonZeroU32::new(t.burst)?))
+}
+
+fn wait<P: governor::clock::Reference>(not_until: &governor::NotUntil<P>, now: P) -> u64 {
+    retry_after_seconds(not_until.wait_time_from(now))
+}
+
+impl<C: Clock + Clone> Authorizer<C> {
+    /// Builds the authorizer. `persisted` are usage counts already in the store (at least
+    /// those of the current periods).
+    pub fn new(
+        clock: C,
+        plans: Vec<UsagePlan>,
+        routes: Vec<RouteAuth>,
+        account: Option<Throttle>,
+        snapshot: Snapshot,
+        persisted: Vec<(String, String, u64)>,
+    ) -> Authorizer<C> {
+        let keyed =
+            |t: Throttle| bucket(t).map(|b| RateLimiter::dashmap_with_clock(b, clock.clone()));
+        let direct =
+            |t: Throttle| bucket(t).map(|b| RateLimiter::direct_with_clock(b, clock.clone()));
+        let plans = plans
+            .into_iter()
+            .map(|p| {
+                let route_throttles = p
+                    .route_throttles
+                    .iter()
+                    .filter_map(|(name, t)| {
+                        let i = routes.iter().position(|r| &r.name == name)?;
+                        Some((i, keyed(*t)?))
+                    })
+                    .collect();
+                let limits = PlanLimits {
+                    throttle: p.throttle.and_then(keyed),
+                    route_throttles,
+                    plan: p,
+                };
+                (limits.plan.name.clone(), limits)
+            })
+            .collect();
+        let routes = routes
+            .into_iter()
+            .map(|r| {
+                let limiter = r.throttle.and_then(direct);
+                (r, limiter)
+            })
+            .collect();
+        Authorizer {
+            account: account.and_then(direct),
+            clock,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            plans,
+            routes,
+            counters: Mutex::default(),
+            persisted: persisted.into_iter().map(|(k, d, n)| ((k, d), n)).collect(),
+            pending: Mutex::default(),
+        }
+    }
+
+    /// Replaces the keys (after the store changed).
+    pub fn replace_snapshot(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    pub fn snapshot_len(&self) -> usize {
+        self.snapshot.load().len()
+    }
+
+    pub fn route(&self, route: usize) -> Option<&RouteAuth> {
+        self.routes.get(route).map(|(r, _)| r)
+    }
+
+    /// Decides whether a request to `route`, presenting `key`, may proceed at `now_ms`.
+    pub fn authorize(
+        &self,
+        route: usize,
+        key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Admitted, Denied> {
+        let Some((route_auth, route_limiter)) = self.routes.get(route) else {
+            return Ok(Admitted::default());
+        };
+        let mut admitted = Admitted::default();
+        let mut plan_quota: Option<Quota> = None;
+        if route_auth.key_required {
+            let presented = key
+                .filter(|k| !k.is_empty())
+                .ok_or(Denied::Forbidden("no key"))?;
+            if presented.len() > keys::MAX_KEY_LEN {
+                return Err(Denied::Forbidden("key too long"));
+            }
+            let snapshot = self.snapshot.load();
+            let entry = snapshot
+                .lookup(presented, now_ms)
+                .map_err(Denied::Forbidden)?
+                .clone();
+            let Some(plan) = self.plans.get(&entry.plan) else {
+                return Err(Denied::Forbidden("key's usage plan is not configured"));
+            };
+            let limiter = plan.route_throttles.get(&route).or(plan.throttle.as_ref());
+            if let Some(l) = limiter
+                && let Err(nu) = l.check_key(&entry.id)
+            {
+                return Err(Denied::Throttled {
+                    retry_after: wait(&nu, self.clock.now()),
+                    scope: "usage plan",
+                });
+            }
+            plan_quota = plan.plan.quota;
+            admitted.key = Some(entry);
+        }
+        if let Some(l) = route_limiter
+            && let Err(nu) = l.check()
+        {
+            return Err(Denied::Throttled {
+                retry_after: wait(&nu, self.clock.now()),
+                scope: "route",
+            });
+        }
+        if let Some(l) = &self.account
+            && let Err(nu) = l.check()
+        {
+            return Err(Denied::Throttled {
+                retry_after: wait(&nu, self.clock.now()),
+                scope: "account",
+            });
+        }
+        if let (Some(q), Some(key)) = (plan_quota, &admitted.key) {
+            admitted.quota = Some(self.take_quota(key, q, now_ms)?);
+        }
+        Ok(admitted)
+    }
+
+    /// Counts one request against a key's quota, or refuses it when the quota is spent.
+    fn take_quota(&self, key: &KeyEntry, q: Quota, now_ms: i64) -> Result<QuotaStatus, Denied> {
+        let (start, end) = q.period.bounds(now_ms);
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let counter = counters.entry(key.id.clone()).or_insert(QuotaCounter {
+            period_start: i64::MIN,
+            used: 0,
+        });
+        if counter.period_start != start {
+            counter.period_start = start;
+            counter.used = self.persisted_between(&key.id, start, end)
+                + if (start..end).contains(&key.created_at) {
+                    q.offset
+                } else {
+                    0
+                };
+        }
+        if counter.used >= q.limit {
+            let retry_after = u64::try_from((end - now_ms + 999) / 1000)
+                .unwrap_or(1)
+                .max(1);
+            return Err(Denied::QuotaExceeded { retry_after });
+        }
+        counter.used += 1;
+        let used = counter.used;
+        drop(counters);
+        *self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((key.id.clone(), day_label(now_ms)))
+            .or_insert(0) += 1;
+        Ok(QuotaStatus {
+            limit: q.limit,
+            remaining: q.limit - used,
+            reset_ms: end,
+        })
+    }
+
+    fn persisted_between(&self, key: &str, start: i64, end: i64) -> u64 {
+        let mut total = 0;
+        let mut day = start;
+        while day < end {
+            total += self
+                .persisted
+                .get(&(key.to_string(), day_label(day)))
+                .copied()
+                .unwrap_or(0);
+            day += 86_400_000;
+        }
+        total
+    }
+
+    /// Takes the counts not yet written to the store.
+    pub fn take_pending(&self) -> Vec<(String, String, u64)> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.drain().map(|((k, d), n)| (k, d, n)).collect()
+    }
+
+    /// Puts counts back after a failed write, so none are lost.
+    pub fn restore_pending(&self, counts: Vec<(String, String, u64)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, d, n) in counts {
+            *pending.entry((k, d)).or_insert(0) += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,370 @@
+use std::time::Duration;
+
+use governor::clock::FakeRelativeClock;
+
+use super::plans::{Period, parse_day};
+use super::store::KeyRecord;
+use super::*;
+
+const KEY: &str = "partner-key-0123456789abcdef";
+
+fn record(id: &str, value: &str, plan: &str) -> KeyRecord {
+    KeyRecord {
+        id: id.into(),
+        name: id.into(),
+        plan: plan.into(),
+        hash: keys::hash(value),
+        enabled: true,
+        created_at: 0,
+        expires_at: None,
+        description: None,
+        customer: None,
+        previous: None,
+    }
+}
+
+fn at(day: &str, h: i64, m: i64, s: i64) -> i64 {
+    parse_day(day).unwrap() + (h * 3600 + m * 60 + s) * 1000
+}
+
+fn plan(name: &str, throttle: Option<(f64, u32)>, quota: Option<(u64, Period, u64)>) -> UsagePlan {
+    UsagePlan {
+        name: name.into(),
+        throttle: throttle.map(|(rate, burst)| Throttle { rate, burst }),
+        route_throttles: Vec::new(),
+        quota: quota.map(|(limit, period, offset)| Quota {
+            limit,
+            period,
+            offset,
+        }),
+    }
+}
+
+fn keyed_route() -> RouteAuth {
+    RouteAuth {
+        name: "POST /v1/events".into(),
+        key_required: true,
+        ..RouteAuth::default()
+    }
+}
+
+fn authorizer(
+    plans: Vec<UsagePlan>,
+    records: Vec<KeyRecord>,
+) -> (Authorizer<FakeRelativeClock>, FakeRelativeClock) {
+    let clock = FakeRelativeClock::default();
+    let a = Authorizer::new(
+        clock.clone(),
+        plans,
+        vec![keyed_route()],
+        None,
+        Snapshot::from_records(records),
+        vec![],
+    );
+    (a, clock)
+}
+
+#[test]
+fn burst_then_steady_rate() {
+    let (a, clock) = authorizer(
+        vec![plan("p", Some((2.0, 3)), None)],
+        vec![record("k1", KEY, "p")],
+    );
+    let now = at("2026-11-25", 12, 0, 0);
+    for _ in 0..3 {
+        assert!(
+            a.authorize(0, Some(KEY), now).is_ok(),
+            "the burst is allowed"
+        );
+    }
+    assert_eq!(
+        a.authorize(0, Some(KEY), now).unwrap_err(),
+        Denied::Throttled {
+            retry_after: 1,
+            scope: "usage plan"
+        }
+    );
+    // 2 per second: one token every 500 ms.
+    clock.advance(Duration::from_millis(499));
+    assert!(a.authorize(0, Some(KEY), now).is_err());
+    clock.advance(Duration::from_millis(1));
+    assert!(a.authorize(0, Some(KEY), now).is_ok());
+    assert!(a.authorize(0, Some(KEY), now).is_err());
+    clock.advance(Duration::from_secs(10));
+    for _ in 0..3 {
+        assert!(
+            a.authorize(0, Some(KEY), now).is_ok(),
+            "the bucket refills to the burst, no more"
+        );
+    }
+    assert!(a.authorize(0, Some(KEY), now).is_err());
+}
+
+#[test]
+fn fractional_rates() {
+    let (a, clock) = authorizer(
+        vec![plan("p", Some((0.5, 1)), None)],
+        vec![record("k1", KEY, "p")],
+    );
+    assert!(a.authorize(0, Some(KEY), 0).is_ok());
+    assert_eq!(
+        a.authorize(0, Some(KEY), 0).unwrap_err(),
+        Denied::Throttled {
+            retry_after: 2,
+            scope: "usage plan"
+        }
+    );
+    clock.advance(Duration::from_secs(2));
+    assert!(a.authorize(0, Some(KEY), 0).is_ok());
+}
+
+#[test]
+fn quota_bites_exactly_at_its_limit_and_rolls_over_at_utc_midnight() {
+    let (a, _) = authorizer(
+        vec![plan("p", None, Some((5, Period::Day, 0)))],
+        vec![record("k1", KEY, "p")],
+    );
+    let evening = at("2026-11-25", 23, 59, 30);
+    for i in 0..5 {
+        let ok = a.authorize(0, Some(KEY), evening).unwrap();
+        assert_eq!(ok.quota.unwrap().remaining, 4 - i);
+    }
+    assert_eq!(
+        a.authorize(0, Some(KEY), evening).unwrap_err(),
+        Denied::QuotaExceeded { retry_after: 30 }
+    );
+    let last_ms = at("2026-11-25", 23, 59, 59) + 999;
+    assert_eq!(
+        a.authorize(0, Some(KEY), last_ms).unwrap_err(),
+        Denied::QuotaExceeded { retry_after: 1 }
+    );
+    let midnight = at("2026-11-26", 0, 0, 0);
+    let ok = a.authorize(0, Some(KEY), midnight).unwrap();
+    assert_eq!(
+        ok.quota,
+        Some(QuotaStatus {
+            limit: 5,
+            remaining: 4,
+            reset_ms: at("2026-11-27", 0, 0, 0)
+        })
+    );
+}
+
+#[test]
+fn weekly_and_monthly_quotas_roll_over_on_calendar_boundaries() {
+    let (a, _) = authorizer(
+        vec![
+            plan("w", None, Some((1, Period::Week, 0))),
+            plan("m", None, Some((1, Period::Month, 0))),
+        ],
+        vec![
+            record("kw", KEY, "w"),
+            record("km", "monthly-key-0123456789abcdef", "m"),
+        ],
+    );
+    // Sunday 2026-11-29 is the last day of the week that began Monday 2026-11-23.
+    assert!(a.authorize(0, Some(KEY), at("2026-11-23", 0, 0, 0)).is_ok());
+    assert!(
+        a.authorize(0, Some(KEY), at("2026-11-29", 23, 59, 59))
+            .is_err()
+    );
+    assert!(a.authorize(0, Some(KEY), at("2026-11-30", 0, 0, 0)).is_ok());
+    let mk = Some("monthly-key-0123456789abcdef");
+    assert!(a.authorize(0, mk, at("2026-11-01", 0, 0, 0)).is_ok());
+    assert!(a.authorize(0, mk, at("2026-11-30", 23, 59, 59)).is_err());
+    assert!(a.authorize(0, mk, at("2026-12-01", 0, 0, 0)).is_ok());
+}
+
+#[test]
+fn offset_counts_in_the_period_the_key_was_created() {
+    let mut rec = record("k1", KEY, "p");
+    rec.created_at = at("2026-11-25", 8, 0, 0);
+    let (a, _) = authorizer(vec![plan("p", None, Some((5, Period::Day, 3)))], vec![rec]);
+    assert!(a.authorize(0, Some(KEY), at("2026-11-25", 9, 0, 0)).is_ok());
+    assert!(a.authorize(0, Some(KEY), at("2026-11-25", 9, 0, 0)).is_ok());
+    assert!(
+        a.authorize(0, Some(KEY), at("2026-11-25", 9, 0, 0))
+            .is_err(),
+        "3 + 2 = 5"
+    );
+    for _ in 0..5 {
+        assert!(
+            a.authorize(0, Some(KEY), at("2026-11-26", 9, 0, 0)).is_ok(),
+            "later periods are whole"
+        );
+    }
+}
+
+#[test]
+fn counts_persisted_before_a_restart_still_count() {
+    let now = at("2026-11-25", 10, 0, 0);
+    let clock = FakeRelativeClock::default();
+    let a = Authorizer::new(
+        clock,
+        vec![plan("p", None, Some((5, Period::Month, 0)))],
+        vec![keyed_route()],
+        None,
+        Snapshot::from_records(vec![record("k1", KEY, "p")]),
+        vec![
+            ("k1".into(), "2026-11-02".into(), 3),
+            ("k1".into(), "2026-10-31".into(), 99),
+        ],
+    );
+    assert!(a.authorize(0, Some(KEY), now).is_ok());
+    assert!(a.authorize(0, Some(KEY), now).is_ok());
+    assert_eq!(
+        a.authorize(0, Some(KEY), now).unwrap_err(),
+        Denied::QuotaExceeded {
+            retry_after: 5 * 86400 + 14 * 3600
+        }
+    );
+    let mut pending = a.take_pending();
+    pending.sort();
+    assert_eq!(
+        pending,
+        vec![("k1".into(), "2026-11-25".into(), 2)],
+        "only admitted requests count"
+    );
+    assert!(a.take_pending().is_empty());
+}
+
+#[test]
+fn unusable_keys_are_forbidden() {
+    let mut disabled = record("k2", "disabled-key-0123456789ab", "p");
+    disabled.enabled = false;
+    let mut expired = record("k3", "expired-key-0123456789abc", "p");
+    expired.expires_at = Some(1_000);
+    let orphan = record("k4", "orphan-key-0123456789abcd", "no-such-plan");
+    let (a, _) = authorizer(
+        vec![plan("p", None, None)],
+        vec![record("k1", KEY, "p"), disabled, expired, orphan],
+    );
+    let cases = [
+        (None, "no key"),
+        (Some(""), "no key"),
+        (Some("wrong-key-0123456789abcdef"), "unknown key"),
+        (Some("disabled-key-0123456789ab"), "disabled key"),
+        (Some("expired-key-0123456789abc"), "expired key"),
+        (
+            Some("orphan-key-0123456789abcd"),
+            "key's usage plan is not configured",
+        ),
+    ];
+    for (key, reason) in cases {
+        assert_eq!(
+            a.authorize(0, key, 2_000).unwrap_err(),
+            Denied::Forbidden(reason),
+            "{key:?}"
+        );
+    }
+    let long = "x".repeat(10_000);
+    assert_eq!(
+        a.authorize(0, Some(&long), 0).unwrap_err(),
+        Denied::Forbidden("key too long")
+    );
+    assert!(
+        a.authorize(0, Some("expired-key-0123456789abc"), 999)
+            .is_ok(),
+        "valid before expiry"
+    );
+    assert_eq!(a.authorize(0, Some(KEY), 0).unwrap().key.unwrap().id, "k1");
+}
+
+#[test]
+fn rotated_keys_keep_working_for_the_grace_period() {
+    let mut rec = record("k1", "new-secret-0123456789abcdef", "p");
+    rec.previous = Some((keys::hash(KEY), 10_000));
+    let (a, _) = authorizer(vec![plan("p", None, None)], vec![rec]);
+    assert!(a.authorize(0, Some(KEY), 9_999).is_ok());
+    assert_eq!(
+        a.authorize(0, Some(KEY), 10_000).unwrap_err(),
+        Denied::Forbidden("rotated key past its grace period")
+    );
+    assert!(
+        a.authorize(0, Some("new-secret-0123456789abcdef"), 10_000)
+            .is_ok()
+    );
+}
+
+#[test]
+fn hot_snapshot_replacement() {
+    let (a, _) = authorizer(vec![plan("p", None, None)], vec![]);
+    assert!(a.authorize(0, Some(KEY), 0).is_err());
+    a.replace_snapshot(Snapshot::from_records(vec![record("k1", KEY, "p")]));
+    assert!(a.authorize(0, Some(KEY), 0).is_ok());
+    a.replace_snapshot(Snapshot::default());
+    assert_eq!(
+        a.authorize(0, Some(KEY), 0).unwrap_err(),
+        Denied::Forbidden("unknown key")
+    );
+}
+
+#[test]
+fn route_overrides_route_throttles_and_the_account_throttle() {
+    let clock = FakeRelativeClock::default();
+    let mut p = plan("p", Some((100.0, 100)), None);
+    p.route_throttles.push((
+        "POST /v1/events".into(),
+        Throttle {
+            rate: 1.0,
+            burst: 1,
+        },
+    ));
+    let routes = vec![
+        keyed_route(),
+        RouteAuth {
+            name: "POST /open".into(),
+            throttle: Some(Throttle {
+                rate: 1.0,
+                burst: 2,
+            }),
+            ..RouteAuth::default()
+        },
+        RouteAuth {
+            name: "POST /other".into(),
+            key_required: true,
+            ..RouteAuth::default()
+        },
+    ];
+    let a = Authorizer::new(
+        clock.clone(),
+        vec![p],
+        routes,
+        Some(Throttle {
+            rate: 1.0,
+            burst: 6,
+        }),
+        Snapshot::from_records(vec![record("k1", KEY, "p")]),
+        vec![],
+    );
+    assert!(a.authorize(0, Some(KEY), 0).is_ok());
+    assert_eq!(
+        a.authorize(0, Some(KEY), 0).unwrap_err(),
+        Denied::Throttled {
+            retry_after: 1,
+            scope: "usage plan"
+        }
+    );
+    assert!(
+        a.authorize(2, Some(KEY), 0).is_ok(),
+        "other routes use the plan's own throttle"
+    );
+    assert!(a.authorize(1, None, 0).is_ok(), "keyless route");
+    assert!(a.authorize(1, None, 0).is_ok());
+    assert_eq!(
+        a.authorize(1, None, 0).unwrap_err(),
+        Denied::Throttled {
+            retry_after: 1,
+            scope: "route"
+        }
+    );
+    assert!(a.authorize(2, Some(KEY), 0).is_ok());
+    assert!(a.authorize(2, Some(KEY), 0).is_ok());
+    assert_eq!(
+        a.authorize(2, Some(KEY), 0).unwrap_err(),
+        Denied::Throttled {
+            retry_after: 1,
+            scope: "account"
+        }
+    );
+}
