@@ -19,6 +19,12 @@ pub enum Fault {
 pub enum ErrorKind {
     /// No route for this method and path.
     NoRoute,
+    /// The route needs an API key and none usable was presented.
+    Forbidden,
+    /// A throttle refused the request; seconds until it may try again.
+    Throttled { retry_after: u64 },
+    /// The key's quota for the period is spent; seconds until the next period.
+    QuotaExceeded { retry_after: u64 },
     /// The body is larger than the configured limit.
     PayloadTooLarge { limit: usize },
     /// The route has templates but none for this content type (and passthrough is off).
@@ -55,6 +61,9 @@ impl GatewayError {
     pub fn fault(&self) -> Fault {
         match self.kind {
             ErrorKind::NoRoute
+            | ErrorKind::Forbidden
+            | ErrorKind::Throttled { .. }
+            | ErrorKind::QuotaExceeded { .. }
             | ErrorKind::PayloadTooLarge { .. }
             | ErrorKind::UnsupportedMediaType
             | ErrorKind::InvalidBody => Fault::Client,
@@ -67,10 +76,20 @@ impl GatewayError {
 
     /// Whether the client may retry the same request later.
     pub fn retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::UpstreamThrottled | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout
-        )
+        self.retry_after().is_some()
+    }
+
+    /// Seconds the client should wait before retrying, when a retry may succeed.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self.kind {
+            ErrorKind::Throttled { retry_after } | ErrorKind::QuotaExceeded { retry_after } => {
+                Some(retry_after)
+            }
+            ErrorKind::UpstreamThrottled
+            | ErrorKind::UpstreamFailed
+            | ErrorKind::UpstreamTimeout => Some(1),
+            _ => None,
+        }
     }
 }
 

@@ -48,6 +48,20 @@ enum Command {
     },
     /// Render a mapping template against a request, as the gateway would.
     Render(cli::render::RenderArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(cli::keys::KeysCommand),
+    /// Requests counted per key and UTC day.
+    Usage {
+        #[arg(long)]
+        key: Option<String>,
+        /// First day, YYYY-MM-DD (default today).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default today).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +78,10 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(cli::provision::run(&args.config, *dry_run))),
         Command::IamPolicy { region, account } => {
             cli::iam_policy::run(&args.config, region, account)
+        }
+        Command::Keys(k) => cli::keys::run(&args.config, k),
+        Command::Usage { key, from, to } => {
+            cli::keys::usage(&args.config, key.as_deref(), from.as_deref(), to.as_deref())
         }
     };
     match result {

@@ -17,6 +17,9 @@ use axum::http::{Method, Response, StatusCode};
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 
+use governor::clock::DefaultClock;
+
+use crate::auth::{Authorizer, Denied, RouteAuth, Snapshot};
 use crate::config::{Config, HeaderSource, Passthrough, RouteConfig};
 use crate::error::{ErrorKind, GatewayError};
 use crate::integrations::{self, Clients, IntegrationError};
@@ -32,6 +35,7 @@ pub struct Gateway {
     pub routes: RouteTable,
     pub compiled: Vec<CompiledRoute>,
     pub clients: Clients,
+    pub auth: Arc<Authorizer>,
     /// False once shutdown begins: `/readyz` fails so balancers stop sending traffic.
     pub ready: AtomicBool,
 }
@@ -102,9 +106,38 @@ pub struct Request {
     pub received_epoch_ms: i64,
 }
 
+/// The authorizer for a configuration, with the keys and usage counts loaded from the store.
+pub fn authorizer(
+    config: &Config,
+    snapshot: Snapshot,
+    usage: Vec<(String, String, u64)>,
+) -> Authorizer {
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| RouteAuth {
+            name: r.name(),
+            key_required: r.api_key_required,
+            key_query: r.api_key_query.clone(),
+            throttle: r.throttle,
+        })
+        .collect();
+    Authorizer::new(
+        DefaultClock::default(),
+        config.usage_plans.clone(),
+        routes,
+        config.account_throttle,
+        snapshot,
+        usage,
+    )
+}
+
 /// What happened, for the access log.
 pub struct Outcome {
     pub route: Option<String>,
+    pub key_id: Option<String>,
+    /// The key's quota position, when the route sends `X-RateLimit-*` headers.
+    pub quota: Option<crate::auth::QuotaStatus>,
     pub integration_ms: Option<f64>,
     pub error: Option<GatewayError>,
 }
@@ -113,10 +146,12 @@ pub struct Outcome {
 pub async fn handle(gw: &Arc<Gateway>, req: Request) -> (Response<Body>, Outcome) {
     let mut outcome = Outcome {
         route: None,
+        key_id: None,
+        quota: None,
         integration_ms: None,
         error: None,
     };
-    let resp = match run(gw, &req, &mut outcome).await {
+    let mut resp = match run(gw, &req, &mut outcome).await {
         Ok(resp) => resp,
         Err(e) => {
             let resp = respond::error(&e, &req.request_id);
@@ -124,6 +159,10 @@ pub async fn handle(gw: &Arc<Gateway>, req: Request) -> (Response<Body>, Outcome
             resp
         }
     };
+    // Every admitted request reports the quota it spent, whatever the upstream did.
+    if let Some(q) = &outcome.quota {
+        respond::quota_headers(&mut resp, q, req.received_epoch_ms);
+    }
     (resp, outcome)
 }
 
@@ -140,11 +179,17 @@ async fn run(
     };
     let route = &gw.config.routes[matched.route];
     let compiled = &gw.compiled[matched.route];
-    outcome.route = Some(format!(
-        "{} {}",
-        route.method.as_ref().map_or("ANY", Method::as_str),
-        route.path
-    ));
+    outcome.route = Some(route.name());
+
+    let presented = api_key(req, route);
+    let admitted = gw
+        .auth
+        .authorize(matched.route, presented.as_deref(), req.received_epoch_ms)
+        .map_err(denied)?;
+    outcome.key_id = admitted.key.as_ref().map(|k| k.id.clone());
+    if route.rate_limit_headers {
+        outcome.quota = admitted.quota;
+    }
 
     let content_type = media_type(&req.headers);
     let template = choose_template(route, compiled, &content_type)?;
@@ -153,7 +198,11 @@ async fn run(
     })?;
 
     let params = params(req, &matched.params);
-    let facts = facts(gw, req, route);
+    let mut facts = facts(gw, req, route);
+    if let Some(key) = &admitted.key {
+        facts.api_key = presented.clone();
+        facts.api_key_id = Some(key.id.clone());
+    }
     let build_context = || context::build(&facts);
     let (rendered, overrides) = match template {
         None => (body.to_string(), None),
@@ -235,6 +284,35 @@ async fn run(
     }
     respond::apply_overrides(&mut resp, overrides.as_ref());
     Ok(resp)
+}
+
+/// The key a request presents: the `x-api-key` header, or the route's query parameter.
+fn api_key(req: &Request, route: &RouteConfig) -> Option<String> {
+    let header = req
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-api-key"))
+        .map(|(_, v)| v.clone());
+    header.or_else(|| {
+        let name = route.api_key_query.as_deref()?;
+        req.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    })
+}
+
+fn denied(d: Denied) -> GatewayError {
+    match d {
+        Denied::Forbidden(reason) => GatewayError::new(ErrorKind::Forbidden, reason),
+        Denied::Throttled { retry_after, scope } => GatewayError::new(
+            ErrorKind::Throttled { retry_after },
+            format!("{scope} throttle"),
+        ),
+        Denied::QuotaExceeded { retry_after } => {
+            GatewayError::new(ErrorKind::QuotaExceeded { retry_after }, "quota exceeded")
+        }
+    }
 }
 
 /// API Gateway's selection: the first response whose pattern matches the whole status

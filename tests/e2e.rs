@@ -42,6 +42,7 @@ async fn events_land_in_s3_as_json_lines() {
     };
     let project = Project::new("events");
     project.provision();
+    let key = project.key("clickstream");
     let gw = Gateway::start(&project.config);
 
     let batch = [
@@ -50,13 +51,13 @@ async fn events_land_in_s3_as_json_lines() {
         json!({"type": "scroll", "depth": 80, "unicode": "caf\u{e9} \u{1F600}"}),
     ];
     let single = json!({"type": "pageview", "url": "/home"});
-    let r1 = gw.post_json("/v1/events", &json!({"events": batch}).to_string());
+    let r1 = gw.post_json_with_key("/v1/events", &key, &json!({"events": batch}).to_string());
     assert_eq!(r1.status, 200, "{}", r1.text());
     let out = r1.json();
     assert_eq!(out["FailedRecordCount"], 0);
     assert_eq!(out["Records"].as_array().unwrap().len(), 3);
     assert!(out["Records"][0]["SequenceNumber"].is_string());
-    let r2 = gw.post_json("/v1/events", &single.to_string());
+    let r2 = gw.post_json_with_key("/v1/events", &key, &single.to_string());
     assert_eq!(r2.status, 200, "{}", r2.text());
 
     let sent: Vec<(Json, &str)> = batch
@@ -99,6 +100,11 @@ async fn events_land_in_s3_as_json_lines() {
         );
         assert_eq!(ingest["requestId"], request_id);
         assert_eq!(ingest["sourceIp"], "127.0.0.1");
+        assert_eq!(
+            ingest["apiKeyId"].as_str().unwrap().len(),
+            10,
+            "the key id, never the key"
+        );
         assert!(ingest["receivedAt"].as_i64().unwrap() > 1_700_000_000_000);
     }
 }
@@ -110,9 +116,10 @@ async fn sqs_messages_arrive_with_body_and_attributes() {
     };
     let project = Project::new("sqs");
     project.provision();
+    let key = project.key("partners");
     let gw = Gateway::start(&project.config);
     let body = r#"{"order": "a&b=c+d", "note": "50% off"}"#;
-    let resp = gw.post_json("/v1/partners/acme%20co/messages", body);
+    let resp = gw.post_json_with_key("/v1/partners/acme%20co/messages", &key, body);
     assert_eq!(resp.status, 200, "{}", resp.text());
     let message_id = resp.json()["SendMessageResponse"]["SendMessageResult"]["MessageId"]
         .as_str()

@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicBool;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use ingest_gateway::auth::Snapshot;
 use ingest_gateway::config;
 use ingest_gateway::integrations::Clients;
 use ingest_gateway::pipeline::{self, Gateway};
@@ -79,11 +80,13 @@ async fn gateway(endpoint: &str) -> Arc<Gateway> {
             .iter()
             .map(|r| (r.method.clone(), r.path.clone())),
     );
+    let auth = Arc::new(pipeline::authorizer(&config, Snapshot::default(), vec![]));
     Arc::new(Gateway {
         config,
         routes,
         compiled,
         clients: Clients::from_sdk_config(&sdk, true),
+        auth,
         ready: AtomicBool::new(true),
     })
 }
@@ -280,6 +283,7 @@ async fn template_and_rendering_failures_are_500_without_an_upstream_call() {
             ),
             compiled: pipeline::compile_templates(&gw.config).unwrap(),
             clients: gw.clients.clone(),
+            auth: gw.auth.clone(),
             ready: AtomicBool::new(true),
         })
     };

@@ -131,7 +131,7 @@ pub struct Admitted {
 }
 
 /// A refused request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
     /// 403: no usable key. The reason is for the log only.
     Forbidden(&'static str),

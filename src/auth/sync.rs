@@ -62,7 +62,7 @@ pub async fn run(
                 }
             }
             _ = flush.tick() => flush_counts(&store, &auth).await,
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.changed() => break,
         }
     }
     flush_counts(&store, &auth).await;

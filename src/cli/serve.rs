@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::auth::sync;
 use crate::config;
 use crate::integrations::Clients;
 use crate::pipeline::{self, Gateway};
@@ -21,6 +22,12 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     let compiled =
         pipeline::compile_templates(&config).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
     let clients = Clients::new(&config.aws).await;
+    let now_ms = crate::server::epoch_ms();
+    let store = sync::open(&config.key_store)
+        .with_context(|| format!("opening the key store {}", config.key_store.display()))?;
+    let loaded = sync::load(&store, now_ms)?;
+    tracing::info!(keys = loaded.snapshot.len(), store = %config.key_store.display(), "Loaded API keys.");
+    let auth = Arc::new(pipeline::authorizer(&config, loaded.snapshot, loaded.usage));
     let routes = RouteTable::new(
         config
             .routes
@@ -39,9 +46,21 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
         routes,
         compiled,
         clients,
+        auth: auth.clone(),
         ready: AtomicBool::new(true),
     });
-    server::run(gw, listener).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sync_task = tokio::spawn(sync::run(
+        Arc::new(std::sync::Mutex::new(store)),
+        auth,
+        loaded.version,
+        stopped,
+    ));
+    let served = server::run(gw, listener).await;
+    // The last usage counts reach the store before the process exits.
+    let _ = stop.send(true);
+    let _ = sync_task.await;
+    served?;
     tracing::info!("Stopped.");
     Ok(())
 }

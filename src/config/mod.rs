@@ -15,6 +15,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use toml::Spanned;
 
+use crate::auth::plans::{Period, Quota, Throttle, UsagePlan};
 use crate::integrations::Action;
 use crate::route::PathTemplate;
 use crate::vtl::Limits;
@@ -32,6 +33,9 @@ pub struct Config {
     pub limits: Limits,
     pub routes: Vec<RouteConfig>,
     pub resources: raw::RawResources,
+    pub key_store: PathBuf,
+    pub account_throttle: Option<Throttle>,
+    pub usage_plans: Vec<UsagePlan>,
     /// The directory relative paths in the file are resolved against.
     pub base_dir: PathBuf,
 }
@@ -64,6 +68,21 @@ pub struct RouteConfig {
     pub response_template: Option<PathBuf>,
     pub timeout: Duration,
     pub responses: Vec<IntegrationResponse>,
+    pub api_key_required: bool,
+    pub api_key_query: Option<String>,
+    pub throttle: Option<Throttle>,
+    pub rate_limit_headers: bool,
+}
+
+impl RouteConfig {
+    /// `"METHOD /path"`, as usage plans name routes.
+    pub fn name(&self) -> String {
+        format!(
+            "{} {}",
+            self.method.as_ref().map_or("ANY", http::Method::as_str),
+            self.path
+        )
+    }
 }
 
 /// How an integration's outcome becomes the client's response.
@@ -190,7 +209,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Parses `500ms`, `29s`, `5m`, `1h`.
+/// Parses `500ms`, `29s`, `5m`, `1h`, `90d`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
@@ -201,6 +220,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60)?),
         "h" => Duration::from_secs(n.checked_mul(3600)?),
+        "d" => Duration::from_secs(n.checked_mul(86_400)?),
         _ => return None,
     })
 }
@@ -314,7 +334,24 @@ impl Validator<'_> {
             }
         }
         self.resources(&raw.resources);
+        let account_throttle = match raw.auth.account_throttle {
+            Some(t) => self.throttle(t, "auth.account_throttle"),
+            None => Some(Throttle {
+                rate: 10_000.0,
+                burst: 5_000,
+            }),
+        };
+        let route_names: Vec<String> = routes.iter().map(RouteConfig::name).collect();
+        let usage_plans = raw
+            .usage_plans
+            .iter()
+            .map(|(name, p)| self.usage_plan(name, p, &route_names))
+            .collect();
+        let key_store = base.join(raw.auth.key_store.as_deref().unwrap_or("keys.db"));
         Config {
+            key_store,
+            account_throttle,
+            usage_plans,
             listen,
             stage,
             max_body_bytes,
@@ -328,6 +365,75 @@ impl Validator<'_> {
             routes,
             resources: raw.resources,
             base_dir: base.to_path_buf(),
+        }
+    }
+
+    fn throttle(&mut self, t: raw::RawThrottle, what: &str) -> Option<Throttle> {
+        let throttle = Throttle {
+            rate: t.rate,
+            burst: t.burst,
+        };
+        if crate::auth::bucket(throttle).is_none() {
+            self.error(
+                None,
+                format!("{what}: rate must be above 0 and burst at least 1"),
+            );
+            return None;
+        }
+        Some(throttle)
+    }
+
+    fn usage_plan(
+        &mut self,
+        name: &str,
+        p: &Spanned<raw::RawUsagePlan>,
+        routes: &[String],
+    ) -> UsagePlan {
+        let span = Some(p.span());
+        let r = p.get_ref();
+        let throttle = r
+            .throttle
+            .and_then(|t| self.throttle(t, &format!("usage plan {name}: throttle")));
+        let mut route_throttles = Vec::new();
+        for (route, t) in &r.route_throttles {
+            if !routes.contains(route) {
+                self.error(
+                    span.clone(),
+                    format!("usage plan {name}: no route {route:?} (routes are named like \"POST /v1/events\")"),
+                );
+            } else if let Some(t) = self.throttle(*t, &format!("usage plan {name}: {route}")) {
+                route_throttles.push((route.clone(), t));
+            }
+        }
+        let quota = r
+            .quota
+            .as_ref()
+            .and_then(|q| match Period::parse(&q.period) {
+                Some(period) if q.limit > 0 => Some(Quota {
+                    limit: q.limit,
+                    period,
+                    offset: q.offset,
+                }),
+                Some(_) => {
+                    self.error(
+                        span.clone(),
+                        format!("usage plan {name}: quota limit must be at least 1"),
+                    );
+                    None
+                }
+                None => {
+                    self.error(
+                        span.clone(),
+                        format!("usage plan {name}: quota period must be DAY, WEEK or MONTH"),
+                    );
+                    None
+                }
+            });
+        UsagePlan {
+            name: name.to_string(),
+            throttle,
+            route_throttles,
+            quota,
         }
     }
 
@@ -417,6 +523,13 @@ impl Validator<'_> {
             .iter()
             .map(|resp| self.response(resp, base))
             .collect();
+        let throttle = r.throttle.and_then(|t| self.throttle(t, "route throttle"));
+        if r.api_key_query.as_ref().is_some_and(|q| q.is_empty()) {
+            self.error(
+                Some(route.span()),
+                "api_key_query must name a query parameter",
+            );
+        }
         let (Some(path), Some(action)) = (path, action) else {
             return None;
         };
@@ -433,6 +546,10 @@ impl Validator<'_> {
             response_template,
             timeout,
             responses,
+            api_key_required: r.api_key_required,
+            api_key_query: r.api_key_query.clone(),
+            throttle,
+            rate_limit_headers: r.rate_limit_headers,
         })
     }
 

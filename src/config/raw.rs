@@ -18,6 +18,12 @@ pub struct RawConfig {
     /// Bounds on every template render.
     #[serde(default)]
     pub templates: RawTemplateLimits,
+    /// API keys: where they are stored, and the gateway-wide throttle.
+    #[serde(default)]
+    pub auth: RawAuth,
+    /// Usage plans by name: throttle, per-route throttles and quota for the keys in them.
+    #[serde(default)]
+    pub usage_plans: IndexMap<String, Spanned<RawUsagePlan>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
     /// What `ingest-gateway provision` creates.
@@ -87,6 +93,58 @@ pub struct RawRoute {
     /// Integration responses: how the service's answer becomes the client's response.
     #[serde(default)]
     pub responses: Vec<Spanned<RawResponse>>,
+    /// Whether callers must present an API key (`x-api-key` header).
+    #[serde(default)]
+    pub api_key_required: bool,
+    /// A query parameter that may carry the key instead, for browsers and pixels.
+    pub api_key_query: Option<String>,
+    /// A throttle for the whole route, all callers together.
+    pub throttle: Option<RawThrottle>,
+    /// Send `X-RateLimit-Limit`, `-Remaining` and `-Reset` for the key's quota.
+    #[serde(default)]
+    pub rate_limit_headers: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThrottle {
+    /// Requests per second refilled (fractions allowed).
+    pub rate: f64,
+    /// Bucket size: requests allowed at once.
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// The SQLite key store (default `keys.db` next to this file). The CLI's `keys`
+    /// commands write it; the server picks changes up within a second.
+    pub key_store: Option<String>,
+    /// Gateway-wide throttle (default rate 10000, burst 5000, as an AWS account).
+    pub account_throttle: Option<RawThrottle>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsagePlan {
+    /// Per key: steady rate and burst.
+    pub throttle: Option<RawThrottle>,
+    /// Per key and route, by `"METHOD /path"` as the route declares them.
+    #[serde(default)]
+    pub route_throttles: IndexMap<String, RawThrottle>,
+    pub quota: Option<RawQuota>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    /// Requests per period.
+    pub limit: u64,
+    /// `DAY`, `WEEK` (from Monday) or `MONTH`, in UTC.
+    pub period: String,
+    /// Requests already counted in the period a key is created in.
+    #[serde(default)]
+    pub offset: u64,
 }
 
 /// An integration response, as API Gateway's: selected by a regular expression over the

@@ -6,9 +6,6 @@ use axum::http::{HeaderValue, Response, StatusCode, header};
 
 use crate::error::{ErrorKind, GatewayError};
 
-/// Seconds a client should wait before retrying after the upstream throttled or failed.
-const RETRY_AFTER_SECONDS: u32 = 1;
-
 /// Status, message and `x-amzn-ErrorType` for an error, as API Gateway words them.
 pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str) {
     match e.kind {
@@ -16,6 +13,17 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             StatusCode::FORBIDDEN,
             "Missing Authentication Token",
             "MissingAuthenticationTokenException",
+        ),
+        ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "Forbidden", "ForbiddenException"),
+        ErrorKind::Throttled { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too Many Requests",
+            "TooManyRequestsException",
+        ),
+        ErrorKind::QuotaExceeded { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Limit Exceeded",
+            "LimitExceededException",
         ),
         ErrorKind::PayloadTooLarge { .. } => (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -62,8 +70,8 @@ pub fn error(e: &GatewayError, request_id: &str) -> Response<Body> {
     let mut resp = json_response(status, body, request_id);
     let headers = resp.headers_mut();
     headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));
-    if e.retryable() {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    if let Some(seconds) = e.retry_after() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     resp
 }
@@ -81,6 +89,15 @@ pub fn json_response(status: StatusCode, body: String, request_id: &str) -> Resp
         headers.insert("x-amzn-requestid", id);
     }
     resp
+}
+
+/// `X-RateLimit-*` headers for a key's quota.
+pub fn quota_headers(resp: &mut Response<Body>, quota: &crate::auth::QuotaStatus, now_ms: i64) {
+    let headers = resp.headers_mut();
+    headers.insert("x-ratelimit-limit", HeaderValue::from(quota.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(quota.remaining));
+    let reset = u64::try_from((quota.reset_ms - now_ms + 999) / 1000).unwrap_or(0);
+    headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
 }
 
 /// Sets a header from configuration, skipping values that are not valid header text.

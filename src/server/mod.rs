@@ -53,11 +53,16 @@ async fn metrics() -> Response<Body> {
     resp
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn epoch_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> {
     let received = Instant::now();
-    let received_epoch_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let received_epoch_ms = epoch_ms();
     let request_id = uuid::Uuid::new_v4().to_string();
     let source_ip = req
         .extensions()
@@ -78,6 +83,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
                 received,
                 None,
                 &request_id,
+                None,
                 None,
                 Some(&e),
             );
@@ -113,6 +119,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         outcome.integration_ms,
         &request_id,
         outcome.route.as_deref(),
+        outcome.key_id.as_deref(),
         outcome.error.as_ref(),
     );
     resp
@@ -169,6 +176,7 @@ fn access_log(
     integration_ms: Option<f64>,
     request_id: &str,
     route: Option<&str>,
+    key_id: Option<&str>,
     error: Option<&GatewayError>,
 ) {
     let latency = received.elapsed().as_secs_f64();
@@ -186,6 +194,7 @@ fn access_log(
                 integration_latency_ms = integration_ms,
                 request_id,
                 route,
+                key_id,
                 error = error_detail,
                 $message
             )

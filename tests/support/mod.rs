@@ -111,6 +111,22 @@ impl Project {
             .unwrap()
     }
 
+    /// Issues a key in `plan` through the CLI; returns it.
+    pub fn key(&self, plan: &str) -> String {
+        self.named_key("test", plan)
+    }
+
+    /// Issues a key with a name in `plan` through the CLI; returns it.
+    pub fn named_key(&self, name: &str, plan: &str) -> String {
+        let out = self.cli(&["keys", "create", "--name", name, "--plan", plan]);
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     pub fn provision(&self) -> String {
         let out = self.cli(&["provision"]);
         assert!(
@@ -131,11 +147,17 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(config: &Path) -> Gateway {
+        Gateway::start_with_env(config, &[])
+    }
+
+    /// Starts the gateway with extra environment variables (e.g. another AWS endpoint).
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Gateway {
         let mut child = Command::new(bin())
             .arg("--config")
             .arg(config)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -180,6 +202,15 @@ impl Gateway {
             "POST",
             path,
             &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    pub fn post_json_with_key(&self, path: &str, key: &str, body: &str) -> Response {
+        self.request(
+            "POST",
+            path,
+            &[("content-type", "application/json"), ("x-api-key", key)],
             body.as_bytes(),
         )
     }

@@ -1,0 +1,357 @@
+//! `ingest-gateway keys ...` and `ingest-gateway usage`: manage API keys in the key store
+//! while the gateway runs (it picks changes up within a second).
+//!
+//! `keys create` and `keys rotate` print the key alone on stdout, the only time it is ever
+//! shown; everything else goes to stderr, so `KEY=$(ingest-gateway keys create ...)` works.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+use crate::auth::plans::{day_label, parse_day};
+use crate::auth::store::{KeyRecord, KeyStore, NewKey};
+use crate::config::{self, Config, parse_duration};
+use crate::server::epoch_ms;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Issue a key; prints it (only now) on stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A usage plan declared in gateway.toml.
+        #[arg(long)]
+        plan: String,
+        /// Lifetime, e.g. 90d or 12h.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Use this value instead of generating one (20-128 characters).
+        #[arg(long)]
+        value: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        customer: Option<String>,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List keys (never their values).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one key.
+    Show {
+        id: String,
+    },
+    Disable {
+        id: String,
+    },
+    Enable {
+        id: String,
+    },
+    /// Delete a key for good.
+    Revoke {
+        id: String,
+    },
+    /// Give a key a new value; prints it on stdout. The old value works for the grace period.
+    Rotate {
+        id: String,
+        #[arg(long, default_value = "0s")]
+        grace: String,
+    },
+    /// Import keys from a CSV file as API Gateway exports them
+    /// (columns Name, Key, Description, Enabled, UsagePlanIds).
+    Import {
+        file: PathBuf,
+        /// Plan for rows without UsagePlanIds.
+        #[arg(long)]
+        plan: Option<String>,
+    },
+}
+
+fn open(config_path: &Path) -> anyhow::Result<(Config, KeyStore)> {
+    let config = config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = KeyStore::open(&config.key_store)
+        .with_context(|| format!("opening the key store {}", config.key_store.display()))?;
+    Ok((config, store))
+}
+
+fn check_plan(config: &Config, plan: &str) -> anyhow::Result<()> {
+    if config.usage_plans.iter().any(|p| p.name == plan) {
+        return Ok(());
+    }
+    let known: Vec<&str> = config.usage_plans.iter().map(|p| p.name.as_str()).collect();
+    bail!(
+        "no usage plan {plan:?} in the configuration (plans: {})",
+        known.join(", ")
+    )
+}
+
+fn time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000) % 86_400;
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        day_label(ms),
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn describe(k: &KeyRecord) -> serde_json::Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "plan": k.plan,
+        "enabled": k.enabled,
+        "created": time(k.created_at),
+        "expires": k.expires_at.map(time),
+        "description": k.description,
+        "customer": k.customer,
+        "previous_value_valid_until": k.previous.map(|(_, until)| time(until)),
+    })
+}
+
+pub fn run(config_path: &Path, command: &KeysCommand) -> anyhow::Result<bool> {
+    let (config, store) = open(config_path)?;
+    let now = epoch_ms();
+    match command {
+        KeysCommand::Create {
+            name,
+            plan,
+            expires,
+            value,
+            description,
+            customer,
+            disabled,
+        } => {
+            check_plan(&config, plan)?;
+            let expires_at = match expires {
+                None => None,
+                Some(e) => {
+                    let d = parse_duration(e)
+                        .with_context(|| format!("--expires {e:?}: use e.g. 90d, 12h"))?;
+                    Some(now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2))
+                }
+            };
+            let new = NewKey {
+                name: name.clone(),
+                plan: plan.clone(),
+                value: value.clone(),
+                expires_at,
+                description: description.clone(),
+                customer: customer.clone(),
+                enabled: !disabled,
+            };
+            let (rec, key) = store.create(&new, now)?;
+            eprintln!("created key {} ({}) in plan {}", rec.id, rec.name, rec.plan);
+            println!("{key}");
+        }
+        KeysCommand::List { json } => {
+            let keys = store.list()?;
+            if *json {
+                let all: Vec<_> = keys.iter().map(describe).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!(
+                    "{:<12} {:<24} {:<16} {:<8} {:<21} EXPIRES",
+                    "ID", "NAME", "PLAN", "ENABLED", "CREATED"
+                );
+                for k in &keys {
+                    println!(
+                        "{:<12} {:<24} {:<16} {:<8} {:<21} {}",
+                        k.id,
+                        k.name,
+                        k.plan,
+                        k.enabled,
+                        time(k.created_at),
+                        k.expires_at.map_or("-".to_string(), time)
+                    );
+                }
+            }
+        }
+        KeysCommand::Show { id } => match store.get(id)? {
+            Some(k) => println!("{}", serde_json::to_string_pretty(&describe(&k))?),
+            None => bail!("no key {id}"),
+        },
+        KeysCommand::Disable { id } | KeysCommand::Enable { id } => {
+            let enable = matches!(command, KeysCommand::Enable { .. });
+            if !store.set_enabled(id, enable)? {
+                bail!("no key {id}");
+            }
+            eprintln!("{} key {id}", if enable { "enabled" } else { "disabled" });
+        }
+        KeysCommand::Revoke { id } => {
+            if !store.revoke(id)? {
+                bail!("no key {id}");
+            }
+            eprintln!("revoked key {id}");
+        }
+        KeysCommand::Rotate { id, grace } => {
+            let grace = parse_duration(grace)
+                .or_else(|| (grace.trim() == "0").then_some(std::time::Duration::ZERO))
+                .with_context(|| format!("--grace {grace:?}: use e.g. 24h"))?;
+            let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX / 2);
+            let Some(key) = store.rotate(id, grace_ms, now)? else {
+                bail!("no key {id}");
+            };
+            eprintln!(
+                "rotated key {id}; the previous value works for {}s more",
+                grace.as_secs()
+            );
+            println!("{key}");
+        }
+        KeysCommand::Import { file, plan } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let (imported, problems) = import(&config, &store, &text, plan.as_deref(), now);
+            for p in &problems {
+                eprintln!("{}: {p}", file.display());
+            }
+            eprintln!("imported {imported} keys, {} rows skipped", problems.len());
+            return Ok(problems.is_empty());
+        }
+    }
+    Ok(true)
+}
+
+/// Imports API Gateway's CSV key export. Returns the number imported and the problems.
+fn import(
+    config: &Config,
+    store: &KeyStore,
+    text: &str,
+    default_plan: Option<&str>,
+    now: i64,
+) -> (usize, Vec<String>) {
+    let rows = parse_csv(text);
+    let mut problems = Vec::new();
+    let Some((header, rows)) = rows.split_first() else {
+        return (0, vec!["empty file".into()]);
+    };
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+    };
+    let (Some(key_col), name_col) = (col("key"), col("name")) else {
+        return (0, vec!["no Key column".into()]);
+    };
+    let (desc_col, enabled_col, plan_col) =
+        (col("description"), col("enabled"), col("usageplanids"));
+    let mut imported = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let line = i + 2;
+        let get = |c: Option<usize>| {
+            c.and_then(|c| row.get(c))
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let Some(value) = get(Some(key_col)) else {
+            problems.push(format!("line {line}: no key"));
+            continue;
+        };
+        let plan = get(plan_col)
+            .and_then(|p| p.split([';', ',']).next().map(str::to_string))
+            .or_else(|| default_plan.map(str::to_string));
+        let Some(plan) = plan else {
+            problems.push(format!("line {line}: no usage plan (add --plan)"));
+            continue;
+        };
+        if let Err(e) = check_plan(config, &plan) {
+            problems.push(format!("line {line}: {e}"));
+            continue;
+        }
+        let new = NewKey {
+            name: get(name_col).unwrap_or_else(|| format!("imported-{line}")),
+            plan,
+            value: Some(value),
+            expires_at: None,
+            description: get(desc_col),
+            customer: None,
+            enabled: get(enabled_col).is_none_or(|e| !e.eq_ignore_ascii_case("false")),
+        };
+        match store.create(&new, now) {
+            Ok(_) => imported += 1,
+            Err(e) => problems.push(format!("line {line}: {e}")),
+        }
+    }
+    (imported, problems)
+}
+
+/// A small CSV reader: commas, double-quoted fields with `""` escapes, CRLF or LF.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows.retain(|r| !(r.len() == 1 && r[0].trim().is_empty()));
+    rows
+}
+
+/// `ingest-gateway usage`: requests counted per key and UTC day (like GetUsage).
+pub fn usage(
+    config_path: &Path,
+    key: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> anyhow::Result<bool> {
+    let (_, store) = open(config_path)?;
+    let today = day_label(epoch_ms());
+    let from = from.map_or_else(|| today.clone(), str::to_string);
+    let to = to.map_or(today, str::to_string);
+    for d in [&from, &to] {
+        if parse_day(d).is_none() {
+            bail!("{d:?} is not a YYYY-MM-DD date");
+        }
+    }
+    let rows = store.usage(key, &from, &to)?;
+    println!("{:<12} {:<10} {:>10}", "KEY", "DAY", "REQUESTS");
+    for (k, day, n) in rows {
+        println!("{k:<12} {day:<10} {n:>10}");
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_csv;
+
+    #[test]
+    fn csv_fields() {
+        let rows = parse_csv("Name,Key,Description\r\n\"a, b\",k1,\"say \"\"hi\"\"\"\nc,k2,\n\n");
+        assert_eq!(
+            rows,
+            vec![
+                vec!["Name", "Key", "Description"],
+                vec!["a, b", "k1", "say \"hi\""],
+                vec!["c", "k2", ""]
+            ]
+        );
+    }
+}
