@@ -166,8 +166,9 @@ pub struct Authorizer<C: Clock = DefaultClock> {
     counters: Mutex<HashMap<String, QuotaCounter>>,
     /// Counts persisted before start-up, by (key id, day).
     persisted: HashMap<(String, String), u64>,
-    /// Counts not yet written to the store, by (key id, day).
-    pending: Mutex<HashMap<(String, String), u64>>,
+    /// Counts not yet written to the store, by key id and UTC day number (days since the
+    /// epoch; turned into `YYYY-MM-DD` only when flushed).
+    pending: Mutex<HashMap<String, HashMap<i64, u64>>>,
 }
 
 /// A governor bucket for a throttle; `None` if the numbers cannot make one.
@@ -311,13 +312,22 @@ impl<C: Clock + Clone> Authorizer<C> {
     }
 
     /// Counts one request against a key's quota, or refuses it when the quota is spent.
+    /// Allocation-free once a key has been seen.
     fn take_quota(&self, key: &KeyEntry, q: Quota, now_ms: i64) -> Result<QuotaStatus, Denied> {
         let (start, end) = q.period.bounds(now_ms);
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let counter = counters.entry(key.id.clone()).or_insert(QuotaCounter {
-            period_start: i64::MIN,
-            used: 0,
-        });
+        if !counters.contains_key(&key.id) {
+            counters.insert(
+                key.id.clone(),
+                QuotaCounter {
+                    period_start: i64::MIN,
+                    used: 0,
+                },
+            );
+        }
+        let Some(counter) = counters.get_mut(&key.id) else {
+            return Err(Denied::Forbidden("quota counter missing"));
+        };
         if counter.period_start != start {
             counter.period_start = start;
             counter.used = self.persisted_between(&key.id, start, end)
@@ -336,12 +346,14 @@ impl<C: Clock + Clone> Authorizer<C> {
         counter.used += 1;
         let used = counter.used;
         drop(counters);
-        *self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((key.id.clone(), day_label(now_ms)))
-            .or_insert(0) += 1;
+        let day = now_ms.div_euclid(86_400_000);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match pending.get_mut(&key.id) {
+            Some(days) => *days.entry(day).or_insert(0) += 1,
+            None => {
+                pending.insert(key.id.clone(), HashMap::from([(day, 1)]));
+            }
+        }
         Ok(QuotaStatus {
             limit: q.limit,
             remaining: q.limit - used,
@@ -363,17 +375,29 @@ impl<C: Clock + Clone> Authorizer<C> {
         total
     }
 
-    /// Takes the counts not yet written to the store.
+    /// Takes the counts not yet written to the store, as (key id, `YYYY-MM-DD`, count).
     pub fn take_pending(&self) -> Vec<(String, String, u64)> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.drain().map(|((k, d), n)| (k, d, n)).collect()
+        let drained: Vec<(String, HashMap<i64, u64>)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        drained
+            .into_iter()
+            .flat_map(|(k, days)| {
+                days.into_iter()
+                    .map(move |(d, n)| (k.clone(), day_label(d * 86_400_000), n))
+            })
+            .collect()
     }
 
     /// Puts counts back after a failed write, so none are lost.
     pub fn restore_pending(&self, counts: Vec<(String, String, u64)>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for (k, d, n) in counts {
-            *pending.entry((k, d)).or_insert(0) += n;
+            let day = plans::parse_day(&d).unwrap_or(0).div_euclid(86_400_000);
+            *pending.entry(k).or_default().entry(day).or_insert(0) += n;
         }
     }
 }

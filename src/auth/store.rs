@@ -180,6 +180,29 @@ impl KeyStore {
         }
     }
 
+    /// Creates many keys with chosen values in one transaction (bulk loads, benchmarks).
+    pub fn create_many(&mut self, keys: &[(NewKey, String)], now_ms: i64) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO api_keys (id, name, plan, key_hash, enabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (new, value) in keys {
+                keys::validate(value).map_err(StoreError::Invalid)?;
+                stmt.execute(params![
+                    keys::generate_id(),
+                    new.name,
+                    new.plan,
+                    keys::hash(value).as_slice(),
+                    i64::from(new.enabled),
+                    now_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(keys.len())
+    }
+
     pub fn list(&self) -> Result<Vec<KeyRecord>> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"

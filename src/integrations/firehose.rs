@@ -21,6 +21,16 @@ fn record(action: Action, v: &Json, at: &str) -> Result<Record, IntegrationError
         .map_err(|e| invalid(action, format!("{at}: {e}")))
 }
 
+/// The delivery stream: the template's `DeliveryStreamName`, checked against the target.
+fn delivery_stream<'a>(
+    action: Action,
+    m: &'a serde_json::Map<String, Json>,
+    target: Option<&'a str>,
+) -> Result<&'a str, IntegrationError> {
+    let named = opt_string(action, m, "DeliveryStreamName")?;
+    resolve_target(action, target, named, "DeliveryStreamName")
+}
+
 pub async fn put_record(
     client: &Client,
     target: Option<&str>,
@@ -28,12 +38,7 @@ pub async fn put_record(
 ) -> Result<Json, IntegrationError> {
     let action = Action::FirehosePutRecord;
     let m = json_object(action, rendered)?;
-    let name = resolve_target(
-        action,
-        target,
-        opt_string(action, &m, "DeliveryStreamName")?,
-        "DeliveryStreamName",
-    )?;
+    let name = delivery_stream(action, &m, target)?;
     let rec = record(action, m.get("Record").unwrap_or(&Json::Null), "Record")?;
     let out = client
         .put_record()
@@ -52,12 +57,7 @@ pub async fn put_record_batch(
 ) -> Result<Json, IntegrationError> {
     let action = Action::FirehosePutRecordBatch;
     let m = json_object(action, rendered)?;
-    let name = resolve_target(
-        action,
-        target,
-        opt_string(action, &m, "DeliveryStreamName")?,
-        "DeliveryStreamName",
-    )?;
+    let name = delivery_stream(action, &m, target)?;
     let Some(Json::Array(records)) = m.get("Records") else {
         return Err(invalid(action, "Records must be an array"));
     };
