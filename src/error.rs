@@ -41,6 +41,21 @@ pub enum ErrorKind {
     UpstreamFailed,
     /// The service did not answer in time.
     UpstreamTimeout,
+    /// Some of the request's records were not accepted after retries.
+    RecordsRejected(Box<Rejected>),
+}
+
+/// Records a service did not accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub failed: usize,
+    pub total: usize,
+    /// The first failure's error code.
+    pub code: String,
+    /// Whether every failure was transient, so the client may retry them.
+    pub retryable: bool,
+    /// The per-record results (the client may retry exactly the failed ones).
+    pub response: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +85,8 @@ impl GatewayError {
             ErrorKind::Template | ErrorKind::BadIntegrationRequest => Fault::Internal,
             ErrorKind::UpstreamThrottled
             | ErrorKind::UpstreamFailed
-            | ErrorKind::UpstreamTimeout => Fault::Upstream,
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::RecordsRejected(_) => Fault::Upstream,
         }
     }
 
@@ -81,13 +97,14 @@ impl GatewayError {
 
     /// Seconds the client should wait before retrying, when a retry may succeed.
     pub fn retry_after(&self) -> Option<u64> {
-        match self.kind {
+        match &self.kind {
             ErrorKind::Throttled { retry_after } | ErrorKind::QuotaExceeded { retry_after } => {
-                Some(retry_after)
+                Some(*retry_after)
             }
             ErrorKind::UpstreamThrottled
             | ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout => Some(1),
+            ErrorKind::RecordsRejected(r) if r.retryable => Some(1),
             _ => None,
         }
     }
@@ -96,6 +113,20 @@ impl GatewayError {
 impl From<IntegrationError> for GatewayError {
     fn from(e: IntegrationError) -> GatewayError {
         let kind = match &e {
+            IntegrationError::RecordsRejected {
+                failed,
+                total,
+                code,
+                retryable,
+                response,
+                ..
+            } => ErrorKind::RecordsRejected(Box::new(Rejected {
+                failed: *failed,
+                total: *total,
+                code: code.clone(),
+                retryable: *retryable,
+                response: response.clone(),
+            })),
             IntegrationError::InvalidRequest { .. } => ErrorKind::BadIntegrationRequest,
             IntegrationError::Timeout { .. } => ErrorKind::UpstreamTimeout,
             IntegrationError::Transport { .. } => ErrorKind::UpstreamFailed,

@@ -11,6 +11,7 @@
 //! - [`cli`]: the command-line adapters (`render`).
 
 pub mod auth;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -3,7 +3,11 @@
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use std::time::Duration;
+
 use serde_json::{Map, Value as Json, json};
+
+use crate::batch::policy;
 
 use super::request::{data, invalid, json_object, opt_string, resolve_target, string};
 use super::{Action, IntegrationError, classify};
@@ -80,11 +84,60 @@ pub async fn put_record(
     Ok(resp)
 }
 
-pub async fn put_records(
-    client: &Client,
+/// One record to put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub data: Vec<u8>,
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+}
+
+impl Entry {
+    /// Bytes the record counts against the request size limit.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryResult {
+    Ok {
+        sequence_number: String,
+        shard_id: String,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
+}
+
+impl EntryResult {
+    pub fn to_json(&self) -> Json {
+        match self {
+            EntryResult::Ok {
+                sequence_number,
+                shard_id,
+            } => json!({"SequenceNumber": sequence_number, "ShardId": shard_id}),
+            EntryResult::Failed { code, message } => {
+                json!({"ErrorCode": code, "ErrorMessage": message})
+            }
+        }
+    }
+}
+
+/// The stream a request writes to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamRef {
+    pub name: Option<String>,
+    pub arn: Option<String>,
+}
+
+/// Reads a rendered PutRecords request: its stream (checked against the target) and records.
+pub fn parse_put_records(
     target: Option<&str>,
     rendered: &str,
-) -> Result<Json, IntegrationError> {
+) -> Result<(StreamRef, Vec<Entry>), IntegrationError> {
     let action = Action::KinesisPutRecords;
     let m = json_object(action, rendered)?;
     let (name, arn) = stream(action, &m, target)?;
@@ -105,36 +158,194 @@ pub async fn put_records(
         let Json::Object(r) = r else {
             return Err(invalid(action, format!("Records[{i}] must be an object")));
         };
-        let entry = PutRecordsRequestEntry::builder()
-            .data(Blob::new(data(action, r, "Data")?))
-            .partition_key(partition_key(action, r)?)
-            .set_explicit_hash_key(opt_string(action, r, "ExplicitHashKey")?.map(str::to_string))
-            .build()
-            .map_err(|e| invalid(action, format!("Records[{i}]: {e}")))?;
-        entries.push(entry);
+        entries.push(Entry {
+            data: data(action, r, "Data")?,
+            partition_key: partition_key(action, r)?,
+            explicit_hash_key: opt_string(action, r, "ExplicitHashKey")?.map(str::to_string),
+        });
     }
-    let out = client
-        .put_records()
-        .set_stream_name(name.map(str::to_string))
-        .set_stream_arn(arn.map(str::to_string))
-        .set_records(Some(entries))
-        .send()
-        .await
-        .map_err(|e| classify(action, e))?;
-    let results: Vec<Json> = out
-        .records()
-        .iter()
-        .map(|r| match r.error_code() {
-            Some(code) => {
-                json!({"ErrorCode": code, "ErrorMessage": r.error_message().unwrap_or("")})
+    let stream = StreamRef {
+        name: name.map(str::to_string),
+        arn: arn.map(str::to_string),
+    };
+    Ok((stream, entries))
+}
+
+/// First wait before retrying failed records, and the longest.
+const RETRY_BASE: Duration = Duration::from_millis(50);
+const RETRY_CAP: Duration = Duration::from_secs(1);
+
+/// Puts records with `PutRecords`, retrying only the ones that failed with a transient error
+/// (throttling, internal failure), with exponential backoff and jitter, while `deadline`
+/// allows. A whole call that fails transiently is retried the same way; one that fails for
+/// good (no such stream, access denied) is an error.
+pub async fn put_entries(
+    client: &Client,
+    stream: &StreamRef,
+    entries: &[Entry],
+    deadline: tokio::time::Instant,
+) -> Result<Vec<EntryResult>, IntegrationError> {
+    let action = Action::KinesisPutRecords;
+    let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
+    let mut todo: Vec<usize> = (0..entries.len()).collect();
+    let mut attempt = 0u32;
+    let mut last_call_error: Option<IntegrationError>;
+    while !todo.is_empty() {
+        let mut request_entries = Vec::with_capacity(todo.len());
+        for &i in &todo {
+            let e = &entries[i];
+            let entry = PutRecordsRequestEntry::builder()
+                .data(Blob::new(e.data.clone()))
+                .partition_key(&e.partition_key)
+                .set_explicit_hash_key(e.explicit_hash_key.clone())
+                .build()
+                .map_err(|err| invalid(action, err.to_string()))?;
+            request_entries.push(entry);
+        }
+        let outcome = client
+            .put_records()
+            .set_stream_name(stream.name.clone())
+            .set_stream_arn(stream.arn.clone())
+            .set_records(Some(request_entries))
+            .send()
+            .await;
+        let mut again = Vec::new();
+        let mut last_failure = (String::new(), String::new());
+        match outcome {
+            Ok(out) => {
+                last_call_error = None;
+                for (&i, r) in todo.iter().zip(out.records()) {
+                    match r.error_code() {
+                        None => {
+                            results[i] = Some(EntryResult::Ok {
+                                sequence_number: r
+                                    .sequence_number()
+                                    .unwrap_or_default()
+                                    .to_string(),
+                                shard_id: r.shard_id().unwrap_or_default().to_string(),
+                            });
+                        }
+                        Some(code) => {
+                            let failed = EntryResult::Failed {
+                                code: code.to_string(),
+                                message: r.error_message().unwrap_or_default().to_string(),
+                            };
+                            if policy::retryable_record_error(code) {
+                                again.push(i);
+                                last_failure = (
+                                    code.to_string(),
+                                    r.error_message().unwrap_or_default().to_string(),
+                                );
+                            }
+                            results[i] = Some(failed);
+                        }
+                    }
+                }
             }
-            None => json!({"SequenceNumber": r.sequence_number(), "ShardId": r.shard_id()}),
-        })
-        .collect();
-    let mut resp =
-        json!({"FailedRecordCount": out.failed_record_count().unwrap_or(0), "Records": results});
-    if let Some(enc) = out.encryption_type() {
-        resp["EncryptionType"] = json!(enc.as_str());
+            Err(e) => {
+                let e = classify(action, e);
+                if !e.retryable() {
+                    return Err(e);
+                }
+                for &i in &todo {
+                    // Clients see this; the detail goes to the log.
+                    results[i] = Some(EntryResult::Failed {
+                        code: "ServiceUnavailable".into(),
+                        message: "the service could not be reached".into(),
+                    });
+                }
+                again.clone_from(&todo);
+                last_failure = ("ServiceUnavailable".into(), e.to_string());
+                last_call_error = Some(e);
+            }
+        }
+        if again.is_empty() {
+            break;
+        }
+        let wait = policy::backoff(attempt, RETRY_BASE, RETRY_CAP, jitter());
+        if tokio::time::Instant::now() + wait >= deadline {
+            tracing::warn!(
+                records = again.len(),
+                code = %last_failure.0,
+                detail = %last_failure.1,
+                "Gave up retrying records at the route's deadline."
+            );
+            // Nothing got through: the upstream's own error, not a per-record report.
+            let none_accepted = !results
+                .iter()
+                .any(|r| matches!(r, Some(EntryResult::Ok { .. })));
+            if none_accepted && let Some(e) = last_call_error {
+                return Err(e);
+            }
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+        todo = again;
     }
-    Ok(resp)
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or(EntryResult::Failed {
+                code: "NotAttempted".into(),
+                message: String::new(),
+            })
+        })
+        .collect())
+}
+
+/// A number in `[0, 1)` for backoff jitter.
+fn jitter() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The response for a client's records; a 5xx-worthy error when any was not accepted.
+pub fn records_response(results: &[EntryResult]) -> Result<Json, IntegrationError> {
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r, EntryResult::Failed { .. }))
+        .count();
+    let body = json!({
+        "FailedRecordCount": failed,
+        "Records": results.iter().map(EntryResult::to_json).collect::<Vec<_>>(),
+        "EncryptionType": "NONE",
+    });
+    if failed == 0 {
+        return Ok(body);
+    }
+    let code = results
+        .iter()
+        .find_map(|r| match r {
+            EntryResult::Failed { code, .. } => Some(code.clone()),
+            EntryResult::Ok { .. } => None,
+        })
+        .unwrap_or_default();
+    Err(IntegrationError::RecordsRejected {
+        action: Action::KinesisPutRecords,
+        failed,
+        total: results.len(),
+        retryable: results.iter().all(|r| match r {
+            EntryResult::Failed { code, .. } => {
+                policy::retryable_record_error(code) || code == "ServiceUnavailable"
+            }
+            EntryResult::Ok { .. } => true,
+        }),
+        code,
+        response: body,
+    })
+}
+
+pub async fn put_records(
+    client: &Client,
+    target: Option<&str>,
+    rendered: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Json, IntegrationError> {
+    let (stream, entries) = parse_put_records(target, rendered)?;
+    let results = put_entries(client, &stream, &entries, deadline).await?;
+    records_response(&results)
 }

@@ -142,6 +142,18 @@ pub enum IntegrationError {
     /// The service could not be reached.
     #[error("{action} could not be reached: {detail}")]
     Transport { action: Action, detail: String },
+    /// Some records were still not accepted when the route's deadline came, after retries.
+    #[error("{action}: {failed} of {total} records not accepted ({code})")]
+    RecordsRejected {
+        action: Action,
+        failed: usize,
+        total: usize,
+        code: String,
+        /// Whether every failure was transient, so the client may retry them.
+        retryable: bool,
+        /// The per-record results, in the service's response shape.
+        response: Json,
+    },
 }
 
 impl IntegrationError {
@@ -151,6 +163,7 @@ impl IntegrationError {
             IntegrationError::InvalidRequest { .. } => false,
             IntegrationError::Service { code, status, .. } => is_throttling(code) || *status >= 500,
             IntegrationError::Timeout { .. } | IntegrationError::Transport { .. } => true,
+            IntegrationError::RecordsRejected { retryable, .. } => *retryable,
         }
     }
 
@@ -233,7 +246,9 @@ pub async fn call(
                 kinesis::put_record(&clients.kinesis, target, rendered).await
             }
             Action::KinesisPutRecords => {
-                kinesis::put_records(&clients.kinesis, target, rendered).await
+                // Retries of failed records stop early enough to answer within the timeout.
+                let deadline = tokio::time::Instant::now() + timeout.mul_f64(0.8);
+                kinesis::put_records(&clients.kinesis, target, rendered, deadline).await
             }
             Action::FirehosePutRecord => {
                 firehose::put_record(&clients.firehose, target, rendered).await

@@ -8,7 +8,7 @@ use crate::error::{ErrorKind, GatewayError};
 
 /// Status, message and `x-amzn-ErrorType` for an error, as API Gateway words them.
 pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str) {
-    match e.kind {
+    match &e.kind {
         ErrorKind::NoRoute => (
             StatusCode::FORBIDDEN,
             "Missing Authentication Token",
@@ -55,6 +55,16 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "Bad Gateway",
             "BadGatewayException",
         ),
+        ErrorKind::RecordsRejected(r) if r.retryable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Records not accepted",
+            "RecordsNotAcceptedException",
+        ),
+        ErrorKind::RecordsRejected(_) => (
+            StatusCode::BAD_GATEWAY,
+            "Records not accepted",
+            "RecordsNotAcceptedException",
+        ),
         ErrorKind::UpstreamTimeout => (
             StatusCode::GATEWAY_TIMEOUT,
             "Endpoint request timed out",
@@ -66,7 +76,19 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
 /// The client's response for an error.
 pub fn error(e: &GatewayError, request_id: &str) -> Response<Body> {
     let (status, message, error_type) = error_parts(e);
-    let body = serde_json::json!({ "message": message }).to_string();
+    let body = match &e.kind {
+        // Name the failure and give the per-record results, so the client can retry
+        // exactly the records that were not accepted.
+        ErrorKind::RecordsRejected(r) => {
+            let mut body = r.response.clone();
+            body["message"] = serde_json::Value::String(format!(
+                "{} of {} records were not accepted ({}); the others were",
+                r.failed, r.total, r.code
+            ));
+            body.to_string()
+        }
+        _ => serde_json::json!({ "message": message }).to_string(),
+    };
     let mut resp = json_response(status, body, request_id);
     let headers = resp.headers_mut();
     headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));

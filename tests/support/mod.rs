@@ -360,3 +360,100 @@ where
     }
     None
 }
+
+/// A stand-in Kinesis for fault injection, speaking the JSON protocol. `PutRecords` fails
+/// records whose partition key starts with `flaky-` the first time it sees their data, and
+/// those starting with `always-` every time (`ProvisionedThroughputExceededException`).
+pub struct StubKinesis {
+    pub endpoint: String,
+    pub calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub records: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub async fn stub_kinesis() -> StubKinesis {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::routing::post;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let records = Arc::new(AtomicUsize::new(0));
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (c, r) = (calls.clone(), records.clone());
+    let app = axum::Router::new().fallback(post(move |body: Bytes| {
+        let (calls, records, seen) = (c.clone(), r.clone(), seen.clone());
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let mut failed = 0;
+            let mut out = Vec::new();
+            for (i, rec) in req["Records"].as_array().cloned().unwrap_or_default().iter().enumerate() {
+                records.fetch_add(1, Ordering::SeqCst);
+                let pk = rec["PartitionKey"].as_str().unwrap_or("");
+                let data = rec["Data"].as_str().unwrap_or("").to_string();
+                let fail = pk.starts_with("always-") || (pk.starts_with("flaky-") && seen.lock().unwrap().insert(data));
+                if fail {
+                    failed += 1;
+                    out.push(serde_json::json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"}));
+                } else {
+                    out.push(serde_json::json!({"SequenceNumber": format!("{}{i}", calls.load(Ordering::SeqCst)), "ShardId": "shardId-000000000000"}));
+                }
+            }
+            let body = serde_json::json!({"FailedRecordCount": failed, "Records": out}).to_string();
+            ([("content-type", "application/x-amz-json-1.1")], body)
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    StubKinesis {
+        endpoint,
+        calls,
+        records,
+    }
+}
+
+/// A gateway in this process (no listener) for `config` (templates in `files`), whose AWS
+/// endpoint is `endpoint`; serve it with `server::app(..).oneshot(..)`.
+pub async fn in_process(
+    config: &str,
+    files: &[(&str, &str)],
+    endpoint: &str,
+) -> std::sync::Arc<ingest_gateway::pipeline::Gateway> {
+    use ingest_gateway::{auth, config, integrations, pipeline, route};
+    let dir = std::env::temp_dir().join(format!("ingest-gateway-inproc-{}", unique("t")));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let config = config::parse(Path::new("test.toml"), config, &dir).unwrap();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "t", "t", None, None, "tests",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let auth = std::sync::Arc::new(pipeline::authorizer(
+        &config,
+        auth::Snapshot::default(),
+        vec![],
+    ));
+    std::sync::Arc::new(pipeline::Gateway {
+        routes: route::RouteTable::new(
+            config
+                .routes
+                .iter()
+                .map(|r| (r.method.clone(), r.path.clone())),
+        ),
+        compiled: pipeline::compile_templates(&config).unwrap(),
+        clients: integrations::Clients::from_sdk_config(&sdk, true),
+        auth,
+        ready: std::sync::atomic::AtomicBool::new(true),
+        config,
+    })
+}

@@ -1,0 +1,104 @@
+//! Partial failures: a stub Kinesis throttles some records; only those are retried, and a
+//! record still failing at the route's deadline is a 5xx naming the failure, never a 200.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use ingest_gateway::server;
+use serde_json::{Value as Json, json};
+use tower::ServiceExt;
+
+const CONFIG: &str = r#"
+[[routes]]
+method = "POST"
+path = "/v1/events"
+action = "kinesis:PutRecords"
+target = "s"
+request_templates = { "application/json" = "records.vtl" }
+timeout = "1s"
+"#;
+
+const TEMPLATE: &str = r#"{"StreamName": "s", "Records": [#foreach($e in $input.path('$.events'))#set($j = $input.json("$.events[$foreach.index]")){"Data": "$util.base64Encode($j)", "PartitionKey": "$e.pk"}#if($foreach.hasNext),#end#end]}"#;
+
+async fn post(
+    gw: &std::sync::Arc<ingest_gateway::pipeline::Gateway>,
+    body: &Json,
+) -> (u16, Option<String>, Json) {
+    let req = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = server::app(gw.clone()).oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, retry, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn only_failed_records_are_retried_until_accepted() {
+    let stub = support::stub_kinesis().await;
+    let gw = support::in_process(CONFIG, &[("records.vtl", TEMPLATE)], &stub.endpoint).await;
+    let events = json!({"events": [
+        {"pk": "ok-1", "n": 1}, {"pk": "flaky-2", "n": 2}, {"pk": "ok-3", "n": 3}, {"pk": "flaky-4", "n": 4}
+    ]});
+    let (status, _, body) = post(&gw, &events).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["FailedRecordCount"], 0);
+    let records = body["Records"].as_array().unwrap();
+    assert_eq!(records.len(), 4);
+    assert!(
+        records.iter().all(|r| r["SequenceNumber"].is_string()),
+        "{body}"
+    );
+    assert_eq!(
+        stub.calls.load(Ordering::SeqCst),
+        2,
+        "one call, then one retry"
+    );
+    assert_eq!(
+        stub.records.load(Ordering::SeqCst),
+        6,
+        "4 records, then only the 2 that failed"
+    );
+}
+
+#[tokio::test]
+async fn records_failing_past_the_deadline_are_a_5xx_that_names_them() {
+    let stub = support::stub_kinesis().await;
+    let gw = support::in_process(CONFIG, &[("records.vtl", TEMPLATE)], &stub.endpoint).await;
+    let events = json!({"events": [{"pk": "ok-1"}, {"pk": "always-2"}, {"pk": "ok-3"}]});
+    let started = std::time::Instant::now();
+    let (status, retry, body) = post(&gw, &events).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "within the route's 1 s timeout"
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(
+        body["message"],
+        "1 of 3 records were not accepted (ProvisionedThroughputExceededException); the others were"
+    );
+    assert_eq!(body["FailedRecordCount"], 1);
+    assert!(body["Records"][0]["SequenceNumber"].is_string());
+    assert_eq!(
+        body["Records"][1]["ErrorCode"],
+        "ProvisionedThroughputExceededException"
+    );
+    assert!(body["Records"][2]["SequenceNumber"].is_string());
+    let calls = stub.calls.load(Ordering::SeqCst);
+    assert!(calls >= 3, "retried with backoff: {calls} calls");
+    assert_eq!(
+        stub.records.load(Ordering::SeqCst),
+        3 + (calls - 1),
+        "only the failing record was retried"
+    );
+}
