@@ -142,6 +142,7 @@ fn benches(c: &mut Criterion) {
         compiled: pipeline::compile_templates(&config).unwrap(),
         clients: Clients::from_sdk_config(&sdk, true),
         auth: auth.clone(),
+        batchers: Vec::new(),
         ready: AtomicBool::new(true),
         config: config.clone(),
     });

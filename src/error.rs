@@ -43,6 +43,8 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// Some of the request's records were not accepted after retries.
     RecordsRejected(Box<Rejected>),
+    /// The gateway's own queue toward the upstream is full: come back shortly.
+    Overloaded,
 }
 
 /// Records a service did not accept.
@@ -86,7 +88,8 @@ impl GatewayError {
             ErrorKind::UpstreamThrottled
             | ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout
-            | ErrorKind::RecordsRejected(_) => Fault::Upstream,
+            | ErrorKind::RecordsRejected(_)
+            | ErrorKind::Overloaded => Fault::Upstream,
         }
     }
 
@@ -105,6 +108,7 @@ impl GatewayError {
             | ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout => Some(1),
             ErrorKind::RecordsRejected(r) if r.retryable => Some(1),
+            ErrorKind::Overloaded => Some(1),
             _ => None,
         }
     }

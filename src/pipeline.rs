@@ -20,8 +20,10 @@ use serde_json::Value as Json;
 use governor::clock::DefaultClock;
 
 use crate::auth::{Authorizer, Denied, RouteAuth, Snapshot};
+use crate::batch::{KinesisBatcher, SubmitError};
 use crate::config::{Config, HeaderSource, Passthrough, RouteConfig};
 use crate::error::{ErrorKind, GatewayError};
+use crate::integrations::kinesis;
 use crate::integrations::{self, Clients, IntegrationError};
 use crate::mapping::{self, MappingInput, Params, context};
 use crate::respond;
@@ -36,6 +38,8 @@ pub struct Gateway {
     pub compiled: Vec<CompiledRoute>,
     pub clients: Clients,
     pub auth: Arc<Authorizer>,
+    /// By route index: the batcher of routes that batch.
+    pub batchers: Vec<Option<KinesisBatcher>>,
     /// False once shutdown begins: `/readyz` fails so balancers stop sending traffic.
     pub ready: AtomicBool,
 }
@@ -221,14 +225,19 @@ async fn run(
     };
 
     let started = Instant::now();
-    let result = integrations::call(
-        &gw.clients,
-        route.action,
-        route.target.as_deref(),
-        &rendered,
-        route.timeout,
-    )
-    .await;
+    let result = match gw.batchers.get(matched.route).and_then(Option::as_ref) {
+        Some(batcher) => batched(batcher, route, &rendered).await?,
+        None => {
+            integrations::call(
+                &gw.clients,
+                route.action,
+                route.target.as_deref(),
+                &rendered,
+                route.timeout,
+            )
+            .await
+        }
+    };
     outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
     telemetry::upstream_call(route.action.name(), result.is_ok());
 
@@ -284,6 +293,60 @@ async fn run(
     }
     respond::apply_overrides(&mut resp, overrides.as_ref());
     Ok(resp)
+}
+
+/// Sends a request's records through its route's batcher and waits for their results.
+async fn batched(
+    batcher: &KinesisBatcher,
+    route: &RouteConfig,
+    rendered: &str,
+) -> Result<Result<Json, IntegrationError>, GatewayError> {
+    let (_, entries) = match kinesis::parse_put_records(route.target.as_deref(), rendered) {
+        Ok(parsed) => parsed,
+        Err(e) => return Ok(Err(e)),
+    };
+    let deadline = tokio::time::Instant::now() + route.timeout.mul_f64(0.8);
+    let submitted = tokio::time::timeout(route.timeout, batcher.submit(entries, deadline)).await;
+    Ok(match submitted {
+        Err(_) => Err(IntegrationError::Timeout {
+            action: route.action,
+            timeout: route.timeout,
+        }),
+        Ok(Ok(results)) => kinesis::records_response(&results),
+        Ok(Err(SubmitError::Upstream(e))) => Err(e),
+        Ok(Err(e @ (SubmitError::QueueFull | SubmitError::Closed))) => {
+            return Err(GatewayError::new(ErrorKind::Overloaded, e.to_string()));
+        }
+    })
+}
+
+/// Starts a batcher for every route that batches (needs a tokio runtime).
+pub fn batchers(config: &Config, clients: &Clients) -> Vec<Option<KinesisBatcher>> {
+    config
+        .routes
+        .iter()
+        .map(|r| {
+            let policy = r.batch?;
+            let target = r.target.clone()?;
+            let stream = if target.starts_with("arn:") {
+                kinesis::StreamRef {
+                    name: None,
+                    arn: Some(target),
+                }
+            } else {
+                kinesis::StreamRef {
+                    name: Some(target),
+                    arn: None,
+                }
+            };
+            Some(KinesisBatcher::spawn(
+                clients.kinesis.clone(),
+                stream,
+                policy,
+                r.name(),
+            ))
+        })
+        .collect()
 }
 
 /// The key a request presents: the `x-api-key` header, or the route's query parameter.

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Metric names.
 pub mod names {
@@ -11,6 +11,8 @@ pub mod names {
     pub const REQUEST_SECONDS: &str = "gateway_request_duration_seconds";
     pub const UPSTREAM_CALLS: &str = "gateway_upstream_calls_total";
     pub const UPSTREAM_FAILURES: &str = "gateway_upstream_failures_total";
+    pub const BATCH_RECORDS: &str = "gateway_batch_records";
+    pub const BATCH_REQUESTS: &str = "gateway_batch_requests";
 }
 
 /// Installs JSON logging (level from `RUST_LOG`, default `info`) once per process.
@@ -30,6 +32,9 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Batch size buckets (records or requests per upstream call).
+const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+
 /// The process's recorder: `metrics` has one global recorder per process by design.
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -38,7 +43,14 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
             PrometheusBuilder::new()
-                .set_buckets(&LATENCY_BUCKETS)
+                .set_buckets_for_metric(
+                    Matcher::Full(names::REQUEST_SECONDS.into()),
+                    &LATENCY_BUCKETS,
+                )
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full(names::BATCH_RECORDS.into()), &SIZE_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full(names::BATCH_REQUESTS.into()), &SIZE_BUCKETS)
                 .ok()?
                 .install_recorder()
                 .ok()
@@ -56,4 +68,10 @@ pub fn upstream_call(action: &'static str, ok: bool) {
     if !ok {
         metrics::counter!(names::UPSTREAM_FAILURES, "action" => action).increment(1);
     }
+}
+
+pub fn batch_flushed(route: &str, requests: usize, records: usize) {
+    metrics::histogram!(names::BATCH_RECORDS, "route" => route.to_string()).record(records as f64);
+    metrics::histogram!(names::BATCH_REQUESTS, "route" => route.to_string())
+        .record(requests as f64);
 }

@@ -102,3 +102,54 @@ async fn records_failing_past_the_deadline_are_a_5xx_that_names_them() {
         "only the failing record was retried"
     );
 }
+
+const BATCHED: &str = r#"
+[[routes]]
+method = "POST"
+path = "/v1/events"
+action = "kinesis:PutRecords"
+target = "s"
+request_templates = { "application/json" = "records.vtl" }
+timeout = "5s"
+batch = { linger = "100ms", max_records = 500 }
+"#;
+
+#[tokio::test]
+async fn concurrent_requests_share_upstream_calls_and_get_their_own_results() {
+    let stub = support::stub_kinesis().await;
+    let gw = support::in_process(BATCHED, &[("records.vtl", TEMPLATE)], &stub.endpoint).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let gw = gw.clone();
+        // Client 7 sends a record the upstream throttles once.
+        let second = if i == 7 {
+            "flaky-7b".to_string()
+        } else {
+            format!("ok-{i}b")
+        };
+        let body = json!({"events": [{"pk": format!("ok-{i}a"), "i": i}, {"pk": second, "i": i}]});
+        tasks.push(tokio::spawn(async move { post(&gw, &body).await }));
+    }
+    for t in tasks {
+        let (status, _, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let records = body["Records"].as_array().unwrap();
+        assert_eq!(records.len(), 2, "each client gets exactly its records");
+        assert!(
+            records.iter().all(|r| r["SequenceNumber"].is_string()),
+            "{body}"
+        );
+        assert_eq!(body["FailedRecordCount"], 0);
+    }
+    let calls = stub.calls.load(Ordering::SeqCst);
+    eprintln!("80 records from 40 concurrent requests: {calls} upstream calls");
+    assert!(
+        calls <= 4,
+        "80 records from 40 requests took {calls} upstream calls"
+    );
+    assert_eq!(
+        stub.records.load(Ordering::SeqCst),
+        81,
+        "80 records, plus the one retried"
+    );
+}

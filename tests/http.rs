@@ -81,11 +81,14 @@ async fn gateway(endpoint: &str) -> Arc<Gateway> {
             .map(|r| (r.method.clone(), r.path.clone())),
     );
     let auth = Arc::new(pipeline::authorizer(&config, Snapshot::default(), vec![]));
+    let clients = Clients::from_sdk_config(&sdk, true);
+    let batchers = pipeline::batchers(&config, &clients);
     Arc::new(Gateway {
         config,
         routes,
         compiled,
-        clients: Clients::from_sdk_config(&sdk, true),
+        batchers,
+        clients,
         auth,
         ready: AtomicBool::new(true),
     })
@@ -284,6 +287,7 @@ async fn template_and_rendering_failures_are_500_without_an_upstream_call() {
             compiled: pipeline::compile_templates(&gw.config).unwrap(),
             clients: gw.clients.clone(),
             auth: gw.auth.clone(),
+            batchers: pipeline::batchers(&gw.config, &gw.clients),
             ready: AtomicBool::new(true),
         })
     };

@@ -41,12 +41,14 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     let local = listener.local_addr()?;
     tracing::info!(address = %local, routes = config.routes.len(), stage = %config.stage, "Listening.");
     println!("listening on http://{local}");
+    let batchers = pipeline::batchers(&config, &clients);
     let gw = Arc::new(Gateway {
         config,
         routes,
         compiled,
         clients,
         auth: auth.clone(),
+        batchers,
         ready: AtomicBool::new(true),
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -16,6 +16,7 @@ use indexmap::IndexMap;
 use toml::Spanned;
 
 use crate::auth::plans::{Period, Quota, Throttle, UsagePlan};
+use crate::batch::policy::BatchPolicy;
 use crate::integrations::Action;
 use crate::route::PathTemplate;
 use crate::vtl::Limits;
@@ -72,6 +73,8 @@ pub struct RouteConfig {
     pub api_key_query: Option<String>,
     pub throttle: Option<Throttle>,
     pub rate_limit_headers: bool,
+    /// Batching across requests, when on.
+    pub batch: Option<crate::batch::policy::BatchPolicy>,
 }
 
 impl RouteConfig {
@@ -530,6 +533,7 @@ impl Validator<'_> {
                 "api_key_query must name a query parameter",
             );
         }
+        let batch = action.and_then(|a| self.batch(route, a, r.target.is_some()));
         let (Some(path), Some(action)) = (path, action) else {
             return None;
         };
@@ -550,6 +554,64 @@ impl Validator<'_> {
             api_key_query: r.api_key_query.clone(),
             throttle,
             rate_limit_headers: r.rate_limit_headers,
+            batch,
+        })
+    }
+
+    /// The batching policy of a route: on by default where batching is supported.
+    fn batch(
+        &mut self,
+        route: &Spanned<raw::RawRoute>,
+        action: Action,
+        has_target: bool,
+    ) -> Option<BatchPolicy> {
+        let supported = action == Action::KinesisPutRecords && has_target;
+        let settings = match &route.get_ref().batch {
+            Some(raw::RawBatch::Enabled(false)) => return None,
+            None if !supported => return None,
+            None | Some(raw::RawBatch::Enabled(true)) => raw::RawBatchSettings {
+                linger: None,
+                max_records: None,
+                max_bytes: None,
+            },
+            Some(raw::RawBatch::Settings(s)) => s.clone(),
+        };
+        if !supported {
+            self.error(
+                Some(route.span()),
+                "batch: batching works for kinesis:PutRecords routes with a target",
+            );
+            return None;
+        }
+        let linger = match &settings.linger {
+            None => crate::batch::DEFAULT_LINGER,
+            Some(l) => match parse_duration(l) {
+                Some(d) => d,
+                None => {
+                    self.error(
+                        Some(route.span()),
+                        format!("batch.linger: {l:?} is not a duration"),
+                    );
+                    crate::batch::DEFAULT_LINGER
+                }
+            },
+        };
+        let max_records = settings
+            .max_records
+            .unwrap_or(crate::integrations::kinesis::MAX_RECORDS);
+        let max_bytes = settings
+            .max_bytes
+            .unwrap_or(crate::integrations::kinesis::MAX_BATCH_BYTES);
+        if max_records == 0 || max_records > crate::integrations::kinesis::MAX_RECORDS {
+            self.error(Some(route.span()), "batch.max_records must be 1 to 500");
+        }
+        if max_bytes == 0 || max_bytes > crate::integrations::kinesis::MAX_BATCH_BYTES {
+            self.error(Some(route.span()), "batch.max_bytes must be 1 to 5242880");
+        }
+        Some(BatchPolicy {
+            max_records: max_records.clamp(1, crate::integrations::kinesis::MAX_RECORDS),
+            max_bytes: max_bytes.clamp(1, crate::integrations::kinesis::MAX_BATCH_BYTES),
+            linger,
         })
     }
 

@@ -103,6 +103,27 @@ pub struct RawRoute {
     /// Send `X-RateLimit-Limit`, `-Remaining` and `-Reset` for the key's quota.
     #[serde(default)]
     pub rate_limit_headers: bool,
+    /// Batching across requests (`kinesis:PutRecords` routes with a `target`; on by default
+    /// for them): `false`, or `{ linger = "5ms", max_records = 500, max_bytes = 5242880 }`.
+    pub batch: Option<RawBatch>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawBatch {
+    Enabled(bool),
+    Settings(RawBatchSettings),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatchSettings {
+    /// How long the first record of a batch waits for others (default `5ms`).
+    pub linger: Option<String>,
+    /// Records per call, at most 500 (the service limit; the default).
+    pub max_records: Option<usize>,
+    /// Bytes of data and partition keys per call, at most 5 MiB (the default).
+    pub max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -14,6 +14,9 @@ use super::{Action, IntegrationError, classify};
 
 /// Records per `PutRecords` call (service limit).
 pub const MAX_RECORDS: usize = 500;
+/// Bytes of data and partition keys per `PutRecords` call the gateway sends (the service's
+/// long-standing request limit).
+pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// Partition key length in Unicode characters (service limit).
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 

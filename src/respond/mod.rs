@@ -60,6 +60,11 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "Records not accepted",
             "RecordsNotAcceptedException",
         ),
+        ErrorKind::Overloaded => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            "ServiceUnavailableException",
+        ),
         ErrorKind::RecordsRejected(_) => (
             StatusCode::BAD_GATEWAY,
             "Records not accepted",

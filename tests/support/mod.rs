@@ -438,6 +438,7 @@ pub async fn in_process(
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
         .await;
+    let clients = integrations::Clients::from_sdk_config(&sdk, true);
     let auth = std::sync::Arc::new(pipeline::authorizer(
         &config,
         auth::Snapshot::default(),
@@ -451,7 +452,8 @@ pub async fn in_process(
                 .map(|r| (r.method.clone(), r.path.clone())),
         ),
         compiled: pipeline::compile_templates(&config).unwrap(),
-        clients: integrations::Clients::from_sdk_config(&sdk, true),
+        batchers: pipeline::batchers(&config, &clients),
+        clients,
         auth,
         ready: std::sync::atomic::AtomicBool::new(true),
         config,
