@@ -7,7 +7,9 @@ use axum::routing::post;
 
 #[tokio::main]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:4598".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:4598".into());
     let app = Router::new().fallback(post(|body: Bytes| async move {
         std::hint::black_box(body.len());
         "ok"

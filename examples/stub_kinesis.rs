@@ -64,6 +64,9 @@ async fn main() {
             }
         }));
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
-    println!("stub kinesis on http://{} with {latency:?} latency", listener.local_addr().unwrap());
+    println!(
+        "stub kinesis on http://{} with {latency:?} latency",
+        listener.local_addr().unwrap()
+    );
     axum::serve(listener, app).await.unwrap();
 }
