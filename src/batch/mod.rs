@@ -13,6 +13,7 @@
 //! client gets 503 with `Retry-After`; memory does not grow with load.
 
 pub mod policy;
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,6 +7,8 @@ use serde_json::{Value as Json, json};
 
 use super::request::{data, invalid, json_object, opt_string, resolve_target};
 use super::{Action, IntegrationError, classify};
+use crate::batch::policy;
+use crate::batch::retry::{self, Outcome};
 
 /// Records per `PutRecordBatch` call (service limit).
 pub const MAX_RECORDS: usize = 500;
@@ -54,6 +56,7 @@ pub async fn put_record_batch(
     client: &Client,
     target: Option<&str>,
     rendered: &str,
+    deadline: tokio::time::Instant,
 ) -> Result<Json, IntegrationError> {
     let action = Action::FirehosePutRecordBatch;
     let m = json_object(action, rendered)?;
@@ -75,26 +78,48 @@ pub async fn put_record_batch(
         .enumerate()
         .map(|(i, r)| record(action, r, &format!("Records[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    let out = client
-        .put_record_batch()
-        .delivery_stream_name(name)
-        .set_records(Some(records))
-        .send()
-        .await
-        .map_err(|e| classify(action, e))?;
-    let responses: Vec<Json> = out
-        .request_responses()
+    let outcomes = retry::with_retries(&records, deadline, |batch: Vec<Record>| async move {
+        let out = client
+            .put_record_batch()
+            .delivery_stream_name(name)
+            .set_records(Some(batch))
+            .send()
+            .await
+            .map_err(|e| classify(action, e))?;
+        Ok(out
+            .request_responses()
+            .iter()
+            .map(|r| match r.error_code() {
+                None => Outcome::Ok(r.record_id().unwrap_or_default().to_string()),
+                Some(code) => Outcome::Failed {
+                    code: code.to_string(),
+                    message: r.error_message().unwrap_or_default().to_string(),
+                    retryable: policy::retryable_record_error(code),
+                },
+            })
+            .collect())
+    })
+    .await?;
+    let responses: Vec<Json> = outcomes
         .iter()
-        .map(|r| match r.error_code() {
-            Some(code) => {
-                json!({"ErrorCode": code, "ErrorMessage": r.error_message().unwrap_or("")})
+        .map(|o| match o {
+            Outcome::Ok(id) => json!({"RecordId": id}),
+            Outcome::Failed { code, message, .. } => {
+                json!({"ErrorCode": code, "ErrorMessage": message})
             }
-            None => json!({"RecordId": r.record_id()}),
         })
         .collect();
-    Ok(json!({
-        "FailedPutCount": out.failed_put_count(),
-        "Encrypted": out.encrypted().unwrap_or(false),
-        "RequestResponses": responses,
-    }))
+    let (failed, transient, code) = retry::summary(&outcomes);
+    let body = json!({"FailedPutCount": failed, "Encrypted": false, "RequestResponses": responses});
+    if failed == 0 {
+        return Ok(body);
+    }
+    Err(IntegrationError::RecordsRejected {
+        action,
+        failed,
+        total: outcomes.len(),
+        code,
+        retryable: transient,
+        response: body,
+    })
 }

@@ -3,11 +3,10 @@
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use std::time::Duration;
-
 use serde_json::{Map, Value as Json, json};
 
 use crate::batch::policy;
+use crate::batch::retry::{self, Outcome};
 
 use super::request::{data, invalid, json_object, opt_string, resolve_target, string};
 use super::{Action, IntegrationError, classify};
@@ -174,14 +173,8 @@ pub fn parse_put_records(
     Ok((stream, entries))
 }
 
-/// First wait before retrying failed records, and the longest.
-const RETRY_BASE: Duration = Duration::from_millis(50);
-const RETRY_CAP: Duration = Duration::from_secs(1);
-
-/// Puts records with `PutRecords`, retrying only the ones that failed with a transient error
-/// (throttling, internal failure), with exponential backoff and jitter, while `deadline`
-/// allows. A whole call that fails transiently is retried the same way; one that fails for
-/// good (no such stream, access denied) is an error.
+/// Puts records with `PutRecords`, retrying only the ones that failed transiently (see
+/// `batch::retry`).
 pub async fn put_entries(
     client: &Client,
     stream: &StreamRef,
@@ -189,121 +182,52 @@ pub async fn put_entries(
     deadline: tokio::time::Instant,
 ) -> Result<Vec<EntryResult>, IntegrationError> {
     let action = Action::KinesisPutRecords;
-    let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
-    let mut todo: Vec<usize> = (0..entries.len()).collect();
-    let mut attempt = 0u32;
-    let mut last_call_error: Option<IntegrationError>;
-    while !todo.is_empty() {
-        let mut request_entries = Vec::with_capacity(todo.len());
-        for &i in &todo {
-            let e = &entries[i];
+    let outcomes = retry::with_retries(entries, deadline, |batch: Vec<Entry>| async move {
+        let mut request_entries = Vec::with_capacity(batch.len());
+        for e in batch {
             let entry = PutRecordsRequestEntry::builder()
-                .data(Blob::new(e.data.clone()))
-                .partition_key(&e.partition_key)
-                .set_explicit_hash_key(e.explicit_hash_key.clone())
+                .data(Blob::new(e.data))
+                .partition_key(e.partition_key)
+                .set_explicit_hash_key(e.explicit_hash_key)
                 .build()
                 .map_err(|err| invalid(action, err.to_string()))?;
             request_entries.push(entry);
         }
-        let outcome = client
+        let out = client
             .put_records()
             .set_stream_name(stream.name.clone())
             .set_stream_arn(stream.arn.clone())
             .set_records(Some(request_entries))
             .send()
-            .await;
-        let mut again = Vec::new();
-        let mut last_failure = (String::new(), String::new());
-        match outcome {
-            Ok(out) => {
-                last_call_error = None;
-                for (&i, r) in todo.iter().zip(out.records()) {
-                    match r.error_code() {
-                        None => {
-                            results[i] = Some(EntryResult::Ok {
-                                sequence_number: r
-                                    .sequence_number()
-                                    .unwrap_or_default()
-                                    .to_string(),
-                                shard_id: r.shard_id().unwrap_or_default().to_string(),
-                            });
-                        }
-                        Some(code) => {
-                            let failed = EntryResult::Failed {
-                                code: code.to_string(),
-                                message: r.error_message().unwrap_or_default().to_string(),
-                            };
-                            if policy::retryable_record_error(code) {
-                                again.push(i);
-                                last_failure = (
-                                    code.to_string(),
-                                    r.error_message().unwrap_or_default().to_string(),
-                                );
-                            }
-                            results[i] = Some(failed);
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                let e = classify(action, e);
-                if !e.retryable() {
-                    return Err(e);
-                }
-                for &i in &todo {
-                    // Clients see this; the detail goes to the log.
-                    results[i] = Some(EntryResult::Failed {
-                        code: "ServiceUnavailable".into(),
-                        message: "the service could not be reached".into(),
-                    });
-                }
-                again.clone_from(&todo);
-                last_failure = ("ServiceUnavailable".into(), e.to_string());
-                last_call_error = Some(e);
-            }
-        }
-        if again.is_empty() {
-            break;
-        }
-        let wait = policy::backoff(attempt, RETRY_BASE, RETRY_CAP, jitter());
-        if tokio::time::Instant::now() + wait >= deadline {
-            tracing::warn!(
-                records = again.len(),
-                code = %last_failure.0,
-                detail = %last_failure.1,
-                "Gave up retrying records at the route's deadline."
-            );
-            // Nothing got through: the upstream's own error, not a per-record report.
-            let none_accepted = !results
-                .iter()
-                .any(|r| matches!(r, Some(EntryResult::Ok { .. })));
-            if none_accepted && let Some(e) = last_call_error {
-                return Err(e);
-            }
-            break;
-        }
-        tokio::time::sleep(wait).await;
-        attempt += 1;
-        todo = again;
-    }
-    Ok(results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or(EntryResult::Failed {
-                code: "NotAttempted".into(),
-                message: String::new(),
+            .await
+            .map_err(|e| classify(action, e))?;
+        Ok(out
+            .records()
+            .iter()
+            .map(|r| match r.error_code() {
+                None => Outcome::Ok((
+                    r.sequence_number().unwrap_or_default().to_string(),
+                    r.shard_id().unwrap_or_default().to_string(),
+                )),
+                Some(code) => Outcome::Failed {
+                    code: code.to_string(),
+                    message: r.error_message().unwrap_or_default().to_string(),
+                    retryable: policy::retryable_record_error(code),
+                },
             })
+            .collect())
+    })
+    .await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Ok((sequence_number, shard_id)) => EntryResult::Ok {
+                sequence_number,
+                shard_id,
+            },
+            Outcome::Failed { code, message, .. } => EntryResult::Failed { code, message },
         })
         .collect())
-}
-
-/// A number in `[0, 1)` for backoff jitter.
-fn jitter() -> f64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The response for a client's records; a 5xx-worthy error when any was not accepted.

@@ -240,25 +240,25 @@ pub async fn call(
     rendered: &str,
     timeout: Duration,
 ) -> Result<Response, IntegrationError> {
+    // Retries of failed items stop early enough to answer within the timeout.
+    let deadline = tokio::time::Instant::now() + timeout.mul_f64(0.8);
     let work = async {
         match action {
             Action::KinesisPutRecord => {
                 kinesis::put_record(&clients.kinesis, target, rendered).await
             }
             Action::KinesisPutRecords => {
-                // Retries of failed records stop early enough to answer within the timeout.
-                let deadline = tokio::time::Instant::now() + timeout.mul_f64(0.8);
                 kinesis::put_records(&clients.kinesis, target, rendered, deadline).await
             }
             Action::FirehosePutRecord => {
                 firehose::put_record(&clients.firehose, target, rendered).await
             }
             Action::FirehosePutRecordBatch => {
-                firehose::put_record_batch(&clients.firehose, target, rendered).await
+                firehose::put_record_batch(&clients.firehose, target, rendered, deadline).await
             }
             Action::SqsSendMessage => sqs::send_message(&clients.sqs, target, rendered).await,
             Action::SqsSendMessageBatch => {
-                sqs::send_message_batch(&clients.sqs, target, rendered).await
+                sqs::send_message_batch(&clients.sqs, target, rendered, deadline).await
             }
             Action::StatesStartExecution => {
                 step_functions::start_execution(&clients.sfn, target, rendered).await

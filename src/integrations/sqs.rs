@@ -17,6 +17,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::request::{form_pairs, invalid, json_object, opt_string, resolve_target, string};
 use super::{Action, IntegrationError, classify};
+use crate::batch::retry::{self, Outcome};
 
 /// Entries per `SendMessageBatch` call (service limit).
 pub const MAX_BATCH: usize = 10;
@@ -268,6 +269,7 @@ pub async fn send_message_batch(
     sqs: &Sqs,
     target: Option<&str>,
     rendered: &str,
+    deadline: tokio::time::Instant,
 ) -> Result<Json, IntegrationError> {
     let action = Action::SqsSendMessageBatch;
     let (form, m) = parse(action, rendered)?;
@@ -303,26 +305,64 @@ pub async fn send_message_batch(
             .map_err(|err| invalid(action, format!("Entries[{i}]: {err}")))?;
         entries.push(entry);
     }
-    let out = sqs
-        .client
-        .send_message_batch()
-        .queue_url(url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-        .map_err(|e| classify(action, e))?;
-    let successful: Vec<Json> = out
-        .successful()
+    let client = &sqs.client;
+    let url = url.as_str();
+    let outcomes = retry::with_retries(&entries, deadline, |batch: Vec<SendMessageBatchRequestEntry>| async move {
+        let ids: Vec<String> = batch.iter().map(|e| e.id().to_string()).collect();
+        let out = client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(batch))
+            .send()
+            .await
+            .map_err(|e| classify(action, e))?;
+        // Results come back as two lists keyed by id; put them back in request order.
+        Ok(ids
+            .iter()
+            .map(|id| {
+                if let Some(s) = out.successful().iter().find(|s| s.id() == id) {
+                    return Outcome::Ok(json!({"Id": s.id(), "MessageId": s.message_id(), "MD5OfMessageBody": s.md5_of_message_body()}));
+                }
+                match out.failed().iter().find(|f| f.id() == id) {
+                    Some(f) => Outcome::Failed {
+                        code: f.code().to_string(),
+                        message: f.message().unwrap_or_default().to_string(),
+                        retryable: !f.sender_fault(),
+                    },
+                    None => Outcome::Failed {
+                        code: "MissingResult".into(),
+                        message: "the service returned no result for this entry".into(),
+                        retryable: true,
+                    },
+                }
+            })
+            .collect())
+    })
+    .await?;
+    let successful: Vec<Json> = outcomes
         .iter()
-        .map(|s| json!({"Id": s.id(), "MessageId": s.message_id(), "MD5OfMessageBody": s.md5_of_message_body()}))
+        .filter_map(|o| match o {
+            Outcome::Ok(s) => Some(s.clone()),
+            Outcome::Failed { .. } => None,
+        })
         .collect();
-    let failed: Vec<Json> = out
-        .failed()
+    let failed_list: Vec<Json> = entries
         .iter()
-        .map(|f| json!({"Id": f.id(), "SenderFault": f.sender_fault(), "Code": f.code(), "Message": f.message()}))
+        .zip(&outcomes)
+        .filter_map(|(e, o)| match o {
+            Outcome::Failed {
+                code,
+                message,
+                retryable,
+            } => Some(
+                json!({"Id": e.id(), "SenderFault": !retryable, "Code": code, "Message": message}),
+            ),
+            Outcome::Ok(_) => None,
+        })
         .collect();
-    let result = json!({"Successful": successful, "Failed": failed});
-    Ok(if form {
+    let (failed, transient, code) = retry::summary(&outcomes);
+    let result = json!({"Successful": successful, "Failed": failed_list});
+    let body = if form {
         legacy(
             "SendMessageBatchResult",
             "SendMessageBatchResponse",
@@ -330,6 +370,17 @@ pub async fn send_message_batch(
         )
     } else {
         result
+    };
+    if failed == 0 {
+        return Ok(body);
+    }
+    Err(IntegrationError::RecordsRejected {
+        action,
+        failed,
+        total: outcomes.len(),
+        code,
+        retryable: transient,
+        response: body,
     })
 }
 

@@ -1,0 +1,247 @@
+//! Retrying the failed items of a batch call (Kinesis `PutRecords`, Firehose
+//! `PutRecordBatch`, SQS `SendMessageBatch`): only the items that failed transiently are
+//! sent again, with exponential backoff and full jitter, while the deadline allows. A whole
+//! call that fails transiently is retried the same way; one that fails for good is an error.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::policy;
+use crate::integrations::IntegrationError;
+
+/// What happened to one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<R> {
+    Ok(R),
+    Failed {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+/// First wait before a retry, and the longest.
+const BASE: Duration = Duration::from_millis(50);
+const CAP: Duration = Duration::from_secs(1);
+
+/// Calls `call` with the items still to send until all succeeded or failed for good, or the
+/// deadline is near. Returns one outcome per item, in order. If nothing got through and the
+/// last whole call failed, that call's error is returned instead.
+pub async fn with_retries<E, R, F, Fut>(
+    items: &[E],
+    deadline: Instant,
+    mut call: F,
+) -> Result<Vec<Outcome<R>>, IntegrationError>
+where
+    E: Clone,
+    R: Clone,
+    F: FnMut(Vec<E>) -> Fut,
+    Fut: Future<Output = Result<Vec<Outcome<R>>, IntegrationError>>,
+{
+    let mut results: Vec<Option<Outcome<R>>> = vec![None; items.len()];
+    let mut todo: Vec<usize> = (0..items.len()).collect();
+    let mut attempt = 0u32;
+    loop {
+        let batch: Vec<E> = todo.iter().map(|&i| items[i].clone()).collect();
+        let mut again = Vec::new();
+        let mut call_error = None;
+        match call(batch).await {
+            Ok(outcomes) => {
+                for (&i, outcome) in todo.iter().zip(outcomes) {
+                    if let Outcome::Failed {
+                        retryable: true, ..
+                    } = &outcome
+                    {
+                        again.push(i);
+                    }
+                    results[i] = Some(outcome);
+                }
+            }
+            Err(e) if e.retryable() => {
+                for &i in &todo {
+                    // Clients may see this; the detail goes to the log.
+                    results[i] = Some(Outcome::Failed {
+                        code: "ServiceUnavailable".into(),
+                        message: "the service could not be reached".into(),
+                        retryable: true,
+                    });
+                }
+                again.clone_from(&todo);
+                call_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+        if again.is_empty() {
+            break;
+        }
+        let wait = policy::backoff(attempt, BASE, CAP, jitter());
+        if Instant::now() + wait >= deadline {
+            tracing::warn!(
+                items = again.len(),
+                "Gave up retrying at the route's deadline."
+            );
+            let none_ok = !results.iter().any(|r| matches!(r, Some(Outcome::Ok(_))));
+            if none_ok && let Some(e) = call_error {
+                return Err(e);
+            }
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+        todo = again;
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or(Outcome::Failed {
+                code: "NotAttempted".into(),
+                message: String::new(),
+                retryable: false,
+            })
+        })
+        .collect())
+}
+
+/// A number in `[0, 1)` for backoff jitter.
+fn jitter() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Counts of failed items and whether every failure was transient.
+pub fn summary<R>(outcomes: &[Outcome<R>]) -> (usize, bool, String) {
+    let mut failed = 0;
+    let mut transient = true;
+    let mut code = String::new();
+    for o in outcomes {
+        if let Outcome::Failed {
+            code: c, retryable, ..
+        } = o
+        {
+            failed += 1;
+            transient &= *retryable;
+            if code.is_empty() {
+                code.clone_from(c);
+            }
+        }
+    }
+    (failed, transient, code)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::integrations::Action;
+
+    fn throttled() -> Outcome<u32> {
+        Outcome::Failed {
+            code: "ProvisionedThroughputExceededException".into(),
+            message: "slow down".into(),
+            retryable: true,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_failed_items_are_sent_again() {
+        let sent: RefCell<Vec<Vec<u32>>> = RefCell::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let out = with_retries(&[1u32, 2, 3, 4], deadline, |batch| {
+            sent.borrow_mut().push(batch.clone());
+            let first = sent.borrow().len() == 1;
+            async move {
+                Ok(batch
+                    .into_iter()
+                    .map(|i| {
+                        if first && i % 2 == 0 {
+                            throttled()
+                        } else {
+                            Outcome::Ok(i * 10)
+                        }
+                    })
+                    .collect())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Ok(10),
+                Outcome::Ok(20),
+                Outcome::Ok(30),
+                Outcome::Ok(40)
+            ]
+        );
+        assert_eq!(*sent.borrow(), vec![vec![1, 2, 3, 4], vec![2, 4]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_at_the_deadline_and_keeps_what_succeeded() {
+        let calls = RefCell::new(0);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(2);
+        let out = with_retries(&[1u32, 2], deadline, |batch| {
+            *calls.borrow_mut() += 1;
+            async move {
+                Ok(batch
+                    .into_iter()
+                    .map(|i| if i == 2 { throttled() } else { Outcome::Ok(i) })
+                    .collect())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(out[0], Outcome::Ok(1));
+        assert_eq!(out[1], throttled());
+        assert!(Instant::now() < deadline, "never sleeps past the deadline");
+        assert!(
+            *calls.borrow() >= 2,
+            "retried with backoff: {} calls",
+            calls.borrow()
+        );
+        let (failed, transient, code) = summary(&out);
+        assert_eq!(
+            (failed, transient, code.as_str()),
+            (1, true, "ProvisionedThroughputExceededException")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn whole_call_errors() {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        // Transient, and nothing got through by the deadline: the call's own error.
+        let err = with_retries(&[1u32], deadline, |_| async {
+            Err::<Vec<Outcome<u32>>, _>(IntegrationError::Transport {
+                action: Action::KinesisPutRecords,
+                detail: "refused".into(),
+            })
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, IntegrationError::Transport { .. }));
+        // Permanent: returned at once, no retry.
+        let calls = RefCell::new(0);
+        let err = with_retries(&[1u32], deadline, |_| {
+            *calls.borrow_mut() += 1;
+            async {
+                Err::<Vec<Outcome<u32>>, _>(IntegrationError::Service {
+                    action: Action::KinesisPutRecords,
+                    status: 400,
+                    code: "ResourceNotFoundException".into(),
+                    message: "no stream".into(),
+                })
+            }
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, IntegrationError::Service { .. }));
+        assert_eq!(*calls.borrow(), 1);
+    }
+}
