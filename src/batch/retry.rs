@@ -113,6 +113,27 @@ fn jitter() -> f64 {
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The client's answer for a batch call: `body` (the service's response shape) when every
+/// item was accepted, otherwise an error that carries it and names the first failure.
+pub fn accepted_or_rejected<R>(
+    action: crate::integrations::Action,
+    outcomes: &[Outcome<R>],
+    body: serde_json::Value,
+) -> Result<serde_json::Value, IntegrationError> {
+    let (failed, retryable, code) = summary(outcomes);
+    if failed == 0 {
+        return Ok(body);
+    }
+    Err(IntegrationError::RecordsRejected {
+        action,
+        failed,
+        total: outcomes.len(),
+        code,
+        retryable,
+        response: body,
+    })
+}
+
 /// Counts of failed items and whether every failure was transient.
 pub fn summary<R>(outcomes: &[Outcome<R>]) -> (usize, bool, String) {
     let mut failed = 0;

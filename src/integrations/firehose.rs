@@ -109,17 +109,7 @@ pub async fn put_record_batch(
             }
         })
         .collect();
-    let (failed, transient, code) = retry::summary(&outcomes);
+    let (failed, _, _) = retry::summary(&outcomes);
     let body = json!({"FailedPutCount": failed, "Encrypted": false, "RequestResponses": responses});
-    if failed == 0 {
-        return Ok(body);
-    }
-    Err(IntegrationError::RecordsRejected {
-        action,
-        failed,
-        total: outcomes.len(),
-        code,
-        retryable: transient,
-        response: body,
-    })
+    retry::accepted_or_rejected(action, &outcomes, body)
 }

@@ -360,7 +360,6 @@ pub async fn send_message_batch(
             Outcome::Ok(_) => None,
         })
         .collect();
-    let (failed, transient, code) = retry::summary(&outcomes);
     let result = json!({"Successful": successful, "Failed": failed_list});
     let body = if form {
         legacy(
@@ -371,17 +370,7 @@ pub async fn send_message_batch(
     } else {
         result
     };
-    if failed == 0 {
-        return Ok(body);
-    }
-    Err(IntegrationError::RecordsRejected {
-        action,
-        failed,
-        total: outcomes.len(),
-        code,
-        retryable: transient,
-        response: body,
-    })
+    retry::accepted_or_rejected(action, &outcomes, body)
 }
 
 #[cfg(test)]
