@@ -343,6 +343,7 @@ pub fn batchers(config: &Config, clients: &Clients) -> Vec<Option<KinesisBatcher
                 clients.kinesis.clone(),
                 stream,
                 policy,
+                policy.queue,
                 r.name(),
             ))
         })

@@ -13,6 +13,10 @@ pub mod names {
     pub const UPSTREAM_FAILURES: &str = "gateway_upstream_failures_total";
     pub const BATCH_RECORDS: &str = "gateway_batch_records";
     pub const BATCH_REQUESTS: &str = "gateway_batch_requests";
+    pub const BATCH_WAIT_SECONDS: &str = "gateway_batch_wait_seconds";
+    pub const BATCH_QUEUE_DEPTH: &str = "gateway_batch_queue_depth";
+    pub const RETRIES: &str = "gateway_upstream_retries_total";
+    pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
 }
 
 /// Installs JSON logging (level from `RUST_LOG`, default `info`) once per process.
@@ -52,6 +56,11 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 .ok()?
                 .set_buckets_for_metric(Matcher::Full(names::BATCH_REQUESTS.into()), &SIZE_BUCKETS)
                 .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full(names::BATCH_WAIT_SECONDS.into()),
+                    &LATENCY_BUCKETS,
+                )
+                .ok()?
                 .install_recorder()
                 .ok()
         })
@@ -70,8 +79,26 @@ pub fn upstream_call(action: &'static str, ok: bool) {
     }
 }
 
-pub fn batch_flushed(route: &str, requests: usize, records: usize) {
+/// A batch left for the upstream: its size and how long its first record waited.
+pub fn batch_flushed(route: &str, requests: usize, records: usize, waited: std::time::Duration) {
     metrics::histogram!(names::BATCH_RECORDS, "route" => route.to_string()).record(records as f64);
     metrics::histogram!(names::BATCH_REQUESTS, "route" => route.to_string())
         .record(requests as f64);
+    metrics::histogram!(names::BATCH_WAIT_SECONDS, "route" => route.to_string())
+        .record(waited.as_secs_f64());
+}
+
+/// Requests waiting in a route's batch queue.
+pub fn batch_queue_depth(route: &str, depth: usize) {
+    metrics::gauge!(names::BATCH_QUEUE_DEPTH, "route" => route.to_string()).set(depth as f64);
+}
+
+/// Items sent again after a transient failure.
+pub fn retried(action: &'static str, items: usize) {
+    metrics::counter!(names::RETRIES, "action" => action).increment(items as u64);
+}
+
+/// Items that failed for good (reported to the client as not accepted).
+pub fn failed_items(action: &'static str, items: usize) {
+    metrics::counter!(names::FAILED_ITEMS, "action" => action).increment(items as u64);
 }

@@ -153,3 +153,44 @@ async fn concurrent_requests_share_upstream_calls_and_get_their_own_results() {
         "80 records, plus the one retried"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_queue_answers_503_at_once_instead_of_growing() {
+    let config = BATCHED.replace(
+        r#"batch = { linger = "100ms", max_records = 500 }"#,
+        r#"batch = { linger = "1ms", max_records = 1, queue = 2 }"#,
+    );
+    let stub = support::stub_kinesis_with_latency(std::time::Duration::from_secs(1)).await;
+    let gw = support::in_process(&config, &[("records.vtl", TEMPLATE)], &stub.endpoint).await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let gw = gw.clone();
+        let body = json!({"events": [{"pk": format!("ok-{i}")}]});
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = post(&gw, &body).await;
+            (r, started.elapsed())
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let ((status, retry, body), took) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            503 => {
+                refused += 1;
+                assert_eq!(body, json!({"message": "Service Unavailable"}));
+                assert_eq!(retry.as_deref(), Some("1"));
+                assert!(
+                    took < std::time::Duration::from_millis(500),
+                    "refused at once, not queued: {took:?}"
+                );
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    eprintln!("{ok} accepted, {refused} refused with 503");
+    assert!(refused > 0, "the bounded queue pushed back");
+    assert!(ok >= 16, "calls in flight and the queue were served: {ok}");
+    assert_eq!(ok + refused, 60);
+}

@@ -26,7 +26,7 @@ use crate::integrations::kinesis::{self, Entry, EntryResult, StreamRef};
 use crate::telemetry;
 use policy::{Batch, BatchPolicy};
 
-/// Requests waiting in a batcher's queue, at most.
+/// Requests waiting in a batcher's queue, at most (default).
 pub const QUEUE_CAPACITY: usize = 2048;
 /// Upstream calls a batcher makes at once, at most.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -36,6 +36,7 @@ type Reply = oneshot::Sender<Result<Vec<EntryResult>, IntegrationError>>;
 struct Submission {
     entries: Vec<Entry>,
     deadline: Instant,
+    submitted: Instant,
     reply: Reply,
 }
 
@@ -54,6 +55,7 @@ pub enum SubmitError {
 #[derive(Clone, Debug)]
 pub struct KinesisBatcher {
     tx: mpsc::Sender<Submission>,
+    route: Arc<str>,
 }
 
 impl KinesisBatcher {
@@ -62,11 +64,15 @@ impl KinesisBatcher {
         client: aws_sdk_kinesis::Client,
         stream: StreamRef,
         policy: BatchPolicy,
+        queue: usize,
         route: String,
     ) -> KinesisBatcher {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(rx, client, stream, policy, route));
-        KinesisBatcher { tx }
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        tokio::spawn(run(rx, client, stream, policy, route.clone()));
+        KinesisBatcher {
+            tx,
+            route: Arc::from(route),
+        }
     }
 
     /// Submits a request's records and waits for their results.
@@ -80,12 +86,14 @@ impl KinesisBatcher {
             .try_send(Submission {
                 entries,
                 deadline,
+                submitted: Instant::now(),
                 reply,
             })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
             })?;
+        telemetry::batch_queue_depth(&self.route, self.tx.max_capacity() - self.tx.capacity());
         Ok(wait.await.map_err(|_| SubmitError::Closed)??)
     }
 }
@@ -146,10 +154,13 @@ async fn flush(
     }
     let records = batch.records();
     let subs = batch.take();
+    let waited = subs
+        .first()
+        .map_or(Duration::ZERO, |s| s.submitted.elapsed());
     let Ok(permit) = in_flight.clone().acquire_owned().await else {
         return;
     };
-    telemetry::batch_flushed(route, subs.len(), records);
+    telemetry::batch_flushed(route, subs.len(), records, waited);
     let (client, stream) = (client.clone(), stream.clone());
     tokio::spawn(async move {
         let deadline = subs

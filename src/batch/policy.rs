@@ -10,6 +10,8 @@ pub struct BatchPolicy {
     pub max_bytes: usize,
     /// How long the first record of a batch may wait for others.
     pub linger: Duration,
+    /// Requests that may wait for a batch; beyond, they are refused (backpressure).
+    pub queue: usize,
 }
 
 /// Records gathered for one call, from one or more requests.
@@ -94,6 +96,7 @@ mod tests {
         max_records: 5,
         max_bytes: 100,
         linger: Duration::from_millis(5),
+        queue: 8,
     };
 
     #[test]

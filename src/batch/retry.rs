@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::policy;
-use crate::integrations::IntegrationError;
+use crate::integrations::{Action, IntegrationError};
+use crate::telemetry;
 
 /// What happened to one item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,7 @@ const CAP: Duration = Duration::from_secs(1);
 /// deadline is near. Returns one outcome per item, in order. If nothing got through and the
 /// last whole call failed, that call's error is returned instead.
 pub async fn with_retries<E, R, F, Fut>(
+    action: Action,
     items: &[E],
     deadline: Instant,
     mut call: F,
@@ -89,8 +91,16 @@ where
             break;
         }
         tokio::time::sleep(wait).await;
+        telemetry::retried(action.name(), again.len());
         attempt += 1;
         todo = again;
+    }
+    let failed = results
+        .iter()
+        .filter(|r| !matches!(r, Some(Outcome::Ok(_))))
+        .count();
+    if failed > 0 {
+        telemetry::failed_items(action.name(), failed);
     }
     Ok(results
         .into_iter()
@@ -116,7 +126,7 @@ fn jitter() -> f64 {
 /// The client's answer for a batch call: `body` (the service's response shape) when every
 /// item was accepted, otherwise an error that carries it and names the first failure.
 pub fn accepted_or_rejected<R>(
-    action: crate::integrations::Action,
+    action: Action,
     outcomes: &[Outcome<R>],
     body: serde_json::Value,
 ) -> Result<serde_json::Value, IntegrationError> {
@@ -159,7 +169,6 @@ mod tests {
     use std::cell::RefCell;
 
     use super::*;
-    use crate::integrations::Action;
 
     fn throttled() -> Outcome<u32> {
         Outcome::Failed {
@@ -173,22 +182,27 @@ mod tests {
     async fn only_failed_items_are_sent_again() {
         let sent: RefCell<Vec<Vec<u32>>> = RefCell::default();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let out = with_retries(&[1u32, 2, 3, 4], deadline, |batch| {
-            sent.borrow_mut().push(batch.clone());
-            let first = sent.borrow().len() == 1;
-            async move {
-                Ok(batch
-                    .into_iter()
-                    .map(|i| {
-                        if first && i % 2 == 0 {
-                            throttled()
-                        } else {
-                            Outcome::Ok(i * 10)
-                        }
-                    })
-                    .collect())
-            }
-        })
+        let out = with_retries(
+            Action::KinesisPutRecords,
+            &[1u32, 2, 3, 4],
+            deadline,
+            |batch| {
+                sent.borrow_mut().push(batch.clone());
+                let first = sent.borrow().len() == 1;
+                async move {
+                    Ok(batch
+                        .into_iter()
+                        .map(|i| {
+                            if first && i % 2 == 0 {
+                                throttled()
+                            } else {
+                                Outcome::Ok(i * 10)
+                            }
+                        })
+                        .collect())
+                }
+            },
+        )
         .await
         .unwrap();
         assert_eq!(
@@ -208,7 +222,7 @@ mod tests {
         let calls = RefCell::new(0);
         let started = Instant::now();
         let deadline = started + Duration::from_secs(2);
-        let out = with_retries(&[1u32, 2], deadline, |batch| {
+        let out = with_retries(Action::KinesisPutRecords, &[1u32, 2], deadline, |batch| {
             *calls.borrow_mut() += 1;
             async move {
                 Ok(batch
@@ -238,7 +252,7 @@ mod tests {
     async fn whole_call_errors() {
         let deadline = Instant::now() + Duration::from_millis(500);
         // Transient, and nothing got through by the deadline: the call's own error.
-        let err = with_retries(&[1u32], deadline, |_| async {
+        let err = with_retries(Action::KinesisPutRecords, &[1u32], deadline, |_| async {
             Err::<Vec<Outcome<u32>>, _>(IntegrationError::Transport {
                 action: Action::KinesisPutRecords,
                 detail: "refused".into(),
@@ -249,7 +263,7 @@ mod tests {
         assert!(matches!(err, IntegrationError::Transport { .. }));
         // Permanent: returned at once, no retry.
         let calls = RefCell::new(0);
-        let err = with_retries(&[1u32], deadline, |_| {
+        let err = with_retries(Action::KinesisPutRecords, &[1u32], deadline, |_| {
             *calls.borrow_mut() += 1;
             async {
                 Err::<Vec<Outcome<u32>>, _>(IntegrationError::Service {

@@ -573,6 +573,7 @@ impl Validator<'_> {
                 linger: None,
                 max_records: None,
                 max_bytes: None,
+                queue: None,
             },
             Some(raw::RawBatch::Settings(s)) => s.clone(),
         };
@@ -612,6 +613,10 @@ impl Validator<'_> {
             max_records: max_records.clamp(1, crate::integrations::kinesis::MAX_RECORDS),
             max_bytes: max_bytes.clamp(1, crate::integrations::kinesis::MAX_BATCH_BYTES),
             linger,
+            queue: settings
+                .queue
+                .unwrap_or(crate::batch::QUEUE_CAPACITY)
+                .max(1),
         })
     }
 

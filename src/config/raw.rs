@@ -124,6 +124,8 @@ pub struct RawBatchSettings {
     pub max_records: Option<usize>,
     /// Bytes of data and partition keys per call, at most 5 MiB (the default).
     pub max_bytes: Option<usize>,
+    /// Requests that may wait for a batch (default 2048); beyond, clients get 503.
+    pub queue: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

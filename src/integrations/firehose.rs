@@ -78,27 +78,32 @@ pub async fn put_record_batch(
         .enumerate()
         .map(|(i, r)| record(action, r, &format!("Records[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    let outcomes = retry::with_retries(&records, deadline, |batch: Vec<Record>| async move {
-        let out = client
-            .put_record_batch()
-            .delivery_stream_name(name)
-            .set_records(Some(batch))
-            .send()
-            .await
-            .map_err(|e| classify(action, e))?;
-        Ok(out
-            .request_responses()
-            .iter()
-            .map(|r| match r.error_code() {
-                None => Outcome::Ok(r.record_id().unwrap_or_default().to_string()),
-                Some(code) => Outcome::Failed {
-                    code: code.to_string(),
-                    message: r.error_message().unwrap_or_default().to_string(),
-                    retryable: policy::retryable_record_error(code),
-                },
-            })
-            .collect())
-    })
+    let outcomes = retry::with_retries(
+        action,
+        &records,
+        deadline,
+        |batch: Vec<Record>| async move {
+            let out = client
+                .put_record_batch()
+                .delivery_stream_name(name)
+                .set_records(Some(batch))
+                .send()
+                .await
+                .map_err(|e| classify(action, e))?;
+            Ok(out
+                .request_responses()
+                .iter()
+                .map(|r| match r.error_code() {
+                    None => Outcome::Ok(r.record_id().unwrap_or_default().to_string()),
+                    Some(code) => Outcome::Failed {
+                        code: code.to_string(),
+                        message: r.error_message().unwrap_or_default().to_string(),
+                        retryable: policy::retryable_record_error(code),
+                    },
+                })
+                .collect())
+        },
+    )
     .await?;
     let responses: Vec<Json> = outcomes
         .iter()

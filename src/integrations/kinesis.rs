@@ -182,7 +182,7 @@ pub async fn put_entries(
     deadline: tokio::time::Instant,
 ) -> Result<Vec<EntryResult>, IntegrationError> {
     let action = Action::KinesisPutRecords;
-    let outcomes = retry::with_retries(entries, deadline, |batch: Vec<Entry>| async move {
+    let outcomes = retry::with_retries(action, entries, deadline, |batch: Vec<Entry>| async move {
         let mut request_entries = Vec::with_capacity(batch.len());
         for e in batch {
             let entry = PutRecordsRequestEntry::builder()

@@ -307,7 +307,7 @@ pub async fn send_message_batch(
     }
     let client = &sqs.client;
     let url = url.as_str();
-    let outcomes = retry::with_retries(&entries, deadline, |batch: Vec<SendMessageBatchRequestEntry>| async move {
+    let outcomes = retry::with_retries(action, &entries, deadline, |batch: Vec<SendMessageBatchRequestEntry>| async move {
         let ids: Vec<String> = batch.iter().map(|e| e.id().to_string()).collect();
         let out = client
             .send_message_batch()

@@ -371,6 +371,11 @@ pub struct StubKinesis {
 }
 
 pub async fn stub_kinesis() -> StubKinesis {
+    stub_kinesis_with_latency(std::time::Duration::ZERO).await
+}
+
+/// The stub, answering every call after `latency`.
+pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKinesis {
     use std::collections::HashSet;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
@@ -385,6 +390,7 @@ pub async fn stub_kinesis() -> StubKinesis {
     let app = axum::Router::new().fallback(post(move |body: Bytes| {
         let (calls, records, seen) = (c.clone(), r.clone(), seen.clone());
         async move {
+            tokio::time::sleep(latency).await;
             calls.fetch_add(1, Ordering::SeqCst);
             let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let mut failed = 0;
