@@ -15,6 +15,8 @@ pub mod names {
     pub const BATCH_REQUESTS: &str = "gateway_batch_requests";
     pub const BATCH_WAIT_SECONDS: &str = "gateway_batch_wait_seconds";
     pub const BATCH_QUEUE_DEPTH: &str = "gateway_batch_queue_depth";
+    pub const AGGREGATED_RECORDS: &str = "gateway_kpl_user_records_total";
+    pub const AGGREGATES: &str = "gateway_kpl_aggregated_records_total";
     pub const RETRIES: &str = "gateway_upstream_retries_total";
     pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
 }
@@ -86,6 +88,13 @@ pub fn batch_flushed(route: &str, requests: usize, records: usize, waited: std::
         .record(requests as f64);
     metrics::histogram!(names::BATCH_WAIT_SECONDS, "route" => route.to_string())
         .record(waited.as_secs_f64());
+}
+
+/// User records packed into KPL aggregated records.
+pub fn batch_aggregated(route: &str, user_records: usize, aggregates: usize) {
+    metrics::counter!(names::AGGREGATED_RECORDS, "route" => route.to_string())
+        .increment(user_records as u64);
+    metrics::counter!(names::AGGREGATES, "route" => route.to_string()).increment(aggregates as u64);
 }
 
 /// Requests waiting in a route's batch queue.

@@ -145,3 +145,39 @@ fn iam_policy_grants_exactly_the_configured_routes() {
     }
     assert_eq!(grants.len(), expect.len(), "{grants:?}");
 }
+
+#[test]
+fn batch_limits_depend_on_aggregation() {
+    let route = "[[routes]]\nmethod = \"POST\"\npath = \"/e\"\naction = \"kinesis:PutRecords\"\ntarget = \"s\"\n";
+    let plain = temp_config(
+        "batch-plain",
+        &format!("{route}batch = {{ max_records = 2000 }}\n"),
+    );
+    let out = gateway(&["--config", plain.to_str().unwrap(), "check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("batch.max_records must be 1 to 500"), "{err}");
+
+    let aggregated = temp_config(
+        "batch-agg",
+        &format!("{route}batch = {{ aggregate = true, max_records = 2000 }}\n"),
+    );
+    let out = gateway(&["--config", aggregated.to_str().unwrap(), "check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let sqs = temp_config(
+        "batch-sqs",
+        "[[routes]]\nmethod = \"POST\"\npath = \"/e\"\naction = \"sqs:SendMessage\"\ntarget = \"q\"\nbatch = { aggregate = true }\n",
+    );
+    let out = gateway(&["--config", sqs.to_str().unwrap(), "check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("batching works for kinesis:PutRecords routes"),
+        "{err}"
+    );
+}

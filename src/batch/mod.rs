@@ -9,13 +9,17 @@
 //! once), retries failed records (see `integrations::kinesis::put_entries`), and hands each
 //! request exactly its own records' results, in order.
 //!
+//! With `aggregate`, a flush packs the batch's user records into KPL aggregated records
+//! (see `integrations::kpl`) grouped by shard, from a shard map refreshed with `ListShards`
+//! every [`SHARD_REFRESH`], and gives each user record its aggregate's result.
+//!
 //! Backpressure: the queue is bounded. When it is full, `submit` fails at once and the
 //! client gets 503 with `Retry-After`; memory does not grow with load.
 
 pub mod policy;
 pub mod retry;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -23,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::integrations::IntegrationError;
 use crate::integrations::kinesis::{self, Entry, EntryResult, StreamRef};
+use crate::integrations::kpl::{self, ShardRange};
 use crate::telemetry;
 use policy::{Batch, BatchPolicy};
 
@@ -30,6 +35,12 @@ use policy::{Batch, BatchPolicy};
 pub const QUEUE_CAPACITY: usize = 2048;
 /// Upstream calls a batcher makes at once, at most.
 pub const MAX_IN_FLIGHT: usize = 16;
+
+/// How often an aggregating batcher reloads the stream's shard map.
+pub const SHARD_REFRESH: Duration = Duration::from_secs(60);
+
+/// The open shards of an aggregating batcher's stream, as last listed.
+type ShardMap = Arc<RwLock<Arc<Vec<ShardRange>>>>;
 
 type Reply = oneshot::Sender<Result<Vec<EntryResult>, IntegrationError>>;
 
@@ -98,6 +109,99 @@ impl KinesisBatcher {
     }
 }
 
+/// Where a batcher's flushes go.
+#[derive(Clone)]
+struct Upstream {
+    client: aws_sdk_kinesis::Client,
+    stream: StreamRef,
+    /// Set when aggregating.
+    shards: Option<ShardMap>,
+    route: String,
+}
+
+impl Upstream {
+    /// Puts the batch's records, aggregated when configured; one result per user record.
+    async fn put(
+        &self,
+        entries: &[Entry],
+        deadline: Instant,
+    ) -> Result<Vec<EntryResult>, IntegrationError> {
+        let Some(shards) = &self.shards else {
+            return kinesis::put_entries(&self.client, &self.stream, entries, deadline).await;
+        };
+        let map = shards.read().map(|m| Arc::clone(&m)).unwrap_or_default();
+        let aggregates = kpl::aggregate(entries, &map, kpl::DEFAULT_MAX_BYTES);
+        let packed: Vec<Entry> = aggregates.iter().map(|(e, _)| e.clone()).collect();
+        let mut results = Vec::with_capacity(packed.len());
+        // The batch limits keep this to one call; chunk in case a stream has many shards.
+        for chunk in chunks(&packed) {
+            results
+                .extend(kinesis::put_entries(&self.client, &self.stream, chunk, deadline).await?);
+        }
+        telemetry::batch_aggregated(&self.route, entries.len(), packed.len());
+        Ok(kpl::spread(&aggregates, &results, entries.len())
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| EntryResult::Failed {
+                    code: "InternalFailure".into(),
+                    message: "the record was not sent".into(),
+                })
+            })
+            .collect())
+    }
+}
+
+/// Splits aggregated records into `PutRecords`-sized calls.
+fn chunks(entries: &[Entry]) -> Vec<&[Entry]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, e) in entries.iter().enumerate() {
+        if i > start
+            && (i - start >= kinesis::MAX_RECORDS || bytes + e.size() > kinesis::MAX_BATCH_BYTES)
+        {
+            out.push(&entries[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += e.size();
+    }
+    if start < entries.len() {
+        out.push(&entries[start..]);
+    }
+    out
+}
+
+/// Lists the stream's shards into `map`; on failure keeps the old map (an empty map still
+/// works: aggregates then go by their first partition key).
+async fn refresh_shards(
+    client: &aws_sdk_kinesis::Client,
+    stream: &StreamRef,
+    map: &ShardMap,
+    route: &str,
+) {
+    match kinesis::open_shards(client, stream).await {
+        Ok(ranges) => {
+            if let Ok(mut m) = map.write() {
+                *m = Arc::new(ranges);
+            }
+        }
+        Err(e) => tracing::warn!(route, error = %e, "listing the stream's shards failed"),
+    }
+}
+
+/// Refreshes the shard map until the batcher stops.
+async fn keep_shards_fresh(
+    client: aws_sdk_kinesis::Client,
+    stream: StreamRef,
+    map: std::sync::Weak<RwLock<Arc<Vec<ShardRange>>>>,
+    route: String,
+) {
+    loop {
+        tokio::time::sleep(SHARD_REFRESH).await;
+        let Some(map) = map.upgrade() else { return };
+        refresh_shards(&client, &stream, &map, &route).await;
+    }
+}
+
 async fn run(
     mut rx: mpsc::Receiver<Submission>,
     client: aws_sdk_kinesis::Client,
@@ -106,6 +210,25 @@ async fn run(
     route: String,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let shards: Option<ShardMap> = if policy.aggregate {
+        let map = ShardMap::default();
+        refresh_shards(&client, &stream, &map, &route).await;
+        tokio::spawn(keep_shards_fresh(
+            client.clone(),
+            stream.clone(),
+            Arc::downgrade(&map),
+            route.clone(),
+        ));
+        Some(map)
+    } else {
+        None
+    };
+    let up = Upstream {
+        client,
+        stream,
+        shards,
+        route,
+    };
     let mut batch: Batch<Submission> = Batch::default();
     let mut opened: Option<Instant> = None;
     loop {
@@ -120,7 +243,7 @@ async fn run(
                 let Some(sub) = received else { break };
                 let (records, bytes) = (sub.entries.len(), sub.entries.iter().map(Entry::size).sum());
                 if !batch.fits(&policy, records, bytes) {
-                    flush(&mut batch, &in_flight, &client, &stream, &route).await;
+                    flush(&mut batch, &in_flight, &up).await;
                     opened = None;
                 }
                 if batch.is_empty() {
@@ -128,27 +251,21 @@ async fn run(
                 }
                 batch.push(sub, records, bytes);
                 if batch.is_full(&policy) {
-                    flush(&mut batch, &in_flight, &client, &stream, &route).await;
+                    flush(&mut batch, &in_flight, &up).await;
                     opened = None;
                 }
             }
             () = linger => {
-                flush(&mut batch, &in_flight, &client, &stream, &route).await;
+                flush(&mut batch, &in_flight, &up).await;
                 opened = None;
             }
         }
     }
-    flush(&mut batch, &in_flight, &client, &stream, &route).await;
+    flush(&mut batch, &in_flight, &up).await;
 }
 
 /// Sends the open batch as one call, in its own task once a slot is free.
-async fn flush(
-    batch: &mut Batch<Submission>,
-    in_flight: &Arc<Semaphore>,
-    client: &aws_sdk_kinesis::Client,
-    stream: &StreamRef,
-    route: &str,
-) {
+async fn flush(batch: &mut Batch<Submission>, in_flight: &Arc<Semaphore>, up: &Upstream) {
     if batch.is_empty() {
         return;
     }
@@ -160,8 +277,8 @@ async fn flush(
     let Ok(permit) = in_flight.clone().acquire_owned().await else {
         return;
     };
-    telemetry::batch_flushed(route, subs.len(), records, waited);
-    let (client, stream) = (client.clone(), stream.clone());
+    telemetry::batch_flushed(&up.route, subs.len(), records, waited);
+    let up = up.clone();
     tokio::spawn(async move {
         let deadline = subs
             .iter()
@@ -173,7 +290,7 @@ async fn flush(
             .iter()
             .flat_map(|s| s.entries.iter().cloned())
             .collect();
-        let result = kinesis::put_entries(&client, &stream, &entries, deadline).await;
+        let result = up.put(&entries, deadline).await;
         drop(permit);
         match result {
             Ok(results) => {
@@ -238,3 +355,27 @@ fn copy_error(e: &IntegrationError) -> IntegrationError {
 
 /// Default linger for batched routes.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(bytes: usize) -> Entry {
+        Entry {
+            data: vec![b'x'; bytes],
+            partition_key: "k".into(),
+            explicit_hash_key: None,
+        }
+    }
+
+    #[test]
+    fn aggregates_are_split_into_calls_within_the_service_limits() {
+        assert!(chunks(&[]).is_empty());
+        let many: Vec<Entry> = (0..1_234).map(|_| entry(10)).collect();
+        let sizes: Vec<usize> = chunks(&many).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![500, 500, 234]);
+        let big: Vec<Entry> = (0..5).map(|_| entry(2_000_000)).collect();
+        let sizes: Vec<usize> = chunks(&big).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+    }
+}

@@ -12,6 +12,9 @@ pub struct BatchPolicy {
     pub linger: Duration,
     /// Requests that may wait for a batch; beyond, they are refused (backpressure).
     pub queue: usize,
+    /// Pack user records into KPL aggregated records (see `integrations::kpl`); the limits
+    /// above then count user records and bytes, not upstream records.
+    pub aggregate: bool,
 }
 
 /// Records gathered for one call, from one or more requests.
@@ -97,6 +100,7 @@ mod tests {
         max_bytes: 100,
         linger: Duration::from_millis(5),
         queue: 8,
+        aggregate: false,
     };
 
     #[test]

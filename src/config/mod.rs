@@ -17,6 +17,12 @@ use toml::Spanned;
 
 use crate::auth::plans::{Period, Quota, Throttle, UsagePlan};
 use crate::batch::policy::BatchPolicy;
+
+/// User records per batch when aggregating, at most.
+const AGGREGATED_MAX_RECORDS: usize = 50_000;
+/// User bytes per batch when aggregating, at most: 5 MiB less room for the aggregates'
+/// framing, so one batch stays one `PutRecords` call.
+const AGGREGATED_MAX_BYTES: usize = 4_718_592;
 use crate::integrations::Action;
 use crate::route::PathTemplate;
 use crate::vtl::Limits;
@@ -574,6 +580,7 @@ impl Validator<'_> {
                 max_records: None,
                 max_bytes: None,
                 queue: None,
+                aggregate: false,
             },
             Some(raw::RawBatch::Settings(s)) => s.clone(),
         };
@@ -597,26 +604,38 @@ impl Validator<'_> {
                 }
             },
         };
-        let max_records = settings
-            .max_records
-            .unwrap_or(crate::integrations::kinesis::MAX_RECORDS);
-        let max_bytes = settings
-            .max_bytes
-            .unwrap_or(crate::integrations::kinesis::MAX_BATCH_BYTES);
-        if max_records == 0 || max_records > crate::integrations::kinesis::MAX_RECORDS {
-            self.error(Some(route.span()), "batch.max_records must be 1 to 500");
+        // Aggregated, the limits count user records: many fit in one upstream record.
+        let (record_limit, byte_limit) = if settings.aggregate {
+            (AGGREGATED_MAX_RECORDS, AGGREGATED_MAX_BYTES)
+        } else {
+            (
+                crate::integrations::kinesis::MAX_RECORDS,
+                crate::integrations::kinesis::MAX_BATCH_BYTES,
+            )
+        };
+        let max_records = settings.max_records.unwrap_or(record_limit);
+        let max_bytes = settings.max_bytes.unwrap_or(byte_limit);
+        if max_records == 0 || max_records > record_limit {
+            self.error(
+                Some(route.span()),
+                format!("batch.max_records must be 1 to {record_limit}"),
+            );
         }
-        if max_bytes == 0 || max_bytes > crate::integrations::kinesis::MAX_BATCH_BYTES {
-            self.error(Some(route.span()), "batch.max_bytes must be 1 to 5242880");
+        if max_bytes == 0 || max_bytes > byte_limit {
+            self.error(
+                Some(route.span()),
+                format!("batch.max_bytes must be 1 to {byte_limit}"),
+            );
         }
         Some(BatchPolicy {
-            max_records: max_records.clamp(1, crate::integrations::kinesis::MAX_RECORDS),
-            max_bytes: max_bytes.clamp(1, crate::integrations::kinesis::MAX_BATCH_BYTES),
+            max_records: max_records.clamp(1, record_limit),
+            max_bytes: max_bytes.clamp(1, byte_limit),
             linger,
             queue: settings
                 .queue
                 .unwrap_or(crate::batch::QUEUE_CAPACITY)
                 .max(1),
+            aggregate: settings.aggregate,
         })
     }
 

@@ -126,6 +126,11 @@ pub struct RawBatchSettings {
     pub max_bytes: Option<usize>,
     /// Requests that may wait for a batch (default 2048); beyond, clients get 503.
     pub queue: Option<usize>,
+    /// Pack many user records into each Kinesis record in the KPL aggregated format
+    /// (default `false`). Consumers must de-aggregate (KCL, Lambda with the
+    /// `aws-kinesis-agg` library, Firehose does so itself).
+    #[serde(default)]
+    pub aggregate: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

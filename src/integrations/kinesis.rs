@@ -230,6 +230,49 @@ pub async fn put_entries(
         .collect())
 }
 
+/// The stream's open shards' hash key ranges (for KPL aggregation), with `ListShards`.
+pub async fn open_shards(
+    client: &Client,
+    stream: &StreamRef,
+) -> Result<Vec<super::kpl::ShardRange>, IntegrationError> {
+    let action = Action::KinesisPutRecords;
+    let mut ranges = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut call = client.list_shards();
+        call = match &token {
+            // With a token, the stream must not be named again.
+            Some(t) => call.next_token(t),
+            None => call
+                .set_stream_name(stream.name.clone())
+                .set_stream_arn(stream.arn.clone()),
+        };
+        let out = call.send().await.map_err(|e| classify(action, e))?;
+        for shard in out.shards() {
+            let closed = shard
+                .sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_some();
+            let range = shard.hash_key_range();
+            let (Some(start), Some(end)) = (
+                range.and_then(|r| r.starting_hash_key().parse::<u128>().ok()),
+                range.and_then(|r| r.ending_hash_key().parse::<u128>().ok()),
+            ) else {
+                continue;
+            };
+            if !closed {
+                ranges.push(super::kpl::ShardRange { start, end });
+            }
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    ranges.sort_by_key(|r| r.start);
+    Ok(ranges)
+}
+
 /// The response for a client's records; a 5xx-worthy error when any was not accepted.
 pub fn records_response(results: &[EntryResult]) -> Result<Json, IntegrationError> {
     let failed = results

@@ -63,6 +63,7 @@ impl fmt::Display for Action {
 
 pub mod firehose;
 pub mod kinesis;
+pub mod kpl;
 pub mod provision;
 pub mod request;
 pub mod sqs;
