@@ -194,3 +194,81 @@ async fn a_full_batch_queue_answers_503_at_once_instead_of_growing() {
     assert!(ok >= 16, "calls in flight and the queue were served: {ok}");
     assert_eq!(ok + refused, 60);
 }
+
+/// The real binary driven far past what its batcher can take: refused requests get 503 with
+/// `Retry-After` at once, memory stays bounded, and every acknowledged record reached the
+/// upstream exactly once while no refused one did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_with_bounded_memory_and_no_acked_record_lost() {
+    const THREADS: usize = 64;
+    const PER_THREAD: usize = 30;
+    let stub = support::stub_kinesis_with_latency(std::time::Duration::from_millis(100)).await;
+    let config = BATCHED.replace(
+        r#"batch = { linger = "100ms", max_records = 500 }"#,
+        r#"batch = { linger = "1ms", max_records = 2, queue = 4 }"#,
+    );
+    let project = support::Project::custom("overload", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_with_env(
+        &project.config,
+        &[
+            ("AWS_ENDPOINT_URL", stub.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("RUST_LOG", "error"),
+        ],
+    );
+    let pad = "p".repeat(1000);
+    let results: Vec<(String, u16, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (gw, pad) = (&gw, &pad);
+                scope.spawn(move || {
+                    (0..PER_THREAD)
+                        .map(|i| {
+                            let pk = format!("ok-{t}-{i}");
+                            let body = json!({"events": [{"pk": pk, "pad": pad}]}).to_string();
+                            let r = gw.post_json("/v1/events", &body);
+                            let retry = r.header("retry-after").map(str::to_string);
+                            (pk, r.status, retry)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let peak_mib = gw.peak_rss_kib() / 1024;
+
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for (pk, status, retry) in results {
+        match status {
+            200 => acked.push(pk),
+            503 => {
+                refused += 1;
+                assert_eq!(retry.as_deref(), Some("1"));
+            }
+            other => panic!("{pk}: unexpected status {other}"),
+        }
+    }
+    eprintln!(
+        "{} acked, {refused} refused with 503, peak RSS {peak_mib} MiB",
+        acked.len()
+    );
+    assert!(
+        refused > THREADS * PER_THREAD / 4,
+        "the gateway pushed back"
+    );
+    assert!(!acked.is_empty());
+    assert!(peak_mib < 100, "peak RSS {peak_mib} MiB");
+
+    // Exactly the acknowledged records reached the upstream, each once.
+    let mut upstream = stub.accepted.lock().unwrap().clone();
+    upstream.sort();
+    acked.sort();
+    assert_eq!(upstream, acked);
+}

@@ -146,6 +146,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The gateway process's peak resident memory (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     pub fn start(config: &Path) -> Gateway {
         Gateway::start_with_env(config, &[])
     }
@@ -368,6 +378,8 @@ pub struct StubKinesis {
     pub endpoint: String,
     pub calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub records: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Partition keys of the records it accepted, in arrival order.
+    pub accepted: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 pub async fn stub_kinesis() -> StubKinesis {
@@ -386,9 +398,10 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
     let calls = Arc::new(AtomicUsize::new(0));
     let records = Arc::new(AtomicUsize::new(0));
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let (c, r) = (calls.clone(), records.clone());
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (c, r, a) = (calls.clone(), records.clone(), accepted.clone());
     let app = axum::Router::new().fallback(post(move |body: Bytes| {
-        let (calls, records, seen) = (c.clone(), r.clone(), seen.clone());
+        let (calls, records, seen, accepted) = (c.clone(), r.clone(), seen.clone(), a.clone());
         async move {
             tokio::time::sleep(latency).await;
             calls.fetch_add(1, Ordering::SeqCst);
@@ -404,6 +417,7 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
                     failed += 1;
                     out.push(serde_json::json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"}));
                 } else {
+                    accepted.lock().unwrap().push(pk.to_string());
                     out.push(serde_json::json!({"SequenceNumber": format!("{}{i}", calls.load(Ordering::SeqCst)), "ShardId": "shardId-000000000000"}));
                 }
             }
@@ -418,6 +432,7 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         endpoint,
         calls,
         records,
+        accepted,
     }
 }
 
