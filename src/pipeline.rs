@@ -20,11 +20,11 @@ use serde_json::Value as Json;
 use governor::clock::DefaultClock;
 
 use crate::auth::{Authorizer, Denied, RouteAuth, Snapshot};
-use crate::batch::{KinesisBatcher, SubmitError};
+use crate::batch::{FirehoseBatcher, FirehoseSink, KinesisBatcher, KinesisSink, SubmitError};
 use crate::config::{Config, HeaderSource, Passthrough, RouteConfig};
 use crate::error::{ErrorKind, GatewayError};
-use crate::integrations::kinesis;
 use crate::integrations::{self, Clients, IntegrationError};
+use crate::integrations::{Action, firehose, kinesis};
 use crate::mapping::{self, MappingInput, Params, context};
 use crate::respond;
 use crate::route::RouteTable;
@@ -39,7 +39,7 @@ pub struct Gateway {
     pub clients: Clients,
     pub auth: Arc<Authorizer>,
     /// By route index: the batcher of routes that batch.
-    pub batchers: Vec<Option<KinesisBatcher>>,
+    pub batchers: Vec<Option<RouteBatcher>>,
     /// False once shutdown begins: `/readyz` fails so balancers stop sending traffic.
     pub ready: AtomicBool,
 }
@@ -295,24 +295,47 @@ async fn run(
     Ok(resp)
 }
 
+/// A route's batcher, by action.
+#[derive(Debug, Clone)]
+pub enum RouteBatcher {
+    Kinesis(KinesisBatcher),
+    Firehose(FirehoseBatcher),
+}
+
 /// Sends a request's records through its route's batcher and waits for their results.
 async fn batched(
-    batcher: &KinesisBatcher,
+    batcher: &RouteBatcher,
     route: &RouteConfig,
     rendered: &str,
 ) -> Result<Result<Json, IntegrationError>, GatewayError> {
-    let (_, entries) = match kinesis::parse_put_records(route.target.as_deref(), rendered) {
-        Ok(parsed) => parsed,
-        Err(e) => return Ok(Err(e)),
-    };
     let deadline = tokio::time::Instant::now() + route.timeout.mul_f64(0.8);
-    let submitted = tokio::time::timeout(route.timeout, batcher.submit(entries, deadline)).await;
+    let target = route.target.as_deref();
+    let submitted = match batcher {
+        RouteBatcher::Kinesis(b) => {
+            let (_, entries) = match kinesis::parse_put_records(target, rendered) {
+                Ok(parsed) => parsed,
+                Err(e) => return Ok(Err(e)),
+            };
+            tokio::time::timeout(route.timeout, b.submit(entries, deadline))
+                .await
+                .map(|r| r.map(|results| kinesis::records_response(&results)))
+        }
+        RouteBatcher::Firehose(b) => {
+            let (_, records) = match firehose::parse_put_record_batch(target, rendered) {
+                Ok(parsed) => parsed,
+                Err(e) => return Ok(Err(e)),
+            };
+            tokio::time::timeout(route.timeout, b.submit(records, deadline))
+                .await
+                .map(|r| r.map(|outcomes| firehose::batch_response(&outcomes)))
+        }
+    };
     Ok(match submitted {
         Err(_) => Err(IntegrationError::Timeout {
             action: route.action,
             timeout: route.timeout,
         }),
-        Ok(Ok(results)) => kinesis::records_response(&results),
+        Ok(Ok(response)) => response,
         Ok(Err(SubmitError::Upstream(e))) => Err(e),
         Ok(Err(e @ (SubmitError::QueueFull | SubmitError::Closed))) => {
             return Err(GatewayError::new(ErrorKind::Overloaded, e.to_string()));
@@ -321,13 +344,24 @@ async fn batched(
 }
 
 /// Starts a batcher for every route that batches (needs a tokio runtime).
-pub fn batchers(config: &Config, clients: &Clients) -> Vec<Option<KinesisBatcher>> {
+pub fn batchers(config: &Config, clients: &Clients) -> Vec<Option<RouteBatcher>> {
     config
         .routes
         .iter()
         .map(|r| {
             let policy = r.batch?;
             let target = r.target.clone()?;
+            if r.action == Action::FirehosePutRecordBatch {
+                let sink = FirehoseSink {
+                    client: clients.firehose.clone(),
+                    delivery_stream: target,
+                };
+                return Some(RouteBatcher::Firehose(FirehoseBatcher::spawn(
+                    sink,
+                    policy,
+                    r.name(),
+                )));
+            }
             let stream = if target.starts_with("arn:") {
                 kinesis::StreamRef {
                     name: None,
@@ -339,13 +373,13 @@ pub fn batchers(config: &Config, clients: &Clients) -> Vec<Option<KinesisBatcher
                     arn: None,
                 }
             };
-            Some(KinesisBatcher::spawn(
-                clients.kinesis.clone(),
-                stream,
+            let sink =
+                KinesisSink::new(clients.kinesis.clone(), stream, policy.aggregate, r.name());
+            Some(RouteBatcher::Kinesis(KinesisBatcher::spawn(
+                sink,
                 policy,
-                policy.queue,
                 r.name(),
-            ))
+            )))
         })
         .collect()
 }

@@ -95,20 +95,12 @@ async fn aggregated_records_deaggregate_to_exactly_the_sent_records() {
     let gw = Gateway::start(&project.config);
 
     // Concurrent requests, so batches mix requests; 8 users, records numbered per user.
-    let responses: Vec<(usize, support::Response)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..REQUESTS)
-            .map(|r| {
-                let gw = &gw;
-                scope.spawn(move || {
-                    let events: Vec<Json> = (0..PER_REQUEST)
-                        .map(|i| json!({"user": format!("user-{}", (r + i) % 8), "req": r, "i": i}))
-                        .collect();
-                    let body = json!({ "events": events }).to_string();
-                    (r, gw.post_json("/events", &body))
-                })
-            })
+    let responses: Vec<(usize, support::Response)> = support::concurrently(REQUESTS, |r| {
+        let events: Vec<Json> = (0..PER_REQUEST)
+            .map(|i| json!({"user": format!("user-{}", (r + i) % 8), "req": r, "i": i}))
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let body = json!({ "events": events }).to_string();
+        (r, gw.post_json("/events", &body))
     });
     if let Some((r, resp)) = responses.iter().find(|(_, resp)| resp.status != 200) {
         let (_, log) = gw.stop();

@@ -1,5 +1,6 @@
 //! Batching across requests: records from concurrent requests to one route are coalesced
-//! into few, full upstream calls.
+//! into few, full upstream calls: Kinesis `PutRecords` ([`KinesisSink`]) and Firehose
+//! `PutRecordBatch` ([`FirehoseSink`]).
 //!
 //! The policy (what fits, when a batch is full, backoff) lives in [`policy`], pure and
 //! unit-tested. This module is the plumbing: a task per batched route owns a bounded queue,
@@ -26,10 +27,12 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::integrations::IntegrationError;
+use crate::integrations::firehose;
 use crate::integrations::kinesis::{self, Entry, EntryResult, StreamRef};
 use crate::integrations::kpl::{self, ShardRange};
 use crate::telemetry;
 use policy::{Batch, BatchPolicy};
+use retry::Outcome;
 
 /// Requests waiting in a batcher's queue, at most (default).
 pub const QUEUE_CAPACITY: usize = 2048;
@@ -42,13 +45,32 @@ pub const SHARD_REFRESH: Duration = Duration::from_secs(60);
 /// The open shards of an aggregating batcher's stream, as last listed.
 type ShardMap = Arc<RwLock<Arc<Vec<ShardRange>>>>;
 
-type Reply = oneshot::Sender<Result<Vec<EntryResult>, IntegrationError>>;
+/// Where a batcher's flushes go: one upstream call for many requests' items, one result per
+/// item, in order.
+pub trait Sink: Send + Sync + 'static {
+    type Item: Clone + Send + Sync + 'static;
+    type Output: Send + 'static;
+    /// Bytes an item counts against the call's byte limit.
+    fn size(item: &Self::Item) -> usize;
+    /// Puts the items (retrying transient failures until `deadline`).
+    fn put(
+        &self,
+        items: Vec<Self::Item>,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Vec<Self::Output>, IntegrationError>> + Send;
+    /// Runs once before the first flush.
+    fn prepare(self: &Arc<Self>) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
 
-struct Submission {
-    entries: Vec<Entry>,
+type Reply<O> = oneshot::Sender<Result<Vec<O>, IntegrationError>>;
+
+struct Submission<I, O> {
+    entries: Vec<I>,
     deadline: Instant,
     submitted: Instant,
-    reply: Reply,
+    reply: Reply<O>,
 }
 
 /// Why a submission did not get results.
@@ -62,36 +84,51 @@ pub enum SubmitError {
     Upstream(#[from] IntegrationError),
 }
 
-/// A handle to a Kinesis `PutRecords` batcher for one stream.
-#[derive(Clone, Debug)]
-pub struct KinesisBatcher {
-    tx: mpsc::Sender<Submission>,
+/// A handle to one route's batcher.
+pub struct Batcher<S: Sink> {
+    tx: mpsc::Sender<Submission<S::Item, S::Output>>,
     route: Arc<str>,
 }
 
-impl KinesisBatcher {
+impl<S: Sink> Clone for Batcher<S> {
+    fn clone(&self) -> Self {
+        Batcher {
+            tx: self.tx.clone(),
+            route: self.route.clone(),
+        }
+    }
+}
+
+impl<S: Sink> std::fmt::Debug for Batcher<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("route", &self.route)
+            .finish()
+    }
+}
+
+/// A Kinesis `PutRecords` batcher.
+pub type KinesisBatcher = Batcher<KinesisSink>;
+/// A Firehose `PutRecordBatch` batcher.
+pub type FirehoseBatcher = Batcher<FirehoseSink>;
+
+impl<S: Sink> Batcher<S> {
     /// Starts the batcher task (on the current tokio runtime).
-    pub fn spawn(
-        client: aws_sdk_kinesis::Client,
-        stream: StreamRef,
-        policy: BatchPolicy,
-        queue: usize,
-        route: String,
-    ) -> KinesisBatcher {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        tokio::spawn(run(rx, client, stream, policy, route.clone()));
-        KinesisBatcher {
+    pub fn spawn(sink: S, policy: BatchPolicy, route: String) -> Batcher<S> {
+        let (tx, rx) = mpsc::channel(policy.queue.max(1));
+        tokio::spawn(run(rx, Arc::new(sink), policy, route.clone()));
+        Batcher {
             tx,
             route: Arc::from(route),
         }
     }
 
-    /// Submits a request's records and waits for their results.
+    /// Submits a request's items and waits for their results.
     pub async fn submit(
         &self,
-        entries: Vec<Entry>,
+        entries: Vec<S::Item>,
         deadline: Instant,
-    ) -> Result<Vec<EntryResult>, SubmitError> {
+    ) -> Result<Vec<S::Output>, SubmitError> {
         let (reply, wait) = oneshot::channel();
         self.tx
             .try_send(Submission {
@@ -109,9 +146,31 @@ impl KinesisBatcher {
     }
 }
 
-/// Where a batcher's flushes go.
-#[derive(Clone)]
-struct Upstream {
+/// Firehose `PutRecordBatch` to one delivery stream.
+pub struct FirehoseSink {
+    pub client: aws_sdk_firehose::Client,
+    pub delivery_stream: String,
+}
+
+impl Sink for FirehoseSink {
+    type Item = Vec<u8>;
+    type Output = Outcome<String>;
+
+    fn size(item: &Vec<u8>) -> usize {
+        item.len()
+    }
+
+    async fn put(
+        &self,
+        items: Vec<Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<Vec<Outcome<String>>, IntegrationError> {
+        firehose::put_entries(&self.client, &self.delivery_stream, &items, deadline).await
+    }
+}
+
+/// Kinesis `PutRecords` to one stream, KPL-aggregated when `shards` is set.
+pub struct KinesisSink {
     client: aws_sdk_kinesis::Client,
     stream: StreamRef,
     /// Set when aggregating.
@@ -119,18 +178,41 @@ struct Upstream {
     route: String,
 }
 
-impl Upstream {
+impl KinesisSink {
+    pub fn new(
+        client: aws_sdk_kinesis::Client,
+        stream: StreamRef,
+        aggregate: bool,
+        route: String,
+    ) -> KinesisSink {
+        KinesisSink {
+            client,
+            stream,
+            shards: aggregate.then(ShardMap::default),
+            route,
+        }
+    }
+}
+
+impl Sink for KinesisSink {
+    type Item = Entry;
+    type Output = EntryResult;
+
+    fn size(item: &Entry) -> usize {
+        item.size()
+    }
+
     /// Puts the batch's records, aggregated when configured; one result per user record.
     async fn put(
         &self,
-        entries: &[Entry],
+        entries: Vec<Entry>,
         deadline: Instant,
     ) -> Result<Vec<EntryResult>, IntegrationError> {
         let Some(shards) = &self.shards else {
-            return kinesis::put_entries(&self.client, &self.stream, entries, deadline).await;
+            return kinesis::put_entries(&self.client, &self.stream, &entries, deadline).await;
         };
         let map = shards.read().map(|m| Arc::clone(&m)).unwrap_or_default();
-        let aggregates = kpl::aggregate(entries, &map, kpl::DEFAULT_MAX_BYTES);
+        let aggregates = kpl::aggregate(&entries, &map, kpl::DEFAULT_MAX_BYTES);
         let packed: Vec<Entry> = aggregates.iter().map(|(e, _)| e.clone()).collect();
         let mut results = Vec::with_capacity(packed.len());
         // The batch limits keep this to one call; chunk in case a stream has many shards.
@@ -148,6 +230,13 @@ impl Upstream {
                 })
             })
             .collect())
+    }
+
+    /// Lists the shards before the first flush, then keeps the map fresh.
+    async fn prepare(self: &Arc<Self>) {
+        let Some(map) = &self.shards else { return };
+        refresh_shards(&self.client, &self.stream, map, &self.route).await;
+        tokio::spawn(keep_shards_fresh(Arc::downgrade(self)));
     }
 }
 
@@ -189,47 +278,25 @@ async fn refresh_shards(
 }
 
 /// Refreshes the shard map until the batcher stops.
-async fn keep_shards_fresh(
-    client: aws_sdk_kinesis::Client,
-    stream: StreamRef,
-    map: std::sync::Weak<RwLock<Arc<Vec<ShardRange>>>>,
-    route: String,
-) {
+async fn keep_shards_fresh(sink: std::sync::Weak<KinesisSink>) {
     loop {
         tokio::time::sleep(SHARD_REFRESH).await;
-        let Some(map) = map.upgrade() else { return };
-        refresh_shards(&client, &stream, &map, &route).await;
+        let Some(sink) = sink.upgrade() else { return };
+        if let Some(map) = &sink.shards {
+            refresh_shards(&sink.client, &sink.stream, map, &sink.route).await;
+        }
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Submission>,
-    client: aws_sdk_kinesis::Client,
-    stream: StreamRef,
+async fn run<S: Sink>(
+    mut rx: mpsc::Receiver<Submission<S::Item, S::Output>>,
+    sink: Arc<S>,
     policy: BatchPolicy,
     route: String,
 ) {
+    sink.prepare().await;
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let shards: Option<ShardMap> = if policy.aggregate {
-        let map = ShardMap::default();
-        refresh_shards(&client, &stream, &map, &route).await;
-        tokio::spawn(keep_shards_fresh(
-            client.clone(),
-            stream.clone(),
-            Arc::downgrade(&map),
-            route.clone(),
-        ));
-        Some(map)
-    } else {
-        None
-    };
-    let up = Upstream {
-        client,
-        stream,
-        shards,
-        route,
-    };
-    let mut batch: Batch<Submission> = Batch::default();
+    let mut batch: Batch<Submission<S::Item, S::Output>> = Batch::default();
     let mut opened: Option<Instant> = None;
     loop {
         let linger = async {
@@ -241,9 +308,9 @@ async fn run(
         tokio::select! {
             received = rx.recv() => {
                 let Some(sub) = received else { break };
-                let (records, bytes) = (sub.entries.len(), sub.entries.iter().map(Entry::size).sum());
+                let (records, bytes) = (sub.entries.len(), sub.entries.iter().map(S::size).sum());
                 if !batch.fits(&policy, records, bytes) {
-                    flush(&mut batch, &in_flight, &up).await;
+                    flush(&mut batch, &in_flight, &sink, &route).await;
                     opened = None;
                 }
                 if batch.is_empty() {
@@ -251,21 +318,26 @@ async fn run(
                 }
                 batch.push(sub, records, bytes);
                 if batch.is_full(&policy) {
-                    flush(&mut batch, &in_flight, &up).await;
+                    flush(&mut batch, &in_flight, &sink, &route).await;
                     opened = None;
                 }
             }
             () = linger => {
-                flush(&mut batch, &in_flight, &up).await;
+                flush(&mut batch, &in_flight, &sink, &route).await;
                 opened = None;
             }
         }
     }
-    flush(&mut batch, &in_flight, &up).await;
+    flush(&mut batch, &in_flight, &sink, &route).await;
 }
 
 /// Sends the open batch as one call, in its own task once a slot is free.
-async fn flush(batch: &mut Batch<Submission>, in_flight: &Arc<Semaphore>, up: &Upstream) {
+async fn flush<S: Sink>(
+    batch: &mut Batch<Submission<S::Item, S::Output>>,
+    in_flight: &Arc<Semaphore>,
+    sink: &Arc<S>,
+    route: &str,
+) {
     if batch.is_empty() {
         return;
     }
@@ -277,8 +349,8 @@ async fn flush(batch: &mut Batch<Submission>, in_flight: &Arc<Semaphore>, up: &U
     let Ok(permit) = in_flight.clone().acquire_owned().await else {
         return;
     };
-    telemetry::batch_flushed(&up.route, subs.len(), records, waited);
-    let up = up.clone();
+    telemetry::batch_flushed(route, subs.len(), records, waited);
+    let sink = sink.clone();
     tokio::spawn(async move {
         let deadline = subs
             .iter()
@@ -286,17 +358,17 @@ async fn flush(batch: &mut Batch<Submission>, in_flight: &Arc<Semaphore>, up: &U
             .min()
             .unwrap_or_else(Instant::now);
         let counts: Vec<usize> = subs.iter().map(|s| s.entries.len()).collect();
-        let entries: Vec<Entry> = subs
+        let entries: Vec<S::Item> = subs
             .iter()
             .flat_map(|s| s.entries.iter().cloned())
             .collect();
-        let result = up.put(&entries, deadline).await;
+        let result = sink.put(entries, deadline).await;
         drop(permit);
         match result {
             Ok(results) => {
                 let mut results = results.into_iter();
                 for (sub, n) in subs.into_iter().zip(counts) {
-                    let mine: Vec<EntryResult> = results.by_ref().take(n).collect();
+                    let mine: Vec<S::Output> = results.by_ref().take(n).collect();
                     let _ = sub.reply.send(Ok(mine));
                 }
             }

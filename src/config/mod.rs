@@ -571,7 +571,10 @@ impl Validator<'_> {
         action: Action,
         has_target: bool,
     ) -> Option<BatchPolicy> {
-        let supported = action == Action::KinesisPutRecords && has_target;
+        let supported = matches!(
+            action,
+            Action::KinesisPutRecords | Action::FirehosePutRecordBatch
+        ) && has_target;
         let settings = match &route.get_ref().batch {
             Some(raw::RawBatch::Enabled(false)) => return None,
             None if !supported => return None,
@@ -587,7 +590,7 @@ impl Validator<'_> {
         if !supported {
             self.error(
                 Some(route.span()),
-                "batch: batching works for kinesis:PutRecords routes with a target",
+                "batch: batching works for kinesis:PutRecords and firehose:PutRecordBatch routes with a target",
             );
             return None;
         }
@@ -604,8 +607,19 @@ impl Validator<'_> {
                 }
             },
         };
+        if settings.aggregate && action != Action::KinesisPutRecords {
+            self.error(
+                Some(route.span()),
+                "batch.aggregate: KPL aggregation works for kinesis:PutRecords routes",
+            );
+        }
         // Aggregated, the limits count user records: many fit in one upstream record.
-        let (record_limit, byte_limit) = if settings.aggregate {
+        let (record_limit, byte_limit) = if action == Action::FirehosePutRecordBatch {
+            (
+                crate::integrations::firehose::MAX_RECORDS,
+                crate::integrations::firehose::MAX_BATCH_BYTES,
+            )
+        } else if settings.aggregate {
             (AGGREGATED_MAX_RECORDS, AGGREGATED_MAX_BYTES)
         } else {
             (

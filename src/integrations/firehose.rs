@@ -52,15 +52,17 @@ pub async fn put_record(
     Ok(json!({"RecordId": out.record_id(), "Encrypted": out.encrypted().unwrap_or(false)}))
 }
 
-pub async fn put_record_batch(
-    client: &Client,
+/// Bytes of record data per `PutRecordBatch` call (service limit).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// The delivery stream and record data of a rendered `PutRecordBatch` request.
+pub fn parse_put_record_batch(
     target: Option<&str>,
     rendered: &str,
-    deadline: tokio::time::Instant,
-) -> Result<Json, IntegrationError> {
+) -> Result<(String, Vec<Vec<u8>>), IntegrationError> {
     let action = Action::FirehosePutRecordBatch;
     let m = json_object(action, rendered)?;
-    let name = delivery_stream(action, &m, target)?;
+    let name = delivery_stream(action, &m, target)?.to_string();
     let Some(Json::Array(records)) = m.get("Records") else {
         return Err(invalid(action, "Records must be an array"));
     };
@@ -76,17 +78,44 @@ pub async fn put_record_batch(
     let records = records
         .iter()
         .enumerate()
-        .map(|(i, r)| record(action, r, &format!("Records[{i}]")))
+        .map(|(i, r)| {
+            let at = format!("Records[{i}]");
+            let Json::Object(r) = r else {
+                return Err(invalid(action, format!("{at} must be an object")));
+            };
+            data(action, r, "Data")
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    let outcomes = retry::with_retries(
+    Ok((name, records))
+}
+
+/// Puts records with `PutRecordBatch`, retrying only the ones that failed transiently; one
+/// outcome (a record id, or the failure) per record.
+pub async fn put_entries(
+    client: &Client,
+    name: &str,
+    records: &[Vec<u8>],
+    deadline: tokio::time::Instant,
+) -> Result<Vec<Outcome<String>>, IntegrationError> {
+    let action = Action::FirehosePutRecordBatch;
+    retry::with_retries(
         action,
-        &records,
+        records,
         deadline,
-        |batch: Vec<Record>| async move {
+        |batch: Vec<Vec<u8>>| async move {
+            let mut records = Vec::with_capacity(batch.len());
+            for d in batch {
+                records.push(
+                    Record::builder()
+                        .data(Blob::new(d))
+                        .build()
+                        .map_err(|e| invalid(action, e.to_string()))?,
+                );
+            }
             let out = client
                 .put_record_batch()
                 .delivery_stream_name(name)
-                .set_records(Some(batch))
+                .set_records(Some(records))
                 .send()
                 .await
                 .map_err(|e| classify(action, e))?;
@@ -104,7 +133,12 @@ pub async fn put_record_batch(
                 .collect())
         },
     )
-    .await?;
+    .await
+}
+
+/// The `PutRecordBatch` response for a client's records; a 5xx-worthy error when any was
+/// not accepted.
+pub fn batch_response(outcomes: &[Outcome<String>]) -> Result<Json, IntegrationError> {
     let responses: Vec<Json> = outcomes
         .iter()
         .map(|o| match o {
@@ -114,7 +148,18 @@ pub async fn put_record_batch(
             }
         })
         .collect();
-    let (failed, _, _) = retry::summary(&outcomes);
+    let (failed, _, _) = retry::summary(outcomes);
     let body = json!({"FailedPutCount": failed, "Encrypted": false, "RequestResponses": responses});
-    retry::accepted_or_rejected(action, &outcomes, body)
+    retry::accepted_or_rejected(Action::FirehosePutRecordBatch, outcomes, body)
+}
+
+pub async fn put_record_batch(
+    client: &Client,
+    target: Option<&str>,
+    rendered: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Json, IntegrationError> {
+    let (name, records) = parse_put_record_batch(target, rendered)?;
+    let outcomes = put_entries(client, &name, &records, deadline).await?;
+    batch_response(&outcomes)
 }

@@ -436,6 +436,24 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
     }
 }
 
+/// Runs `f(0..n)` on `n` threads at once; the results in order.
+pub fn concurrently<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = (0..n).map(|i| scope.spawn(move || f(i))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// An S3 client for the emulator (path-style addressing).
+pub fn s3(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
 /// A gateway in this process (no listener) for `config` (templates in `files`), whose AWS
 /// endpoint is `endpoint`; serve it with `server::app(..).oneshot(..)`.
 pub async fn in_process(
