@@ -20,11 +20,13 @@ use serde_json::Value as Json;
 use governor::clock::DefaultClock;
 
 use crate::auth::{Authorizer, Denied, RouteAuth, Snapshot};
-use crate::batch::{FirehoseBatcher, FirehoseSink, KinesisBatcher, KinesisSink, SubmitError};
+use crate::batch::{
+    FirehoseBatcher, FirehoseSink, KinesisBatcher, KinesisSink, SqsBatcher, SqsSink, SubmitError,
+};
 use crate::config::{Config, HeaderSource, Passthrough, RouteConfig};
 use crate::error::{ErrorKind, GatewayError};
 use crate::integrations::{self, Clients, IntegrationError};
-use crate::integrations::{Action, firehose, kinesis};
+use crate::integrations::{Action, firehose, kinesis, sqs};
 use crate::mapping::{self, MappingInput, Params, context};
 use crate::respond;
 use crate::route::RouteTable;
@@ -300,6 +302,7 @@ async fn run(
 pub enum RouteBatcher {
     Kinesis(KinesisBatcher),
     Firehose(FirehoseBatcher),
+    Sqs(SqsBatcher),
 }
 
 /// Sends a request's records through its route's batcher and waits for their results.
@@ -329,6 +332,15 @@ async fn batched(
                 .await
                 .map(|r| r.map(|outcomes| firehose::batch_response(&outcomes)))
         }
+        RouteBatcher::Sqs(b) => {
+            let (form, _, entries) = match sqs::parse_send_message_batch(target, rendered) {
+                Ok(parsed) => parsed,
+                Err(e) => return Ok(Err(e)),
+            };
+            tokio::time::timeout(route.timeout, b.submit(entries.clone(), deadline))
+                .await
+                .map(|r| r.map(|outcomes| sqs::batch_response(form, &entries, &outcomes)))
+        }
     };
     Ok(match submitted {
         Err(_) => Err(IntegrationError::Timeout {
@@ -351,6 +363,13 @@ pub fn batchers(config: &Config, clients: &Clients) -> Vec<Option<RouteBatcher>>
         .map(|r| {
             let policy = r.batch?;
             let target = r.target.clone()?;
+            if r.action == Action::SqsSendMessageBatch {
+                let sink = SqsSink {
+                    sqs: clients.sqs.clone(),
+                    queue: target,
+                };
+                return Some(RouteBatcher::Sqs(SqsBatcher::spawn(sink, policy, r.name())));
+            }
             if r.action == Action::FirehosePutRecordBatch {
                 let sink = FirehoseSink {
                     client: clients.firehose.clone(),

@@ -177,7 +177,7 @@ fn batch_limits_depend_on_aggregation() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        err.contains("batching works for kinesis:PutRecords and firehose:PutRecordBatch routes"),
+        err.contains("batching works for kinesis:PutRecords, firehose:PutRecordBatch and sqs:SendMessageBatch routes"),
         "{err}"
     );
 }

@@ -127,15 +127,7 @@ async fn sqs_messages_arrive_with_body_and_attributes() {
         .to_string();
 
     let sqs = aws_sdk_sqs::Client::new(&support::aws(&endpoint).await);
-    let url = sqs
-        .get_queue_url()
-        .queue_name(project.name("partner-messages"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let url = support::queue_url(&sqs, &project.name("partner-messages")).await;
     let msg = support::eventually(10, || async {
         let out = sqs
             .receive_message()

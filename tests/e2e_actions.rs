@@ -229,15 +229,7 @@ async fn every_action_reaches_its_service() {
 
     // SQS SendMessageBatch, JSON and form encodings.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let queue = sqs
-        .get_queue_url()
-        .queue_name(project.name("actions-queue"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let queue = support::queue_url(&sqs, &project.name("actions-queue")).await;
     let r = gw.post_json(
         "/sqs/batch",
         &json!({"messages": ["one \"1\"", "two's"]}).to_string(),

@@ -27,9 +27,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::integrations::IntegrationError;
-use crate::integrations::firehose;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+
 use crate::integrations::kinesis::{self, Entry, EntryResult, StreamRef};
 use crate::integrations::kpl::{self, ShardRange};
+use crate::integrations::{firehose, sqs};
 use crate::telemetry;
 use policy::{Batch, BatchPolicy};
 use retry::Outcome;
@@ -143,6 +145,32 @@ impl<S: Sink> Batcher<S> {
             })?;
         telemetry::batch_queue_depth(&self.route, self.tx.max_capacity() - self.tx.capacity());
         Ok(wait.await.map_err(|_| SubmitError::Closed)??)
+    }
+}
+
+/// An SQS `SendMessageBatch` batcher.
+pub type SqsBatcher = Batcher<SqsSink>;
+
+/// SQS `SendMessageBatch` to one queue.
+pub struct SqsSink {
+    pub sqs: sqs::Sqs,
+    pub queue: String,
+}
+
+impl Sink for SqsSink {
+    type Item = SendMessageBatchRequestEntry;
+    type Output = Outcome<serde_json::Value>;
+
+    fn size(item: &SendMessageBatchRequestEntry) -> usize {
+        item.message_body().len()
+    }
+
+    async fn put(
+        &self,
+        items: Vec<SendMessageBatchRequestEntry>,
+        deadline: Instant,
+    ) -> Result<Vec<Outcome<serde_json::Value>>, IntegrationError> {
+        sqs::put_entries(&self.sqs, &self.queue, &items, deadline).await
     }
 }
 

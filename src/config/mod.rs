@@ -573,11 +573,20 @@ impl Validator<'_> {
     ) -> Option<BatchPolicy> {
         let supported = matches!(
             action,
-            Action::KinesisPutRecords | Action::FirehosePutRecordBatch
+            Action::KinesisPutRecords
+                | Action::FirehosePutRecordBatch
+                | Action::SqsSendMessageBatch
         ) && has_target;
+        // FIFO queues keep order per message group across requests only unbatched: on when
+        // asked for.
+        let fifo = route
+            .get_ref()
+            .target
+            .as_ref()
+            .is_some_and(|t| t.get_ref().ends_with(".fifo"));
         let settings = match &route.get_ref().batch {
             Some(raw::RawBatch::Enabled(false)) => return None,
-            None if !supported => return None,
+            None if !supported || fifo => return None,
             None | Some(raw::RawBatch::Enabled(true)) => raw::RawBatchSettings {
                 linger: None,
                 max_records: None,
@@ -590,7 +599,7 @@ impl Validator<'_> {
         if !supported {
             self.error(
                 Some(route.span()),
-                "batch: batching works for kinesis:PutRecords and firehose:PutRecordBatch routes with a target",
+                "batch: batching works for kinesis:PutRecords, firehose:PutRecordBatch and sqs:SendMessageBatch routes with a target",
             );
             return None;
         }
@@ -614,7 +623,12 @@ impl Validator<'_> {
             );
         }
         // Aggregated, the limits count user records: many fit in one upstream record.
-        let (record_limit, byte_limit) = if action == Action::FirehosePutRecordBatch {
+        let (record_limit, byte_limit) = if action == Action::SqsSendMessageBatch {
+            (
+                crate::integrations::sqs::MAX_BATCH,
+                crate::integrations::sqs::MAX_BATCH_BYTES,
+            )
+        } else if action == Action::FirehosePutRecordBatch {
             (
                 crate::integrations::firehose::MAX_RECORDS,
                 crate::integrations::firehose::MAX_BATCH_BYTES,

@@ -103,8 +103,9 @@ pub struct RawRoute {
     /// Send `X-RateLimit-Limit`, `-Remaining` and `-Reset` for the key's quota.
     #[serde(default)]
     pub rate_limit_headers: bool,
-    /// Batching across requests (`kinesis:PutRecords` and `firehose:PutRecordBatch` routes
-    /// with a `target`; on by default for them): `false`, or `{ linger = "5ms", max_records = 500, max_bytes = 5242880 }`.
+    /// Batching across requests (`kinesis:PutRecords`, `firehose:PutRecordBatch` and
+    /// `sqs:SendMessageBatch` routes with a `target`; on by default for them, except FIFO
+    /// queues): `false`, or `{ linger = "5ms", max_records = 500, max_bytes = 5242880 }`.
     pub batch: Option<RawBatch>,
 }
 

@@ -265,15 +265,25 @@ pub async fn send_message(
     })
 }
 
-pub async fn send_message_batch(
-    sqs: &Sqs,
+/// Bytes of message bodies per `SendMessageBatch` call that batching across requests fills
+/// to (the service's limit for a whole batch is at least this).
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// A rendered `SendMessageBatch` request: whether it was a form, the queue (target or
+/// `QueueUrl`), and its entries with the client's ids.
+pub fn parse_send_message_batch(
     target: Option<&str>,
     rendered: &str,
-    deadline: tokio::time::Instant,
-) -> Result<Json, IntegrationError> {
+) -> Result<(bool, String, Vec<SendMessageBatchRequestEntry>), IntegrationError> {
     let action = Action::SqsSendMessageBatch;
     let (form, m) = parse(action, rendered)?;
-    let url = queue_url(sqs, action, target, &m).await?;
+    let queue = resolve_target(
+        action,
+        target,
+        opt_string(action, &m, "QueueUrl")?,
+        "QueueUrl",
+    )?
+    .to_string();
     let Some(Json::Array(items)) = m.get("Entries") else {
         return Err(invalid(action, "Entries must be an array"));
     };
@@ -286,12 +296,30 @@ pub async fn send_message_batch(
             ),
         ));
     }
-    let mut entries = Vec::with_capacity(items.len());
+    let mut entries: Vec<SendMessageBatchRequestEntry> = Vec::with_capacity(items.len());
     for (i, e) in items.iter().enumerate() {
         let Json::Object(e) = e else {
             return Err(invalid(action, format!("Entries[{i}] must be an object")));
         };
         let id = opt_string(action, e, "Id")?.map_or_else(|| i.to_string(), str::to_string);
+        // The service's rules for ids, checked here: calls renumber entries.
+        if id.is_empty()
+            || id.len() > 80
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                action,
+                format!("Entries[{i}].Id must be 1 to 80 letters, digits, '-' or '_'"),
+            ));
+        }
+        if entries.iter().any(|e| e.id() == id) {
+            return Err(invalid(
+                action,
+                format!("Entries[{i}].Id {id:?} is not distinct"),
+            ));
+        }
         let entry = SendMessageBatchRequestEntry::builder()
             .id(id)
             .message_body(string(action, e, "MessageBody")?)
@@ -305,25 +333,53 @@ pub async fn send_message_batch(
             .map_err(|err| invalid(action, format!("Entries[{i}]: {err}")))?;
         entries.push(entry);
     }
+    Ok((form, queue, entries))
+}
+
+/// Sends entries with `SendMessageBatch`, retrying only the ones that failed transiently.
+/// Each call numbers its entries afresh (entries from several requests may share an id);
+/// each outcome carries the entry's own id back.
+pub async fn put_entries(
+    sqs: &Sqs,
+    queue: &str,
+    entries: &[SendMessageBatchRequestEntry],
+    deadline: tokio::time::Instant,
+) -> Result<Vec<Outcome<Json>>, IntegrationError> {
+    let action = Action::SqsSendMessageBatch;
+    let url = sqs.url(action, queue).await?;
     let client = &sqs.client;
     let url = url.as_str();
-    let outcomes = retry::with_retries(action, &entries, deadline, |batch: Vec<SendMessageBatchRequestEntry>| async move {
+    retry::with_retries(action, entries, deadline, |batch: Vec<SendMessageBatchRequestEntry>| async move {
         let ids: Vec<String> = batch.iter().map(|e| e.id().to_string()).collect();
+        let numbered: Vec<SendMessageBatchRequestEntry> = batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut e)| {
+                e.id = format!("e{i}");
+                e
+            })
+            .collect();
         let out = client
             .send_message_batch()
             .queue_url(url)
-            .set_entries(Some(batch))
+            .set_entries(Some(numbered))
             .send()
             .await
             .map_err(|e| classify(action, e))?;
         // Results come back as two lists keyed by id; put them back in request order.
         Ok(ids
             .iter()
-            .map(|id| {
-                if let Some(s) = out.successful().iter().find(|s| s.id() == id) {
-                    return Outcome::Ok(json!({"Id": s.id(), "MessageId": s.message_id(), "MD5OfMessageBody": s.md5_of_message_body()}));
+            .enumerate()
+            .map(|(i, id)| {
+                let ours = format!("e{i}");
+                if let Some(s) = out.successful().iter().find(|s| s.id() == ours) {
+                    let mut ok = json!({"Id": id, "MessageId": s.message_id(), "MD5OfMessageBody": s.md5_of_message_body()});
+                    if let Some(seq) = s.sequence_number() {
+                        ok["SequenceNumber"] = json!(seq);
+                    }
+                    return Outcome::Ok(ok);
                 }
-                match out.failed().iter().find(|f| f.id() == id) {
+                match out.failed().iter().find(|f| f.id() == ours) {
                     Some(f) => Outcome::Failed {
                         code: f.code().to_string(),
                         message: f.message().unwrap_or_default().to_string(),
@@ -338,7 +394,16 @@ pub async fn send_message_batch(
             })
             .collect())
     })
-    .await?;
+    .await
+}
+
+/// The `SendMessageBatch` response for a client's entries (legacy shape for a form
+/// request); a 5xx-worthy error when any was not accepted.
+pub fn batch_response(
+    form: bool,
+    entries: &[SendMessageBatchRequestEntry],
+    outcomes: &[Outcome<Json>],
+) -> Result<Json, IntegrationError> {
     let successful: Vec<Json> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -348,7 +413,7 @@ pub async fn send_message_batch(
         .collect();
     let failed_list: Vec<Json> = entries
         .iter()
-        .zip(&outcomes)
+        .zip(outcomes)
         .filter_map(|(e, o)| match o {
             Outcome::Failed {
                 code,
@@ -370,7 +435,18 @@ pub async fn send_message_batch(
     } else {
         result
     };
-    retry::accepted_or_rejected(action, &outcomes, body)
+    retry::accepted_or_rejected(Action::SqsSendMessageBatch, outcomes, body)
+}
+
+pub async fn send_message_batch(
+    sqs: &Sqs,
+    target: Option<&str>,
+    rendered: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Json, IntegrationError> {
+    let (form, queue, entries) = parse_send_message_batch(target, rendered)?;
+    let outcomes = put_entries(sqs, &queue, &entries, deadline).await?;
+    batch_response(form, &entries, &outcomes)
 }
 
 #[cfg(test)]
