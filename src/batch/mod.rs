@@ -385,24 +385,26 @@ async fn flush<S: Sink>(
             .map(|s| s.deadline)
             .min()
             .unwrap_or_else(Instant::now);
-        let counts: Vec<usize> = subs.iter().map(|s| s.entries.len()).collect();
-        let entries: Vec<S::Item> = subs
-            .iter()
-            .flat_map(|s| s.entries.iter().cloned())
-            .collect();
+        // The records move into the call; each request keeps its count and reply.
+        let mut entries: Vec<S::Item> = Vec::with_capacity(records);
+        let mut waiting = Vec::with_capacity(subs.len());
+        for sub in subs {
+            waiting.push((sub.entries.len(), sub.reply));
+            entries.extend(sub.entries);
+        }
         let result = sink.put(entries, deadline).await;
         drop(permit);
         match result {
             Ok(results) => {
                 let mut results = results.into_iter();
-                for (sub, n) in subs.into_iter().zip(counts) {
+                for (n, reply) in waiting {
                     let mine: Vec<S::Output> = results.by_ref().take(n).collect();
-                    let _ = sub.reply.send(Ok(mine));
+                    let _ = reply.send(Ok(mine));
                 }
             }
             Err(e) => {
-                for sub in subs {
-                    let _ = sub.reply.send(Err(copy_error(&e)));
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(copy_error(&e)));
                 }
             }
         }
