@@ -24,6 +24,8 @@
 //!
 //! Pure: the shard map is passed in.
 
+use std::collections::HashMap;
+
 use md5::{Digest, Md5};
 
 use super::kinesis::Entry;
@@ -80,15 +82,77 @@ fn record_len(pk_index: u64, data: &[u8]) -> usize {
     1 + varint_len(pk_index) + 1 + varint_len(data.len() as u64) + data.len()
 }
 
+/// Bytes of a partition-key table entry in the protobuf.
+fn key_field_len(key: &str) -> usize {
+    1 + varint_len(key.len() as u64) + key.len()
+}
+
+/// Bytes of a record entry in the protobuf.
+fn record_field_len(pk_index: u64, data: &[u8]) -> usize {
+    let rec = record_len(pk_index, data);
+    1 + varint_len(rec as u64) + rec
+}
+
 /// One aggregate being filled.
-struct Open {
-    keys: Vec<String>,
+#[derive(Default)]
+struct Open<'a> {
+    keys: Vec<&'a str>,
+    index: HashMap<&'a str, u64>,
+    /// (partition key index, user record index)
     records: Vec<(u64, usize)>,
+    /// Bytes of the protobuf so far.
     size: usize,
+}
+
+impl<'a> Open<'a> {
+    /// The key's index, and the protobuf bytes a record with it would add.
+    fn cost(&self, key: &str, data: &[u8]) -> (Option<u64>, usize) {
+        match self.index.get(key) {
+            Some(&i) => (Some(i), record_field_len(i, data)),
+            None => {
+                let i = self.keys.len() as u64;
+                (None, key_field_len(key) + record_field_len(i, data))
+            }
+        }
+    }
+
+    fn push(&mut self, key: &'a str, data: &[u8], record: usize) {
+        let index = match self.index.get(key) {
+            Some(&i) => i,
+            None => {
+                let i = self.keys.len() as u64;
+                self.keys.push(key);
+                self.index.insert(key, i);
+                self.size += key_field_len(key);
+                i
+            }
+        };
+        self.size += record_field_len(index, data);
+        self.records.push((index, record));
+    }
+}
+
+/// The start of the shard a hash key falls in, if the map has one. `shards` sorted by start
+/// is searched in O(log n).
+fn shard_of(shards: &[ShardRange], hash: u128) -> Option<u128> {
+    if shards.is_sorted_by_key(|s| s.start) {
+        let after = shards.partition_point(|s| s.start <= hash);
+        after
+            .checked_sub(1)
+            .map(|i| &shards[i])
+            .filter(|s| hash <= s.end)
+            .map(|s| s.start)
+    } else {
+        shards
+            .iter()
+            .find(|s| (s.start..=s.end).contains(&hash))
+            .map(|s| s.start)
+    }
 }
 
 /// Packs `entries` (in order within each shard) into aggregated entries of at most
 /// `max_bytes`. Returns each aggregate with the indexes of the user records it holds.
+/// Linear in the records (hash lookups for keys and shards).
 pub fn aggregate(
     entries: &[Entry],
     shards: &[ShardRange],
@@ -96,71 +160,44 @@ pub fn aggregate(
 ) -> Vec<(Entry, Vec<usize>)> {
     // Group by shard, keeping order.
     let mut groups: Vec<(Option<u128>, Vec<usize>)> = Vec::new();
+    let mut group_of: HashMap<Option<u128>, usize> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
-        let shard_start = shards
-            .iter()
-            .find(|s| (s.start..=s.end).contains(&hash_key(e)))
-            .map(|s| s.start);
-        match groups.iter_mut().find(|(s, _)| *s == shard_start) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((shard_start, vec![i])),
-        }
+        let shard = shard_of(shards, hash_key(e));
+        let g = *group_of.entry(shard).or_insert_with(|| {
+            groups.push((shard, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
     }
     let mut out = Vec::new();
     for (shard_start, members) in groups {
-        let mut open: Option<Open> = None;
+        let mut open = Open::default();
         let mut held: Vec<usize> = Vec::new();
         for i in members {
             let e = &entries[i];
-            let (index, new_key) = match &open {
-                Some(o) => match o.keys.iter().position(|k| *k == e.partition_key) {
-                    Some(p) => (p as u64, 0),
-                    None => (
-                        o.keys.len() as u64,
-                        2 + varint_len(e.partition_key.len() as u64) + e.partition_key.len(),
-                    ),
-                },
-                None => (
-                    0,
-                    2 + varint_len(e.partition_key.len() as u64) + e.partition_key.len(),
-                ),
-            };
-            let rec = record_len(index, &e.data);
-            let added = new_key + 1 + varint_len(rec as u64) + rec;
-            let overhead = MAGIC.len() + 16 + e.partition_key.len();
-            if let Some(o) = &open
-                && o.size + added + overhead > max_bytes
-            {
-                let o = open.take().expect("checked above");
-                out.push((finish(entries, o, shard_start), std::mem::take(&mut held)));
+            let (_, added) = open.cost(&e.partition_key, &e.data);
+            // Magic, MD5 and the aggregate's own partition key (its first key).
+            let first = open.keys.first().map_or(e.partition_key.as_str(), |k| k);
+            let framing = MAGIC.len() + 16 + first.len();
+            if !open.records.is_empty() && open.size + added + framing > max_bytes {
+                let full = std::mem::take(&mut open);
+                out.push((
+                    finish(entries, &full, shard_start),
+                    std::mem::take(&mut held),
+                ));
             }
-            let o = open.get_or_insert_with(|| Open {
-                keys: Vec::new(),
-                records: Vec::new(),
-                size: 0,
-            });
-            let index = match o.keys.iter().position(|k| *k == e.partition_key) {
-                Some(p) => p as u64,
-                None => {
-                    o.keys.push(e.partition_key.clone());
-                    o.size += 2 + varint_len(e.partition_key.len() as u64) + e.partition_key.len();
-                    (o.keys.len() - 1) as u64
-                }
-            };
-            let rec = record_len(index, &e.data);
-            o.size += 1 + varint_len(rec as u64) + rec;
-            o.records.push((index, i));
+            open.push(&e.partition_key, &e.data, i);
             held.push(i);
         }
-        if let Some(o) = open {
-            out.push((finish(entries, o, shard_start), held));
+        if !open.records.is_empty() {
+            out.push((finish(entries, &open, shard_start), held));
         }
     }
     out
 }
 
 /// Encodes an aggregate.
-fn finish(entries: &[Entry], o: Open, shard_start: Option<u128>) -> Entry {
+fn finish(entries: &[Entry], o: &Open<'_>, shard_start: Option<u128>) -> Entry {
     let mut proto = Vec::with_capacity(o.size);
     for k in &o.keys {
         bytes_field(0x0A, k.as_bytes(), &mut proto);
@@ -179,7 +216,7 @@ fn finish(entries: &[Entry], o: Open, shard_start: Option<u128>) -> Entry {
     data.extend_from_slice(&Md5::digest(&proto));
     Entry {
         data,
-        partition_key: o.keys.into_iter().next().unwrap_or_default(),
+        partition_key: o.keys.first().map(|k| k.to_string()).unwrap_or_default(),
         explicit_hash_key: shard_start.map(|s| s.to_string()),
     }
 }
@@ -340,5 +377,28 @@ mod tests {
         // A result missing for an aggregate leaves its records without one.
         let short = super::spread(&aggs, &results[..1], entries.len());
         assert!(short.iter().any(Option::is_none));
+    }
+
+    #[test]
+    fn shard_lookup_finds_the_range_sorted_or_not() {
+        let r = |start, end| ShardRange { start, end };
+        let sorted = [r(0, 9), r(10, 19), r(20, u128::MAX)];
+        for (hash, start) in [
+            (0, 0),
+            (9, 0),
+            (10, 10),
+            (19, 10),
+            (20, 20),
+            (u128::MAX, 20),
+        ] {
+            assert_eq!(shard_of(&sorted, hash), Some(start));
+        }
+        let unsorted = [r(20, u128::MAX), r(0, 9), r(10, 19)];
+        assert_eq!(shard_of(&unsorted, 15), Some(10));
+        // A gap (a shard map listed mid-reshard) and an empty map.
+        let gap = [r(0, 9), r(20, 29)];
+        assert_eq!(shard_of(&gap, 15), None);
+        assert_eq!(shard_of(&gap, 30), None);
+        assert_eq!(shard_of(&[], 5), None);
     }
 }
