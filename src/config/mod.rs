@@ -577,8 +577,8 @@ impl Validator<'_> {
                 | Action::FirehosePutRecordBatch
                 | Action::SqsSendMessageBatch
         ) && has_target;
-        // FIFO queues keep order per message group across requests only unbatched: on when
-        // asked for.
+        // FIFO queues: resending only a batch's failed entries could reorder a message group,
+        // so batching is on only when asked for.
         let fifo = route
             .get_ref()
             .target
