@@ -5,7 +5,9 @@ use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 use serde_json::{Value as Json, json};
 
-use super::request::{data, invalid, json_object, opt_string, resolve_target};
+use super::request::{
+    batch_item, batch_items, data, invalid, json_object, opt_string, resolve_target,
+};
 use super::{Action, IntegrationError, classify};
 use crate::batch::policy;
 use crate::batch::retry::{self, Outcome};
@@ -63,28 +65,10 @@ pub fn parse_put_record_batch(
     let action = Action::FirehosePutRecordBatch;
     let m = json_object(action, rendered)?;
     let name = delivery_stream(action, &m, target)?.to_string();
-    let Some(Json::Array(records)) = m.get("Records") else {
-        return Err(invalid(action, "Records must be an array"));
-    };
-    if records.is_empty() || records.len() > MAX_RECORDS {
-        return Err(invalid(
-            action,
-            format!(
-                "Records must hold 1 to {MAX_RECORDS} records, not {}",
-                records.len()
-            ),
-        ));
-    }
-    let records = records
+    let records = batch_items(action, &m, "Records", MAX_RECORDS, "records")?
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let at = format!("Records[{i}]");
-            let Json::Object(r) = r else {
-                return Err(invalid(action, format!("{at} must be an object")));
-            };
-            data(action, r, "Data")
-        })
+        .map(|(i, r)| data(action, batch_item(action, r, "Records", i)?, "Data"))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((name, records))
 }

@@ -8,7 +8,9 @@ use serde_json::{Map, Value as Json, json};
 use crate::batch::policy;
 use crate::batch::retry::{self, Outcome};
 
-use super::request::{data, invalid, json_object, opt_string, resolve_target, string};
+use super::request::{
+    batch_item, batch_items, data, invalid, json_object, opt_string, resolve_target, string,
+};
 use super::{Action, IntegrationError, classify};
 
 /// Records per `PutRecords` call (service limit).
@@ -143,23 +145,10 @@ pub fn parse_put_records(
     let action = Action::KinesisPutRecords;
     let m = json_object(action, rendered)?;
     let (name, arn) = stream(action, &m, target)?;
-    let Some(Json::Array(records)) = m.get("Records") else {
-        return Err(invalid(action, "Records must be an array"));
-    };
-    if records.is_empty() || records.len() > MAX_RECORDS {
-        return Err(invalid(
-            action,
-            format!(
-                "Records must hold 1 to {MAX_RECORDS} records, not {}",
-                records.len()
-            ),
-        ));
-    }
+    let records = batch_items(action, &m, "Records", MAX_RECORDS, "records")?;
     let mut entries = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
-        let Json::Object(r) = r else {
-            return Err(invalid(action, format!("Records[{i}] must be an object")));
-        };
+        let r = batch_item(action, r, "Records", i)?;
         entries.push(Entry {
             data: data(action, r, "Data")?,
             partition_key: partition_key(action, r)?,

@@ -22,6 +22,40 @@ pub fn invalid(action: Action, detail: impl Into<String>) -> IntegrationError {
     }
 }
 
+/// A batch request's list field (`Records`, `Entries`): an array of 1 to `max` items, each
+/// called a `noun` in the error.
+pub fn batch_items<'a>(
+    action: Action,
+    m: &'a Map<String, Json>,
+    field: &str,
+    max: usize,
+    noun: &str,
+) -> Result<&'a [Json], IntegrationError> {
+    let Some(Json::Array(items)) = m.get(field) else {
+        return Err(invalid(action, format!("{field} must be an array")));
+    };
+    if items.is_empty() || items.len() > max {
+        return Err(invalid(
+            action,
+            format!("{field} must hold 1 to {max} {noun}, not {}", items.len()),
+        ));
+    }
+    Ok(items)
+}
+
+/// Item `i` of a batch list field, which must be an object.
+pub fn batch_item<'a>(
+    action: Action,
+    item: &'a Json,
+    field: &str,
+    i: usize,
+) -> Result<&'a Map<String, Json>, IntegrationError> {
+    match item {
+        Json::Object(m) => Ok(m),
+        _ => Err(invalid(action, format!("{field}[{i}] must be an object"))),
+    }
+}
+
 /// A required string field.
 pub fn string<'a>(
     action: Action,
@@ -160,6 +194,41 @@ mod tests {
                 ("X".into(), "50%".into()),
                 ("Empty".into(), String::new()),
             ]
+        );
+    }
+
+    #[test]
+    fn batch_lists_are_bounded_arrays_of_objects() {
+        let action = Action::KinesisPutRecords;
+        let detail = |e: IntegrationError| match e {
+            IntegrationError::InvalidRequest { detail, .. } => detail,
+            other => panic!("{other:?}"),
+        };
+        let m = |text: &str| json_object(action, text).unwrap();
+        let ok = m(r#"{"Records": [{"Data": "e30="}, {}]}"#);
+        assert_eq!(
+            batch_items(action, &ok, "Records", 500, "records")
+                .unwrap()
+                .len(),
+            2
+        );
+        let err = |text: &str, max| {
+            detail(batch_items(action, &m(text), "Records", max, "records").unwrap_err())
+        };
+        assert_eq!(err(r#"{"Records": {}}"#, 500), "Records must be an array");
+        assert_eq!(err("{}", 500), "Records must be an array");
+        assert_eq!(
+            err(r#"{"Records": []}"#, 500),
+            "Records must hold 1 to 500 records, not 0"
+        );
+        assert_eq!(
+            err(r#"{"Records": [1, 2, 3]}"#, 2),
+            "Records must hold 1 to 2 records, not 3"
+        );
+        assert!(batch_item(action, &serde_json::json!({}), "Entries", 0).is_ok());
+        assert_eq!(
+            detail(batch_item(action, &serde_json::json!("x"), "Entries", 3).unwrap_err()),
+            "Entries[3] must be an object"
         );
     }
 }

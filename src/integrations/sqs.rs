@@ -15,7 +15,9 @@ use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use base64::Engine as _;
 use serde_json::{Map, Value as Json, json};
 
-use super::request::{form_pairs, invalid, json_object, opt_string, resolve_target, string};
+use super::request::{
+    batch_item, batch_items, form_pairs, invalid, json_object, opt_string, resolve_target, string,
+};
 use super::{Action, IntegrationError, classify};
 use crate::batch::retry::{self, Outcome};
 
@@ -284,23 +286,10 @@ pub fn parse_send_message_batch(
         "QueueUrl",
     )?
     .to_string();
-    let Some(Json::Array(items)) = m.get("Entries") else {
-        return Err(invalid(action, "Entries must be an array"));
-    };
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(invalid(
-            action,
-            format!(
-                "Entries must hold 1 to {MAX_BATCH} messages, not {}",
-                items.len()
-            ),
-        ));
-    }
+    let items = batch_items(action, &m, "Entries", MAX_BATCH, "messages")?;
     let mut entries: Vec<SendMessageBatchRequestEntry> = Vec::with_capacity(items.len());
     for (i, e) in items.iter().enumerate() {
-        let Json::Object(e) = e else {
-            return Err(invalid(action, format!("Entries[{i}] must be an object")));
-        };
+        let e = batch_item(action, e, "Entries", i)?;
         let id = opt_string(action, e, "Id")?.map_or_else(|| i.to_string(), str::to_string);
         // The service's rules for ids, checked here: calls renumber entries.
         if id.is_empty()
