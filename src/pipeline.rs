@@ -337,9 +337,11 @@ async fn batched(
                 Ok(parsed) => parsed,
                 Err(e) => return Ok(Err(e)),
             };
-            tokio::time::timeout(route.timeout, b.submit(entries.clone(), deadline))
+            // Only the ids are needed for the answer; the entries move into the batch.
+            let ids = sqs::ids(&entries);
+            tokio::time::timeout(route.timeout, b.submit(entries, deadline))
                 .await
-                .map(|r| r.map(|outcomes| sqs::batch_response(form, &entries, &outcomes)))
+                .map(|r| r.map(|outcomes| sqs::batch_response(form, &ids, &outcomes)))
         }
     };
     Ok(match submitted {

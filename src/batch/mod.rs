@@ -50,7 +50,7 @@ type ShardMap = Arc<RwLock<Arc<Vec<ShardRange>>>>;
 /// Where a batcher's flushes go: one upstream call for many requests' items, one result per
 /// item, in order.
 pub trait Sink: Send + Sync + 'static {
-    type Item: Clone + Send + Sync + 'static;
+    type Item: Send + 'static;
     type Output: Send + 'static;
     /// Bytes an item counts against the call's byte limit.
     fn size(item: &Self::Item) -> usize;
@@ -240,8 +240,10 @@ impl Sink for KinesisSink {
             return kinesis::put_entries(&self.client, &self.stream, &entries, deadline).await;
         };
         let map = shards.read().map(|m| Arc::clone(&m)).unwrap_or_default();
-        let aggregates = kpl::aggregate(&entries, &map, kpl::DEFAULT_MAX_BYTES);
-        let packed: Vec<Entry> = aggregates.iter().map(|(e, _)| e.clone()).collect();
+        let (packed, members): (Vec<Entry>, Vec<Vec<usize>>) =
+            kpl::aggregate(&entries, &map, kpl::DEFAULT_MAX_BYTES)
+                .into_iter()
+                .unzip();
         let mut results = Vec::with_capacity(packed.len());
         // The batch limits keep this to one call; chunk in case a stream has many shards.
         for chunk in chunks(&packed) {
@@ -249,7 +251,7 @@ impl Sink for KinesisSink {
                 .extend(kinesis::put_entries(&self.client, &self.stream, chunk, deadline).await?);
         }
         telemetry::batch_aggregated(&self.route, entries.len(), packed.len());
-        Ok(kpl::spread(&aggregates, &results, entries.len())
+        Ok(kpl::spread(&members, &results, entries.len())
             .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| EntryResult::Failed {

@@ -24,6 +24,7 @@
 //!
 //! Pure: the shard map is passed in.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use md5::{Digest, Md5};
@@ -132,22 +133,26 @@ impl<'a> Open<'a> {
     }
 }
 
-/// The start of the shard a hash key falls in, if the map has one. `shards` sorted by start
-/// is searched in O(log n).
-fn shard_of(shards: &[ShardRange], hash: u128) -> Option<u128> {
+/// The shard map sorted by start (copied only when it is not already).
+fn by_start(shards: &[ShardRange]) -> Cow<'_, [ShardRange]> {
     if shards.is_sorted_by_key(|s| s.start) {
-        let after = shards.partition_point(|s| s.start <= hash);
-        after
-            .checked_sub(1)
-            .map(|i| &shards[i])
-            .filter(|s| hash <= s.end)
-            .map(|s| s.start)
+        Cow::Borrowed(shards)
     } else {
-        shards
-            .iter()
-            .find(|s| (s.start..=s.end).contains(&hash))
-            .map(|s| s.start)
+        let mut sorted = shards.to_vec();
+        sorted.sort_by_key(|s| s.start);
+        Cow::Owned(sorted)
     }
+}
+
+/// The start of the shard a hash key falls in, if the map has one; `sorted` is sorted by
+/// start (see [`by_start`]) and searched in O(log n).
+fn shard_of(sorted: &[ShardRange], hash: u128) -> Option<u128> {
+    let after = sorted.partition_point(|s| s.start <= hash);
+    after
+        .checked_sub(1)
+        .map(|i| &sorted[i])
+        .filter(|s| hash <= s.end)
+        .map(|s| s.start)
 }
 
 /// Packs `entries` (in order within each shard) into aggregated entries of at most
@@ -158,11 +163,12 @@ pub fn aggregate(
     shards: &[ShardRange],
     max_bytes: usize,
 ) -> Vec<(Entry, Vec<usize>)> {
+    let shards = by_start(shards);
     // Group by shard, keeping order.
     let mut groups: Vec<(Option<u128>, Vec<usize>)> = Vec::new();
     let mut group_of: HashMap<Option<u128>, usize> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
-        let shard = shard_of(shards, hash_key(e));
+        let shard = shard_of(&shards, hash_key(e));
         let g = *group_of.entry(shard).or_insert_with(|| {
             groups.push((shard, Vec::new()));
             groups.len() - 1
@@ -221,15 +227,12 @@ fn finish(entries: &[Entry], o: &Open<'_>, shard_start: Option<u128>) -> Entry {
     }
 }
 
-/// Each user record's result: the result of the aggregate that carried it. `results` are
-/// the aggregates' results, in the order `aggregate` returned them.
-pub fn spread<R: Clone>(
-    aggregates: &[(Entry, Vec<usize>)],
-    results: &[R],
-    records: usize,
-) -> Vec<Option<R>> {
+/// Each user record's result: the result of the aggregate that carried it. `members` are
+/// the aggregates' user record indexes and `results` their results, in the order
+/// `aggregate` returned them.
+pub fn spread<R: Clone>(members: &[Vec<usize>], results: &[R], records: usize) -> Vec<Option<R>> {
     let mut out = vec![None; records];
-    for ((_, members), result) in aggregates.iter().zip(results) {
+    for (members, result) in members.iter().zip(results) {
         for &i in members {
             if let Some(slot) = out.get_mut(i) {
                 *slot = Some(result.clone());
@@ -367,7 +370,8 @@ mod tests {
         let aggs = aggregate(&entries, &[], 200);
         assert!(aggs.len() > 1);
         let results: Vec<usize> = (0..aggs.len()).collect();
-        let spread = spread(&aggs, &results, entries.len());
+        let members: Vec<Vec<usize>> = aggs.iter().map(|(_, m)| m.clone()).collect();
+        let spread = spread(&members, &results, entries.len());
         for (a, (_, members)) in aggs.iter().enumerate() {
             for &i in members {
                 assert_eq!(spread[i], Some(a));
@@ -375,7 +379,7 @@ mod tests {
         }
         assert!(spread.iter().all(Option::is_some));
         // A result missing for an aggregate leaves its records without one.
-        let short = super::spread(&aggs, &results[..1], entries.len());
+        let short = super::spread(&members, &results[..1], entries.len());
         assert!(short.iter().any(Option::is_none));
     }
 
@@ -394,7 +398,7 @@ mod tests {
             assert_eq!(shard_of(&sorted, hash), Some(start));
         }
         let unsorted = [r(20, u128::MAX), r(0, 9), r(10, 19)];
-        assert_eq!(shard_of(&unsorted, 15), Some(10));
+        assert_eq!(shard_of(&by_start(&unsorted), 15), Some(10));
         // A gap (a shard map listed mid-reshard) and an empty map.
         let gap = [r(0, 9), r(20, 29)];
         assert_eq!(shard_of(&gap, 15), None);

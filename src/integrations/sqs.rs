@@ -386,11 +386,16 @@ pub async fn put_entries(
     .await
 }
 
+/// The client's ids of its entries.
+pub fn ids(entries: &[SendMessageBatchRequestEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.id().to_string()).collect()
+}
+
 /// The `SendMessageBatch` response for a client's entries (legacy shape for a form
 /// request); a 5xx-worthy error when any was not accepted.
 pub fn batch_response(
     form: bool,
-    entries: &[SendMessageBatchRequestEntry],
+    ids: &[String],
     outcomes: &[Outcome<Json>],
 ) -> Result<Json, IntegrationError> {
     let successful: Vec<Json> = outcomes
@@ -400,17 +405,17 @@ pub fn batch_response(
             Outcome::Failed { .. } => None,
         })
         .collect();
-    let failed_list: Vec<Json> = entries
+    let failed_list: Vec<Json> = ids
         .iter()
         .zip(outcomes)
-        .filter_map(|(e, o)| match o {
+        .filter_map(|(id, o)| match o {
             Outcome::Failed {
                 code,
                 message,
                 retryable,
-            } => Some(
-                json!({"Id": e.id(), "SenderFault": !retryable, "Code": code, "Message": message}),
-            ),
+            } => {
+                Some(json!({"Id": id, "SenderFault": !retryable, "Code": code, "Message": message}))
+            }
             Outcome::Ok(_) => None,
         })
         .collect();
@@ -435,7 +440,7 @@ pub async fn send_message_batch(
 ) -> Result<Json, IntegrationError> {
     let (form, queue, entries) = parse_send_message_batch(target, rendered)?;
     let outcomes = put_entries(sqs, &queue, &entries, deadline).await?;
-    batch_response(form, &entries, &outcomes)
+    batch_response(form, &ids(&entries), &outcomes)
 }
 
 #[cfg(test)]
