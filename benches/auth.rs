@@ -11,7 +11,6 @@
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::body::Body;
 use axum::http::Request;
@@ -21,7 +20,6 @@ use ingest_gateway::auth::sync;
 use ingest_gateway::config;
 use ingest_gateway::integrations::Clients;
 use ingest_gateway::pipeline::{self, Gateway};
-use ingest_gateway::route::RouteTable;
 use ingest_gateway::server;
 use tower::ServiceExt;
 
@@ -132,20 +130,15 @@ fn benches(c: &mut Criterion) {
             ))
             .load(),
     );
-    let gw = Arc::new(Gateway {
-        routes: RouteTable::new(
-            config
-                .routes
-                .iter()
-                .map(|r| (r.method.clone(), r.path.clone())),
-        ),
-        compiled: pipeline::compile_templates(&config).unwrap(),
-        clients: Clients::from_sdk_config(&sdk, true),
-        auth: auth.clone(),
-        batchers: Vec::new(),
-        ready: AtomicBool::new(true),
-        config: config.clone(),
-    });
+    let gw = {
+        let _runtime = rt.enter();
+        Arc::new(Gateway::new(
+            config.clone(),
+            pipeline::compile_templates(&config).unwrap(),
+            Clients::from_sdk_config(&sdk, true),
+            auth.clone(),
+        ))
+    };
     let app = server::app(gw);
     let body = r#"{"userId": "u-1", "type": "click", "ts": 1764077930000, "page": "/home"}"#;
     // Both routes in one loop, alternating, so drift of a shared machine between two

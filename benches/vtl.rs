@@ -97,7 +97,7 @@ fn bench_case(c: &mut Criterion, group: &str, template: &str, body: &str) {
         b.iter(|| {
             let input = MappingInput {
                 body: black_box(body),
-                params: &params,
+                params: &|| params.clone(),
                 stage_variables: &stage,
                 context: &build_context,
             };

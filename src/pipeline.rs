@@ -44,6 +44,54 @@ pub struct Gateway {
     pub batchers: Vec<Option<RouteBatcher>>,
     /// False once shutdown begins: `/readyz` fails so balancers stop sending traffic.
     pub ready: AtomicBool,
+    /// By route index.
+    pub metrics: Vec<telemetry::RouteMetrics>,
+    /// For requests that match no route.
+    pub unmatched: telemetry::RouteMetrics,
+}
+
+impl Gateway {
+    /// Builds the route table, starts the batchers (needs a tokio runtime) and registers the
+    /// routes' metrics.
+    pub fn new(
+        config: Config,
+        compiled: Vec<CompiledRoute>,
+        clients: Clients,
+        auth: Arc<Authorizer>,
+    ) -> Gateway {
+        // Handles registered before the recorder exists would record nothing.
+        let _ = telemetry::prometheus();
+        let routes = RouteTable::new(
+            config
+                .routes
+                .iter()
+                .map(|r| (r.method.clone(), r.path.clone())),
+        );
+        let batchers = batchers(&config, &clients);
+        let metrics = config
+            .routes
+            .iter()
+            .map(|r| telemetry::RouteMetrics::new(&r.name(), Some(r.action.name())))
+            .collect();
+        Gateway {
+            config,
+            routes,
+            compiled,
+            clients,
+            auth,
+            batchers,
+            ready: AtomicBool::new(true),
+            metrics,
+            unmatched: telemetry::RouteMetrics::new("unmatched", None),
+        }
+    }
+
+    /// The metrics of a route by index, or of unmatched requests.
+    pub fn route_metrics(&self, route: Option<usize>) -> &telemetry::RouteMetrics {
+        route
+            .and_then(|i| self.metrics.get(i))
+            .unwrap_or(&self.unmatched)
+    }
 }
 
 /// A route's templates, compiled.
@@ -103,8 +151,8 @@ pub struct Request {
     pub method: Method,
     pub path: String,
     pub query: Vec<(String, String)>,
-    /// Header names as received (lower-cased by HTTP/2 and by hyper for HTTP/1).
-    pub headers: Vec<(String, String)>,
+    /// Header names are lower-case.
+    pub headers: axum::http::HeaderMap,
     pub body: Bytes,
     pub source_ip: String,
     pub request_id: String,
@@ -140,7 +188,8 @@ pub fn authorizer(
 
 /// What happened, for the access log.
 pub struct Outcome {
-    pub route: Option<String>,
+    /// The matched route's index.
+    pub route: Option<usize>,
     pub key_id: Option<String>,
     /// The key's quota position, when the route sends `X-RateLimit-*` headers.
     pub quota: Option<crate::auth::QuotaStatus>,
@@ -185,7 +234,7 @@ async fn run(
     };
     let route = &gw.config.routes[matched.route];
     let compiled = &gw.compiled[matched.route];
-    outcome.route = Some(route.name());
+    outcome.route = Some(matched.route);
 
     let presented = api_key(req, route);
     let admitted = gw
@@ -203,19 +252,22 @@ async fn run(
         GatewayError::new(ErrorKind::InvalidBody, "the request body is not UTF-8 text")
     })?;
 
-    let params = params(req, &matched.params);
-    let mut facts = facts(gw, req, route);
-    if let Some(key) = &admitted.key {
-        facts.api_key = presented.clone();
-        facts.api_key_id = Some(key.id.clone());
-    }
-    let build_context = || context::build(&facts);
+    // Parameters and `$context` are built only for templates that read them.
+    let build_params = || params(req, &matched.params);
+    let build_context = || {
+        let mut facts = facts(gw, req, route);
+        if let Some(key) = &admitted.key {
+            facts.api_key = presented.clone();
+            facts.api_key_id = Some(key.id.clone());
+        }
+        context::build(&facts)
+    };
     let (rendered, overrides) = match template {
         None => (body.to_string(), None),
         Some(t) => {
             let input = MappingInput {
                 body,
-                params: &params,
+                params: &build_params,
                 stage_variables: &gw.config.stage_variables,
                 context: &build_context,
             };
@@ -241,7 +293,7 @@ async fn run(
         }
     };
     outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
-    telemetry::upstream_call(route.action.name(), result.is_ok());
+    gw.metrics[matched.route].upstream_call(result.is_ok());
 
     // The service's answer, as integration responses see it: an HTTP status and a JSON body.
     let (upstream_status, upstream, error) = match result {
@@ -277,7 +329,7 @@ async fn run(
     };
     let body = match template {
         None => upstream.to_string(),
-        Some(t) => render_response(gw, t, &upstream, &params, &build_context)?,
+        Some(t) => render_response(gw, t, &upstream, &build_params, &build_context)?,
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut resp = respond::json_response(status, body, &req.request_id);
@@ -407,11 +459,7 @@ pub fn batchers(config: &Config, clients: &Clients) -> Vec<Option<RouteBatcher>>
 
 /// The key a request presents: the `x-api-key` header, or the route's query parameter.
 fn api_key(req: &Request, route: &RouteConfig) -> Option<String> {
-    let header = req
-        .headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("x-api-key"))
-        .map(|(_, v)| v.clone());
+    let header = header_text(&req.headers, "x-api-key");
     header.or_else(|| {
         let name = route.api_key_query.as_deref()?;
         req.query
@@ -477,12 +525,12 @@ fn header_value(
 
 /// The request's media type, lower-cased without parameters; none means JSON, as on API
 /// Gateway.
-fn media_type(headers: &[(String, String)]) -> String {
+fn media_type(headers: &axum::http::HeaderMap) -> String {
     headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| {
-            v.split(';')
+        .get(axum::http::header::CONTENT_TYPE)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(';')
                 .next()
                 .unwrap_or("")
                 .trim()
@@ -524,18 +572,22 @@ fn params(req: &Request, path_params: &[(String, String)]) -> Params {
         p.querystring.entry(k.clone()).or_insert_with(|| v.clone());
     }
     for (k, v) in &req.headers {
-        p.header.entry(k.clone()).or_insert_with(|| v.clone());
+        p.header
+            .entry(k.as_str().to_string())
+            .or_insert_with(|| String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
     p
 }
 
+/// A header's first value as text (invalid UTF-8 replaced).
+fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
 fn facts(gw: &Gateway, req: &Request, route: &RouteConfig) -> context::RequestFacts {
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
+    let header = |name: &str| header_text(&req.headers, name);
     context::RequestFacts {
         request_id: req.request_id.clone(),
         extended_request_id: req.request_id.replace('-', "")[..16].to_string(),
@@ -561,7 +613,7 @@ fn render_response(
     gw: &Gateway,
     template: &Template,
     upstream: &Json,
-    params: &Params,
+    params: &dyn Fn() -> Params,
     build_context: &dyn Fn() -> Json,
 ) -> Result<String, GatewayError> {
     let text = upstream.to_string();

@@ -69,15 +69,75 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-pub fn request_done(route: &str, status: u16, seconds: f64) {
-    metrics::counter!(names::REQUESTS, "route" => route.to_string(), "status" => status.to_string()).increment(1);
-    metrics::histogram!(names::REQUEST_SECONDS, "route" => route.to_string()).record(seconds);
+/// How often histogram samples are folded into their buckets. The recorder keeps every sample
+/// until then, so without it memory grows with the request count.
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds recorded histogram samples into buckets every [`UPKEEP_INTERVAL`], until the process
+/// ends (needs a tokio runtime).
+pub fn spawn_upkeep() {
+    if let Some(handle) = prometheus() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
 }
 
-pub fn upstream_call(action: &'static str, ok: bool) {
-    metrics::counter!(names::UPSTREAM_CALLS, "action" => action).increment(1);
-    if !ok {
-        metrics::counter!(names::UPSTREAM_FAILURES, "action" => action).increment(1);
+/// One route's per-request metrics, registered once so that the request path neither builds
+/// label strings nor looks up the registry. Counters by status are registered on first use.
+pub struct RouteMetrics {
+    route: String,
+    latency: metrics::Histogram,
+    /// Calls and failures, for routes with an upstream.
+    upstream: Option<(metrics::Counter, metrics::Counter)>,
+    /// By status code minus 100.
+    statuses: Box<[std::sync::OnceLock<metrics::Counter>]>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str, action: Option<&'static str>) -> RouteMetrics {
+        RouteMetrics {
+            route: route.to_string(),
+            latency: metrics::histogram!(names::REQUEST_SECONDS, "route" => route.to_string()),
+            upstream: action.map(|action| {
+                (
+                    metrics::counter!(names::UPSTREAM_CALLS, "action" => action),
+                    metrics::counter!(names::UPSTREAM_FAILURES, "action" => action),
+                )
+            }),
+            statuses: (100..600).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    pub fn request_done(&self, status: u16, seconds: f64) {
+        match self.statuses.get(usize::from(status).wrapping_sub(100)) {
+            Some(cell) => cell
+                .get_or_init(|| {
+                    metrics::counter!(names::REQUESTS, "route" => self.route.clone(), "status" => status.to_string())
+                })
+                .increment(1),
+            None => metrics::counter!(names::REQUESTS, "route" => self.route.clone(), "status" => status.to_string())
+                .increment(1),
+        }
+        self.latency.record(seconds);
+    }
+
+    /// The route's label.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    pub fn upstream_call(&self, ok: bool) {
+        if let Some((calls, failures)) = &self.upstream {
+            calls.increment(1);
+            if !ok {
+                failures.increment(1);
+            }
+        }
     }
 }
 
@@ -97,9 +157,9 @@ pub fn batch_aggregated(route: &str, user_records: usize, aggregates: usize) {
     metrics::counter!(names::AGGREGATES, "route" => route.to_string()).increment(aggregates as u64);
 }
 
-/// Requests waiting in a route's batch queue.
-pub fn batch_queue_depth(route: &str, depth: usize) {
-    metrics::gauge!(names::BATCH_QUEUE_DEPTH, "route" => route.to_string()).set(depth as f64);
+/// The gauge of requests waiting in a route's batch queue.
+pub fn batch_queue_depth(route: &str) -> metrics::Gauge {
+    metrics::gauge!(names::BATCH_QUEUE_DEPTH, "route" => route.to_string())
 }
 
 /// Items sent again after a transient failure.

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -14,7 +13,6 @@ use ingest_gateway::auth::Snapshot;
 use ingest_gateway::config;
 use ingest_gateway::integrations::Clients;
 use ingest_gateway::pipeline::{self, Gateway};
-use ingest_gateway::route::RouteTable;
 use ingest_gateway::server;
 use serde_json::{Value as Json, json};
 use tower::ServiceExt;
@@ -74,24 +72,9 @@ async fn gateway(endpoint: &str) -> Arc<Gateway> {
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
         .await;
-    let routes = RouteTable::new(
-        config
-            .routes
-            .iter()
-            .map(|r| (r.method.clone(), r.path.clone())),
-    );
     let auth = Arc::new(pipeline::authorizer(&config, Snapshot::default(), vec![]));
     let clients = Clients::from_sdk_config(&sdk, true);
-    let batchers = pipeline::batchers(&config, &clients);
-    Arc::new(Gateway {
-        config,
-        routes,
-        compiled,
-        batchers,
-        clients,
-        auth,
-        ready: AtomicBool::new(true),
-    })
+    Arc::new(Gateway::new(config, compiled, clients, auth))
 }
 
 fn support_unique() -> String {
@@ -276,20 +259,12 @@ async fn template_and_rendering_failures_are_500_without_an_upstream_call() {
     let gw_big = {
         let mut c = gw.config.clone();
         c.max_body_bytes = 1 << 20;
-        Arc::new(Gateway {
-            config: c,
-            routes: RouteTable::new(
-                gw.config
-                    .routes
-                    .iter()
-                    .map(|r| (r.method.clone(), r.path.clone())),
-            ),
-            compiled: pipeline::compile_templates(&gw.config).unwrap(),
-            clients: gw.clients.clone(),
-            auth: gw.auth.clone(),
-            batchers: pipeline::batchers(&gw.config, &gw.clients),
-            ready: AtomicBool::new(true),
-        })
+        Arc::new(Gateway::new(
+            c,
+            pipeline::compile_templates(&gw.config).unwrap(),
+            gw.clients.clone(),
+            gw.auth.clone(),
+        ))
     };
     let r = send(&gw_big, post("/v1/events", Some("application/json"), big)).await;
     assert_error(

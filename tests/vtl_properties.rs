@@ -211,7 +211,7 @@ fn render(template: &Template, body: &str) -> Result<String, ingest_gateway::vtl
     let context = || json!({"requestId": "r", "identity": {"sourceIp": "127.0.0.1"}});
     let input = MappingInput {
         body,
-        params: &params,
+        params: &|| params.clone(),
         stage_variables: &stage,
         context: &context,
     };

@@ -90,6 +90,7 @@ pub enum SubmitError {
 pub struct Batcher<S: Sink> {
     tx: mpsc::Sender<Submission<S::Item, S::Output>>,
     route: Arc<str>,
+    depth: metrics::Gauge,
 }
 
 impl<S: Sink> Clone for Batcher<S> {
@@ -97,6 +98,7 @@ impl<S: Sink> Clone for Batcher<S> {
         Batcher {
             tx: self.tx.clone(),
             route: self.route.clone(),
+            depth: self.depth.clone(),
         }
     }
 }
@@ -118,10 +120,12 @@ impl<S: Sink> Batcher<S> {
     /// Starts the batcher task (on the current tokio runtime).
     pub fn spawn(sink: S, policy: BatchPolicy, route: String) -> Batcher<S> {
         let (tx, rx) = mpsc::channel(policy.queue.max(1));
+        let depth = telemetry::batch_queue_depth(&route);
         tokio::spawn(run(rx, Arc::new(sink), policy, route.clone()));
         Batcher {
             tx,
             route: Arc::from(route),
+            depth,
         }
     }
 
@@ -143,7 +147,8 @@ impl<S: Sink> Batcher<S> {
                 mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
             })?;
-        telemetry::batch_queue_depth(&self.route, self.tx.max_capacity() - self.tx.capacity());
+        self.depth
+            .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
         Ok(wait.await.map_err(|_| SubmitError::Closed)??)
     }
 }

@@ -130,7 +130,7 @@ pub fn render_source(
     };
     let input = MappingInput {
         body: &body,
-        params: &params,
+        params: &|| params.clone(),
         stage_variables: &stage_variables,
         context: &build_context,
     };

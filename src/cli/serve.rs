@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -12,7 +11,6 @@ use crate::auth::sync;
 use crate::config;
 use crate::integrations::Clients;
 use crate::pipeline::{self, Gateway};
-use crate::route::RouteTable;
 use crate::{server, telemetry};
 
 pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
@@ -28,12 +26,6 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     let loaded = sync::load(&store, now_ms)?;
     tracing::info!(keys = loaded.snapshot.len(), store = %config.key_store.display(), "Loaded API keys.");
     let auth = Arc::new(pipeline::authorizer(&config, loaded.snapshot, loaded.usage));
-    let routes = RouteTable::new(
-        config
-            .routes
-            .iter()
-            .map(|r| (r.method.clone(), r.path.clone())),
-    );
     let address = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(address)
         .await
@@ -41,16 +33,8 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     let local = listener.local_addr()?;
     tracing::info!(address = %local, routes = config.routes.len(), stage = %config.stage, "Listening.");
     println!("listening on http://{local}");
-    let batchers = pipeline::batchers(&config, &clients);
-    let gw = Arc::new(Gateway {
-        config,
-        routes,
-        compiled,
-        clients,
-        auth: auth.clone(),
-        batchers,
-        ready: AtomicBool::new(true),
-    });
+    let gw = Arc::new(Gateway::new(config, compiled, clients, auth.clone()));
+    telemetry::spawn_upkeep();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sync_task = tokio::spawn(sync::run(
         Arc::new(std::sync::Mutex::new(store)),

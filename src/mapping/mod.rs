@@ -70,7 +70,8 @@ impl Params {
 pub struct MappingInput<'a> {
     /// The request body as text.
     pub body: &'a str,
-    pub params: &'a Params,
+    /// Builds the request parameters; called only if the template reads them.
+    pub params: &'a dyn Fn() -> Params,
     pub stage_variables: &'a IndexMap<String, String>,
     /// Builds `$context`; called only if the template reads it.
     pub context: &'a dyn Fn() -> Json,
@@ -109,6 +110,8 @@ struct ApiGatewayHost<'a> {
     doc: OnceCell<Option<Doc>>,
     /// `$input.json('$')` of the unchanged body, taken from the raw text when canonical.
     compact_body: OnceCell<Option<Rc<str>>>,
+    /// The parameters, built on first use.
+    param_values: OnceCell<Params>,
     params: OnceCell<Doc>,
     context: OnceCell<Doc>,
     stage: OnceCell<Doc>,
@@ -125,6 +128,7 @@ impl<'a> ApiGatewayHost<'a> {
             body: OnceCell::new(),
             doc: OnceCell::new(),
             compact_body: OnceCell::new(),
+            param_values: OnceCell::new(),
             params: OnceCell::new(),
             context: OnceCell::new(),
             stage: OnceCell::new(),
@@ -209,6 +213,10 @@ impl<'a> ApiGatewayHost<'a> {
         Ok(Value::string(text.map_err(|e| runtime(e.to_string()))?))
     }
 
+    fn params(&self) -> &Params {
+        self.param_values.get_or_init(|| (self.input.params)())
+    }
+
     fn root_view(cell: &OnceCell<Doc>, build: impl FnOnce() -> Json) -> Value {
         let doc = cell.get_or_init(|| vtl::new_doc(build()));
         Value::Json(JsonRef::root(doc.clone()))
@@ -244,7 +252,7 @@ impl Host for ApiGatewayHost<'_> {
                 });
                 Value::Str(body.clone())
             }
-            (INPUT, "params") => Self::root_view(&self.params, || self.input.params.to_json()),
+            (INPUT, "params") => Self::root_view(&self.params, || self.params().to_json()),
             _ => Value::Null,
         })
     }
@@ -260,8 +268,8 @@ impl Host for ApiGatewayHost<'_> {
         let v = match (object, method, args.len()) {
             (INPUT, "path", 1) => self.path(&arg(0)?)?,
             (INPUT, "json", 1) => self.json(&arg(0)?)?,
-            (INPUT, "params", 0) => Self::root_view(&self.params, || self.input.params.to_json()),
-            (INPUT, "params", 1) => Value::str(self.input.params.lookup(&arg(0)?).unwrap_or("")),
+            (INPUT, "params", 0) => Self::root_view(&self.params, || self.params().to_json()),
+            (INPUT, "params", 1) => Value::str(self.params().lookup(&arg(0)?).unwrap_or("")),
             (INPUT, "getBody", 0) => self.property(INPUT, "body")?,
             (UTIL, "escapeJavaScript", 1) => {
                 let mut out = String::new();

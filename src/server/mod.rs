@@ -76,17 +76,15 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         Ok(b) => b,
         Err(e) => {
             let resp = respond::error(&e, &request_id);
-            access_log(
-                &method,
-                &path,
-                resp.status(),
+            let done = Done {
+                status: resp.status(),
                 received,
-                None,
-                &request_id,
-                None,
-                None,
-                Some(&e),
-            );
+                integration_ms: None,
+                request_id: &request_id,
+                key_id: None,
+                error: Some(&e),
+            };
+            access_log(&gw, &method, &path, None, &done);
             return resp;
         }
     };
@@ -94,16 +92,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         method: method.clone(),
         path: path.clone(),
         query: parse_query(parts.uri.query().unwrap_or("")),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: parts.headers,
         body,
         source_ip,
         request_id: request_id.clone(),
@@ -111,17 +100,15 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         received_epoch_ms,
     };
     let (resp, outcome) = pipeline::handle(&gw, request).await;
-    access_log(
-        &method,
-        &path,
-        resp.status(),
+    let done = Done {
+        status: resp.status(),
         received,
-        outcome.integration_ms,
-        &request_id,
-        outcome.route.as_deref(),
-        outcome.key_id.as_deref(),
-        outcome.error.as_ref(),
-    );
+        integration_ms: outcome.integration_ms,
+        request_id: &request_id,
+        key_id: outcome.key_id.as_deref(),
+        error: outcome.error.as_ref(),
+    };
+    access_log(&gw, &method, &path, outcome.route, &done);
     resp
 }
 
@@ -167,21 +154,34 @@ fn parse_query(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn access_log(
-    method: &axum::http::Method,
-    path: &str,
+/// How a request ended, for the access log.
+struct Done<'a> {
     status: StatusCode,
     received: Instant,
     integration_ms: Option<f64>,
-    request_id: &str,
-    route: Option<&str>,
-    key_id: Option<&str>,
-    error: Option<&GatewayError>,
+    request_id: &'a str,
+    key_id: Option<&'a str>,
+    error: Option<&'a GatewayError>,
+}
+
+fn access_log(
+    gw: &Gateway,
+    method: &axum::http::Method,
+    path: &str,
+    route: Option<usize>,
+    done: &Done<'_>,
 ) {
-    let latency = received.elapsed().as_secs_f64();
-    telemetry::request_done(route.unwrap_or("unmatched"), status.as_u16(), latency);
-    let error_detail = error.map(|e| e.detail.as_str());
+    let latency = done.received.elapsed().as_secs_f64();
+    let metrics = gw.route_metrics(route);
+    metrics.request_done(done.status.as_u16(), latency);
+    let route = route.map(|_| metrics.route());
+    let (status, integration_ms, request_id, key_id) = (
+        done.status,
+        done.integration_ms,
+        done.request_id,
+        done.key_id,
+    );
+    let error_detail = done.error.map(|e| e.detail.as_str());
     // One line per request; server errors at WARN so they stand out.
     macro_rules! line {
         ($level:ident, $message:literal) => {

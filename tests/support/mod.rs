@@ -473,7 +473,7 @@ pub async fn in_process(
     files: &[(&str, &str)],
     endpoint: &str,
 ) -> std::sync::Arc<ingest_gateway::pipeline::Gateway> {
-    use ingest_gateway::{auth, config, integrations, pipeline, route};
+    use ingest_gateway::{auth, config, integrations, pipeline};
     let dir = std::env::temp_dir().join(format!("ingest-gateway-inproc-{}", unique("t")));
     std::fs::create_dir_all(&dir).unwrap();
     for (name, text) in files {
@@ -495,18 +495,6 @@ pub async fn in_process(
         auth::Snapshot::default(),
         vec![],
     ));
-    std::sync::Arc::new(pipeline::Gateway {
-        routes: route::RouteTable::new(
-            config
-                .routes
-                .iter()
-                .map(|r| (r.method.clone(), r.path.clone())),
-        ),
-        compiled: pipeline::compile_templates(&config).unwrap(),
-        batchers: pipeline::batchers(&config, &clients),
-        clients,
-        auth,
-        ready: std::sync::atomic::AtomicBool::new(true),
-        config,
-    })
+    let compiled = pipeline::compile_templates(&config).unwrap();
+    std::sync::Arc::new(pipeline::Gateway::new(config, compiled, clients, auth))
 }
