@@ -251,6 +251,9 @@ async fn run(
     let body = std::str::from_utf8(&req.body).map_err(|_| {
         GatewayError::new(ErrorKind::InvalidBody, "the request body is not UTF-8 text")
     })?;
+    if template.is_some() && is_json_media(&content_type) {
+        check_json(body)?;
+    }
 
     // Parameters and `$context` are built only for templates that read them.
     let build_params = || params(req, &matched.params);
@@ -540,6 +543,66 @@ fn media_type(headers: &axum::http::HeaderMap) -> String {
         .unwrap_or_else(|| "application/json".to_string())
 }
 
+/// Whether a media type is JSON (`application/json`, or a `+json` suffix).
+fn is_json_media(media: &str) -> bool {
+    media == "application/json" || media.ends_with("+json")
+}
+
+/// Refuses a JSON body that does not parse (a template would read it as empty values and
+/// send records the client never meant), including one nested deeper than 128 levels. An
+/// empty body is `{}`, as on API Gateway. Reads without building the document.
+fn check_json(body: &str) -> Result<(), GatewayError> {
+    if body.trim().is_empty() {
+        return Ok(());
+    }
+    if json_depth(body.as_bytes()) > MAX_JSON_DEPTH {
+        return Err(GatewayError::new(
+            ErrorKind::InvalidBody,
+            format!("the body nests deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    let not_json = |e: serde_json::Error| {
+        GatewayError::new(ErrorKind::InvalidBody, format!("the body is not JSON: {e}"))
+    };
+    serde_json::from_str::<serde::de::IgnoredAny>(body).map_err(not_json)?;
+    // Skipping strings does not check `\uD800`-style escapes; a lone surrogate would make
+    // the template's own parse fail. Only bodies with such escapes pay for a full parse.
+    if body.contains("\\ud") || body.contains("\\uD") {
+        serde_json::from_str::<Json>(body).map_err(not_json)?;
+    }
+    Ok(())
+}
+
+/// Nesting levels a JSON body may have: serde_json's own limit when templates parse it.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// The deepest nesting of arrays and objects in JSON text (strings skipped), in one pass.
+fn json_depth(text: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// API Gateway's template selection and passthrough rules.
 fn choose_template<'a>(
     route: &RouteConfig,
@@ -649,6 +712,39 @@ mod tests {
         )
         .unwrap();
         config.routes.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn json_bodies_are_checked_before_rendering() {
+        assert!(check_json("").is_ok());
+        assert!(check_json(" \n").is_ok());
+        assert!(check_json(r#"{"a": [1, "x", null]}"#).is_ok());
+        assert!(
+            check_json(r#"["\ud83d\ude00", "\u00e9"]"#).is_ok(),
+            "a surrogate pair"
+        );
+        for bad in [
+            "{",
+            "{\"a\": 1,}",
+            "not json",
+            "{} {}",
+            "[1] x",
+            r#"["\ud800"]"#,
+            "[\"\u{0}\"]",
+        ] {
+            let e = check_json(bad).unwrap_err();
+            assert!(matches!(e.kind, ErrorKind::InvalidBody), "{bad}");
+        }
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(check_json(&deep).is_err(), "nesting is bounded");
+        let ok_depth = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        assert!(check_json(&ok_depth).is_ok());
+        let too_deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        assert!(check_json(&too_deep).is_err());
+        assert_eq!(json_depth(br#"{"a": "[[[{{", "b": [{"c": "\"]"}]}"#), 3);
+        assert!(is_json_media("application/json"));
+        assert!(is_json_media("application/vnd.api+json"));
+        assert!(!is_json_media("text/plain"));
     }
 
     #[test]

@@ -30,9 +30,11 @@ fn stream<'a>(
     let arn = opt_string(action, m, "StreamARN")?;
     let name = opt_string(action, m, "StreamName")?;
     match (name, arn) {
-        (Some(n), _) => Ok((
+        // Both are checked: the service may go by either.
+        (Some(n), arn) => Ok((
             Some(resolve_target(action, target, Some(n), "StreamName")?),
-            arn,
+            arn.map(|a| resolve_target(action, target, Some(a), "StreamARN"))
+                .transpose()?,
         )),
         (None, Some(a)) => Ok((
             None,
@@ -307,4 +309,30 @@ pub async fn put_records(
     let (stream, entries) = parse_put_records(target, rendered)?;
     let results = put_entries(client, &stream, &entries, deadline).await?;
     records_response(&results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rendered_stream_name_or_arn_cannot_leave_the_target() {
+        let records = r#""Records": [{"Data": "eA==", "PartitionKey": "k"}]"#;
+        let ok = format!(r#"{{"StreamName": "s", {records}}}"#);
+        assert!(parse_put_records(Some("s"), &ok).is_ok());
+        for other in [
+            format!(r#"{{"StreamName": "other", {records}}}"#),
+            format!(r#"{{"StreamARN": "arn:aws:kinesis:us-east-1:1:stream/other", {records}}}"#),
+            format!(
+                r#"{{"StreamName": "s", "StreamARN": "arn:aws:kinesis:us-east-1:1:stream/other", {records}}}"#
+            ),
+            format!(r#"{{"StreamName": "s", {records}, "StreamName": "other"}}"#),
+        ] {
+            let e = parse_put_records(Some("s"), &other).unwrap_err();
+            assert!(
+                matches!(e, IntegrationError::InvalidRequest { .. }),
+                "{other}"
+            );
+        }
+    }
 }

@@ -1,0 +1,244 @@
+//! Hostile input through the real binary on a real socket: every case gets the right 4xx
+//! (with an API-Gateway-compatible body where the gateway answers), makes no upstream call,
+//! and leaves the gateway serving. The upstream is the stub Kinesis, which counts calls.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+use support::Response;
+
+const CONFIG: &str = r#"
+[[routes]]
+method = "POST"
+path = "/v1/events"
+action = "kinesis:PutRecords"
+target = "hostile-stream"
+request_templates = { "application/json" = "escaped.vtl" }
+passthrough = "never"
+timeout = "5s"
+batch = { linger = "1ms" }
+
+[[routes]]
+method = "POST"
+path = "/v1/raw"
+action = "kinesis:PutRecords"
+target = "hostile-stream"
+request_templates = { "application/json" = "raw.vtl" }
+passthrough = "never"
+timeout = "5s"
+"#;
+
+/// The partition key escaped for a JSON string, as templates should.
+const ESCAPED: &str = r#"{"StreamName": "hostile-stream", "Records": [{"Data": "$util.base64Encode($input.json('$'))", "PartitionKey": "$util.escapeJavaScript($input.path('$.pk'))"}]}"#;
+/// The partition key pasted in unescaped: a body can try to break out of the string.
+const RAW: &str = r#"{"StreamName": "hostile-stream", "Records": [{"Data": "$util.base64Encode($input.json('$'))", "PartitionKey": "$input.path('$.pk')"}]}"#;
+
+fn post(gw: &support::Gateway, path: &str, content_type: Option<&str>, body: &[u8]) -> Response {
+    let mut headers = Vec::new();
+    if let Some(ct) = content_type {
+        headers.push(("content-type", ct));
+    }
+    gw.request("POST", path, &headers, body)
+}
+
+/// An API Gateway error: the status, `{"message": ...}`, `x-amzn-ErrorType` and a request id.
+fn assert_error(r: &Response, status: u16, message: &str, error_type: &str) {
+    assert_eq!(r.status, status, "{message}: {}", r.text());
+    assert_eq!(r.json(), json!({ "message": message }));
+    assert_eq!(r.header("x-amzn-ErrorType"), Some(error_type));
+    assert!(r.header("x-amzn-RequestId").is_some_and(|v| !v.is_empty()));
+}
+
+/// A raw request on its own connection; the status line's code, or none if the server
+/// closed without answering.
+fn raw_status(addr: &str, head: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The server may answer and close before it has read everything.
+    let _ = s.write_all(head);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_without_an_upstream_call() {
+    let stub = support::stub_kinesis().await;
+    let project = support::Project::custom(
+        "hostile",
+        CONFIG,
+        &[("escaped.vtl", ESCAPED), ("raw.vtl", RAW)],
+    );
+    let gw = support::Gateway::start_with_env(
+        &project.config,
+        &[
+            ("AWS_ENDPOINT_URL", stub.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("RUST_LOG", "error"),
+        ],
+    );
+    let calls = stub.calls.clone();
+    let accepted = stub.accepted.clone();
+    let log = tokio::task::spawn_blocking(move || {
+        let json_type = Some("application/json");
+        let serving = |gw: &support::Gateway, pk: &str| {
+            let r = post(gw, "/v1/events", json_type, json!({ "pk": pk }).to_string().as_bytes());
+            assert_eq!(r.status, 200, "still serving: {}", r.text());
+        };
+        let no_new_call = |before: usize, case: &str| {
+            assert_eq!(calls.load(Ordering::SeqCst), before, "{case}: no upstream call");
+        };
+        serving(&gw, "first");
+        let mut before = calls.load(Ordering::SeqCst);
+
+        // Bodies that are not JSON, or not text.
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("truncated JSON", br#"{"pk": "a""#.to_vec()),
+            ("trailing garbage", br#"{"pk": "a"} {"#.to_vec()),
+            ("not JSON at all", b"pk=a&b=c".to_vec()),
+            ("invalid UTF-8", b"{\"pk\": \"\xff\xfe\"}".to_vec()),
+            ("lone surrogate escape", br#"{"pk": "\ud800"}"#.to_vec()),
+            ("NUL bytes", b"{\"pk\": \"a\0b\"}".to_vec()),
+            (
+                "10,000-deep nesting",
+                format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+            ),
+        ];
+        for (case, body) in &cases {
+            let r = post(&gw, "/v1/events", json_type, body);
+            assert_error(&r, 400, "Invalid request body", "BadRequestException");
+            no_new_call(before, case);
+        }
+        serving(&gw, "after-bad-bodies");
+        before = calls.load(Ordering::SeqCst);
+
+        // Wrong content types: no template and passthrough "never".
+        for ct in ["text/plain", "application/x-www-form-urlencoded", "*/*", "application/jsonx"] {
+            let r = post(&gw, "/v1/events", Some(ct), br#"{"pk": "a"}"#);
+            assert_error(&r, 415, "Unsupported Media Type", "UnsupportedMediaTypeException");
+            no_new_call(before, ct);
+        }
+
+        // Breaking out of the template's JSON string without escaping: a rendered request
+        // that names another stream or is not JSON is refused (500, as API Gateway answers an
+        // integration request the service rejects) and never sent. The route's target pins
+        // the stream whatever the body says.
+        for pk in [
+            r#"x"}], "StreamName": "another-stream", "x": [{"a": "b"#,
+            r#"x"}], "StreamARN": "arn:aws:kinesis:us-east-1:1:stream/other", "x": [{"a": "b"#,
+            "line\nbreak",
+            r#"back\slash"#,
+        ] {
+            let r = post(&gw, "/v1/raw", json_type, json!({ "pk": pk }).to_string().as_bytes());
+            assert_error(&r, 500, "Internal server error", "InternalServerErrorException");
+            no_new_call(before, pk);
+        }
+
+        // The same keys, escaped by the template, arrive intact as one record each.
+        let crafted = [
+            r#"x"}], "StreamName": "another-stream", "x": [{"a": "b"#,
+            r#"x"}, {"Data": "AAAA", "PartitionKey": "y"#,
+            "quote\" backslash\\ slash/ tab\t nl\n cr\r",
+            "control \u{1} \u{1f} del \u{7f}",
+            "unicode é ✓ \u{2028}\u{2029} 😀",
+        ];
+        for pk in crafted {
+            let r = post(&gw, "/v1/events", json_type, json!({ "pk": pk }).to_string().as_bytes());
+            assert_eq!(r.status, 200, "{pk:?}: {}", r.text());
+            assert_eq!(r.json()["FailedRecordCount"], 0);
+            assert_eq!(r.json()["Records"].as_array().map(Vec::len), Some(1), "one record");
+        }
+        let keys = accepted.lock().unwrap().clone();
+        for pk in crafted {
+            assert_eq!(
+                keys.iter().filter(|k| k.as_str() == pk).count(),
+                1,
+                "{pk:?} arrived once, intact: {keys:?}"
+            );
+        }
+        before = calls.load(Ordering::SeqCst);
+
+        // Paths: traversal, odd encodings, unknown methods.
+        for path in [
+            "/v1/../v1/events",
+            "/v1/events/..",
+            "/v1/%2e%2e/v1/events",
+            "/v1%2fevents",
+            "/V1/EVENTS",
+            "//v1/events",
+            "/v1/events%00",
+        ] {
+            let r = post(&gw, path, json_type, br#"{"pk": "a"}"#);
+            assert_error(&r, 403, "Missing Authentication Token", "MissingAuthenticationTokenException");
+            no_new_call(before, path);
+        }
+        let r = gw.request("DELETE", "/v1/events", &[], b"");
+        assert_error(&r, 403, "Missing Authentication Token", "MissingAuthenticationTokenException");
+
+        // A body one byte over the 10 MB limit, declared: refused before it is read.
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            10 * 1024 * 1024 + 1
+        );
+        assert_eq!(raw_status(&gw.addr, head.as_bytes()), Some(413));
+        // The same, streamed without a length: refused once the limit is passed.
+        let big = vec![b' '; 10 * 1024 * 1024 + 1];
+        let mut chunked = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+        for chunk in big.chunks(1 << 20) {
+            chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            chunked.extend_from_slice(chunk);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(raw_status(&gw.addr, &chunked), Some(413));
+        no_new_call(before, "oversized bodies");
+
+        // Header floods and huge request lines are refused by the HTTP layer with a 4xx.
+        let mut flood = String::from("POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        for i in 0..500 {
+            flood.push_str(&format!("x-flood-{i}: {}\r\n", "v".repeat(50)));
+        }
+        flood.push_str("Content-Length: 2\r\n\r\n{}");
+        let status = raw_status(&gw.addr, flood.as_bytes()).expect("an answer");
+        assert!((400..500).contains(&status), "header flood: {status}");
+        let huge_header = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-big: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+            "v".repeat(1 << 20)
+        );
+        let status = raw_status(&gw.addr, huge_header.as_bytes()).expect("an answer");
+        assert!((400..500).contains(&status), "1 MiB header: {status}");
+        let huge_query = format!(
+            "POST /v1/events?q={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}",
+            "a".repeat(1 << 20)
+        );
+        let status = raw_status(&gw.addr, huge_query.as_bytes()).expect("an answer");
+        assert!((400..500).contains(&status), "1 MiB query string: {status}");
+        let garbage = raw_status(&gw.addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n");
+        assert!(garbage.is_none_or(|s| (400..500).contains(&s)), "{garbage:?}");
+        no_new_call(before, "HTTP-level floods");
+
+        serving(&gw, "last");
+        let (status, log) = gw.stop();
+        assert!(status.success(), "clean exit after the suite");
+        log
+    })
+    .await
+    .unwrap();
+    assert!(!log.contains("panicked"), "no panic: {log}");
+    let keys: Vec<Json> = stub
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|k| json!(k))
+        .collect();
+    assert!(keys.contains(&json!("last")));
+}
