@@ -208,16 +208,7 @@ async fn overload_is_refused_with_bounded_memory_and_no_acked_record_lost() {
         r#"batch = { linger = "1ms", max_records = 2, queue = 4 }"#,
     );
     let project = support::Project::custom("overload", &config, &[("records.vtl", TEMPLATE)]);
-    let gw = support::Gateway::start_with_env(
-        &project.config,
-        &[
-            ("AWS_ENDPOINT_URL", stub.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-            ("RUST_LOG", "error"),
-        ],
-    );
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
     let pad = "p".repeat(1000);
     let results: Vec<(String, u16, Option<String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..THREADS)

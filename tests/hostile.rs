@@ -75,16 +75,7 @@ async fn hostile_input_is_refused_without_an_upstream_call() {
         CONFIG,
         &[("escaped.vtl", ESCAPED), ("raw.vtl", RAW)],
     );
-    let gw = support::Gateway::start_with_env(
-        &project.config,
-        &[
-            ("AWS_ENDPOINT_URL", stub.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-            ("RUST_LOG", "error"),
-        ],
-    );
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
     let calls = stub.calls.clone();
     let accepted = stub.accepted.clone();
     let log = tokio::task::spawn_blocking(move || {

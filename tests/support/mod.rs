@@ -160,6 +160,21 @@ impl Gateway {
         Gateway::start_with_env(config, &[])
     }
 
+    /// Starts the gateway against an AWS endpoint (a stub) with test credentials, logging
+    /// errors only.
+    pub fn start_against(config: &Path, endpoint: &str) -> Gateway {
+        Gateway::start_with_env(
+            config,
+            &[
+                ("AWS_ENDPOINT_URL", endpoint),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", "us-east-1"),
+                ("RUST_LOG", "error"),
+            ],
+        )
+    }
+
     /// Starts the gateway with extra environment variables (e.g. another AWS endpoint).
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Gateway {
         let mut child = Command::new(bin())
