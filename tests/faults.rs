@@ -263,3 +263,121 @@ async fn overload_is_refused_with_bounded_memory_and_no_acked_record_lost() {
     acked.sort();
     assert_eq!(upstream, acked);
 }
+
+/// SIGTERM under steady load: `/readyz` fails at once while requests are still served for
+/// `shutdown_delay`; then connections are refused, in-flight batches flush, and the process
+/// exits cleanly. Every request acknowledged with 200 reached the upstream exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_and_loses_no_acked_record() {
+    const CLIENTS: usize = 8;
+    let stub = support::stub_kinesis_with_latency(std::time::Duration::from_millis(20)).await;
+    let config = format!(
+        "[server]\nshutdown_delay = \"1s\"\nshutdown_grace = \"10s\"\n{}",
+        BATCHED.replace(r#"linger = "100ms""#, r#"linger = "20ms""#)
+    );
+    let project = support::Project::custom("drain", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let addr = gw.addr.clone();
+    let accepted = stub.accepted.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let started = std::time::Instant::now();
+        let term_at = std::sync::OnceLock::new();
+        let (clients, ready_seen_failing, exit) = std::thread::scope(|scope| {
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|c| {
+                    let (addr, stop) = (&addr, &stop);
+                    scope.spawn(move || {
+                        let mut results = Vec::new();
+                        for i in 0.. {
+                            if stop.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            let pk = format!("ok-{c}-{i}");
+                            let body = json!({"events": [{"pk": pk}]}).to_string();
+                            let r = support::try_request(
+                                addr,
+                                "POST",
+                                "/v1/events",
+                                &[("content-type", "application/json")],
+                                body.as_bytes(),
+                            );
+                            match r {
+                                Some(r) => results.push((pk, r.status, started.elapsed())),
+                                // Refused: the listener is closed.
+                                None => break,
+                            }
+                        }
+                        results
+                    })
+                })
+                .collect();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let ready = support::request(&addr, "GET", "/readyz", &[], b"");
+            assert_eq!(ready.status, 200);
+            term_at.set(started.elapsed()).unwrap();
+            gw.terminate();
+            // Within the delay: not ready, still serving.
+            let mut failing = false;
+            for _ in 0..20 {
+                let r = support::try_request(&addr, "GET", "/readyz", &[], b"");
+                if r.is_some_and(|r| r.status == 503) {
+                    failing = true;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let (exit, log) = gw.stop();
+            stop.store(true, Ordering::SeqCst);
+            let clients: Vec<_> = clients
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            assert!(!log.contains("panicked"), "{log}");
+            (clients, failing, exit)
+        });
+        (clients, ready_seen_failing, exit, *term_at.get().unwrap())
+    })
+    .await
+    .unwrap();
+    let (results, ready_seen_failing, exit, term_at) = outcome;
+    assert!(exit.success(), "clean exit: {exit:?}");
+    assert!(ready_seen_failing, "/readyz failed during the delay");
+    let acked: Vec<&String> = results
+        .iter()
+        .filter(|(_, status, _)| *status == 200)
+        .map(|(pk, _, _)| pk)
+        .collect();
+    let during_delay = results
+        .iter()
+        .filter(|(_, status, at)| {
+            *status == 200 && *at > term_at + std::time::Duration::from_millis(200)
+        })
+        .count();
+    let other: Vec<u16> = results
+        .iter()
+        .map(|(_, s, _)| *s)
+        .filter(|s| *s != 200)
+        .collect();
+    let delivered = accepted.lock().unwrap().clone();
+    eprintln!(
+        "{} acked ({during_delay} after SIGTERM), {} delivered, other statuses {other:?}",
+        acked.len(),
+        delivered.len()
+    );
+    assert!(
+        other.is_empty(),
+        "every answered request was accepted: {other:?}"
+    );
+    assert!(
+        during_delay > 0,
+        "requests were still served during the delay"
+    );
+    for pk in &acked {
+        assert_eq!(
+            delivered.iter().filter(|d| d == pk).count(),
+            1,
+            "acked {pk} reached the upstream once"
+        );
+    }
+}

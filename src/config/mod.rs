@@ -35,6 +35,8 @@ pub struct Config {
     pub stage: String,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Serving on, with `/readyz` failing, after SIGTERM before connections are refused.
+    pub shutdown_delay: Duration,
     pub aws: AwsSettings,
     pub stage_variables: IndexMap<String, String>,
     pub limits: Limits,
@@ -309,6 +311,11 @@ impl Validator<'_> {
             Duration::from_secs(30),
             "server.shutdown_grace",
         );
+        let shutdown_delay = self.duration(
+            raw.server.shutdown_delay.as_ref(),
+            Duration::ZERO,
+            "server.shutdown_delay",
+        );
         let defaults = Limits::default();
         let limits = Limits {
             max_loop_iterations: raw
@@ -365,6 +372,7 @@ impl Validator<'_> {
             stage,
             max_body_bytes,
             shutdown_grace,
+            shutdown_delay,
             aws: AwsSettings {
                 region: raw.aws.region,
                 endpoint_url: raw.aws.endpoint_url,

@@ -44,6 +44,9 @@ pub struct RawServer {
     pub integration_timeout: Option<Spanned<String>>,
     /// Time to finish in-flight requests after SIGTERM/Ctrl-C (default `30s`).
     pub shutdown_grace: Option<Spanned<String>>,
+    /// Time between SIGTERM (`/readyz` failing) and no longer accepting connections, so that
+    /// balancers take the node out first (default `0s`).
+    pub shutdown_delay: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

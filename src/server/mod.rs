@@ -207,10 +207,13 @@ fn access_log(
     }
 }
 
-/// Serves until SIGTERM or Ctrl-C, then stops accepting, marks itself not ready, and lets
-/// in-flight requests finish within the grace period.
+/// Serves until SIGTERM or Ctrl-C. Then `/readyz` fails at once; requests are still served
+/// for `shutdown_delay` (balancers take the node out meanwhile); then no new connection is
+/// accepted, and in-flight requests, whose batches keep flushing, finish within
+/// `shutdown_grace`.
 pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
     let grace = gw.config.shutdown_grace;
+    let delay = gw.config.shutdown_delay;
     let app = app(gw.clone());
     let (tx, rx) = tokio::sync::watch::channel(false);
     let shutdown = {
@@ -219,8 +222,13 @@ pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()>
             shutdown_signal().await;
             gw.ready.store(false, Ordering::Relaxed);
             tracing::info!(
+                delay_seconds = delay.as_secs_f64(),
+                "Shutting down; /readyz fails, still serving during the delay."
+            );
+            tokio::time::sleep(delay).await;
+            tracing::info!(
                 grace_seconds = grace.as_secs_f64(),
-                "Shutting down; finishing in-flight requests."
+                "No longer accepting connections; finishing in-flight requests."
             );
             let _ = tx.send(true);
         }

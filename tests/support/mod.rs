@@ -240,12 +240,17 @@ impl Gateway {
         )
     }
 
-    /// Sends SIGTERM and waits for the process; returns its log.
-    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// Sends SIGTERM and waits for the process; returns its log.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.terminate();
         let status = self.child.wait().unwrap();
         let log = self.stderr.take().unwrap().join().unwrap_or_default();
         (status, log)
@@ -292,7 +297,18 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap();
+    try_request(addr, method, path, headers, body).expect("a response")
+}
+
+/// As [`request`]; `None` when the connection is refused or closed without a response.
+pub fn try_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Response> {
+    let mut stream = TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
@@ -304,11 +320,14 @@ pub fn request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    parse_response(&raw)
+    stream.read_to_end(&mut raw).ok()?;
+    if raw.is_empty() {
+        return None;
+    }
+    Some(parse_response(&raw))
 }
 
 fn parse_response(raw: &[u8]) -> Response {
