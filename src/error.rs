@@ -31,6 +31,8 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     /// The body cannot be read as the route needs (not UTF-8, for instance).
     InvalidBody,
+    /// The client did not send its whole body within the body read timeout.
+    BodyTimeout,
     /// A mapping template failed to render.
     Template,
     /// The rendered request is not something the service accepts.
@@ -83,7 +85,8 @@ impl GatewayError {
             | ErrorKind::QuotaExceeded { .. }
             | ErrorKind::PayloadTooLarge { .. }
             | ErrorKind::UnsupportedMediaType
-            | ErrorKind::InvalidBody => Fault::Client,
+            | ErrorKind::InvalidBody
+            | ErrorKind::BodyTimeout => Fault::Client,
             ErrorKind::Template | ErrorKind::BadIntegrationRequest => Fault::Internal,
             ErrorKind::UpstreamThrottled
             | ErrorKind::UpstreamFailed

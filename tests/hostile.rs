@@ -233,3 +233,84 @@ async fn hostile_input_is_refused_without_an_upstream_call() {
         .collect();
     assert!(keys.contains(&json!("last")));
 }
+
+/// Slow clients: headers that trickle in are cut off after `header_read_timeout`, a body that
+/// stalls gets 408 after `body_read_timeout`, and more than `max_headers` headers get 431; the
+/// gateway keeps serving and calls no upstream for any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_and_header_limits_are_cut_off() {
+    let stub = support::stub_kinesis().await;
+    let config = format!(
+        "[server]\nheader_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\nmax_headers = 20\n{CONFIG}"
+    );
+    let project = support::Project::custom(
+        "slow",
+        &config,
+        &[("escaped.vtl", ESCAPED), ("raw.vtl", RAW)],
+    );
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let calls = stub.calls.clone();
+    tokio::task::spawn_blocking(move || {
+        // Headers, one byte every 200 ms: the connection is closed after about a second.
+        let mut s = TcpStream::connect(&gw.addr).unwrap();
+        s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let started = std::time::Instant::now();
+        let mut closed = false;
+        for b in b"x-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle().take(100) {
+            if s.write_all(&[*b]).is_err() {
+                closed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            if started.elapsed() > Duration::from_secs(3) {
+                let mut buf = [0u8; 256];
+                s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                // Closed, or answered and closed; still waiting is a read timeout.
+                closed = match s.read(&mut buf) {
+                    Ok(_) => true,
+                    Err(e) => !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                };
+                break;
+            }
+        }
+        assert!(closed, "a trickling header is cut off");
+        assert!(started.elapsed() < Duration::from_secs(8));
+
+        // A body that stalls: 408 with an API Gateway body.
+        let mut s = TcpStream::connect(&gw.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"pk\": ",
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains(r#"{"message":"Request Timeout"}"#), "{text}");
+        assert!(text.to_ascii_lowercase().contains("x-amzn-errortype: requesttimeoutexception"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        // Too many headers.
+        let extra: Vec<(String, String)> =
+            (0..30).map(|i| (format!("x-h-{i}"), "v".to_string())).collect();
+        let mut headers: Vec<(&str, &str)> =
+            extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        headers.push(("content-type", "application/json"));
+        let r = gw.request("POST", "/v1/events", &headers, br#"{"pk": "a"}"#);
+        assert_eq!(r.status, 431);
+
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "no upstream call");
+        let r = post(&gw, "/v1/events", Some("application/json"), br#"{"pk": "ok"}"#);
+        assert_eq!(r.status, 200, "still serving: {}", r.text());
+        let (status, log) = gw.stop();
+        assert!(status.success());
+        assert!(!log.contains("panicked"), "{log}");
+    })
+    .await
+    .unwrap();
+}

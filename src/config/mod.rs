@@ -37,6 +37,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Serving on, with `/readyz` failing, after SIGTERM before connections are refused.
     pub shutdown_delay: Duration,
+    /// Slow clients: headers and body must arrive within these.
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_headers: usize,
     pub aws: AwsSettings,
     pub stage_variables: IndexMap<String, String>,
     pub limits: Limits,
@@ -316,6 +320,24 @@ impl Validator<'_> {
             Duration::ZERO,
             "server.shutdown_delay",
         );
+        let header_read_timeout = self.duration(
+            raw.server.header_read_timeout.as_ref(),
+            Duration::from_secs(10),
+            "server.header_read_timeout",
+        );
+        let body_read_timeout = self.duration(
+            raw.server.body_read_timeout.as_ref(),
+            Duration::from_secs(30),
+            "server.body_read_timeout",
+        );
+        let max_headers = match &raw.server.max_headers {
+            None => 100,
+            Some(n) if !(1..=1000).contains(n.get_ref()) => {
+                self.error(Some(n.span()), "server.max_headers must be 1 to 1000");
+                100
+            }
+            Some(n) => *n.get_ref() as usize,
+        };
         let defaults = Limits::default();
         let limits = Limits {
             max_loop_iterations: raw
@@ -373,6 +395,9 @@ impl Validator<'_> {
             max_body_bytes,
             shutdown_grace,
             shutdown_delay,
+            header_read_timeout,
+            body_read_timeout,
+            max_headers,
             aws: AwsSettings {
                 region: raw.aws.region,
                 endpoint_url: raw.aws.endpoint_url,

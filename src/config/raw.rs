@@ -47,6 +47,12 @@ pub struct RawServer {
     /// Time between SIGTERM (`/readyz` failing) and no longer accepting connections, so that
     /// balancers take the node out first (default `0s`).
     pub shutdown_delay: Option<Spanned<String>>,
+    /// Time a client has to send a request's headers, from the first byte (default `10s`).
+    pub header_read_timeout: Option<Spanned<String>>,
+    /// Time a client has to send a request's body, once its headers are in (default `30s`).
+    pub body_read_timeout: Option<Spanned<String>>,
+    /// Headers a request may have (default 100).
+    pub max_headers: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -40,6 +40,11 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "Invalid request body",
             "BadRequestException",
         ),
+        ErrorKind::BodyTimeout => (
+            StatusCode::REQUEST_TIMEOUT,
+            "Request Timeout",
+            "RequestTimeoutException",
+        ),
         ErrorKind::Template | ErrorKind::BadIntegrationRequest => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal server error",

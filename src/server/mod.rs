@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -16,7 +16,12 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Response, StatusCode, header};
 use axum::routing::get;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::{self, Gateway};
@@ -72,7 +77,16 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
 
-    let body = match read_body(body, &parts.headers, gw.config.max_body_bytes).await {
+    let read = read_body(body, &parts.headers, gw.config.max_body_bytes);
+    let read = tokio::time::timeout(gw.config.body_read_timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(GatewayError::new(
+                ErrorKind::BodyTimeout,
+                "the body did not arrive within the body read timeout",
+            ))
+        });
+    let body = match read {
         Ok(b) => b,
         Err(e) => {
             let resp = respond::error(&e, &request_id);
@@ -211,44 +225,74 @@ fn access_log(
 /// for `shutdown_delay` (balancers take the node out meanwhile); then no new connection is
 /// accepted, and in-flight requests, whose batches keep flushing, finish within
 /// `shutdown_grace`.
+///
+/// Connections are served by hyper with the configured limits: headers must arrive within
+/// `header_read_timeout` (a slow client is disconnected) and number at most `max_headers`
+/// (more is a 431).
 pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
     let grace = gw.config.shutdown_grace;
     let delay = gw.config.shutdown_delay;
     let app = app(gw.clone());
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let shutdown = {
-        let gw = gw.clone();
-        async move {
-            shutdown_signal().await;
-            gw.ready.store(false, Ordering::Relaxed);
-            tracing::info!(
-                delay_seconds = delay.as_secs_f64(),
-                "Shutting down; /readyz fails, still serving during the delay."
-            );
-            tokio::time::sleep(delay).await;
-            tracing::info!(
-                grace_seconds = grace.as_secs_f64(),
-                "No longer accepting connections; finishing in-flight requests."
-            );
-            let _ = tx.send(true);
-        }
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(gw.config.header_read_timeout)
+        .max_headers(gw.config.max_headers);
+    http.http2().timer(TokioTimer::new());
+    let connections = GracefulShutdown::new();
+    let stop = async {
+        shutdown_signal().await;
+        gw.ready.store(false, Ordering::Relaxed);
+        tracing::info!(
+            delay_seconds = delay.as_secs_f64(),
+            "Shutting down; /readyz fails, still serving during the delay."
+        );
+        tokio::time::sleep(delay).await;
     };
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown);
-    let mut rx = rx;
-    let deadline = async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-        tokio::time::sleep(grace).await;
-    };
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "Accepting a connection failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app.clone().map_request(with_peer(peer));
+        let conn = http
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let conn = connections.watch(conn);
+        tokio::spawn(async move {
+            // Errors here are the client's: resets, timeouts, malformed requests.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        grace_seconds = grace.as_secs_f64(),
+        "No longer accepting connections; finishing in-flight requests."
+    );
     tokio::select! {
-        r = server => r,
-        () = deadline => {
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
             tracing::warn!("Grace period over; closing remaining connections.");
-            Ok(())
         }
+    }
+    Ok(())
+}
+
+/// Tags each request with the client's address (`ConnectInfo`, as axum's own server does).
+fn with_peer<B>(peer: SocketAddr) -> impl Fn(http::Request<B>) -> http::Request<B> + Clone {
+    move |mut req| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
     }
 }
 
