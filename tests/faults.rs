@@ -284,34 +284,9 @@ async fn sigterm_under_load_drains_and_loses_no_acked_record() {
         let started = std::time::Instant::now();
         let term_at = std::sync::OnceLock::new();
         let (clients, ready_seen_failing, exit) = std::thread::scope(|scope| {
-            let clients: Vec<_> = (0..CLIENTS)
-                .map(|c| {
-                    let (addr, stop) = (&addr, &stop);
-                    scope.spawn(move || {
-                        let mut results = Vec::new();
-                        for i in 0.. {
-                            if stop.load(Ordering::SeqCst) {
-                                break;
-                            }
-                            let pk = format!("ok-{c}-{i}");
-                            let body = json!({"events": [{"pk": pk}]}).to_string();
-                            let r = support::try_request(
-                                addr,
-                                "POST",
-                                "/v1/events",
-                                &[("content-type", "application/json")],
-                                body.as_bytes(),
-                            );
-                            match r {
-                                Some(r) => results.push((pk, r.status, started.elapsed())),
-                                // Refused: the listener is closed.
-                                None => break,
-                            }
-                        }
-                        results
-                    })
-                })
-                .collect();
+            let clients = steady_load(scope, &addr, CLIENTS, &stop, started, |c, i| {
+                format!("ok-{c}-{i}")
+            });
             std::thread::sleep(std::time::Duration::from_millis(500));
             let ready = support::request(&addr, "GET", "/readyz", &[], b"");
             assert_eq!(ready.status, 200);
@@ -329,10 +304,7 @@ async fn sigterm_under_load_drains_and_loses_no_acked_record() {
             }
             let (exit, log) = gw.stop();
             stop.store(true, Ordering::SeqCst);
-            let clients: Vec<_> = clients
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect();
+            let clients = joined(clients);
             assert!(!log.contains("panicked"), "{log}");
             (clients, failing, exit)
         });
@@ -343,11 +315,6 @@ async fn sigterm_under_load_drains_and_loses_no_acked_record() {
     let (results, ready_seen_failing, exit, term_at) = outcome;
     assert!(exit.success(), "clean exit: {exit:?}");
     assert!(ready_seen_failing, "/readyz failed during the delay");
-    let acked: Vec<&String> = results
-        .iter()
-        .filter(|(_, status, _)| *status == 200)
-        .map(|(pk, _, _)| pk)
-        .collect();
     let during_delay = results
         .iter()
         .filter(|(_, status, at)| {
@@ -360,11 +327,6 @@ async fn sigterm_under_load_drains_and_loses_no_acked_record() {
         .filter(|s| *s != 200)
         .collect();
     let delivered = accepted.lock().unwrap().clone();
-    eprintln!(
-        "{} acked ({during_delay} after SIGTERM), {} delivered, other statuses {other:?}",
-        acked.len(),
-        delivered.len()
-    );
     assert!(
         other.is_empty(),
         "every answered request was accepted: {other:?}"
@@ -373,11 +335,134 @@ async fn sigterm_under_load_drains_and_loses_no_acked_record() {
         during_delay > 0,
         "requests were still served during the delay"
     );
+    let acked = assert_acked_delivered_once(&results, &delivered);
+    eprintln!(
+        "{acked} acked ({during_delay} after SIGTERM), {} delivered",
+        delivered.len()
+    );
+}
+
+/// One client's results: partition key, status, when the answer came.
+type Sent = Vec<(String, u16, std::time::Duration)>;
+
+/// `clients` threads posting one event each request, keyed by `key(client, i)`, until `stop`
+/// is set or a connection is refused.
+fn steady_load<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    addr: &'s str,
+    clients: usize,
+    stop: &'s std::sync::atomic::AtomicBool,
+    started: std::time::Instant,
+    key: impl Fn(usize, usize) -> String + Send + Sync + Copy + 's,
+) -> Vec<std::thread::ScopedJoinHandle<'s, Sent>> {
+    (0..clients)
+        .map(|c| {
+            scope.spawn(move || {
+                let mut results = Vec::new();
+                for i in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let pk = key(c, i);
+                    let body = json!({"events": [{"pk": pk}]}).to_string();
+                    let r = support::try_request(
+                        addr,
+                        "POST",
+                        "/v1/events",
+                        &[("content-type", "application/json")],
+                        body.as_bytes(),
+                    );
+                    match r {
+                        Some(r) => results.push((pk, r.status, started.elapsed())),
+                        // Refused: the listener is closed.
+                        None => break,
+                    }
+                }
+                results
+            })
+        })
+        .collect()
+}
+
+fn joined(handles: Vec<std::thread::ScopedJoinHandle<'_, Sent>>) -> Sent {
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
+/// Every acknowledged key reached the upstream exactly once; returns how many were acked.
+fn assert_acked_delivered_once(results: &Sent, delivered: &[String]) -> usize {
+    let mut counts = std::collections::HashMap::new();
+    for d in delivered {
+        *counts.entry(d.as_str()).or_insert(0) += 1;
+    }
+    let acked: Vec<&String> = results
+        .iter()
+        .filter(|(_, status, _)| *status == 200)
+        .map(|(pk, _, _)| pk)
+        .collect();
     for pk in &acked {
         assert_eq!(
-            delivered.iter().filter(|d| d == pk).count(),
-            1,
+            counts.get(pk.as_str()),
+            Some(&1),
             "acked {pk} reached the upstream once"
         );
     }
+    acked.len()
+}
+
+/// Steady load with 30% of the records throttled on their first attempt: only those are
+/// retried, every request is acknowledged, and every acknowledged record is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_percent_throttled_under_load_loses_nothing_acked() {
+    let stub = support::stub_kinesis_with_latency(std::time::Duration::from_millis(10)).await;
+    let config = BATCHED.replace(r#"linger = "100ms""#, r#"linger = "10ms""#);
+    let project = support::Project::custom("throttled", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let accepted = stub.accepted.clone();
+    let retried_before = stub.records.load(Ordering::SeqCst);
+    let results = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let started = std::time::Instant::now();
+        let results = std::thread::scope(|scope| {
+            // The stub refuses a "flaky-" record the first time it sees it.
+            let clients = steady_load(scope, &gw.addr, 8, &stop, started, |c, i| {
+                if (c * 7 + i) % 10 < 3 {
+                    format!("flaky-{c}-{i}")
+                } else {
+                    format!("ok-{c}-{i}")
+                }
+            });
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            stop.store(true, Ordering::SeqCst);
+            joined(clients)
+        });
+        let (status, log) = gw.stop();
+        assert!(status.success());
+        assert!(!log.contains("panicked"), "{log}");
+        results
+    })
+    .await
+    .unwrap();
+    let delivered = accepted.lock().unwrap().clone();
+    let flaky = results
+        .iter()
+        .filter(|(pk, _, _)| pk.starts_with("flaky-"))
+        .count();
+    let acked = assert_acked_delivered_once(&results, &delivered);
+    let sent_to_stub = stub.records.load(Ordering::SeqCst) - retried_before;
+    eprintln!(
+        "{} requests, {acked} acked, {flaky} throttled once, {} delivered, {sent_to_stub} records sent",
+        results.len(),
+        delivered.len()
+    );
+    assert!(results.len() > 50, "steady load: {}", results.len());
+    assert_eq!(acked, results.len(), "all acknowledged after retries");
+    assert!(flaky * 4 > results.len(), "about 30% were throttled");
+    assert_eq!(
+        sent_to_stub,
+        results.len() + flaky,
+        "only the throttled records were sent again"
+    );
 }
