@@ -466,3 +466,66 @@ async fn thirty_percent_throttled_under_load_loses_nothing_acked() {
         "only the throttled records were sent again"
     );
 }
+
+/// Steady load through a 10-second upstream outage (every call fails with 500): requests in
+/// the outage get a 5xx with `Retry-After` once the retry deadline passes, never a 200; the
+/// gateway recovers by itself; every acknowledged record was delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_outage_under_load_acks_nothing_it_did_not_deliver() {
+    let stub = support::stub_kinesis_with_latency(std::time::Duration::from_millis(10)).await;
+    let config = BATCHED
+        .replace(r#"linger = "100ms""#, r#"linger = "10ms""#)
+        .replace(r#"timeout = "5s""#, r#"timeout = "2s""#);
+    let project = support::Project::custom("outage", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let (accepted, outage) = (stub.accepted.clone(), stub.outage.clone());
+    let (results, outage_window) = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let started = std::time::Instant::now();
+        let mut window = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+        let results = std::thread::scope(|scope| {
+            let clients = steady_load(scope, &gw.addr, 8, &stop, started, |c, i| {
+                format!("ok-{c}-{i}")
+            });
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            window.0 = started.elapsed();
+            outage.store(true, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            outage.store(false, Ordering::SeqCst);
+            window.1 = started.elapsed();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            stop.store(true, Ordering::SeqCst);
+            joined(clients)
+        });
+        let (status, log) = gw.stop();
+        assert!(status.success());
+        assert!(!log.contains("panicked"), "{log}");
+        (results, window)
+    })
+    .await
+    .unwrap();
+    let delivered = accepted.lock().unwrap().clone();
+    let acked = assert_acked_delivered_once(&results, &delivered);
+    let failed: Vec<u16> = results
+        .iter()
+        .map(|(_, s, _)| *s)
+        .filter(|s| *s != 200)
+        .collect();
+    let recovered = results
+        .iter()
+        .filter(|(_, s, at)| *s == 200 && *at > outage_window.1 + std::time::Duration::from_secs(2))
+        .count();
+    eprintln!(
+        "{} requests, {acked} acked, {} failed ({:?}), {recovered} acked after recovery, {} delivered",
+        results.len(),
+        failed.len(),
+        failed.iter().collect::<std::collections::BTreeSet<_>>(),
+        delivered.len()
+    );
+    assert!(!failed.is_empty(), "the outage was reported to clients");
+    assert!(
+        failed.iter().all(|s| [502, 503, 504].contains(s)),
+        "outage failures are 5xx the client may retry: {failed:?}"
+    );
+    assert!(recovered > 0, "the gateway recovered by itself");
+}

@@ -414,6 +414,8 @@ pub struct StubKinesis {
     pub records: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Partition keys of the records it accepted, in arrival order.
     pub accepted: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// While set, every call fails with 500 `InternalFailure` and nothing is accepted.
+    pub outage: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub async fn stub_kinesis() -> StubKinesis {
@@ -433,12 +435,27 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
     let records = Arc::new(AtomicUsize::new(0));
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
     let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (c, r, a) = (calls.clone(), records.clone(), accepted.clone());
+    let outage: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    let (c, r, a, o) = (
+        calls.clone(),
+        records.clone(),
+        accepted.clone(),
+        outage.clone(),
+    );
     let app = axum::Router::new().fallback(post(move |body: Bytes| {
         let (calls, records, seen, accepted) = (c.clone(), r.clone(), seen.clone(), a.clone());
+        let outage = o.clone();
         async move {
             tokio::time::sleep(latency).await;
             calls.fetch_add(1, Ordering::SeqCst);
+            if outage.load(Ordering::SeqCst) {
+                let body = r#"{"__type": "InternalFailure", "message": "outage"}"#.to_string();
+                return (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    [("content-type", "application/x-amz-json-1.1")],
+                    body,
+                );
+            }
             let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let mut failed = 0;
             let mut out = Vec::new();
@@ -456,7 +473,7 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
                 }
             }
             let body = serde_json::json!({"FailedRecordCount": failed, "Records": out}).to_string();
-            ([("content-type", "application/x-amz-json-1.1")], body)
+            (axum::http::StatusCode::OK, [("content-type", "application/x-amz-json-1.1")], body)
         }
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -467,6 +484,7 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         calls,
         records,
         accepted,
+        outage,
     }
 }
 
