@@ -251,9 +251,12 @@ async fn run(
     let body = std::str::from_utf8(&req.body).map_err(|_| {
         GatewayError::new(ErrorKind::InvalidBody, "the request body is not UTF-8 text")
     })?;
-    if template.is_some() && is_json_media(&content_type) {
-        check_json(body)?;
-    }
+    // A JSON body is parsed here, once: what does not parse is refused before any template
+    // runs, and the template reads this document instead of parsing again.
+    let document = match template {
+        Some(_) if is_json_media(&content_type) => parse_json(body)?,
+        _ => None,
+    };
 
     // Parameters and `$context` are built only for templates that read them.
     let build_params = || params(req, &matched.params);
@@ -274,8 +277,11 @@ async fn run(
                 stage_variables: &gw.config.stage_variables,
                 context: &build_context,
             };
-            let r = mapping::render(t, &input, &gw.config.limits)
-                .map_err(|e| GatewayError::new(ErrorKind::Template, format!("{e}")))?;
+            let r = match document {
+                Some(d) => mapping::render_document(t, &input, d, &gw.config.limits),
+                None => mapping::render(t, &input, &gw.config.limits),
+            }
+            .map_err(|e| GatewayError::new(ErrorKind::Template, format!("{e}")))?;
             let overrides = r.context.as_ref().map(|c| c["responseOverride"].clone());
             (r.body, overrides)
         }
@@ -548,59 +554,17 @@ fn is_json_media(media: &str) -> bool {
     media == "application/json" || media.ends_with("+json")
 }
 
-/// Refuses a JSON body that does not parse (a template would read it as empty values and
-/// send records the client never meant), including one nested deeper than 128 levels. An
-/// empty body is `{}`, as on API Gateway. Reads without building the document.
-fn check_json(body: &str) -> Result<(), GatewayError> {
+/// Parses a JSON body, refusing one that does not parse (a template would read it as empty
+/// values and send records the client never meant), including one that nests deeper than
+/// serde_json's 127 levels or holds a lone surrogate escape. An empty body is left to the
+/// template, which reads it as `{}`, as on API Gateway.
+fn parse_json(body: &str) -> Result<Option<Json>, GatewayError> {
     if body.trim().is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    if json_depth(body.as_bytes()) > MAX_JSON_DEPTH {
-        return Err(GatewayError::new(
-            ErrorKind::InvalidBody,
-            format!("the body nests deeper than {MAX_JSON_DEPTH} levels"),
-        ));
-    }
-    let not_json = |e: serde_json::Error| {
+    serde_json::from_str(body).map(Some).map_err(|e| {
         GatewayError::new(ErrorKind::InvalidBody, format!("the body is not JSON: {e}"))
-    };
-    serde_json::from_str::<serde::de::IgnoredAny>(body).map_err(not_json)?;
-    // Skipping strings does not check `\uD800`-style escapes; a lone surrogate would make
-    // the template's own parse fail. Only bodies with such escapes pay for a full parse.
-    if body.contains("\\ud") || body.contains("\\uD") {
-        serde_json::from_str::<Json>(body).map_err(not_json)?;
-    }
-    Ok(())
-}
-
-/// Nesting levels a JSON body may have: serde_json's own limit when templates parse it.
-pub const MAX_JSON_DEPTH: usize = 128;
-
-/// The deepest nesting of arrays and objects in JSON text (strings skipped), in one pass.
-fn json_depth(text: &[u8]) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in text {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
+    })
 }
 
 /// API Gateway's template selection and passthrough rules.
@@ -716,11 +680,14 @@ mod tests {
 
     #[test]
     fn json_bodies_are_checked_before_rendering() {
-        assert!(check_json("").is_ok());
-        assert!(check_json(" \n").is_ok());
-        assert!(check_json(r#"{"a": [1, "x", null]}"#).is_ok());
+        assert_eq!(parse_json("").unwrap(), None);
+        assert_eq!(parse_json(" \n").unwrap(), None);
+        assert_eq!(
+            parse_json(r#"{"a": [1, "x", null]}"#).unwrap(),
+            Some(serde_json::json!({"a": [1, "x", null]}))
+        );
         assert!(
-            check_json(r#"["\ud83d\ude00", "\u00e9"]"#).is_ok(),
+            parse_json(r#"["\ud83d\ude00", "\u00e9"]"#).is_ok(),
             "a surrogate pair"
         );
         for bad in [
@@ -732,16 +699,16 @@ mod tests {
             r#"["\ud800"]"#,
             "[\"\u{0}\"]",
         ] {
-            let e = check_json(bad).unwrap_err();
+            let e = parse_json(bad).unwrap_err();
             assert!(matches!(e.kind, ErrorKind::InvalidBody), "{bad}");
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(check_json(&deep).is_err(), "nesting is bounded");
-        let ok_depth = format!("{}{}", "[".repeat(128), "]".repeat(128));
-        assert!(check_json(&ok_depth).is_ok());
-        let too_deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
-        assert!(check_json(&too_deep).is_err());
-        assert_eq!(json_depth(br#"{"a": "[[[{{", "b": [{"c": "\"]"}]}"#), 3);
+        assert!(parse_json(&deep).is_err(), "nesting is bounded");
+        // serde_json's limit, the one templates parse with: 127 levels, not 128.
+        let ok_depth = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        assert!(parse_json(&ok_depth).is_ok());
+        let too_deep = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        assert!(parse_json(&too_deep).is_err());
         assert!(is_json_media("application/json"));
         assert!(is_json_media("application/vnd.api+json"));
         assert!(!is_json_media("text/plain"));

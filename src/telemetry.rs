@@ -114,14 +114,10 @@ impl RouteMetrics {
     }
 
     pub fn request_done(&self, status: u16, seconds: f64) {
+        let register = || metrics::counter!(names::REQUESTS, "route" => self.route.clone(), "status" => status.to_string());
         match self.statuses.get(usize::from(status).wrapping_sub(100)) {
-            Some(cell) => cell
-                .get_or_init(|| {
-                    metrics::counter!(names::REQUESTS, "route" => self.route.clone(), "status" => status.to_string())
-                })
-                .increment(1),
-            None => metrics::counter!(names::REQUESTS, "route" => self.route.clone(), "status" => status.to_string())
-                .increment(1),
+            Some(cell) => cell.get_or_init(register).increment(1),
+            None => register().increment(1),
         }
         self.latency.record(seconds);
     }

@@ -92,7 +92,30 @@ pub fn render(
     input: &MappingInput<'_>,
     limits: &Limits,
 ) -> Result<Rendered, vtl::Error> {
+    render_with(template, input, None, limits)
+}
+
+/// As [`render`], for a body the caller has already parsed as JSON: `document` is the
+/// parse of `input.body`, and the template does not parse it again.
+pub fn render_document(
+    template: &Template,
+    input: &MappingInput<'_>,
+    document: Json,
+    limits: &Limits,
+) -> Result<Rendered, vtl::Error> {
+    render_with(template, input, Some(document), limits)
+}
+
+fn render_with(
+    template: &Template,
+    input: &MappingInput<'_>,
+    document: Option<Json>,
+    limits: &Limits,
+) -> Result<Rendered, vtl::Error> {
     let host = ApiGatewayHost::new(input);
+    if let Some(document) = document {
+        let _ = host.doc.set(Some(vtl::new_doc(document)));
+    }
     // Room for a base64 copy of the body, the usual shape of Kinesis and Firehose calls.
     let capacity = (input.body.len() / 3 * 4 + 512).min(limits.max_output_bytes);
     let body = template.render_into(&host, limits, String::with_capacity(capacity))?;
