@@ -248,6 +248,13 @@ impl Gateway {
             .status();
     }
 
+    /// Sends SIGTERM, waits, and asserts a clean exit with no panic in the log.
+    pub fn stop_cleanly(self) {
+        let (status, log) = self.stop();
+        assert!(status.success(), "clean exit: {status:?}");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+
     /// Sends SIGTERM and waits for the process; returns its log.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         self.terminate();
