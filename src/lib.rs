@@ -21,5 +21,6 @@ pub mod pipeline;
 pub mod respond;
 pub mod route;
 pub mod server;
+pub mod spool;
 pub mod telemetry;
 pub mod vtl;

@@ -19,6 +19,11 @@ pub mod names {
     pub const AGGREGATES: &str = "gateway_kpl_aggregated_records_total";
     pub const RETRIES: &str = "gateway_upstream_retries_total";
     pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
+    pub const SPOOL_RECORDS: &str = "gateway_spool_records";
+    pub const SPOOL_BYTES: &str = "gateway_spool_bytes";
+    pub const SPOOL_APPENDED: &str = "gateway_spool_appended_records_total";
+    pub const SPOOL_REPLAYED: &str = "gateway_spool_replayed_records_total";
+    pub const SPOOL_REFUSED: &str = "gateway_spool_refused_requests_total";
 }
 
 /// Installs JSON logging (level from `RUST_LOG`, default `info`) once per process.
@@ -166,4 +171,27 @@ pub fn retried(action: &'static str, items: usize) {
 /// Items that failed for good (reported to the client as not accepted).
 pub fn failed_items(action: &'static str, items: usize) {
     metrics::counter!(names::FAILED_ITEMS, "action" => action).increment(items as u64);
+}
+
+/// A route's spool: what waits on disk, what went in and out, and requests refused.
+#[derive(Debug, Clone)]
+pub struct SpoolMetrics {
+    pub records: metrics::Gauge,
+    pub bytes: metrics::Gauge,
+    pub appended: metrics::Counter,
+    pub replayed: metrics::Counter,
+    pub refused: metrics::Counter,
+}
+
+impl SpoolMetrics {
+    pub fn new(route: &str) -> SpoolMetrics {
+        let r = || route.to_string();
+        SpoolMetrics {
+            records: metrics::gauge!(names::SPOOL_RECORDS, "route" => r()),
+            bytes: metrics::gauge!(names::SPOOL_BYTES, "route" => r()),
+            appended: metrics::counter!(names::SPOOL_APPENDED, "route" => r()),
+            replayed: metrics::counter!(names::SPOOL_REPLAYED, "route" => r()),
+            refused: metrics::counter!(names::SPOOL_REFUSED, "route" => r()),
+        }
+    }
 }

@@ -1,0 +1,481 @@
+//! The durable spool: records a route could not deliver in time (or, in `always` mode, every
+//! record) go to an append-only log on local disk, the client is acknowledged, and a replayer
+//! delivers them in order once the upstream takes them.
+//!
+//! Off by default; on per route or for every route that can spool (Kinesis `PutRecords` and
+//! Firehose `PutRecordBatch` routes that batch). The shape of the module:
+//!
+//! - [`format`]: the bytes on disk (pure).
+//! - [`log`]: one route's segment files, cursor and crash recovery (blocking I/O).
+//! - this module: a writer thread per route that commits concurrent appends together (one
+//!   `fdatasync` for all of them, or one per interval) and a replayer task that reads from
+//!   the cursor, sends through the route's [`Sink`] until every record is accepted, and only
+//!   then moves the cursor. Delivery is at least once: a crash between a send and the cursor
+//!   move sends those records again.
+
+pub mod format;
+pub mod log;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sha2::Digest;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::batch::Sink;
+use crate::batch::retry::Outcome;
+use crate::integrations::kinesis::EntryResult;
+use crate::telemetry::SpoolMetrics;
+pub use format::Record;
+pub use log::{Log, Recovered, Status};
+
+/// When a route's records go to the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// When the upstream did not take them within the route's deadline (or the batch queue
+    /// is full), and while earlier records still wait in the spool, so that order holds.
+    Fallback,
+    /// Always: the client is acknowledged once its records are on disk, and only the
+    /// replayer calls the upstream.
+    Always,
+}
+
+/// When appends become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before the client is acknowledged (concurrent appends share one `fdatasync`).
+    Always,
+    /// At most this long after the append; the client is acknowledged once the records are
+    /// written. A process crash loses nothing; a machine crash may lose the last interval.
+    Interval(Duration),
+}
+
+/// The spool settings shared by every route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub dir: PathBuf,
+    /// Per route.
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub fsync: Fsync,
+}
+
+/// Appends waiting for the writer thread, at most; beyond, clients get 503.
+pub const WRITE_QUEUE: usize = 4096;
+/// Appends the writer commits together, at most.
+const GROUP: usize = 1024;
+/// How long one replay attempt may take before it is tried again.
+const REPLAY_DEADLINE: Duration = Duration::from_secs(10);
+/// Waits between replay attempts: from the first to the longest.
+const REPLAY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Why records were not spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool is full")]
+    Full,
+    #[error("the spool's write queue is full")]
+    Busy,
+    #[error("the spool failed: {0}")]
+    Failed(String),
+}
+
+impl From<log::AppendError> for SpoolError {
+    fn from(e: log::AppendError) -> SpoolError {
+        match e {
+            log::AppendError::Full => SpoolError::Full,
+            log::AppendError::Io(e) => SpoolError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// What a sink's per-record result says about delivery.
+pub trait Delivered {
+    fn delivered(&self) -> bool;
+}
+
+impl Delivered for EntryResult {
+    fn delivered(&self) -> bool {
+        matches!(self, EntryResult::Ok { .. })
+    }
+}
+
+impl<R> Delivered for Outcome<R> {
+    fn delivered(&self) -> bool {
+        matches!(self, Outcome::Ok(_))
+    }
+}
+
+struct Job {
+    payloads: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+struct Shared {
+    route: String,
+    log: Mutex<Log>,
+    /// Wakes the replayer after appends.
+    appended: Notify,
+    /// Records waiting, as of the last append or acknowledgement.
+    records: AtomicU64,
+    /// Whether the replayer's last attempt succeeded (true until one fails).
+    upstream_ok: AtomicBool,
+    /// Records waiting beyond which new ones join them (a replay batch).
+    catch_up: AtomicU64,
+    metrics: SpoolMetrics,
+}
+
+impl Shared {
+    fn log(&self) -> MutexGuard<'_, Log> {
+        // A panic while holding the lock leaves the log as consistent as any crash would.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, s: Status) {
+        self.records.store(s.records, Ordering::Relaxed);
+        self.metrics.records.set(s.records as f64);
+        self.metrics.bytes.set(s.bytes as f64);
+    }
+}
+
+/// A handle to one route's spool.
+#[derive(Clone)]
+pub struct Spool {
+    tx: std_mpsc::SyncSender<Job>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("route", &self.shared.route)
+            .finish()
+    }
+}
+
+impl Spool {
+    /// Opens the route's spool under `settings.dir` (recovering from a crash) and starts its
+    /// writer thread.
+    pub fn open(route: &str, settings: &Settings) -> io::Result<(Spool, Recovered)> {
+        let dir = route_dir(&settings.dir, route);
+        let options = log::Options {
+            segment_bytes: settings.segment_bytes,
+            max_bytes: settings.max_bytes,
+        };
+        let (log, recovered) = Log::open(&dir, options)?;
+        std::fs::write(dir.join("route"), route)?;
+        let status = log.status();
+        let shared = Arc::new(Shared {
+            route: route.to_string(),
+            log: Mutex::new(log),
+            appended: Notify::new(),
+            records: AtomicU64::new(0),
+            upstream_ok: AtomicBool::new(true),
+            catch_up: AtomicU64::new(0),
+            metrics: SpoolMetrics::new(route),
+        });
+        shared.publish(status);
+        let (tx, rx) = std_mpsc::sync_channel(WRITE_QUEUE);
+        let writer = shared.clone();
+        let fsync = settings.fsync;
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || write_loop(&rx, &writer, fsync))?;
+        Ok((Spool { tx, shared }, recovered))
+    }
+
+    /// Appends a request's records (all or none) and waits until they count as written
+    /// under the fsync policy.
+    pub async fn append(&self, payloads: Vec<Vec<u8>>) -> Result<(), SpoolError> {
+        let (reply, wait) = oneshot::channel();
+        let sent = self.tx.try_send(Job { payloads, reply });
+        let result = match sent {
+            Ok(()) => wait
+                .await
+                .unwrap_or_else(|_| Err(SpoolError::Failed("the spool writer stopped".into()))),
+            Err(std_mpsc::TrySendError::Full(_)) => Err(SpoolError::Busy),
+            Err(std_mpsc::TrySendError::Disconnected(_)) => {
+                Err(SpoolError::Failed("the spool writer stopped".into()))
+            }
+        };
+        if result.is_err() {
+            self.shared.metrics.refused.increment(1);
+        }
+        result
+    }
+
+    /// Records waiting for delivery.
+    pub fn backlog(&self) -> u64 {
+        self.shared.records.load(Ordering::Relaxed)
+    }
+
+    /// Says that the upstream just failed to take records in time, so that new records
+    /// join the spool at once instead of each waiting out the deadline; the replayer's next
+    /// success clears it.
+    pub fn upstream_failing(&self) {
+        self.shared.upstream_ok.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether new records should join the spool rather than go to the upstream: while the
+    /// replayer's upstream fails, and while more than a replay batch waits (so that records
+    /// do not overtake older ones by much, and the upstream is not hit from both sides).
+    pub fn spilling(&self) -> bool {
+        let backlog = self.backlog();
+        backlog > 0
+            && (!self.shared.upstream_ok.load(Ordering::Relaxed)
+                || backlog > self.shared.catch_up.load(Ordering::Relaxed))
+    }
+
+    pub fn status(&self) -> Status {
+        self.shared.log().status()
+    }
+
+    /// Starts delivering the spool through `sink`, for as long as the runtime runs.
+    pub fn spawn_replayer<S>(&self, sink: S, max_records: usize, max_bytes: usize)
+    where
+        S: Sink,
+        S::Item: Record,
+        S::Output: Delivered,
+    {
+        let shared = self.shared.clone();
+        shared.catch_up.store(max_records as u64, Ordering::Relaxed);
+        tokio::spawn(async move {
+            replay(&shared, &Arc::new(sink), max_records, max_bytes, false).await;
+        });
+    }
+
+    /// Delivers everything the spool holds through `sink`, then returns how many records
+    /// that was (for `spool replay`).
+    pub async fn drain<S>(&self, sink: S, max_records: usize, max_bytes: usize) -> u64
+    where
+        S: Sink,
+        S::Item: Record,
+        S::Output: Delivered,
+    {
+        replay(&self.shared, &Arc::new(sink), max_records, max_bytes, true).await
+    }
+}
+
+/// The directory of a route's spool: a readable slug of its name and a hash that keeps
+/// different names apart (`POST /v1/events` -> `post-v1-events-1a2b3c4d`).
+pub fn route_dir(root: &Path, route: &str) -> PathBuf {
+    let mut slug = String::new();
+    for c in route.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let hash = sha2::Sha256::digest(route.as_bytes());
+    let hex: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    root.join(format!("{}-{hex}", &slug[..slug.len().min(64)]))
+}
+
+/// The writer thread: takes every append that is waiting, writes them, syncs once, answers.
+fn write_loop(rx: &std_mpsc::Receiver<Job>, shared: &Shared, fsync: Fsync) {
+    let mut last_sync = std::time::Instant::now();
+    let mut dirty = false;
+    loop {
+        let first = match fsync {
+            Fsync::Interval(every) if dirty => {
+                match rx.recv_timeout(every.saturating_sub(last_sync.elapsed())) {
+                    Ok(job) => Some(job),
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
+            },
+        };
+        let mut jobs: Vec<Job> = first.into_iter().collect();
+        while jobs.len() < GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut log = shared.log();
+        let mut results: Vec<Result<(), SpoolError>> = jobs
+            .iter()
+            .map(|j| log.append(&j.payloads).map_err(SpoolError::from))
+            .collect();
+        let due = match fsync {
+            Fsync::Always => true,
+            Fsync::Interval(every) => last_sync.elapsed() >= every,
+        };
+        if due && log.is_dirty() {
+            match log.sync() {
+                Ok(()) => last_sync = std::time::Instant::now(),
+                Err(e) => {
+                    tracing::error!(route = %shared.route, error = %e, "syncing the spool failed");
+                    if fsync == Fsync::Always {
+                        // Not durable, so not acknowledged; the records may still be sent.
+                        for r in results.iter_mut().filter(|r| r.is_ok()) {
+                            *r = Err(SpoolError::Failed(e.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        dirty = log.is_dirty();
+        let status = log.status();
+        drop(log);
+        shared.publish(status);
+        let mut appended = 0;
+        for (job, result) in jobs.into_iter().zip(results) {
+            if result.is_ok() {
+                appended += job.payloads.len() as u64;
+            }
+            let _ = job.reply.send(result);
+        }
+        shared.metrics.appended.increment(appended);
+        if appended > 0 {
+            shared.appended.notify_one();
+        }
+    }
+    if let Err(e) = shared.log().sync() {
+        tracing::error!(route = %shared.route, error = %e, "syncing the spool failed");
+    }
+}
+
+/// Reads from the cursor, delivers, acknowledges; waits for appends when there is nothing to
+/// read, or returns then if `until_empty`. Returns the records delivered.
+async fn replay<S>(
+    shared: &Arc<Shared>,
+    sink: &Arc<S>,
+    max_records: usize,
+    max_bytes: usize,
+    until_empty: bool,
+) -> u64
+where
+    S: Sink,
+    S::Item: Record,
+    S::Output: Delivered,
+{
+    sink.prepare().await;
+    let mut delivered = 0;
+    loop {
+        let reader = shared.clone();
+        let read =
+            tokio::task::spawn_blocking(move || reader.log().read(max_records, max_bytes)).await;
+        let frames = match read {
+            Ok(Ok(frames)) => frames,
+            Ok(Err(e)) => {
+                tracing::error!(route = %shared.route, error = %e, "reading the spool failed");
+                tokio::time::sleep(REPLAY_BACKOFF.1).await;
+                continue;
+            }
+            Err(_) => return delivered,
+        };
+        let Some(last) = frames.last() else {
+            if until_empty {
+                return delivered;
+            }
+            tokio::select! {
+                () = shared.appended.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        };
+        let end = last.end;
+        let items: Vec<S::Item> = frames
+            .iter()
+            .filter_map(|f| {
+                let item = S::Item::decode(&f.payload);
+                if item.is_none() {
+                    tracing::error!(route = %shared.route, "a spooled record is not a record of this route; skipped");
+                }
+                item
+            })
+            .collect();
+        deliver(sink.as_ref(), items, shared).await;
+        let records = frames.len() as u64;
+        let bytes: u64 = frames
+            .iter()
+            .map(|f| format::frame_len(f.payload.len()))
+            .sum();
+        let acker = shared.clone();
+        let acked = tokio::task::spawn_blocking(move || {
+            let mut log = acker.log();
+            log.ack(end, records, bytes).map(|()| log.status())
+        })
+        .await;
+        match acked {
+            Ok(Ok(status)) => shared.publish(status),
+            Ok(Err(e)) => {
+                tracing::error!(route = %shared.route, error = %e, "moving the spool cursor failed")
+            }
+            Err(_) => return delivered,
+        }
+        shared.metrics.replayed.increment(records);
+        delivered += records;
+    }
+}
+
+/// Sends `items` until the sink has accepted every one, retrying the rest with backoff.
+async fn deliver<S>(sink: &S, mut items: Vec<S::Item>, shared: &Shared)
+where
+    S: Sink,
+    S::Item: Record,
+    S::Output: Delivered,
+{
+    let route = shared.route.as_str();
+    let mut wait = REPLAY_BACKOFF.0;
+    while !items.is_empty() {
+        match sink
+            .put(items.clone(), Instant::now() + REPLAY_DEADLINE)
+            .await
+        {
+            Ok(results) => {
+                items = items
+                    .into_iter()
+                    .zip(results)
+                    .filter(|(_, r)| !r.delivered())
+                    .map(|(item, _)| item)
+                    .collect();
+                if items.is_empty() {
+                    shared.upstream_ok.store(true, Ordering::Relaxed);
+                    return;
+                }
+                tracing::warn!(
+                    route,
+                    records = items.len(),
+                    "spooled records not accepted yet; retrying"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(route, error = %e, "replaying the spool failed; retrying");
+            }
+        }
+        shared.upstream_ok.store(false, Ordering::Relaxed);
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(REPLAY_BACKOFF.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_directories_are_readable_and_distinct() {
+        let root = Path::new("/s");
+        let a = route_dir(root, "POST /v1/events");
+        assert!(
+            a.to_string_lossy().starts_with("/s/post-v1-events-"),
+            "{a:?}"
+        );
+        assert_ne!(a, route_dir(root, "POST /v1/events/"));
+        assert_ne!(a, route_dir(root, "post /v1/events"));
+        assert_eq!(a, route_dir(root, "POST /v1/events"));
+    }
+}
