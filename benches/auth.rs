@@ -132,12 +132,15 @@ fn benches(c: &mut Criterion) {
     );
     let gw = {
         let _runtime = rt.enter();
-        Arc::new(Gateway::new(
-            config.clone(),
-            pipeline::compile_templates(&config).unwrap(),
-            Clients::from_sdk_config(&sdk, true),
-            auth.clone(),
-        ))
+        Arc::new(
+            Gateway::new(
+                config.clone(),
+                pipeline::compile_templates(&config).unwrap(),
+                Clients::from_sdk_config(&sdk, true),
+                auth.clone(),
+            )
+            .expect("the gateway starts"),
+        )
     };
     let app = server::app(gw);
     let body = r#"{"userId": "u-1", "type": "click", "ts": 1764077930000, "page": "/home"}"#;

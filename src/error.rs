@@ -47,6 +47,10 @@ pub enum ErrorKind {
     RecordsRejected(Box<Rejected>),
     /// The gateway's own queue toward the upstream is full: come back shortly.
     Overloaded,
+    /// The upstream is not taking records and the route's spool is full.
+    SpoolFull,
+    /// The request did not finish within the server's whole-request deadline.
+    RequestTimeout,
 }
 
 /// Records a service did not accept.
@@ -87,12 +91,15 @@ impl GatewayError {
             | ErrorKind::UnsupportedMediaType
             | ErrorKind::InvalidBody
             | ErrorKind::BodyTimeout => Fault::Client,
-            ErrorKind::Template | ErrorKind::BadIntegrationRequest => Fault::Internal,
+            ErrorKind::Template | ErrorKind::BadIntegrationRequest | ErrorKind::RequestTimeout => {
+                Fault::Internal
+            }
             ErrorKind::UpstreamThrottled
             | ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout
             | ErrorKind::RecordsRejected(_)
-            | ErrorKind::Overloaded => Fault::Upstream,
+            | ErrorKind::Overloaded
+            | ErrorKind::SpoolFull => Fault::Upstream,
         }
     }
 
@@ -109,9 +116,12 @@ impl GatewayError {
             }
             ErrorKind::UpstreamThrottled
             | ErrorKind::UpstreamFailed
-            | ErrorKind::UpstreamTimeout => Some(1),
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::RequestTimeout => Some(1),
             ErrorKind::RecordsRejected(r) if r.retryable => Some(1),
             ErrorKind::Overloaded => Some(1),
+            // Room comes back as the replayer delivers; that takes a while.
+            ErrorKind::SpoolFull => Some(5),
             _ => None,
         }
     }

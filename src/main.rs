@@ -58,6 +58,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
+    /// The durable spool: what waits, the records, and delivering them.
+    #[command(subcommand)]
+    Spool(cli::spool::SpoolCommand),
     /// Requests counted per key and UTC day.
     Usage {
         #[arg(long)]
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
             cli::iam_policy::run(&args.config, region, account)
         }
         Command::Keys(k) => cli::keys::run(&args.config, k),
+        Command::Spool(s) => cli::spool::run(&args.config, s),
         Command::Usage { key, from, to } => {
             cli::keys::usage(&args.config, key.as_deref(), from.as_deref(), to.as_deref())
         }

@@ -30,6 +30,7 @@ use crate::integrations::{Action, firehose, kinesis, sqs};
 use crate::mapping::{self, MappingInput, Params, context};
 use crate::respond;
 use crate::route::RouteTable;
+use crate::spool::{self, Delivered, Record, Spool};
 use crate::telemetry;
 use crate::vtl::Template;
 
@@ -42,6 +43,8 @@ pub struct Gateway {
     pub auth: Arc<Authorizer>,
     /// By route index: the batcher of routes that batch.
     pub batchers: Vec<Option<RouteBatcher>>,
+    /// By route index: the spool of routes that spool, and its mode.
+    pub spools: Vec<Option<(Spool, spool::Mode)>>,
     /// False once shutdown begins: `/readyz` fails so balancers stop sending traffic.
     pub ready: AtomicBool,
     /// By route index.
@@ -51,14 +54,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the route table, starts the batchers (needs a tokio runtime) and registers the
-    /// routes' metrics.
+    /// Builds the route table, starts the batchers (needs a tokio runtime), opens the spools
+    /// and starts their replayers, and registers the routes' metrics. Fails when a spool
+    /// cannot be opened (another process holds it, or the disk refuses).
     pub fn new(
         config: Config,
         compiled: Vec<CompiledRoute>,
         clients: Clients,
         auth: Arc<Authorizer>,
-    ) -> Gateway {
+    ) -> std::io::Result<Gateway> {
         // Handles registered before the recorder exists would record nothing.
         let _ = telemetry::prometheus();
         let routes = RouteTable::new(
@@ -68,22 +72,24 @@ impl Gateway {
                 .map(|r| (r.method.clone(), r.path.clone())),
         );
         let batchers = batchers(&config, &clients);
+        let spools = spools(&config, &clients)?;
         let metrics = config
             .routes
             .iter()
             .map(|r| telemetry::RouteMetrics::new(&r.name(), Some(r.action.name())))
             .collect();
-        Gateway {
+        Ok(Gateway {
             config,
             routes,
             compiled,
             clients,
             auth,
             batchers,
+            spools,
             ready: AtomicBool::new(true),
             metrics,
             unmatched: telemetry::RouteMetrics::new("unmatched", None),
-        }
+        })
     }
 
     /// The metrics of a route by index, or of unmatched requests.
@@ -289,7 +295,16 @@ async fn run(
 
     let started = Instant::now();
     let result = match gw.batchers.get(matched.route).and_then(Option::as_ref) {
-        Some(batcher) => batched(batcher, route, &rendered).await?,
+        Some(batcher) => {
+            let spool = gw.spools.get(matched.route).and_then(Option::as_ref);
+            match batched(batcher, spool, route, &rendered).await? {
+                Dispatched::Upstream(result) => result,
+                Dispatched::Spooled { spooled, records } => {
+                    outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+                    return Ok(respond::spooled(spooled, records, &req.request_id));
+                }
+            }
+        }
         None => {
             integrations::call(
                 &gw.clients,
@@ -366,84 +381,234 @@ pub enum RouteBatcher {
     Sqs(SqsBatcher),
 }
 
-/// Sends a request's records through its route's batcher and waits for their results.
+/// Where a batched request's records went.
+enum Dispatched {
+    /// To the upstream, with its answer.
+    Upstream(Result<Json, IntegrationError>),
+    /// `spooled` of the request's `records` to the spool (the rest to the upstream).
+    Spooled { spooled: usize, records: usize },
+}
+
+/// Sends a request's records through its route's batcher (or its spool) and waits for the
+/// outcome.
 async fn batched(
     batcher: &RouteBatcher,
+    spool: Option<&(Spool, spool::Mode)>,
     route: &RouteConfig,
     rendered: &str,
-) -> Result<Result<Json, IntegrationError>, GatewayError> {
-    let deadline = tokio::time::Instant::now() + route.timeout.mul_f64(0.8);
+) -> Result<Dispatched, GatewayError> {
     let target = route.target.as_deref();
-    let submitted = match batcher {
+    let dispatched = match batcher {
         RouteBatcher::Kinesis(b) => {
             let (_, entries) = match kinesis::parse_put_records(target, rendered) {
                 Ok(parsed) => parsed,
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Ok(Dispatched::Upstream(Err(e))),
             };
-            tokio::time::timeout(route.timeout, b.submit(entries, deadline))
-                .await
-                .map(|r| r.map(|results| kinesis::records_response(&results)))
+            submit(b, spool, route, entries)
+                .await?
+                .map(|results| kinesis::records_response(&results))
         }
         RouteBatcher::Firehose(b) => {
             let (_, records) = match firehose::parse_put_record_batch(target, rendered) {
                 Ok(parsed) => parsed,
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Ok(Dispatched::Upstream(Err(e))),
             };
-            tokio::time::timeout(route.timeout, b.submit(records, deadline))
-                .await
-                .map(|r| r.map(|outcomes| firehose::batch_response(&outcomes)))
+            submit(b, spool, route, records)
+                .await?
+                .map(|outcomes| firehose::batch_response(&outcomes))
         }
         RouteBatcher::Sqs(b) => {
             let (form, _, entries) = match sqs::parse_send_message_batch(target, rendered) {
                 Ok(parsed) => parsed,
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Ok(Dispatched::Upstream(Err(e))),
             };
             // Only the ids are needed for the answer; the entries move into the batch.
             let ids = sqs::ids(&entries);
-            tokio::time::timeout(route.timeout, b.submit(entries, deadline))
-                .await
-                .map(|r| r.map(|outcomes| sqs::batch_response(form, &ids, &outcomes)))
+            let deadline = tokio::time::Instant::now() + route.timeout.mul_f64(0.8);
+            let submitted = tokio::time::timeout(route.timeout, b.submit(entries, deadline)).await;
+            Dispatched::Upstream(
+                upstream_result(route, submitted)?
+                    .and_then(|outcomes| sqs::batch_response(form, &ids, &outcomes)),
+            )
         }
     };
-    Ok(match submitted {
-        Err(_) => Err(IntegrationError::Timeout {
-            action: route.action,
-            timeout: route.timeout,
-        }),
-        Ok(Ok(response)) => response,
-        Ok(Err(SubmitError::Upstream(e))) => Err(e),
-        Ok(Err(e @ (SubmitError::QueueFull | SubmitError::Closed))) => {
-            return Err(GatewayError::new(ErrorKind::Overloaded, e.to_string()));
-        }
-    })
+    Ok(dispatched)
 }
 
-/// Starts a batcher for every route that batches (needs a tokio runtime).
-pub fn batchers(config: &Config, clients: &Clients) -> Vec<Option<RouteBatcher>> {
+/// A batcher's answer, or the timeout around it, as the route's result.
+fn upstream_result<O>(
+    route: &RouteConfig,
+    submitted: Result<Result<O, SubmitError>, tokio::time::error::Elapsed>,
+) -> Result<Result<O, IntegrationError>, GatewayError> {
+    match submitted {
+        Err(_) => Ok(Err(IntegrationError::Timeout {
+            action: route.action,
+            timeout: route.timeout,
+        })),
+        Ok(Ok(results)) => Ok(Ok(results)),
+        Ok(Err(SubmitError::Upstream(e))) => Ok(Err(e)),
+        Ok(Err(e @ (SubmitError::QueueFull | SubmitError::Closed))) => {
+            Err(GatewayError::new(ErrorKind::Overloaded, e.to_string()))
+        }
+    }
+}
+
+/// Submits a request's items to the batcher; with a spool, writes to it instead what the
+/// mode says: everything (`always`, or while the spool is catching up after an outage; see
+/// `Spool::spilling`), or what the upstream did not take before the route's deadline.
+async fn submit<S>(
+    batcher: &crate::batch::Batcher<S>,
+    spool: Option<&(Spool, spool::Mode)>,
+    route: &RouteConfig,
+    items: Vec<S::Item>,
+) -> Result<Submitted<S::Output>, GatewayError>
+where
+    S: crate::batch::Sink,
+    S::Item: Record,
+    S::Output: Delivered,
+{
+    let deadline = tokio::time::Instant::now() + route.timeout.mul_f64(0.8);
+    let Some((spool, mode)) = spool else {
+        let submitted = tokio::time::timeout(route.timeout, batcher.submit(items, deadline)).await;
+        return Ok(Submitted::Results(upstream_result(route, submitted)?));
+    };
+    let records = items.len();
+    if *mode == spool::Mode::Always || spool.spilling() {
+        return spool_items(spool, &items, records).await;
+    }
+    // A copy, in case the upstream does not take them in time.
+    let kept = items.clone();
+    let submitted = tokio::time::timeout(route.timeout, batcher.submit(items, deadline)).await;
+    match submitted {
+        Ok(Ok(results)) => {
+            let failed: Vec<S::Item> = kept
+                .into_iter()
+                .zip(&results)
+                .filter(|(_, r)| !r.delivered())
+                .map(|(item, _)| item)
+                .collect();
+            if failed.is_empty() {
+                Ok(Submitted::Results(Ok(results)))
+            } else {
+                spool.upstream_failing();
+                spool_items(spool, &failed, records).await
+            }
+        }
+        // The service refused the request itself: spooling would not make it acceptable.
+        Ok(Err(SubmitError::Upstream(e))) if !e.retryable() => Ok(Submitted::Results(Err(e))),
+        // Down, throttling, slow, or the queue toward it full. After a timeout the batch may
+        // still deliver these records: spooling them too can send them twice, never zero times.
+        Ok(Err(_)) | Err(_) => {
+            spool.upstream_failing();
+            spool_items(spool, &kept, records).await
+        }
+    }
+}
+
+/// A batched submission's outcome: the upstream's per-item results (or its error), or the
+/// number of items spooled.
+enum Submitted<O> {
+    Results(Result<Vec<O>, IntegrationError>),
+    Spooled { spooled: usize, records: usize },
+}
+
+impl<O> Submitted<O> {
+    fn map(self, respond: impl FnOnce(Vec<O>) -> Result<Json, IntegrationError>) -> Dispatched {
+        match self {
+            Submitted::Results(Ok(results)) => Dispatched::Upstream(respond(results)),
+            Submitted::Results(Err(e)) => Dispatched::Upstream(Err(e)),
+            Submitted::Spooled { spooled, records } => Dispatched::Spooled { spooled, records },
+        }
+    }
+}
+
+async fn spool_items<I: Record, O>(
+    spool: &Spool,
+    items: &[I],
+    records: usize,
+) -> Result<Submitted<O>, GatewayError> {
+    let payloads = items.iter().map(Record::to_payload).collect();
+    match spool.append(payloads).await {
+        Ok(()) => Ok(Submitted::Spooled {
+            spooled: items.len(),
+            records,
+        }),
+        Err(spool::SpoolError::Full) => Err(GatewayError::new(
+            ErrorKind::SpoolFull,
+            "the upstream is not taking records and the spool is full",
+        )),
+        Err(e) => Err(GatewayError::new(ErrorKind::Overloaded, e.to_string())),
+    }
+}
+
+/// Opens the spool of every route that spools and starts its replayer, which sends through
+/// a sink of its own to the route's target.
+pub fn spools(
+    config: &Config,
+    clients: &Clients,
+) -> std::io::Result<Vec<Option<(Spool, spool::Mode)>>> {
     config
         .routes
         .iter()
         .map(|r| {
-            let policy = r.batch?;
-            let target = r.target.clone()?;
-            if r.action == Action::SqsSendMessageBatch {
-                let sink = SqsSink {
-                    sqs: clients.sqs.clone(),
-                    queue: target,
-                };
-                return Some(RouteBatcher::Sqs(SqsBatcher::spawn(sink, policy, r.name())));
+            let (Some(mode), Some(policy), Some(target)) = (r.spool, r.batch, r.target.clone())
+            else {
+                return Ok(None);
+            };
+            let name = r.name();
+            let (spool, recovered) = Spool::open(&name, &config.spool).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("opening the spool of {name}: {e}"))
+            })?;
+            tracing::info!(
+                route = %name,
+                records = recovered.records,
+                bytes = recovered.bytes,
+                torn_bytes = recovered.torn_bytes,
+                lost_bytes = recovered.lost_bytes,
+                "Opened the spool."
+            );
+            if recovered.lost_bytes > 0 {
+                tracing::error!(route = %name, lost_bytes = recovered.lost_bytes, "The spool had damaged frames in an older segment; the bytes after them cannot be read.");
             }
-            if r.action == Action::FirehosePutRecordBatch {
-                let sink = FirehoseSink {
-                    client: clients.firehose.clone(),
-                    delivery_stream: target,
-                };
-                return Some(RouteBatcher::Firehose(FirehoseBatcher::spawn(
-                    sink,
-                    policy,
-                    r.name(),
-                )));
+            match sink(r.action, target, clients, policy.aggregate, &name) {
+                RouteSink::Kinesis(s) => {
+                    spool.spawn_replayer(s, policy.max_records, policy.max_bytes);
+                }
+                RouteSink::Firehose(s) => {
+                    spool.spawn_replayer(s, policy.max_records, policy.max_bytes);
+                }
+                RouteSink::Sqs(_) => return Ok(None),
             }
+            Ok(Some((spool, mode)))
+        })
+        .collect()
+}
+
+/// A route's batch sink, by action.
+pub enum RouteSink {
+    Kinesis(KinesisSink),
+    Firehose(FirehoseSink),
+    Sqs(SqsSink),
+}
+
+/// The sink that sends a batched route's records to its target.
+pub fn sink(
+    action: Action,
+    target: String,
+    clients: &Clients,
+    aggregate: bool,
+    route: &str,
+) -> RouteSink {
+    match action {
+        Action::SqsSendMessageBatch => RouteSink::Sqs(SqsSink {
+            sqs: clients.sqs.clone(),
+            queue: target,
+        }),
+        Action::FirehosePutRecordBatch => RouteSink::Firehose(FirehoseSink {
+            client: clients.firehose.clone(),
+            delivery_stream: target,
+        }),
+        _ => {
             let stream = if target.starts_with("arn:") {
                 kinesis::StreamRef {
                     name: None,
@@ -455,13 +620,36 @@ pub fn batchers(config: &Config, clients: &Clients) -> Vec<Option<RouteBatcher>>
                     arn: None,
                 }
             };
-            let sink =
-                KinesisSink::new(clients.kinesis.clone(), stream, policy.aggregate, r.name());
-            Some(RouteBatcher::Kinesis(KinesisBatcher::spawn(
-                sink,
-                policy,
-                r.name(),
-            )))
+            RouteSink::Kinesis(KinesisSink::new(
+                clients.kinesis.clone(),
+                stream,
+                aggregate,
+                route.to_string(),
+            ))
+        }
+    }
+}
+
+/// Starts a batcher for every route that batches (needs a tokio runtime).
+pub fn batchers(config: &Config, clients: &Clients) -> Vec<Option<RouteBatcher>> {
+    config
+        .routes
+        .iter()
+        .map(|r| {
+            let policy = r.batch?;
+            let target = r.target.clone()?;
+            let name = r.name();
+            Some(
+                match sink(r.action, target, clients, policy.aggregate, &name) {
+                    RouteSink::Sqs(s) => RouteBatcher::Sqs(SqsBatcher::spawn(s, policy, name)),
+                    RouteSink::Firehose(s) => {
+                        RouteBatcher::Firehose(FirehoseBatcher::spawn(s, policy, name))
+                    }
+                    RouteSink::Kinesis(s) => {
+                        RouteBatcher::Kinesis(KinesisBatcher::spawn(s, policy, name))
+                    }
+                },
+            )
         })
         .collect()
 }

@@ -525,3 +525,392 @@ async fn upstream_outage_under_load_acks_nothing_it_did_not_deliver() {
     );
     assert!(recovered > 0, "the gateway recovered by itself");
 }
+
+/// Every acknowledged (200 or 202) key reached the upstream at least once; returns how many
+/// were acknowledged and how many of those arrived more than once.
+fn assert_acked_delivered(results: &Sent, delivered: &[String]) -> (usize, usize) {
+    let mut counts = std::collections::HashMap::new();
+    for d in delivered {
+        *counts.entry(d.as_str()).or_insert(0usize) += 1;
+    }
+    let acked: Vec<&String> = results
+        .iter()
+        .filter(|(_, status, _)| [200, 202].contains(status))
+        .map(|(pk, _, _)| pk)
+        .collect();
+    let lost: Vec<&&String> = acked
+        .iter()
+        .filter(|pk| !counts.contains_key(pk.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records never reached the upstream, e.g. {:?}",
+        lost.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
+    let twice = acked.iter().filter(|pk| counts[pk.as_str()] > 1).count();
+    (acked.len(), twice)
+}
+
+/// How many requests got each status.
+fn status_counts(results: &Sent) -> std::collections::BTreeMap<u16, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (_, status, _) in results {
+        *counts.entry(*status).or_default() += 1;
+    }
+    counts
+}
+
+/// Waits (up to `secs`) until every acknowledged key has reached the upstream.
+fn wait_for_delivery(results: &Sent, accepted: &std::sync::Mutex<Vec<String>>, secs: u64) {
+    let acked: std::collections::HashSet<&str> = results
+        .iter()
+        .filter(|(_, status, _)| [200, 202].contains(status))
+        .map(|(pk, _, _)| pk.as_str())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        let delivered: std::collections::HashSet<String> =
+            accepted.lock().unwrap().iter().cloned().collect();
+        if acked.iter().all(|pk| delivered.contains(*pk)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The spool's waiting records, as `ingest-gateway spool status --json` reports them.
+fn spooled_records(config: &std::path::Path) -> u64 {
+    let out = std::process::Command::new(support::bin())
+        .arg("--config")
+        .arg(config)
+        .args(["spool", "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Json = serde_json::from_slice(&out.stdout).unwrap();
+    status["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["records"].as_u64().unwrap())
+        .sum()
+}
+
+/// Steady load through a 10-second upstream outage with the spool in `fallback` mode: no
+/// client gets an error; what the upstream did not take in time is acknowledged with 202
+/// and delivered from the spool once the upstream is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_outage_with_a_fallback_spool_acks_everything_and_delivers_it_later() {
+    let stub = support::stub_kinesis_with_latency(std::time::Duration::from_millis(10)).await;
+    let config = format!(
+        "{}spool = \"fallback\"\n",
+        BATCHED
+            .replace(r#"linger = "100ms""#, r#"linger = "10ms""#)
+            .replace(r#"timeout = "5s""#, r#"timeout = "2s""#)
+    );
+    let project = support::Project::custom("spool-outage", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let (accepted, outage) = (stub.accepted.clone(), stub.outage.clone());
+    let results = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let started = std::time::Instant::now();
+        let results = std::thread::scope(|scope| {
+            let clients = steady_load(scope, &gw.addr, 8, &stop, started, |c, i| {
+                format!("ok-{c}-{i}")
+            });
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            outage.store(true, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            outage.store(false, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            stop.store(true, Ordering::SeqCst);
+            joined(clients)
+        });
+        wait_for_delivery(&results, &accepted, 30);
+        gw.stop_cleanly();
+        results
+    })
+    .await
+    .unwrap();
+    let delivered = stub.accepted.lock().unwrap().clone();
+    let (acked, twice) = assert_acked_delivered(&results, &delivered);
+    let statuses = status_counts(&results);
+    eprintln!(
+        "{} requests, {acked} acked, statuses {statuses:?}, {} delivered, {twice} delivered twice",
+        results.len(),
+        delivered.len()
+    );
+    assert_eq!(acked, results.len(), "no client got an error: {statuses:?}");
+    assert!(
+        statuses.get(&202).is_some_and(|n| *n > 0),
+        "some were spooled"
+    );
+    assert_eq!(spooled_records(&project.config), 0, "the spool drained");
+}
+
+/// Scenario (d): the gateway, acknowledging after local durability (`spool = "always"`),
+/// is killed with SIGKILL under steady load and started again: every acknowledged record
+/// reaches the upstream; records sent but not yet marked delivered at the kill come again,
+/// and are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_the_spool_on_loses_no_acked_record() {
+    let stub = support::stub_kinesis_with_latency(std::time::Duration::from_millis(10)).await;
+    let config = format!(
+        "{}spool = \"always\"\n",
+        BATCHED.replace(r#"linger = "100ms""#, r#"linger = "10ms""#)
+    );
+    let project = support::Project::custom("spool-kill", &config, &[("records.vtl", TEMPLATE)]);
+    let path = project.config.clone();
+    let endpoint = stub.endpoint.clone();
+    let accepted = stub.accepted.clone();
+    let (results, log) = tokio::task::spawn_blocking(move || {
+        let mut results = Sent::new();
+        let mut log = String::new();
+        for (round, key) in ["a", "b", "c"].into_iter().enumerate() {
+            let gw = support::Gateway::start_against(&path, &endpoint);
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let started = std::time::Instant::now();
+            let earlier = results.clone();
+            let addr = gw.addr.clone();
+            let round_results = std::thread::scope(|scope| {
+                let clients = steady_load(scope, &addr, 8, &stop, started, move |c, i| {
+                    format!("ok-{key}-{c}-{i}")
+                });
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+                if round < 2 {
+                    log.push_str(&gw.kill());
+                } else {
+                    stop.store(true, Ordering::SeqCst);
+                    let clients = joined(clients);
+                    let mut all = earlier;
+                    all.extend(clients.iter().cloned());
+                    wait_for_delivery(&all, &accepted, 30);
+                    gw.stop_cleanly();
+                    return clients;
+                }
+                joined(clients)
+            });
+            results.extend(round_results);
+        }
+        (results, log)
+    })
+    .await
+    .unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    let delivered = stub.accepted.lock().unwrap().clone();
+    let (acked, twice) = assert_acked_delivered(&results, &delivered);
+    let statuses = status_counts(&results);
+    eprintln!(
+        "{} requests answered, {acked} acked, statuses {statuses:?}, {} delivered, {twice} delivered more than once",
+        results.len(),
+        delivered.len()
+    );
+    assert!(acked > 100, "steady load: {acked}");
+    assert_eq!(
+        acked,
+        results.len(),
+        "every answered request was acknowledged: {statuses:?}"
+    );
+    assert_eq!(spooled_records(&project.config), 0, "the spool drained");
+}
+
+/// A private emulator whose state survives a restart (`PERSIST_STATE`), on its own port.
+struct PrivateEmulator {
+    port: String,
+    state: std::path::PathBuf,
+}
+
+impl PrivateEmulator {
+    fn start(port: &str, state: &std::path::Path) -> PrivateEmulator {
+        let emulator = PrivateEmulator {
+            port: port.to_string(),
+            state: state.to_path_buf(),
+        };
+        emulator.up();
+        emulator
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn up(&self) {
+        let ok = std::process::Command::new(support::repo().join("scripts/emulator"))
+            .args(["start", &self.port])
+            .env("PERSIST_STATE", "1")
+            .env("STATE_DIR", &self.state)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "the private emulator started");
+    }
+
+    /// Stops it (it saves its state on the way out) and waits until the port is closed.
+    fn down(&self) {
+        let _ = std::process::Command::new(support::repo().join("scripts/emulator"))
+            .args(["stop", &self.port])
+            .status();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(format!("127.0.0.1:{}", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the private emulator did not stop");
+    }
+}
+
+impl Drop for PrivateEmulator {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(support::repo().join("scripts/emulator"))
+            .args(["stop", &self.port])
+            .status();
+    }
+}
+
+/// The partition keys of every record in a stream (each record is an event `{"pk": ...}`).
+async fn stream_keys(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        loop {
+            let out = kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(10_000)
+                .send()
+                .await
+                .unwrap();
+            for r in out.records() {
+                let event: Json = serde_json::from_slice(r.data().as_ref()).unwrap();
+                keys.push(event["pk"].as_str().unwrap_or_default().to_string());
+            }
+            match out.next_shard_iterator {
+                Some(next) if !out.records().is_empty() => iterator = next,
+                _ => break,
+            }
+        }
+    }
+    keys
+}
+
+/// Scenario (b) against the real emulator: it is stopped for 10 seconds under steady load
+/// and started again. With a `fallback` spool no client gets an error; records the stream
+/// could not take wait on disk and reach it once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_stopped_and_restarted_under_load_loses_nothing_acked() {
+    if support::emulator().is_none() {
+        return;
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let state = std::env::temp_dir().join(support::unique("ingest-gateway-emulator-state-"));
+    let emulator = tokio::task::spawn_blocking({
+        let state = state.clone();
+        move || PrivateEmulator::start(&port, &state)
+    })
+    .await
+    .unwrap();
+    let sdk = support::aws(&emulator.endpoint()).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let stream = support::unique("outage-");
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(2)
+        .send()
+        .await
+        .unwrap();
+    let config = format!(
+        "{}spool = \"fallback\"\n",
+        BATCHED
+            .replace(r#"linger = "100ms""#, r#"linger = "10ms""#)
+            .replace(r#"timeout = "5s""#, r#"timeout = "2s""#)
+            .replace(r#"target = "s""#, &format!("target = {stream:?}"))
+    );
+    let template = TEMPLATE.replace(
+        r#""StreamName": "s""#,
+        &format!("\"StreamName\": {stream:?}"),
+    );
+    let project =
+        support::Project::custom("emulator-outage", &config, &[("records.vtl", &template)]);
+    let gw = support::Gateway::start_against(&project.config, &emulator.endpoint());
+    let (results, emulator, gw) = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let started = std::time::Instant::now();
+        let results = std::thread::scope(|scope| {
+            let clients = steady_load(scope, &gw.addr, 8, &stop, started, |c, i| {
+                format!("ok-{c}-{i}")
+            });
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            emulator.down();
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            emulator.up();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            stop.store(true, Ordering::SeqCst);
+            joined(clients)
+        });
+        (results, emulator, gw)
+    })
+    .await
+    .unwrap();
+    let acked: std::collections::HashSet<&str> = results
+        .iter()
+        .filter(|(_, s, _)| [200, 202].contains(s))
+        .map(|(pk, _, _)| pk.as_str())
+        .collect();
+    let delivered = support::eventually(60, || async {
+        let keys = stream_keys(&kinesis, &stream).await;
+        let present: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+        acked
+            .iter()
+            .all(|pk| present.contains(pk))
+            .then_some(keys.clone())
+    })
+    .await;
+    let statuses = status_counts(&results);
+    tokio::task::spawn_blocking(move || gw.stop_cleanly())
+        .await
+        .unwrap();
+    drop(emulator);
+    let _ = std::fs::remove_dir_all(&state);
+    let keys = delivered.unwrap_or_else(|| {
+        panic!("acknowledged records are missing from the stream; statuses {statuses:?}")
+    });
+    let (acked_n, twice) = assert_acked_delivered(&results, &keys);
+    eprintln!(
+        "{} requests, {acked_n} acked, statuses {statuses:?}, {} records in the stream, {twice} delivered twice",
+        results.len(),
+        keys.len()
+    );
+    assert_eq!(
+        acked_n,
+        results.len(),
+        "no client got an error: {statuses:?}"
+    );
+    assert!(
+        statuses.get(&202).is_some_and(|n| *n > 0),
+        "some were spooled"
+    );
+}

@@ -312,3 +312,140 @@ async fn slow_clients_and_header_limits_are_cut_off() {
     .await
     .unwrap();
 }
+
+/// Sends one request on `s` (keep-alive) and reads its response head and body.
+fn exchange(s: &mut TcpStream, body: &[u8]) -> String {
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The stub's answers are small: head and body arrive together.
+    while !String::from_utf8_lossy(&raw).contains("}") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before answering");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// Whether the server has closed `s` (a read returns end of file within `wait`).
+fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// A keep-alive connection may wait `idle_timeout` for its next request, however short
+/// `header_read_timeout` is, and is closed cleanly after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_kept_for_the_idle_timeout_then_closed() {
+    let stub = support::stub_kinesis().await;
+    let config = format!("[server]\nheader_read_timeout = \"1s\"\nidle_timeout = \"3s\"\n{CONFIG}");
+    let project = support::Project::custom(
+        "idle",
+        &config,
+        &[("escaped.vtl", ESCAPED), ("raw.vtl", RAW)],
+    );
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&gw.addr).unwrap();
+        assert!(exchange(&mut s, br#"{"pk": "a"}"#).starts_with("HTTP/1.1 200"));
+        // Idle past the header timeout, within the idle timeout: still open and usable.
+        assert!(!closed_within(&mut s, Duration::from_millis(1800)));
+        s.set_read_timeout(None).unwrap();
+        assert!(exchange(&mut s, br#"{"pk": "b"}"#).starts_with("HTTP/1.1 200"));
+        // Then idle for good: closed after about 3 s.
+        let started = std::time::Instant::now();
+        assert!(
+            closed_within(&mut s, Duration::from_secs(8)),
+            "closed when idle"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited > Duration::from_millis(2500) && waited < Duration::from_secs(6),
+            "closed after the idle timeout: {waited:?}"
+        );
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+}
+
+/// The whole request has `request_timeout`, whatever each stage's own timeout: a body that
+/// takes a second and an upstream that takes three end in 504 at the two-second deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_request_deadline_cuts_a_request_short_with_504() {
+    let stub = support::stub_kinesis_with_latency(Duration::from_secs(3)).await;
+    let config = format!(
+        "[server]\nrequest_timeout = \"2s\"\n{}",
+        CONFIG.replace(r#"timeout = "5s""#, r#"timeout = "2s""#)
+    );
+    let project = support::Project::custom(
+        "deadline",
+        &config,
+        &[("escaped.vtl", ESCAPED), ("raw.vtl", RAW)],
+    );
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&gw.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = br#"{"pk": "slow"}"#;
+        let head = format!(
+            "POST /v1/raw HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let started = std::time::Instant::now();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body[..4]).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        s.write_all(&body[4..]).unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&raw).contains("}") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            raw.extend_from_slice(&buf[..n]);
+        }
+        let waited = started.elapsed();
+        let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 504"), "{text}");
+        assert!(text.contains("x-amzn-errortype: gatewaytimeoutexception"), "{text}");
+        assert!(text.contains(r#"{"message":"endpoint request timed out"}"#), "{text}");
+        assert!(
+            waited >= Duration::from_millis(1900) && waited < Duration::from_millis(2900),
+            "answered at the deadline, not the route's timeout: {waited:?}"
+        );
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn a_route_timeout_longer_than_the_request_deadline_is_a_config_error() {
+    let config = format!(
+        "[server]\nrequest_timeout = \"2s\"\n{}",
+        CONFIG.replace(r#"timeout = "5s""#, r#"timeout = "30s""#)
+    );
+    let project = support::Project::custom(
+        "deadline-config",
+        &config,
+        &[("escaped.vtl", ESCAPED), ("raw.vtl", RAW)],
+    );
+    let out = project.cli(&["check-config"]);
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("longer than server.request_timeout"), "{err}");
+}

@@ -74,7 +74,7 @@ async fn gateway(endpoint: &str) -> Arc<Gateway> {
         .await;
     let auth = Arc::new(pipeline::authorizer(&config, Snapshot::default(), vec![]));
     let clients = Clients::from_sdk_config(&sdk, true);
-    Arc::new(Gateway::new(config, compiled, clients, auth))
+    Arc::new(Gateway::new(config, compiled, clients, auth).expect("the gateway starts"))
 }
 
 fn support_unique() -> String {
@@ -259,12 +259,15 @@ async fn template_and_rendering_failures_are_500_without_an_upstream_call() {
     let gw_big = {
         let mut c = gw.config.clone();
         c.max_body_bytes = 1 << 20;
-        Arc::new(Gateway::new(
-            c,
-            pipeline::compile_templates(&gw.config).unwrap(),
-            gw.clients.clone(),
-            gw.auth.clone(),
-        ))
+        Arc::new(
+            Gateway::new(
+                c,
+                pipeline::compile_templates(&gw.config).unwrap(),
+                gw.clients.clone(),
+                gw.auth.clone(),
+            )
+            .expect("the gateway starts"),
+        )
     };
     let r = send(&gw_big, post("/v1/events", Some("application/json"), big)).await;
     assert_error(

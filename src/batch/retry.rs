@@ -45,11 +45,22 @@ where
     let mut results: Vec<Option<Outcome<R>>> = vec![None; items.len()];
     let mut todo: Vec<usize> = (0..items.len()).collect();
     let mut attempt = 0u32;
+    let started = Instant::now();
     loop {
         let batch: Vec<E> = todo.iter().map(|&i| items[i].clone()).collect();
         let mut again = Vec::new();
         let mut call_error = None;
-        match call(batch).await {
+        // A call (with the SDK's own retries) may not outlive the deadline: the caller acts on
+        // the outcome then (answers, or spools), and a call still running could deliver
+        // records the caller has already given up on.
+        let answered = match tokio::time::timeout_at(deadline, call(batch)).await {
+            Ok(answered) => answered,
+            Err(_) => Err(IntegrationError::Timeout {
+                action,
+                timeout: deadline.saturating_duration_since(started),
+            }),
+        };
+        match answered {
             Ok(outcomes) => {
                 for (&i, outcome) in todo.iter().zip(outcomes) {
                     if let Outcome::Failed {

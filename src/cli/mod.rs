@@ -7,3 +7,4 @@ pub mod keys;
 pub mod provision;
 pub mod render;
 pub mod serve;
+pub mod spool;

@@ -33,7 +33,7 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     let local = listener.local_addr()?;
     tracing::info!(address = %local, routes = config.routes.len(), stage = %config.stage, "Listening.");
     println!("listening on http://{local}");
-    let gw = Arc::new(Gateway::new(config, compiled, clients, auth.clone()));
+    let gw = Arc::new(Gateway::new(config, compiled, clients, auth.clone())?);
     telemetry::spawn_upkeep();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sync_task = tokio::spawn(sync::run(

@@ -40,6 +40,8 @@ pub struct Config {
     /// Slow clients: headers and body must arrive within these.
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
     pub max_headers: usize,
     pub aws: AwsSettings,
     pub stage_variables: IndexMap<String, String>,
@@ -51,12 +53,17 @@ pub struct Config {
     pub usage_plans: Vec<UsagePlan>,
     /// The directory relative paths in the file are resolved against.
     pub base_dir: PathBuf,
+    /// The spool's settings (used by routes with a spool mode).
+    pub spool: crate::spool::Settings,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct AwsSettings {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// One attempt of one call, at most.
+    pub call_timeout: Duration,
+    pub connect_timeout: Duration,
 }
 
 /// How a route treats a request whose content type has no template (API Gateway's
@@ -87,6 +94,8 @@ pub struct RouteConfig {
     pub rate_limit_headers: bool,
     /// Batching across requests, when on.
     pub batch: Option<crate::batch::policy::BatchPolicy>,
+    /// When records go to the durable spool, if ever.
+    pub spool: Option<crate::spool::Mode>,
 }
 
 impl RouteConfig {
@@ -330,6 +339,16 @@ impl Validator<'_> {
             Duration::from_secs(30),
             "server.body_read_timeout",
         );
+        let idle_timeout = self.duration(
+            raw.server.idle_timeout.as_ref(),
+            Duration::from_secs(75),
+            "server.idle_timeout",
+        );
+        let request_timeout = self.duration(
+            raw.server.request_timeout.as_ref(),
+            Duration::from_secs(60),
+            "server.request_timeout",
+        );
         let max_headers = match &raw.server.max_headers {
             None => 100,
             Some(n) if !(1..=1000).contains(n.get_ref()) => {
@@ -351,9 +370,10 @@ impl Validator<'_> {
                 .unwrap_or(defaults.max_output_bytes),
             ..defaults
         };
+        let (spool, spool_mode) = self.spool(&raw.spool, base);
         let mut routes: Vec<RouteConfig> = Vec::new();
         for route in &raw.routes {
-            if let Some(r) = self.route(route, base, integration_timeout) {
+            if let Some(r) = self.route(route, base, integration_timeout, spool_mode) {
                 let clash = routes.iter().any(|o| {
                     o.path.shape() == r.path.shape()
                         && (o.method.is_none() || r.method.is_none() || o.method == r.method)
@@ -365,6 +385,17 @@ impl Validator<'_> {
                             "route {} {} is declared twice",
                             route.get_ref().method.get_ref(),
                             r.path
+                        ),
+                    );
+                }
+                if r.timeout > request_timeout {
+                    self.error(
+                        Some(route.span()),
+                        format!(
+                            "route {}: timeout {:?} is longer than server.request_timeout {:?}, which would cut it short",
+                            r.name(),
+                            r.timeout,
+                            request_timeout
                         ),
                     );
                 }
@@ -397,8 +428,20 @@ impl Validator<'_> {
             shutdown_delay,
             header_read_timeout,
             body_read_timeout,
+            idle_timeout,
+            request_timeout,
             max_headers,
             aws: AwsSettings {
+                call_timeout: self.duration(
+                    raw.aws.call_timeout.as_ref(),
+                    Duration::from_secs(5),
+                    "aws.call_timeout",
+                ),
+                connect_timeout: self.duration(
+                    raw.aws.connect_timeout.as_ref(),
+                    Duration::from_secs(2),
+                    "aws.connect_timeout",
+                ),
                 region: raw.aws.region,
                 endpoint_url: raw.aws.endpoint_url,
             },
@@ -407,6 +450,78 @@ impl Validator<'_> {
             routes,
             resources: raw.resources,
             base_dir: base.to_path_buf(),
+            spool,
+        }
+    }
+
+    /// The `[spool]` settings and the mode routes get by default.
+    fn spool(
+        &mut self,
+        raw: &raw::RawSpool,
+        base: &Path,
+    ) -> (crate::spool::Settings, Option<crate::spool::Mode>) {
+        let mode = raw
+            .mode
+            .as_ref()
+            .and_then(|m| self.spool_mode(m, "spool.mode"));
+        let mut bytes = |v: Option<&Spanned<u64>>, default: u64, min: u64, what: &str| match v {
+            None => default,
+            Some(n) if *n.get_ref() < min => {
+                self.error(
+                    Some(n.span()),
+                    format!("{what} must be at least {min} bytes"),
+                );
+                default
+            }
+            Some(n) => *n.get_ref(),
+        };
+        // A record is at most 1 MiB plus its keys: a segment and a spool hold several.
+        let max_bytes = bytes(raw.max_bytes.as_ref(), 1 << 30, 16 << 20, "spool.max_bytes");
+        let segment_bytes = bytes(
+            raw.segment_bytes.as_ref(),
+            64 << 20,
+            4 << 20,
+            "spool.segment_bytes",
+        );
+        let fsync = match &raw.fsync {
+            None => crate::spool::Fsync::Always,
+            Some(f) if f.get_ref() == "always" => crate::spool::Fsync::Always,
+            Some(f) => match parse_duration(f.get_ref()) {
+                Some(d) if !d.is_zero() => crate::spool::Fsync::Interval(d),
+                _ => {
+                    self.error(
+                        Some(f.span()),
+                        format!(
+                            "spool.fsync: expected \"always\" or an interval such as \"100ms\", got {:?}",
+                            f.get_ref()
+                        ),
+                    );
+                    crate::spool::Fsync::Always
+                }
+            },
+        };
+        let settings = crate::spool::Settings {
+            dir: base.join(raw.dir.as_deref().unwrap_or("spool")),
+            max_bytes,
+            segment_bytes,
+            fsync,
+        };
+        (settings, mode)
+    }
+
+    /// `off`, `fallback` or `always`.
+    fn spool_mode(&mut self, v: &Spanned<String>, what: &str) -> Option<crate::spool::Mode> {
+        match v.get_ref().as_str() {
+            "off" => None,
+            "fallback" => Some(crate::spool::Mode::Fallback),
+            "always" => Some(crate::spool::Mode::Always),
+            other => {
+                self.error(
+                    Some(v.span()),
+                    format!("{what}: expected \"off\", \"fallback\" or \"always\", got {other:?}"),
+                );
+                None
+            }
         }
     }
 
@@ -484,6 +599,7 @@ impl Validator<'_> {
         route: &Spanned<raw::RawRoute>,
         base: &Path,
         default_timeout: Duration,
+        default_spool: Option<crate::spool::Mode>,
     ) -> Option<RouteConfig> {
         let r = route.get_ref();
         let errors_before = self.errors.len();
@@ -573,6 +689,25 @@ impl Validator<'_> {
             );
         }
         let batch = action.and_then(|a| self.batch(route, a, r.target.is_some()));
+        // Spooled records are replayed through the route's batch sink.
+        let can_spool = batch.is_some()
+            && matches!(
+                action,
+                Some(Action::KinesisPutRecords | Action::FirehosePutRecordBatch)
+            );
+        let spool = match &r.spool {
+            None => default_spool.filter(|_| can_spool),
+            Some(v) => {
+                let mode = self.spool_mode(v, "spool");
+                if mode.is_some() && !can_spool {
+                    self.error(
+                        Some(v.span()),
+                        "spool: works for kinesis:PutRecords and firehose:PutRecordBatch routes that batch",
+                    );
+                }
+                mode
+            }
+        };
         let (Some(path), Some(action)) = (path, action) else {
             return None;
         };
@@ -594,6 +729,7 @@ impl Validator<'_> {
             throttle,
             rate_limit_headers: r.rate_limit_headers,
             batch,
+            spool,
         })
     }
 

@@ -29,6 +29,30 @@ pub struct RawConfig {
     /// What `ingest-gateway provision` creates.
     #[serde(default)]
     pub resources: RawResources,
+    /// The durable spool: where records wait on disk when the upstream cannot take them.
+    #[serde(default)]
+    pub spool: RawSpool,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    /// `off` (the default), `fallback` or `always`, for every route that can spool
+    /// (`kinesis:PutRecords` and `firehose:PutRecordBatch` routes that batch). A route's own
+    /// `spool` overrides it. `fallback`: records the upstream did not take within the route's
+    /// deadline are written to disk and the client gets 202; `always`: every request is
+    /// acknowledged (202) once its records are on disk, and a replayer sends them.
+    pub mode: Option<Spanned<String>>,
+    /// Directory (default `spool` next to this file); one subdirectory per route.
+    pub dir: Option<String>,
+    /// Bytes of records a route's spool may hold (default 1 GiB); beyond, clients get 503.
+    pub max_bytes: Option<Spanned<u64>>,
+    /// Size of a segment file (default 64 MiB).
+    pub segment_bytes: Option<Spanned<u64>>,
+    /// `always` (the default: records are fsync'd before the client is acknowledged, one
+    /// fsync for all concurrent requests) or an interval such as `"100ms"` (acknowledged once
+    /// written; fsync'd within the interval).
+    pub fsync: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -49,6 +73,12 @@ pub struct RawServer {
     pub shutdown_delay: Option<Spanned<String>>,
     /// Time a client has to send a request's headers, from the first byte (default `10s`).
     pub header_read_timeout: Option<Spanned<String>>,
+    /// Time a keep-alive connection may wait for its next request (default `75s`: longer
+    /// than a balancer's idle timeout, as AWS ALB's 60 s, so the balancer closes first).
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Time a request may take from its headers to its response, all stages together
+    /// (default `60s`); past it the client gets 504. Routes' timeouts must fit within it.
+    pub request_timeout: Option<Spanned<String>>,
     /// Time a client has to send a request's body, once its headers are in (default `30s`).
     pub body_read_timeout: Option<Spanned<String>>,
     /// Headers a request may have (default 100).
@@ -62,6 +92,11 @@ pub struct RawAws {
     pub region: Option<String>,
     /// Endpoint for every AWS client, e.g. a local emulator. `AWS_ENDPOINT_URL` also works.
     pub endpoint_url: Option<String>,
+    /// Longest wait for one attempt of one AWS call (default `5s`); the SDK retries a failed
+    /// attempt, and the route's `timeout` bounds them all.
+    pub call_timeout: Option<Spanned<String>>,
+    /// Longest wait to connect to an AWS endpoint (default `2s`).
+    pub connect_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -116,6 +151,8 @@ pub struct RawRoute {
     /// `sqs:SendMessageBatch` routes with a `target`; on by default for them, except FIFO
     /// queues): `false`, or `{ linger = "5ms", max_records = 500, max_bytes = 5242880 }`.
     pub batch: Option<RawBatch>,
+    /// `off`, `fallback` or `always` (default: `spool.mode`); see `[spool]`.
+    pub spool: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -96,7 +96,14 @@ impl Clients {
             .or_else(|| std::env::var("AWS_REGION").ok())
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .unwrap_or_else(|| "us-east-1".to_string());
-        loader = loader.region(aws_config::Region::new(region));
+        loader = loader
+            .region(aws_config::Region::new(region))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(settings.connect_timeout)
+                    .operation_attempt_timeout(settings.call_timeout)
+                    .build(),
+            );
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
         }

@@ -65,7 +65,7 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "Records not accepted",
             "RecordsNotAcceptedException",
         ),
-        ErrorKind::Overloaded => (
+        ErrorKind::Overloaded | ErrorKind::SpoolFull => (
             StatusCode::SERVICE_UNAVAILABLE,
             "Service Unavailable",
             "ServiceUnavailableException",
@@ -79,6 +79,11 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             StatusCode::GATEWAY_TIMEOUT,
             "Endpoint request timed out",
             "IntegrationTimeoutException",
+        ),
+        ErrorKind::RequestTimeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "Endpoint request timed out",
+            "GatewayTimeoutException",
         ),
     }
 }
@@ -106,6 +111,17 @@ pub fn error(e: &GatewayError, request_id: &str) -> Response<Body> {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     resp
+}
+
+/// 202 for a request whose records (`spooled` of its `records`) wait in the spool: they will
+/// be delivered, but there are no upstream results to show.
+pub fn spooled(spooled: usize, records: usize, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "message": "Accepted",
+        "records": records,
+        "spooled": spooled,
+    });
+    json_response(StatusCode::ACCEPTED, body.to_string(), request_id)
 }
 
 /// A JSON response with the request id header.

@@ -23,6 +23,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
+pub mod conn;
+
 use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::{self, Gateway};
 use crate::{respond, telemetry};
@@ -77,8 +79,14 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
 
+    // The whole request has `request_timeout`; the body its own share of it.
+    let deadline = tokio::time::Instant::from_std(received) + gw.config.request_timeout;
     let read = read_body(body, &parts.headers, gw.config.max_body_bytes);
-    let read = tokio::time::timeout(gw.config.body_read_timeout, read)
+    let body_timeout = gw
+        .config
+        .body_read_timeout
+        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    let read = tokio::time::timeout(body_timeout, read)
         .await
         .unwrap_or_else(|_| {
             Err(GatewayError::new(
@@ -113,7 +121,25 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         received,
         received_epoch_ms,
     };
-    let (resp, outcome) = pipeline::handle(&gw, request).await;
+    let (resp, outcome) =
+        match tokio::time::timeout_at(deadline, pipeline::handle(&gw, request)).await {
+            Ok(handled) => handled,
+            Err(_) => {
+                let e = GatewayError::new(
+                    ErrorKind::RequestTimeout,
+                    "the request did not finish within server.request_timeout",
+                );
+                let resp = respond::error(&e, &request_id);
+                let outcome = pipeline::Outcome {
+                    route: gw.routes.lookup(&method, &path).map(|m| m.route),
+                    key_id: None,
+                    quota: None,
+                    integration_ms: None,
+                    error: Some(e),
+                };
+                (resp, outcome)
+            }
+        };
     let done = Done {
         status: resp.status(),
         received,
@@ -226,17 +252,20 @@ fn access_log(
 /// accepted, and in-flight requests, whose batches keep flushing, finish within
 /// `shutdown_grace`.
 ///
-/// Connections are served by hyper with the configured limits: headers must arrive within
-/// `header_read_timeout` (a slow client is disconnected) and number at most `max_headers`
-/// (more is a 431).
+/// Connections are served by hyper with the configured limits: a request's headers must
+/// arrive within `header_read_timeout` of its first byte (a slow client is disconnected) and
+/// number at most `max_headers` (more is a 431); a connection waiting for its next request
+/// is closed after `idle_timeout`; a request gets 504 past `request_timeout`.
 pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
     let grace = gw.config.shutdown_grace;
     let delay = gw.config.shutdown_delay;
     let app = app(gw.clone());
     let mut http = auto::Builder::new(TokioExecutor::new());
+    // The header and idle timers are the connection's own (see `conn`): hyper's header timer
+    // also runs while a connection is idle, which would cap the idle timeout.
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(gw.config.header_read_timeout)
+        .header_read_timeout(None)
         .max_headers(gw.config.max_headers);
     http.http2().timer(TokioTimer::new());
     let connections = GracefulShutdown::new();
@@ -265,9 +294,26 @@ pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()>
         };
         // No TCP_NODELAY: a response leaves in one write either way, and with it set the
         // gateway spent 16% more CPU per request under load (benches/RESULTS.md).
-        let service = app.clone().map_request(with_peer(peer));
+        let activity = conn::Activity::new();
+        let io = conn::Watched::new(
+            stream,
+            activity.clone(),
+            gw.config.idle_timeout,
+            gw.config.header_read_timeout,
+        );
+        let service = app
+            .clone()
+            .map_request(with_peer(peer))
+            .map_future(move |response| {
+                let in_flight = activity.begin();
+                async move {
+                    let response = response.await;
+                    drop(in_flight);
+                    response
+                }
+            });
         let conn = http
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
             .into_owned();
         let conn = connections.watch(conn);
         tokio::spawn(async move {

@@ -255,6 +255,13 @@ impl Gateway {
         assert!(!log.contains("panicked"), "{log}");
     }
 
+    /// Kills the process with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr.take().unwrap().join().unwrap_or_default()
+    }
+
     /// Sends SIGTERM and waits for the process; returns its log.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         self.terminate();
@@ -555,5 +562,7 @@ pub async fn in_process(
         vec![],
     ));
     let compiled = pipeline::compile_templates(&config).unwrap();
-    std::sync::Arc::new(pipeline::Gateway::new(config, compiled, clients, auth))
+    std::sync::Arc::new(
+        pipeline::Gateway::new(config, compiled, clients, auth).expect("the gateway starts"),
+    )
 }
