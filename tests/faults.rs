@@ -342,6 +342,30 @@ async fn sigterm_under_load_drains_and_loses_no_acked_record() {
     );
 }
 
+/// Steady load from 8 clients: a second, then `down()`, ten seconds, `up()`, three more
+/// seconds. Returns every result and when the outage ended.
+fn load_through_outage(
+    addr: &str,
+    down: impl FnOnce(),
+    up: impl FnOnce(),
+) -> (Sent, std::time::Duration) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let mut ended = std::time::Duration::ZERO;
+    let results = std::thread::scope(|scope| {
+        let clients = steady_load(scope, addr, 8, &stop, started, |c, i| format!("ok-{c}-{i}"));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        down();
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        up();
+        ended = started.elapsed();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        stop.store(true, Ordering::SeqCst);
+        joined(clients)
+    });
+    (results, ended)
+}
+
 /// One client's results: partition key, status, when the answer came.
 type Sent = Vec<(String, u16, std::time::Duration)>;
 
@@ -477,26 +501,14 @@ async fn upstream_outage_under_load_acks_nothing_it_did_not_deliver() {
     let project = support::Project::custom("outage", &config, &[("records.vtl", TEMPLATE)]);
     let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
     let (accepted, outage) = (stub.accepted.clone(), stub.outage.clone());
-    let (results, outage_window) = tokio::task::spawn_blocking(move || {
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let started = std::time::Instant::now();
-        let mut window = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-        let results = std::thread::scope(|scope| {
-            let clients = steady_load(scope, &gw.addr, 8, &stop, started, |c, i| {
-                format!("ok-{c}-{i}")
-            });
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            window.0 = started.elapsed();
-            outage.store(true, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_secs(10));
-            outage.store(false, Ordering::SeqCst);
-            window.1 = started.elapsed();
-            std::thread::sleep(std::time::Duration::from_secs(3));
-            stop.store(true, Ordering::SeqCst);
-            joined(clients)
-        });
+    let (results, outage_ended) = tokio::task::spawn_blocking(move || {
+        let run = load_through_outage(
+            &gw.addr,
+            || outage.store(true, Ordering::SeqCst),
+            || outage.store(false, Ordering::SeqCst),
+        );
         gw.stop_cleanly();
-        (results, window)
+        run
     })
     .await
     .unwrap();
@@ -509,7 +521,7 @@ async fn upstream_outage_under_load_acks_nothing_it_did_not_deliver() {
         .collect();
     let recovered = results
         .iter()
-        .filter(|(_, s, at)| *s == 200 && *at > outage_window.1 + std::time::Duration::from_secs(2))
+        .filter(|(_, s, at)| *s == 200 && *at > outage_ended + std::time::Duration::from_secs(2))
         .count();
     eprintln!(
         "{} requests, {acked} acked, {} failed ({:?}), {recovered} acked after recovery, {} delivered",
@@ -617,20 +629,11 @@ async fn upstream_outage_with_a_fallback_spool_acks_everything_and_delivers_it_l
     let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
     let (accepted, outage) = (stub.accepted.clone(), stub.outage.clone());
     let results = tokio::task::spawn_blocking(move || {
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let started = std::time::Instant::now();
-        let results = std::thread::scope(|scope| {
-            let clients = steady_load(scope, &gw.addr, 8, &stop, started, |c, i| {
-                format!("ok-{c}-{i}")
-            });
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            outage.store(true, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_secs(10));
-            outage.store(false, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_secs(3));
-            stop.store(true, Ordering::SeqCst);
-            joined(clients)
-        });
+        let (results, _) = load_through_outage(
+            &gw.addr,
+            || outage.store(true, Ordering::SeqCst),
+            || outage.store(false, Ordering::SeqCst),
+        );
         wait_for_delivery(&results, &accepted, 30);
         gw.stop_cleanly();
         results
@@ -857,20 +860,7 @@ async fn emulator_stopped_and_restarted_under_load_loses_nothing_acked() {
         support::Project::custom("emulator-outage", &config, &[("records.vtl", &template)]);
     let gw = support::Gateway::start_against(&project.config, &emulator.endpoint());
     let (results, emulator, gw) = tokio::task::spawn_blocking(move || {
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let started = std::time::Instant::now();
-        let results = std::thread::scope(|scope| {
-            let clients = steady_load(scope, &gw.addr, 8, &stop, started, |c, i| {
-                format!("ok-{c}-{i}")
-            });
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            emulator.down();
-            std::thread::sleep(std::time::Duration::from_secs(10));
-            emulator.up();
-            std::thread::sleep(std::time::Duration::from_secs(3));
-            stop.store(true, Ordering::SeqCst);
-            joined(clients)
-        });
+        let (results, _) = load_through_outage(&gw.addr, || emulator.down(), || emulator.up());
         (results, emulator, gw)
     })
     .await

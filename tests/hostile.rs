@@ -321,10 +321,14 @@ fn exchange(s: &mut TcpStream, body: &[u8]) -> String {
     );
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
+    read_answer(s)
+}
+
+/// A response's head and JSON body (small answers arrive together).
+fn read_answer(s: &mut TcpStream) -> String {
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
-    // The stub's answers are small: head and body arrive together.
-    while !String::from_utf8_lossy(&raw).contains("}") {
+    while !String::from_utf8_lossy(&raw).contains('}') {
         let n = s.read(&mut buf).unwrap();
         assert!(n > 0, "closed before answering");
         raw.extend_from_slice(&buf[..n]);
@@ -410,15 +414,8 @@ async fn the_whole_request_deadline_cuts_a_request_short_with_504() {
         s.write_all(&body[..4]).unwrap();
         std::thread::sleep(Duration::from_secs(1));
         s.write_all(&body[4..]).unwrap();
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&raw).contains("}") {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0);
-            raw.extend_from_slice(&buf[..n]);
-        }
+        let text = read_answer(&mut s).to_ascii_lowercase();
         let waited = started.elapsed();
-        let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
         assert!(text.starts_with("http/1.1 504"), "{text}");
         assert!(text.contains("x-amzn-errortype: gatewaytimeoutexception"), "{text}");
         assert!(text.contains(r#"{"message":"endpoint request timed out"}"#), "{text}");
