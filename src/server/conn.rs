@@ -134,11 +134,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
                 let Some(deadline) = this.activity.deadline(this.idle, this.head) else {
                     return Poll::Pending;
                 };
-                if this.timer.deadline() != deadline {
+                // Deadlines mostly move later (each request restarts the idle clock): the
+                // timer is moved only when the deadline comes earlier, and re-armed when it
+                // fires before the current deadline. Resetting it on every request would
+                // cost a timer-wheel update per request.
+                if deadline < this.timer.deadline() {
                     this.timer.as_mut().reset(deadline);
                 }
-                if this.timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
+                loop {
+                    if this.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    this.timer.as_mut().reset(deadline);
                 }
                 if this.activity.head_since.load(Ordering::Acquire) == NONE {
                     // Idle too long: a clean end of the connection.
