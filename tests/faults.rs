@@ -904,3 +904,129 @@ async fn emulator_stopped_and_restarted_under_load_loses_nothing_acked() {
         "some were spooled"
     );
 }
+
+/// `aws.call_timeout` bounds each attempt of an AWS call: against an upstream that never
+/// answers, the gateway gives up on an attempt and tries again within the route's timeout,
+/// instead of waiting on one call until the route gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_aws_call_attempt_is_bounded_by_the_call_timeout() {
+    let stub = support::stub_kinesis_with_latency(std::time::Duration::from_secs(30)).await;
+    let config = format!(
+        "[aws]\ncall_timeout = \"300ms\"\n{}",
+        BATCHED.replace(r#"linger = "100ms""#, r#"linger = "1ms""#)
+    );
+    let project = support::Project::custom("call-timeout", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let received = stub.received.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let r = gw.post_json("/v1/events", r#"{"events": [{"pk": "ok-1"}]}"#);
+        assert_eq!(r.status, 504, "{}", r.text());
+        assert!(started.elapsed() < std::time::Duration::from_secs(6));
+        // Without the bound, the first call would hang until the route gave up.
+        let attempts = received.load(Ordering::SeqCst);
+        assert!(
+            attempts >= 2,
+            "attempts were cut short and retried: {attempts}"
+        );
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+}
+
+/// The spool commands: `status` counts what waits, `inspect` shows the records, `replay`
+/// delivers them with the gateway stopped (and refuses while one holds the spool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_commands_show_and_replay_what_waits() {
+    let stub = support::stub_kinesis().await;
+    stub.outage.store(true, Ordering::SeqCst);
+    let config = format!(
+        "{}spool = \"always\"\n",
+        BATCHED.replace(r#"linger = "100ms""#, r#"linger = "1ms""#)
+    );
+    let project = support::Project::custom("spool-cli", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let env = [
+        ("AWS_ENDPOINT_URL", stub.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let spool = |args: &[&str]| {
+        std::process::Command::new(support::bin())
+            .arg("--config")
+            .arg(&project.config)
+            .arg("spool")
+            .args(args)
+            .envs(env)
+            .output()
+            .unwrap()
+    };
+    let outage = stub.outage.clone();
+    let gw = tokio::task::spawn_blocking(move || {
+        for i in 0..5 {
+            let r = gw.post_json(
+                "/v1/events",
+                &format!(r#"{{"events": [{{"pk": "ok-{i}", "n": {i}}}]}}"#),
+            );
+            assert_eq!(r.status, 202, "{}", r.text());
+            assert_eq!(
+                r.json(),
+                json!({"message": "Accepted", "records": 1, "spooled": 1})
+            );
+        }
+        gw
+    })
+    .await
+    .unwrap();
+    // While the gateway runs: status says it holds the spool; replay refuses.
+    let status = spool(&["status", "--json"]);
+    let status: Json = serde_json::from_slice(&status.stdout).unwrap();
+    let route = &status["routes"][0];
+    assert_eq!(route["route"], "POST /v1/events");
+    assert_eq!(route["records"], 5);
+    assert_eq!(route["in_use"], true);
+    let refused = spool(&["replay"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("in use"),
+        "{refused:?}"
+    );
+
+    tokio::task::spawn_blocking(move || gw.stop_cleanly())
+        .await
+        .unwrap();
+    let inspect = spool(&["inspect", "--limit", "3"]);
+    assert!(inspect.status.success());
+    let lines: Vec<Json> = String::from_utf8_lossy(&inspect.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["route"], "POST /v1/events");
+    assert_eq!(lines[0]["partition_key"], "ok-0");
+    let event: Json = serde_json::from_str(lines[0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(event, json!({"pk": "ok-0", "n": 0}));
+    let text = String::from_utf8_lossy(&spool(&["status"]).stdout).to_string();
+    assert!(
+        text.contains("POST /v1/events") && text.contains(" 5 "),
+        "{text}"
+    );
+
+    outage.store(false, Ordering::SeqCst);
+    let replay = spool(&["replay"]);
+    assert!(replay.status.success(), "{replay:?}");
+    assert!(
+        String::from_utf8_lossy(&replay.stdout).contains("POST /v1/events: 5 records delivered")
+    );
+    let delivered = stub.accepted.lock().unwrap().clone();
+    assert_eq!(
+        delivered,
+        vec!["ok-0", "ok-1", "ok-2", "ok-3", "ok-4"],
+        "in order, once"
+    );
+    let status: Json = serde_json::from_slice(&spool(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["routes"][0]["records"], 0);
+    assert_eq!(status["routes"][0]["in_use"], false);
+}

@@ -430,6 +430,8 @@ pub struct StubKinesis {
     pub accepted: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// While set, every call fails with 500 `InternalFailure` and nothing is accepted.
     pub outage: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Calls that arrived, answered or not (`calls` counts them once answered).
+    pub received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub async fn stub_kinesis() -> StubKinesis {
@@ -450,15 +452,18 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
     let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
     let outage: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-    let (c, r, a, o) = (
+    let received = Arc::new(AtomicUsize::new(0));
+    let (c, r, a, o, rc) = (
         calls.clone(),
         records.clone(),
         accepted.clone(),
         outage.clone(),
+        received.clone(),
     );
     let app = axum::Router::new().fallback(post(move |body: Bytes| {
         let (calls, records, seen, accepted) = (c.clone(), r.clone(), seen.clone(), a.clone());
         let outage = o.clone();
+        rc.fetch_add(1, Ordering::SeqCst);
         async move {
             tokio::time::sleep(latency).await;
             calls.fetch_add(1, Ordering::SeqCst);
@@ -499,6 +504,7 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         records,
         accepted,
         outage,
+        received,
     }
 }
 
