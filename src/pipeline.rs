@@ -107,11 +107,24 @@ pub struct CompiledRoute {
     pub response_template: Option<Template>,
     /// One per integration response, in order.
     pub integration_responses: Vec<Option<Template>>,
+    /// Its request validation, when it has any.
+    pub validator: Option<crate::validate::Validator>,
 }
 
 /// Compiles every route's templates; errors name the file, line and column.
 pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<String>> {
     let mut errors = Vec::new();
+    let validators: Vec<Option<crate::validate::Validator>> = config
+        .routes
+        .iter()
+        .map(|r| {
+            crate::validate::Validator::for_route(r)
+                .map_err(|e| errors.push(e))
+                .ok()
+                .flatten()
+        })
+        .collect();
+    let mut validators = validators.into_iter();
     let mut load = |path: &std::path::Path| -> Option<Template> {
         let name = path.display().to_string();
         match std::fs::read_to_string(path) {
@@ -132,6 +145,7 @@ pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<Stri
         .routes
         .iter()
         .map(|r| CompiledRoute {
+            validator: validators.next().flatten(),
             request_templates: r
                 .request_templates
                 .iter()
@@ -252,17 +266,32 @@ async fn run(
         outcome.quota = admitted.quota;
     }
 
+    let validator = compiled.validator.as_ref();
+    if let Some(v) = validator {
+        v.check_parameters(&matched.params, &req.query, &req.headers)
+            .map_err(invalid)?;
+    }
     let content_type = media_type(&req.headers);
     let template = choose_template(route, compiled, &content_type)?;
     let body = std::str::from_utf8(&req.body).map_err(|_| {
         GatewayError::new(ErrorKind::InvalidBody, "the request body is not UTF-8 text")
     })?;
     // A JSON body is parsed here, once: what does not parse is refused before any template
-    // runs, and the template reads this document instead of parsing again.
-    let document = match template {
-        Some(_) if is_json_media(&content_type) => parse_json(body)?,
+    // runs, and the template reads this document instead of parsing again. A model needs
+    // the document whatever the template.
+    let template_reads_json = template.is_some() && is_json_media(&content_type);
+    let mut document = match validator {
+        Some(v) if v.has_model() => {
+            let parsed = parse_json(body).map_err(|e| invalid(v.not_json(&e.detail)))?;
+            v.check_body(parsed.as_ref()).map_err(invalid)?;
+            parsed
+        }
+        _ if template_reads_json => parse_json(body)?,
         _ => None,
     };
+    if !template_reads_json {
+        document = None;
+    }
 
     // Parameters and `$context` are built only for templates that read them.
     let build_params = || params(req, &matched.params);
@@ -570,13 +599,14 @@ pub fn spools(
             if recovered.lost_bytes > 0 {
                 tracing::error!(route = %name, lost_bytes = recovered.lost_bytes, "The spool had damaged frames in an older segment; the bytes after them cannot be read.");
             }
+            let limits = spool::ReplayLimits {
+                max_records: policy.max_records,
+                max_bytes: policy.max_bytes,
+                in_flight: config.spool.replay_in_flight,
+            };
             match sink(r.action, target, clients, policy.aggregate, &name) {
-                RouteSink::Kinesis(s) => {
-                    spool.spawn_replayer(s, policy.max_records, policy.max_bytes);
-                }
-                RouteSink::Firehose(s) => {
-                    spool.spawn_replayer(s, policy.max_records, policy.max_bytes);
-                }
+                RouteSink::Kinesis(s) => spool.spawn_replayer(s, limits),
+                RouteSink::Firehose(s) => spool.spawn_replayer(s, limits),
                 RouteSink::Sqs(_) => return Ok(None),
             }
             Ok(Some((spool, mode)))
@@ -753,6 +783,12 @@ fn parse_json(body: &str) -> Result<Option<Json>, GatewayError> {
     serde_json::from_str(body).map(Some).map_err(|e| {
         GatewayError::new(ErrorKind::InvalidBody, format!("the body is not JSON: {e}"))
     })
+}
+
+/// A validation failure as the client's 400.
+fn invalid(i: crate::validate::Invalid) -> GatewayError {
+    let detail = format!("request validation: {}", i.message);
+    GatewayError::new(ErrorKind::Invalid(Box::new(i)), detail)
 }
 
 /// API Gateway's template selection and passthrough rules.

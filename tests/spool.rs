@@ -273,6 +273,7 @@ fn settings(dir: &Path, fsync: Fsync) -> Settings {
         max_bytes: 1 << 20,
         segment_bytes: 4096,
         fsync,
+        replay_in_flight: 4,
     }
 }
 
@@ -299,7 +300,12 @@ async fn concurrent_appends_are_committed_together_and_replayed_in_order_once() 
             flaky: true,
             ..MemorySink::default()
         };
-        let delivered = spool.drain(sink.clone(), 64, 1 << 20).await;
+        let limits = ingest_gateway::spool::ReplayLimits {
+            max_records: 64,
+            max_bytes: 1 << 20,
+            in_flight: 1,
+        };
+        let delivered = spool.drain(sink.clone(), limits).await;
         assert_eq!(delivered, 400);
         assert_eq!(spool.backlog(), 0);
         let accepted = sink.accepted.lock().unwrap().clone();
@@ -314,6 +320,30 @@ async fn concurrent_appends_are_committed_together_and_replayed_in_order_once() 
             let expected: Vec<String> = (0..50).map(|i| format!("{t}:{i}\n")).collect();
             assert_eq!(mine, expected);
         }
+        // Several batches at once (a flaky sink, so they finish out of order): each record
+        // still arrives once, and the cursor passes only what was delivered.
+        for i in 0..300u32 {
+            spool
+                .append(vec![format!("w:{i}\n").into_bytes().to_payload()])
+                .await
+                .unwrap();
+        }
+        let window = ingest_gateway::spool::ReplayLimits {
+            max_records: 16,
+            max_bytes: 1 << 20,
+            in_flight: 4,
+        };
+        assert_eq!(spool.drain(sink.clone(), window).await, 300);
+        assert_eq!(spool.backlog(), 0);
+        let accepted = sink.accepted.lock().unwrap().clone();
+        let mut windowed: Vec<String> = accepted[400..]
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect();
+        windowed.sort();
+        let mut expected: Vec<String> = (0..300).map(|i| format!("w:{i}\n")).collect();
+        expected.sort();
+        assert_eq!(windowed, expected, "each record once");
         // Nothing is left to replay after a restart.
         drop(spool);
         tokio::time::sleep(Duration::from_millis(50)).await;

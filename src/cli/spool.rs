@@ -218,9 +218,14 @@ async fn replay(config: &Config, only: Option<&str>) -> anyhow::Result<bool> {
         any = true;
         let (spool, recovered) = Spool::open(&name, &config.spool)?;
         eprintln!("{name}: {} records waiting", recovered.records);
+        let limits = spool::ReplayLimits {
+            max_records: policy.max_records,
+            max_bytes: policy.max_bytes,
+            in_flight: config.spool.replay_in_flight,
+        };
         let delivered = match pipeline::sink(r.action, target, &clients, policy.aggregate, &name) {
-            RouteSink::Kinesis(s) => spool.drain(s, policy.max_records, policy.max_bytes).await,
-            RouteSink::Firehose(s) => spool.drain(s, policy.max_records, policy.max_bytes).await,
+            RouteSink::Kinesis(s) => spool.drain(s, limits).await,
+            RouteSink::Firehose(s) => spool.drain(s, limits).await,
             RouteSink::Sqs(_) => 0,
         };
         println!("{name}: {delivered} records delivered");

@@ -225,14 +225,26 @@ impl Log {
     /// Up to `max_records` records from the cursor, with at most `max_bytes` of payload (but
     /// at least one record when any waits). The cursor does not move; see [`Log::ack`].
     pub fn read(&self, max_records: usize, max_bytes: usize) -> io::Result<Vec<Frame>> {
+        self.read_from(self.cursor, max_records, max_bytes)
+    }
+
+    /// As [`Log::read`], from `from` (the end of a frame read before, at or after the
+    /// cursor), to read ahead of batches still being delivered.
+    pub fn read_from(
+        &self,
+        from: Position,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> io::Result<Vec<Frame>> {
+        let from = from.max(self.cursor);
         let mut out: Vec<Frame> = Vec::new();
         let mut taken = 0;
         for &(id, len) in &self.segments {
-            if id < self.cursor.segment {
+            if id < from.segment {
                 continue;
             }
-            let start = if id == self.cursor.segment {
-                self.cursor.offset
+            let start = if id == from.segment {
+                from.offset
             } else {
                 HEADER
             };

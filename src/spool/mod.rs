@@ -63,6 +63,8 @@ pub struct Settings {
     pub max_bytes: u64,
     pub segment_bytes: u64,
     pub fsync: Fsync,
+    /// Batches the replayer sends at once.
+    pub replay_in_flight: usize,
 }
 
 /// Appends waiting for the writer thread, at most; beyond, clients get 503.
@@ -236,28 +238,31 @@ impl Spool {
     }
 
     /// Starts delivering the spool through `sink`, for as long as the runtime runs.
-    pub fn spawn_replayer<S>(&self, sink: S, max_records: usize, max_bytes: usize)
+    pub fn spawn_replayer<S>(&self, sink: S, limits: ReplayLimits)
     where
         S: Sink,
         S::Item: Record,
         S::Output: Delivered,
     {
         let shared = self.shared.clone();
-        shared.catch_up.store(max_records as u64, Ordering::Relaxed);
+        shared.catch_up.store(
+            (limits.max_records * limits.in_flight.max(1)) as u64,
+            Ordering::Relaxed,
+        );
         tokio::spawn(async move {
-            replay(&shared, &Arc::new(sink), max_records, max_bytes, false).await;
+            replay(&shared, &Arc::new(sink), limits, false).await;
         });
     }
 
     /// Delivers everything the spool holds through `sink`, then returns how many records
     /// that was (for `spool replay`).
-    pub async fn drain<S>(&self, sink: S, max_records: usize, max_bytes: usize) -> u64
+    pub async fn drain<S>(&self, sink: S, limits: ReplayLimits) -> u64
     where
         S: Sink,
         S::Item: Record,
         S::Output: Delivered,
     {
-        replay(&self.shared, &Arc::new(sink), max_records, max_bytes, true).await
+        replay(&self.shared, &Arc::new(sink), limits, true).await
     }
 }
 
@@ -347,13 +352,22 @@ fn write_loop(rx: &std_mpsc::Receiver<Job>, shared: &Shared, fsync: Fsync) {
     }
 }
 
-/// Reads from the cursor, delivers, acknowledges; waits for appends when there is nothing to
-/// read, or returns then if `until_empty`. Returns the records delivered.
+/// A batch on its way: where it ends, its counts, and the task delivering it.
+struct Sending {
+    end: format::Position,
+    records: u64,
+    bytes: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Reads batches ahead of the cursor and delivers up to `in_flight` of them at once; moves
+/// the cursor over each batch in order, once it and every batch before it are delivered.
+/// Waits for appends when there is nothing to read, or returns then if `until_empty`.
+/// Returns the records delivered.
 async fn replay<S>(
     shared: &Arc<Shared>,
     sink: &Arc<S>,
-    max_records: usize,
-    max_bytes: usize,
+    limits: ReplayLimits,
     until_empty: bool,
 ) -> u64
 where
@@ -363,21 +377,55 @@ where
 {
     sink.prepare().await;
     let mut delivered = 0;
+    let mut sending: std::collections::VecDeque<Sending> = std::collections::VecDeque::new();
+    let mut next = shared.log().status().cursor;
     loop {
-        let reader = shared.clone();
-        let read =
-            tokio::task::spawn_blocking(move || reader.log().read(max_records, max_bytes)).await;
-        let frames = match read {
-            Ok(Ok(frames)) => frames,
-            Ok(Err(e)) => {
-                tracing::error!(route = %shared.route, error = %e, "reading the spool failed");
-                tokio::time::sleep(REPLAY_BACKOFF.1).await;
-                continue;
-            }
-            Err(_) => return delivered,
-        };
-        let Some(last) = frames.last() else {
-            if until_empty {
+        // Fill the window.
+        let mut exhausted = false;
+        while sending.len() < limits.in_flight.max(1) {
+            let reader = shared.clone();
+            let (max_records, max_bytes) = (limits.max_records, limits.max_bytes);
+            let read = tokio::task::spawn_blocking(move || {
+                reader.log().read_from(next, max_records, max_bytes)
+            })
+            .await;
+            let frames = match read {
+                Ok(Ok(frames)) => frames,
+                Ok(Err(e)) => {
+                    tracing::error!(route = %shared.route, error = %e, "reading the spool failed");
+                    tokio::time::sleep(REPLAY_BACKOFF.1).await;
+                    break;
+                }
+                Err(_) => return delivered,
+            };
+            let Some(last) = frames.last() else {
+                exhausted = true;
+                break;
+            };
+            next = last.end;
+            let items: Vec<S::Item> = frames
+                .iter()
+                .filter_map(|f| {
+                    let item = S::Item::decode(&f.payload);
+                    if item.is_none() {
+                        tracing::error!(route = %shared.route, "a spooled record is not a record of this route; skipped");
+                    }
+                    item
+                })
+                .collect();
+            let (sink, owner) = (sink.clone(), shared.clone());
+            sending.push_back(Sending {
+                end: last.end,
+                records: frames.len() as u64,
+                bytes: frames
+                    .iter()
+                    .map(|f| format::frame_len(f.payload.len()))
+                    .sum(),
+                task: tokio::spawn(async move { deliver(sink.as_ref(), items, &owner).await }),
+            });
+        }
+        let Some(oldest) = sending.pop_front() else {
+            if exhausted && until_empty {
                 return delivered;
             }
             tokio::select! {
@@ -386,24 +434,11 @@ where
             }
             continue;
         };
-        let end = last.end;
-        let items: Vec<S::Item> = frames
-            .iter()
-            .filter_map(|f| {
-                let item = S::Item::decode(&f.payload);
-                if item.is_none() {
-                    tracing::error!(route = %shared.route, "a spooled record is not a record of this route; skipped");
-                }
-                item
-            })
-            .collect();
-        deliver(sink.as_ref(), items, shared).await;
-        let records = frames.len() as u64;
-        let bytes: u64 = frames
-            .iter()
-            .map(|f| format::frame_len(f.payload.len()))
-            .sum();
+        if oldest.task.await.is_err() {
+            return delivered;
+        }
         let acker = shared.clone();
+        let (end, records, bytes) = (oldest.end, oldest.records, oldest.bytes);
         let acked = tokio::task::spawn_blocking(move || {
             let mut log = acker.log();
             log.ack(end, records, bytes).map(|()| log.status())
@@ -419,6 +454,15 @@ where
         shared.metrics.replayed.increment(records);
         delivered += records;
     }
+}
+
+/// How the replayer reads and sends: a batch's limits (the route's), and batches at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    /// Batches sent at once; 1 delivers strictly in order, more may interleave neighbours.
+    pub in_flight: usize,
 }
 
 /// Sends `items` until the sink has accepted every one, retrying the rest with backoff.
