@@ -51,6 +51,9 @@ pub enum ErrorKind {
     SpoolFull,
     /// The request did not finish within the server's whole-request deadline.
     RequestTimeout,
+    /// A request validator refused the request (missing parameters, or a body that does not
+    /// match the route's model).
+    Invalid(Box<crate::validate::Invalid>),
 }
 
 /// Records a service did not accept.
@@ -90,7 +93,8 @@ impl GatewayError {
             | ErrorKind::PayloadTooLarge { .. }
             | ErrorKind::UnsupportedMediaType
             | ErrorKind::InvalidBody
-            | ErrorKind::BodyTimeout => Fault::Client,
+            | ErrorKind::BodyTimeout
+            | ErrorKind::Invalid(_) => Fault::Client,
             ErrorKind::Template | ErrorKind::BadIntegrationRequest | ErrorKind::RequestTimeout => {
                 Fault::Internal
             }

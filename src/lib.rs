@@ -23,4 +23,5 @@ pub mod route;
 pub mod server;
 pub mod spool;
 pub mod telemetry;
+pub mod validate;
 pub mod vtl;

@@ -96,6 +96,25 @@ pub struct RouteConfig {
     pub batch: Option<crate::batch::policy::BatchPolicy>,
     /// When records go to the durable spool, if ever.
     pub spool: Option<crate::spool::Mode>,
+    /// A JSON Schema file the body must match.
+    pub request_model: Option<PathBuf>,
+    pub required_parameters: RequiredParameters,
+    /// Validation failures list what failed and where.
+    pub validation_details: bool,
+}
+
+/// Parameters a route's requests must carry (header names lower-case).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequiredParameters {
+    pub path: Vec<String>,
+    pub querystring: Vec<String>,
+    pub header: Vec<String>,
+}
+
+impl RequiredParameters {
+    pub fn is_empty(&self) -> bool {
+        self.path.is_empty() && self.querystring.is_empty() && self.header.is_empty()
+    }
 }
 
 impl RouteConfig {
@@ -500,11 +519,20 @@ impl Validator<'_> {
                 }
             },
         };
+        let replay_in_flight = match &raw.replay_in_flight {
+            None => 8,
+            Some(n) if !(1..=64).contains(n.get_ref()) => {
+                self.error(Some(n.span()), "spool.replay_in_flight must be 1 to 64");
+                8
+            }
+            Some(n) => *n.get_ref(),
+        };
         let settings = crate::spool::Settings {
             dir: base.join(raw.dir.as_deref().unwrap_or("spool")),
             max_bytes,
             segment_bytes,
             fsync,
+            replay_in_flight,
         };
         (settings, mode)
     }
@@ -635,6 +663,51 @@ impl Validator<'_> {
                 ),
             );
         }
+        let request_model = r.request_model.as_ref().map(|m| {
+            let file = base.join(m.get_ref());
+            if !file.is_file() {
+                self.error(
+                    Some(m.span()),
+                    format!("model file {} does not exist", file.display()),
+                );
+            }
+            file
+        });
+        let required_parameters = match &r.required_parameters {
+            None => RequiredParameters::default(),
+            Some(req) => {
+                let names = path
+                    .as_ref()
+                    .map(PathTemplate::param_names)
+                    .unwrap_or_default();
+                for p in &req.get_ref().path {
+                    if !names.contains(&p.as_str()) {
+                        self.error(
+                            Some(req.span()),
+                            format!("required_parameters.path: {p:?} is not a parameter of the route's path"),
+                        );
+                    }
+                }
+                for h in &req.get_ref().header {
+                    if http::HeaderName::try_from(h.as_str()).is_err() {
+                        self.error(
+                            Some(req.span()),
+                            format!("required_parameters.header: {h:?} is not a header name"),
+                        );
+                    }
+                }
+                RequiredParameters {
+                    path: req.get_ref().path.clone(),
+                    querystring: req.get_ref().querystring.clone(),
+                    header: req
+                        .get_ref()
+                        .header
+                        .iter()
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect(),
+                }
+            }
+        };
         let mut request_templates = Vec::new();
         for (media, file) in &r.request_templates {
             let path = base.join(file.get_ref());
@@ -730,6 +803,9 @@ impl Validator<'_> {
             rate_limit_headers: r.rate_limit_headers,
             batch,
             spool,
+            request_model,
+            required_parameters,
+            validation_details: r.validation_details,
         })
     }
 

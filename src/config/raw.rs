@@ -53,6 +53,9 @@ pub struct RawSpool {
     /// fsync for all concurrent requests) or an interval such as `"100ms"` (acknowledged once
     /// written; fsync'd within the interval).
     pub fsync: Option<Spanned<String>>,
+    /// Batches the replayer sends at once (default 8). `1` delivers strictly in spool
+    /// order; more keeps up with a faster intake, and neighbouring batches may interleave.
+    pub replay_in_flight: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -153,6 +156,26 @@ pub struct RawRoute {
     pub batch: Option<RawBatch>,
     /// `off`, `fallback` or `always` (default: `spool.mode`); see `[spool]`.
     pub spool: Option<Spanned<String>>,
+    /// A JSON Schema file the body must match (draft 4, as API Gateway's models, unless its
+    /// `$schema` names another draft); otherwise 400 `Invalid request body`.
+    pub request_model: Option<Spanned<String>>,
+    /// Parameters requests must carry: `{ path = [...], querystring = [...], header = [...] }`;
+    /// otherwise 400 `Missing required request parameters: [...]`.
+    pub required_parameters: Option<Spanned<RawRequiredParameters>>,
+    /// Validation failures also list what failed and where (`errors` in the 400 body).
+    #[serde(default)]
+    pub validation_details: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequiredParameters {
+    #[serde(default)]
+    pub path: Vec<String>,
+    #[serde(default)]
+    pub querystring: Vec<String>,
+    #[serde(default)]
+    pub header: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

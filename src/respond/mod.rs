@@ -40,6 +40,12 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "Invalid request body",
             "BadRequestException",
         ),
+        // The message is the validator's own (see `error`).
+        ErrorKind::Invalid(_) => (
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "BadRequestException",
+        ),
         ErrorKind::BodyTimeout => (
             StatusCode::REQUEST_TIMEOUT,
             "Request Timeout",
@@ -100,6 +106,13 @@ pub fn error(e: &GatewayError, request_id: &str) -> Response<Body> {
                 "{} of {} records were not accepted ({}); the others were",
                 r.failed, r.total, r.code
             ));
+            body.to_string()
+        }
+        ErrorKind::Invalid(i) => {
+            let mut body = serde_json::json!({ "message": i.message });
+            if let Some(errors) = &i.errors {
+                body["errors"] = serde_json::Value::from(errors.clone());
+            }
             body.to_string()
         }
         _ => serde_json::json!({ "message": message }).to_string(),

@@ -107,6 +107,17 @@ impl PathTemplate {
             .collect()
     }
 
+    /// The names of its parameters, in order (a greedy one without its `+`).
+    pub fn param_names(&self) -> Vec<&str> {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param(n) | Segment::Greedy(n) => Some(n.as_str()),
+                Segment::Literal(_) => None,
+            })
+            .collect()
+    }
+
     pub fn as_str(&self) -> &str {
         &self.raw
     }

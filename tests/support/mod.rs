@@ -86,7 +86,9 @@ impl Project {
         let dir = std::env::temp_dir().join(format!("ingest-gateway-{test}-{suffix}"));
         std::fs::create_dir_all(&dir).unwrap();
         for (name, text) in files {
-            std::fs::write(dir.join(name), text).unwrap();
+            let file = dir.join(name);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
         }
         let path = dir.join("gateway.toml");
         std::fs::write(&path, config.replace("{S}", &suffix)).unwrap();
