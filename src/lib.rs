@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod integrations;
 pub mod mapping;
+pub mod openapi;
 pub mod pipeline;
 pub mod respond;
 pub mod route;

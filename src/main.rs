@@ -58,6 +58,16 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
+    /// Write a gateway.toml, templates and models serving an API Gateway export (OpenAPI 3.0
+    /// or Swagger 2.0, JSON or YAML); print what could not be translated.
+    ImportOpenapi {
+        file: PathBuf,
+        /// Output directory (must not hold a gateway.toml yet).
+        #[arg(long, default_value = "imported")]
+        out: PathBuf,
+    },
+    /// Print the configuration's OpenAPI 3.0 document (what GET /openapi.json serves).
+    ExportOpenapi,
     /// The durable spool: what waits, the records, and delivering them.
     #[command(subcommand)]
     Spool(cli::spool::SpoolCommand),
@@ -91,6 +101,8 @@ fn main() -> ExitCode {
         }
         Command::Keys(k) => cli::keys::run(&args.config, k),
         Command::Spool(s) => cli::spool::run(&args.config, s),
+        Command::ImportOpenapi { file, out } => cli::openapi::import(file, out),
+        Command::ExportOpenapi => cli::openapi::export(&args.config),
         Command::Usage { key, from, to } => {
             cli::keys::usage(&args.config, key.as_deref(), from.as_deref(), to.as_deref())
         }

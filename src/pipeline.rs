@@ -51,6 +51,8 @@ pub struct Gateway {
     pub metrics: Vec<telemetry::RouteMetrics>,
     /// For requests that match no route.
     pub unmatched: telemetry::RouteMetrics,
+    /// The OpenAPI document `GET server.openapi_path` serves.
+    pub openapi: Option<String>,
 }
 
 impl Gateway {
@@ -73,6 +75,14 @@ impl Gateway {
         );
         let batchers = batchers(&config, &clients);
         let spools = spools(&config, &clients)?;
+        let openapi = match &config.openapi_path {
+            None => None,
+            Some(_) => Some(
+                crate::openapi::export::document(&config, config.openapi_extensions)
+                    .map_err(|e| std::io::Error::other(format!("the OpenAPI document: {e}")))?
+                    .to_string(),
+            ),
+        };
         let metrics = config
             .routes
             .iter()
@@ -89,6 +99,7 @@ impl Gateway {
             ready: AtomicBool::new(true),
             metrics,
             unmatched: telemetry::RouteMetrics::new("unmatched", None),
+            openapi,
         })
     }
 

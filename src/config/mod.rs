@@ -42,6 +42,9 @@ pub struct Config {
     pub body_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+    /// Where `GET` serves the OpenAPI document, if anywhere.
+    pub openapi_path: Option<String>,
+    pub openapi_extensions: bool,
     pub max_headers: usize,
     pub aws: AwsSettings,
     pub stage_variables: IndexMap<String, String>,
@@ -146,6 +149,18 @@ pub enum HeaderSource {
     StageVariable(String),
     /// A top-level field of the service's JSON response.
     ResponseBody(String),
+}
+
+impl std::fmt::Display for HeaderSource {
+    /// As written in `gateway.toml` (and API Gateway's `responseParameters`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderSource::Literal(v) => write!(f, "'{v}'"),
+            HeaderSource::Context(n) => write!(f, "context.{n}"),
+            HeaderSource::StageVariable(n) => write!(f, "stageVariables.{n}"),
+            HeaderSource::ResponseBody(n) => write!(f, "integration.response.body.{n}"),
+        }
+    }
 }
 
 impl HeaderSource {
@@ -389,6 +404,16 @@ impl Validator<'_> {
                 .unwrap_or(defaults.max_output_bytes),
             ..defaults
         };
+        let openapi_path = match &raw.server.openapi_path {
+            None => Some("/openapi.json".to_string()),
+            Some(p) if p.get_ref().is_empty() => None,
+            Some(p) => {
+                if !p.get_ref().starts_with('/') {
+                    self.error(Some(p.span()), "server.openapi_path must start with '/'");
+                }
+                Some(p.get_ref().clone())
+            }
+        };
         let (spool, spool_mode) = self.spool(&raw.spool, base);
         let mut routes: Vec<RouteConfig> = Vec::new();
         for route in &raw.routes {
@@ -421,6 +446,16 @@ impl Validator<'_> {
                 routes.push(r);
             }
         }
+        if let Some(p) = &openapi_path
+            && routes.iter().any(|r| {
+                r.path.as_str() == p && r.method.as_ref().is_none_or(|m| m == http::Method::GET)
+            })
+        {
+            self.error(
+                None,
+                format!("a GET route on {p} clashes with server.openapi_path; set another path, or \"\" to turn the document off"),
+            );
+        }
         self.resources(&raw.resources);
         let account_throttle = match raw.auth.account_throttle {
             Some(t) => self.throttle(t, "auth.account_throttle"),
@@ -449,6 +484,8 @@ impl Validator<'_> {
             body_read_timeout,
             idle_timeout,
             request_timeout,
+            openapi_path,
+            openapi_extensions: raw.server.openapi_extensions.unwrap_or(true),
             max_headers,
             aws: AwsSettings {
                 call_timeout: self.duration(

@@ -86,6 +86,13 @@ pub struct RawServer {
     pub body_read_timeout: Option<Spanned<String>>,
     /// Headers a request may have (default 100).
     pub max_headers: Option<Spanned<u64>>,
+    /// Where the OpenAPI description of the routes is served (default `/openapi.json`;
+    /// `""` turns it off).
+    pub openapi_path: Option<Spanned<String>>,
+    /// Whether it includes the integration details (templates, targets, the
+    /// `x-amazon-apigateway-*` extensions) that let it be imported again (default `true`);
+    /// `false` describes the API for clients only.
+    pub openapi_extensions: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -3,7 +3,8 @@
 //! business rules.
 //!
 //! Reserved paths: `/healthz` (the process is up), `/readyz` (it accepts traffic; fails once
-//! shutdown begins) and `/metrics` (Prometheus text).
+//! shutdown begins), `/metrics` (Prometheus text) and `server.openapi_path` (the OpenAPI
+//! document, `/openapi.json` by default).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,10 +32,14 @@ use crate::{respond, telemetry};
 
 /// The router, for a real listener or for tests (`tower::ServiceExt::oneshot`).
 pub fn app(gw: Arc<Gateway>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    if let Some(path) = &gw.config.openapi_path {
+        router = router.route(path, get(openapi));
+    }
+    router
         .fallback(handle)
         .with_state(gw)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
@@ -46,6 +51,15 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     }
+}
+
+async fn openapi(State(gw): State<Arc<Gateway>>) -> Response<Body> {
+    let mut resp = Response::new(Body::from(gw.openapi.clone().unwrap_or_default()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 async fn metrics() -> Response<Body> {

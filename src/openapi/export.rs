@@ -1,0 +1,309 @@
+//! The served routes as an OpenAPI 3.0 document: paths, parameters, body models, the API key
+//! security scheme and responses, with API Gateway's `x-amazon-apigateway-*` extensions (and
+//! `x-ingest-gateway` for what API Gateway has no field for), so that importing it again
+//! gives the same gateway. Built once at start-up; reads the template and model files.
+
+use serde_json::{Map, Value as Json, json};
+
+use super::uri_for_action;
+use crate::config::{Config, Passthrough, RouteConfig};
+use crate::spool::Mode;
+
+/// The request validators every exported document declares.
+const VALIDATORS: [(&str, bool, bool); 3] = [
+    ("body-and-params", true, true),
+    ("body", true, false),
+    ("params", false, true),
+];
+
+/// Keywords a JSON Schema may hold that OpenAPI 3.0's Schema Object does not allow.
+const NOT_IN_OAS30: [&str; 3] = ["$schema", "definitions", "id"];
+
+/// Builds the document. `extensions: false` leaves out the integration details (templates,
+/// targets): a description for clients only.
+pub fn document(config: &Config, extensions: bool) -> Result<Json, String> {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    for route in &config.routes {
+        let (key, op) = operation(config, route, extensions, &mut schemas)?;
+        let item = paths
+            .entry(route.path.as_str().to_string())
+            .or_insert_with(|| json!({}));
+        item[key] = op;
+    }
+    let mut doc = json!({
+        "openapi": "3.0.1",
+        "info": {"title": "ingest-gateway", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}
+            },
+            "schemas": schemas,
+        },
+    });
+    if extensions {
+        doc["x-ingest-gateway"] = json!({
+            "stage": config.stage,
+            "stage_variables": config.stage_variables,
+        });
+        doc["x-amazon-apigateway-api-key-source"] = json!("HEADER");
+        doc["x-amazon-apigateway-request-validators"] = VALIDATORS
+            .iter()
+            .map(|(name, body, params)| {
+                (
+                    name.to_string(),
+                    json!({"validateRequestBody": body, "validateRequestParameters": params}),
+                )
+            })
+            .collect::<Map<String, Json>>()
+            .into();
+    }
+    Ok(doc)
+}
+
+fn read(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A model as OpenAPI 3.0 schemas: the model under `name`, its `definitions` beside it (named
+/// `{name}_{definition}` where the plain name is taken by another schema), and `$ref`s
+/// pointing at them there.
+fn add_model(name: &str, schema: &Json, schemas: &mut Map<String, Json>) {
+    fn rewrite(v: &mut Json, renamed: &Map<String, Json>) {
+        match v {
+            Json::Object(m) => {
+                for (k, inner) in m.iter_mut() {
+                    if k == "$ref"
+                        && let Some(n) = inner.as_str().and_then(super::ref_name)
+                    {
+                        let target = renamed.get(&n).and_then(Json::as_str).unwrap_or(&n);
+                        *inner = Json::String(format!("#/components/schemas/{target}"));
+                    } else {
+                        rewrite(inner, renamed);
+                    }
+                }
+            }
+            Json::Array(a) => a.iter_mut().for_each(|i| rewrite(i, renamed)),
+            _ => {}
+        }
+    }
+    let mut schema = schema.clone();
+    let definitions = schema
+        .get("definitions")
+        .and_then(Json::as_object)
+        .cloned()
+        .unwrap_or_default();
+    // Where each definition goes.
+    let mut renamed = Map::new();
+    for (n, s) in &definitions {
+        let free = n != name && schemas.get(n).is_none_or(|existing| existing == s);
+        let target = if free {
+            n.clone()
+        } else {
+            format!("{name}_{n}")
+        };
+        renamed.insert(n.clone(), Json::String(target));
+    }
+    for (n, s) in &definitions {
+        let mut s = s.clone();
+        if let Json::Object(m) = &mut s {
+            for k in NOT_IN_OAS30 {
+                m.remove(k);
+            }
+        }
+        rewrite(&mut s, &renamed);
+        let target = renamed[n].as_str().unwrap_or(n).to_string();
+        schemas.insert(target, s);
+    }
+    if let Json::Object(m) = &mut schema {
+        for k in NOT_IN_OAS30 {
+            m.remove(k);
+        }
+    }
+    rewrite(&mut schema, &renamed);
+    schemas.insert(name.to_string(), schema);
+}
+
+/// One route as an operation: its key under the path, and the operation.
+fn operation(
+    config: &Config,
+    route: &RouteConfig,
+    extensions: bool,
+    schemas: &mut Map<String, Json>,
+) -> Result<(String, Json), String> {
+    let key = route
+        .method
+        .as_ref()
+        .map_or("x-amazon-apigateway-any-method".to_string(), |m| {
+            m.as_str().to_ascii_lowercase()
+        });
+    let mut op = json!({
+        "operationId": super::import::slug(&route.name()),
+        "responses": {},
+    });
+    // Parameters: every path parameter, and the required query and header ones.
+    let mut parameters = Vec::new();
+    for name in route.path.param_names() {
+        parameters.push(
+            json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}),
+        );
+    }
+    for name in &route.required_parameters.querystring {
+        parameters.push(
+            json!({"name": name, "in": "query", "required": true, "schema": {"type": "string"}}),
+        );
+    }
+    for name in &route.required_parameters.header {
+        parameters.push(
+            json!({"name": name, "in": "header", "required": true, "schema": {"type": "string"}}),
+        );
+    }
+    if !parameters.is_empty() {
+        op["parameters"] = Json::Array(parameters);
+    }
+    if let Some(model) = &route.request_model {
+        let name = model
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("Model")
+            .to_string();
+        let schema: Json =
+            serde_json::from_str(&read(model)?).map_err(|e| format!("{}: {e}", model.display()))?;
+        add_model(&name, &schema, schemas);
+        op["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}},
+        });
+    }
+    if route.api_key_required {
+        op["security"] = json!([{"api_key": []}]);
+    }
+    // Responses: each integration response's status, with its headers.
+    let mut responses = Map::new();
+    for r in &route.responses {
+        let entry = responses
+            .entry(r.status.to_string())
+            .or_insert_with(|| json!({"description": format!("{} response", r.status)}));
+        for (name, _) in &r.headers {
+            entry["headers"][name.as_str()] = json!({"schema": {"type": "string"}});
+        }
+    }
+    if responses.is_empty() {
+        responses.insert("200".into(), json!({"description": "200 response"}));
+    }
+    op["responses"] = Json::Object(responses);
+    if !extensions {
+        return Ok((key, op));
+    }
+
+    let validator = match (
+        route.request_model.is_some(),
+        !route.required_parameters.is_empty(),
+    ) {
+        (true, true) => Some("body-and-params"),
+        (true, false) => Some("body"),
+        (false, true) => Some("params"),
+        (false, false) => None,
+    };
+    if let Some(v) = validator {
+        op["x-amazon-apigateway-request-validator"] = json!(v);
+    }
+    let mut templates = Map::new();
+    for (media, path) in &route.request_templates {
+        templates.insert(media.clone(), Json::String(read(path)?));
+    }
+    let mut integration = json!({
+        "type": "aws",
+        "httpMethod": "POST",
+        "uri": uri_for_action(route.action, config.aws.region.as_deref().unwrap_or("us-east-1")),
+        "passthroughBehavior": match route.passthrough {
+            Passthrough::WhenNoMatch => "WHEN_NO_MATCH",
+            Passthrough::WhenNoTemplates => "WHEN_NO_TEMPLATES",
+            Passthrough::Never => "NEVER",
+        },
+        "timeoutInMillis": route.timeout.as_millis() as u64,
+    });
+    if !templates.is_empty() {
+        integration["requestTemplates"] = Json::Object(templates);
+    }
+    let mut integration_responses = Map::new();
+    for r in &route.responses {
+        let mut resp = json!({"statusCode": r.status.to_string()});
+        if !r.headers.is_empty() {
+            resp["responseParameters"] = r
+                .headers
+                .iter()
+                .map(|(n, s)| {
+                    (
+                        format!("method.response.header.{n}"),
+                        Json::String(s.to_string()),
+                    )
+                })
+                .collect::<Map<String, Json>>()
+                .into();
+        }
+        if let Some(t) = r.template.as_ref().or(route.response_template.as_ref()) {
+            resp["responseTemplates"] = json!({"application/json": read(t)?});
+        }
+        let pattern = r.pattern.as_ref().map_or("default".to_string(), |p| {
+            // Stored anchored as \A(?:...)\z; the document holds what was written.
+            let p = p.as_str();
+            p.strip_prefix(r"\A(?:")
+                .and_then(|p| p.strip_suffix(r")\z"))
+                .unwrap_or(p)
+                .to_string()
+        });
+        integration_responses.insert(pattern, resp);
+    }
+    if integration_responses.is_empty()
+        && let Some(t) = &route.response_template
+    {
+        integration_responses.insert(
+            "default".into(),
+            json!({"statusCode": "200", "responseTemplates": {"application/json": read(t)?}}),
+        );
+    }
+    if !integration_responses.is_empty() {
+        integration["responses"] = Json::Object(integration_responses);
+    }
+    op["x-amazon-apigateway-integration"] = integration;
+
+    // What API Gateway has no field for.
+    let mut own = json!({});
+    if let Some(t) = &route.target {
+        own["target"] = json!(t);
+    }
+    if let Some(q) = &route.api_key_query {
+        own["api_key_query"] = json!(q);
+    }
+    if route.rate_limit_headers {
+        own["rate_limit_headers"] = json!(true);
+    }
+    if route.validation_details {
+        own["validation_details"] = json!(true);
+    }
+    if let Some(t) = &route.throttle {
+        own["throttle"] = json!({"rate": t.rate, "burst": t.burst});
+    }
+    if let Some(m) = route.spool {
+        own["spool"] = json!(match m {
+            Mode::Fallback => "fallback",
+            Mode::Always => "always",
+        });
+    }
+    match &route.batch {
+        Some(b) => {
+            own["batch"] = json!({
+                "linger": format!("{}ms", b.linger.as_millis()),
+                "max_records": b.max_records,
+                "max_bytes": b.max_bytes,
+                "queue": b.queue,
+                "aggregate": b.aggregate,
+            });
+        }
+        None => own["batch"] = json!(false),
+    }
+    op["x-ingest-gateway"] = own;
+    Ok((key, op))
+}

@@ -1,0 +1,431 @@
+//! OpenAPI in and out: a realistic API Gateway export imports without edits and the imported
+//! gateway serves it against the emulator; the served `/openapi.json` passes a standard
+//! OpenAPI validator and, imported again, gives the same gateway.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use ingest_gateway::config::{self, Config};
+use serde_json::{Value as Json, json};
+
+/// The validator installed by `scripts/emulator`, or `None` (skipped) outside the suite.
+fn validator() -> Option<PathBuf> {
+    let path = support::repo().join(".venv/bin/openapi-spec-validator");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("INGEST_GATEWAY_REQUIRE_EMULATOR").is_none(),
+        "openapi-spec-validator is not installed; run scripts/test"
+    );
+    eprintln!("skipped: no openapi-spec-validator (run scripts/test)");
+    None
+}
+
+fn import(file: &Path, out: &Path) -> (bool, String) {
+    let o = std::process::Command::new(support::bin())
+        .args(["import-openapi"])
+        .arg(file)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    (o.status.success(), text)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Everything that decides how a configuration serves, with file contents in place of
+/// file names (an import writes its own file names).
+fn summary(c: &Config) -> Json {
+    let routes: Vec<Json> = c
+        .routes
+        .iter()
+        .map(|r| {
+            let templates: Vec<Json> = r
+                .request_templates
+                .iter()
+                .map(|(m, p)| json!([m, read(p)]))
+                .collect();
+            let mut responses: Vec<Json> = r
+                .responses
+                .iter()
+                .map(|resp| {
+                    json!({
+                        "pattern": resp.pattern.as_ref().map(|p| p.as_str().to_string()),
+                        "status": resp.status,
+                        "headers": resp.headers.iter().map(|(n, s)| json!([n.as_str(), s.to_string()])).collect::<Vec<_>>(),
+                        "template": resp.template.as_ref().or(r.response_template.as_ref()).map(|t| read(t)),
+                    })
+                })
+                .collect();
+            // A route-wide response template is the default response's.
+            if responses.is_empty()
+                && let Some(t) = &r.response_template
+            {
+                responses.push(json!({"pattern": null, "status": 200, "headers": [], "template": read(t)}));
+            }
+            json!({
+                "name": r.name(),
+                "action": r.action.name(),
+                "target": r.target,
+                "templates": templates,
+                "passthrough": format!("{:?}", r.passthrough),
+                "timeout_ms": r.timeout.as_millis() as u64,
+                "responses": responses,
+                "api_key_required": r.api_key_required,
+                "api_key_query": r.api_key_query,
+                "rate_limit_headers": r.rate_limit_headers,
+                "throttle": r.throttle.map(|t| json!([t.rate, t.burst])),
+                "batch": r.batch.map(|b| format!("{b:?}")),
+                "spool": r.spool.map(|s| format!("{s:?}")),
+                "model": r.request_model.as_ref().map(|m| {
+                    let v: Json = serde_json::from_str(&read(m)).unwrap();
+                    inline(&v, &v["definitions"])
+                }),
+                "required": format!("{:?}", r.required_parameters),
+                "validation_details": r.validation_details,
+            })
+        })
+        .collect();
+    json!({"stage": c.stage, "stage_variables": c.stage_variables, "routes": routes})
+}
+
+/// A model with its `$ref`s replaced by what they point to, and without `definitions` or
+/// `$schema` (the export's own layout of the same schema differs in those only).
+fn inline(v: &Json, definitions: &Json) -> Json {
+    match v {
+        Json::Object(m) => {
+            if let Some(r) = m.get("$ref").and_then(Json::as_str) {
+                let name = r.rsplit('/').next().unwrap_or_default();
+                return inline(&definitions[name], definitions);
+            }
+            m.iter()
+                .filter(|(k, _)| !["definitions", "$schema"].contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), inline(v, definitions)))
+                .collect::<serde_json::Map<String, Json>>()
+                .into()
+        }
+        Json::Array(a) => a.iter().map(|v| inline(v, definitions)).collect(),
+        other => other.clone(),
+    }
+}
+
+const EXTRA_ROUTE: &str = r#"
+[[routes]]
+method = "POST"
+path = "/v1/tenants/{tenant}/events"
+action = "kinesis:PutRecords"
+target = "clickstream-events"
+request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
+request_model = "models/Event.json"
+required_parameters = { path = ["tenant"], querystring = ["source"], header = ["x-client"] }
+validation_details = true
+api_key_required = true
+spool = "fallback"
+throttle = { rate = 50, burst = 100 }
+batch = { linger = "20ms", max_records = 250 }
+
+[[routes.responses]]
+pattern = "2\\d{2}"
+status = 201
+headers = { "x-sequence" = "integration.response.body.FailedRecordCount", "x-stage" = "'prod'", "x-request" = "context.requestId" }
+
+[[routes.responses]]
+pattern = "4\\d{2}"
+status = 400
+template = "mappings/quote-response.vtl"
+"#;
+
+const MODEL: &str = r##"{"$schema": "http://json-schema.org/draft-04/schema#", "type": "object", "required": ["events"],
+  "properties": {"events": {"type": "array", "items": {"$ref": "#/definitions/Event"}}},
+  "definitions": {"Event": {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}, "ts": {"type": "integer", "minimum": 0, "exclusiveMinimum": true}}}}}"##;
+
+/// The example configuration plus a route using every setting an export carries.
+fn rich_project() -> support::Project {
+    let example = read(&support::repo().join("gateway.toml"));
+    let mut files: Vec<(String, String)> = Vec::new();
+    for entry in std::fs::read_dir(support::repo().join("mappings")).unwrap() {
+        let path = entry.unwrap().path();
+        files.push((
+            format!("mappings/{}", path.file_name().unwrap().to_string_lossy()),
+            read(&path),
+        ));
+    }
+    for entry in std::fs::read_dir(support::repo().join("workflows")).unwrap() {
+        let path = entry.unwrap().path();
+        files.push((
+            format!("workflows/{}", path.file_name().unwrap().to_string_lossy()),
+            read(&path),
+        ));
+    }
+    files.push(("models/Event.json".into(), MODEL.into()));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    support::Project::custom("openapi-rich", &format!("{example}{EXTRA_ROUTE}"), &refs)
+}
+
+#[test]
+fn the_served_document_validates_and_imports_back_to_the_same_gateway() {
+    let project = rich_project();
+    let gw = support::Gateway::start_against(&project.config, "http://127.0.0.1:9");
+    let served = gw.request("GET", "/openapi.json", &[], b"");
+    assert_eq!(served.status, 200);
+    assert_eq!(served.header("content-type"), Some("application/json"));
+    let doc = served.json();
+    gw.stop_cleanly();
+
+    // The offline command prints the same document.
+    let printed = project.cli(&["export-openapi"]);
+    assert!(printed.status.success());
+    assert_eq!(
+        serde_json::from_slice::<Json>(&printed.stdout).unwrap(),
+        doc
+    );
+
+    // What clients see: the route, its parameters, its model, the key.
+    let op = &doc["paths"]["/v1/tenants/{tenant}/events"]["post"];
+    assert_eq!(op["security"], json!([{"api_key": []}]));
+    let params: Vec<(&str, &str)> = op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["in"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        params,
+        vec![
+            ("path", "tenant"),
+            ("query", "source"),
+            ("header", "x-client")
+        ]
+    );
+    assert_eq!(
+        op["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Event"
+    );
+    assert!(
+        doc["components"]["schemas"]["Event"]["properties"]["events"]["items"]["$ref"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("#/components/schemas/"))
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"],
+        json!({"type": "apiKey", "name": "x-api-key", "in": "header"})
+    );
+    assert!(op["responses"]["201"]["headers"]["x-stage"].is_object());
+
+    let dir = project.dir.join("export");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("openapi.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    if let Some(v) = validator() {
+        let out = std::process::Command::new(v).arg(&file).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openapi-spec-validator: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Import it again: the same gateway, and nothing left out.
+    let out = dir.join("imported");
+    let (ok, report) = import(&file, &out);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("everything in the document was translated"),
+        "{report}"
+    );
+    let original = config::load(&project.config).unwrap();
+    let imported = config::load(&out.join("gateway.toml")).unwrap();
+    assert_eq!(summary(&imported), summary(&original));
+
+    // A client-only document leaves the integration out and still validates.
+    let public = std::fs::read_to_string(&project.config).unwrap().replacen(
+        "[server]\n",
+        "[server]\nopenapi_extensions = false\n",
+        1,
+    );
+    std::fs::write(&project.config, public).unwrap();
+    let gw = support::Gateway::start_against(&project.config, "http://127.0.0.1:9");
+    let public = gw.request("GET", "/openapi.json", &[], b"");
+    gw.stop_cleanly();
+    let text = public.text();
+    assert!(text.contains("/v1/tenants/{tenant}/events"));
+    assert!(!text.contains("x-amazon-apigateway-integration"));
+    assert!(!text.contains("x-ingest-gateway"));
+    if let Some(v) = validator() {
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(v).arg(&file).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realistic_api_gateway_export_imports_and_serves_against_the_emulator() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    let sdk = support::aws(&endpoint).await;
+    let (stream, queue, machine) = (
+        support::unique("imported-events-"),
+        support::unique("imported-partners-"),
+        support::unique("imported-quotes-"),
+    );
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(&queue)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let sfn = aws_sdk_sfn::Client::new(&sdk);
+    let machine_arn = sfn
+        .create_state_machine()
+        .name(&machine)
+        .r#type(aws_sdk_sfn::types::StateMachineType::Express)
+        .role_arn("arn:aws:iam::000000000000:role/states")
+        .definition(r#"{"StartAt": "Quote", "States": {"Quote": {"Type": "Pass", "Parameters": {"price.$": "$.qty"}, "End": true}}}"#)
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+
+    let dir = std::env::temp_dir().join(support::unique("ingest-gateway-import-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let export = read(&support::repo().join("tests/fixtures/openapi/clickstream-export.yaml"))
+        .replace("STREAM", &stream)
+        .replace("QUEUE", &queue)
+        .replace("MACHINE_ARN", &machine_arn);
+    let file = dir.join("export.yaml");
+    std::fs::write(&file, export).unwrap();
+    let out = dir.join("gateway");
+    let (ok, report) = import(&file, &out);
+    assert!(ok, "{report}");
+    assert!(report.contains("imported 3 routes"), "{report}");
+    // Nothing is dropped in silence: the Lambda proxy and the gateway responses are named.
+    assert!(
+        report.contains("POST /v1/thumbnails: not imported: integration type \"aws_proxy\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("x-amazon-apigateway-gateway-responses (DEFAULT_4XX)"),
+        "{report}"
+    );
+
+    let project = support::Project {
+        dir: out.clone(),
+        config: out.join("gateway.toml"),
+        suffix: String::new(),
+    };
+    let key = project.key("imported");
+    let gw = support::Gateway::start(&project.config);
+    let (gw, results) = tokio::task::spawn_blocking(move || {
+        let with_key = |path: &str, body: &str| {
+            gw.request(
+                "POST",
+                path,
+                &[("content-type", "application/json"), ("x-api-key", &key)],
+                body.as_bytes(),
+            )
+        };
+        let events = with_key(
+            "/v1/events",
+            r#"{"events": [{"userId": "u-1", "type": "click"}, {"userId": "u-2", "type": "view"}]}"#,
+        );
+        let invalid = with_key("/v1/events", r#"{"events": [{"type": "click"}]}"#);
+        let keyless = gw.post_json("/v1/events", r#"{"events": [{"userId": "u-3", "type": "click"}]}"#);
+        let message = with_key("/v1/partners/acme/messages", r#"{"order": 42}"#);
+        let quote = gw.post_json("/v1/quotes", r#"{"qty": 3}"#);
+        (gw, vec![events, invalid, keyless, message, quote])
+    })
+    .await
+    .unwrap();
+    let [events, invalid, keyless, message, quote] =
+        <[support::Response; 5]>::try_from(results).unwrap();
+
+    assert_eq!(events.status, 200, "{}", events.text());
+    assert_eq!(events.json(), json!({"accepted": 2, "failed": 0}));
+    assert_eq!(events.header("x-failed-count"), Some("0"));
+    assert_eq!(invalid.status, 400);
+    assert_eq!(invalid.json(), json!({"message": "Invalid request body"}));
+    assert_eq!(keyless.status, 403);
+    assert_eq!(message.status, 200, "{}", message.text());
+    assert_eq!(quote.status, 200, "{}", quote.text());
+    assert_eq!(quote.json(), json!({"price": 3}));
+
+    // The records and the message arrived.
+    let shard = kinesis
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap()
+        .shards()[0]
+        .shard_id()
+        .to_string();
+    let iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(&stream)
+        .shard_id(shard)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap();
+    let records = kinesis
+        .get_records()
+        .shard_iterator(iterator)
+        .send()
+        .await
+        .unwrap();
+    let users: Vec<String> = records
+        .records()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Json>(r.data().as_ref()).unwrap()["userId"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        users,
+        vec!["u-1", "u-2"],
+        "only the valid request's records"
+    );
+    let received = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = received
+        .messages()
+        .iter()
+        .filter_map(|m| m.body())
+        .collect();
+    assert_eq!(bodies, vec![r#"{"order": 42}"#]);
+    tokio::task::spawn_blocking(move || gw.stop_cleanly())
+        .await
+        .unwrap();
+}
