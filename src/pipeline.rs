@@ -376,7 +376,10 @@ async fn run(
             _ => return Err(e.into()),
         },
     };
-    let selected = select_response(route, upstream_status, error.is_some());
+    let code = error
+        .as_ref()
+        .map(|_| upstream["__type"].as_str().unwrap_or_default());
+    let selected = select_response(route, upstream_status, code);
     let (status, template, response) = match selected {
         Some(i) => (
             route.responses[i].status,
@@ -723,15 +726,28 @@ fn denied(d: Denied) -> GatewayError {
 /// API Gateway's selection: the first response whose pattern matches the whole status
 /// text; otherwise the default (no pattern), but only for a successful call: an upstream
 /// error is never reported through the default (success) response.
-fn select_response(route: &RouteConfig, status: u16, is_error: bool) -> Option<usize> {
+fn select_response(route: &RouteConfig, status: u16, error: Option<&str>) -> Option<usize> {
     let text = status.to_string();
     route
         .responses
         .iter()
-        .position(|r| r.pattern.as_ref().is_some_and(|p| p.is_match(&text)))
+        .position(|r| {
+            let selective = r.pattern.is_some() || r.error_pattern.is_some();
+            selective
+                && r.pattern.as_ref().is_none_or(|p| p.is_match(&text))
+                && r.error_pattern
+                    .as_ref()
+                    .is_none_or(|p| error.is_some_and(|code| p.is_match(code)))
+        })
         .or_else(|| {
-            (!is_error)
-                .then(|| route.responses.iter().position(|r| r.pattern.is_none()))
+            error
+                .is_none()
+                .then(|| {
+                    route
+                        .responses
+                        .iter()
+                        .position(|r| r.pattern.is_none() && r.error_pattern.is_none())
+                })
                 .flatten()
         })
 }
@@ -954,24 +970,50 @@ mod tests {
         let r = route(
             "[[routes.responses]]\npattern = \"4\\\\d{2}\"\nstatus = 400\n[[routes.responses]]\nstatus = 202\n[[routes.responses]]\npattern = \"5..\"\nstatus = 503\n",
         );
+        let e = Some("ValidationException");
         assert_eq!(
-            select_response(&r, 200, false),
+            select_response(&r, 200, None),
             Some(1),
             "the default takes successes"
         );
-        assert_eq!(select_response(&r, 404, true), Some(0));
-        assert_eq!(select_response(&r, 500, true), Some(2));
+        assert_eq!(select_response(&r, 404, e), Some(0));
+        assert_eq!(select_response(&r, 500, e), Some(2));
         assert_eq!(
-            select_response(&r, 4000, true),
+            select_response(&r, 4000, e),
             None,
             "patterns match the whole status"
         );
         let only_default = route("[[routes.responses]]\nstatus = 202\n");
         assert_eq!(
-            select_response(&only_default, 400, true),
+            select_response(&only_default, 400, e),
             None,
             "errors never use the default"
         );
-        assert_eq!(select_response(&route(""), 200, false), None);
+        assert_eq!(select_response(&route(""), 200, None), None);
+        // By error code, alone or with the status.
+        let by_code = route(
+            "[[routes.responses]]\nerror_pattern = \"ResourceNotFound.*\"\nstatus = 404\n[[routes.responses]]\npattern = \"4..\"\nerror_pattern = \"Throttl.*|ProvisionedThroughput.*\"\nstatus = 429\n[[routes.responses]]\npattern = \"4..\"\nstatus = 400\n",
+        );
+        assert_eq!(
+            select_response(&by_code, 400, Some("ResourceNotFoundException")),
+            Some(0)
+        );
+        assert_eq!(
+            select_response(&by_code, 500, Some("ResourceNotFoundException")),
+            Some(0)
+        );
+        assert_eq!(
+            select_response(&by_code, 400, Some("ThrottlingException")),
+            Some(1)
+        );
+        assert_eq!(
+            select_response(&by_code, 400, Some("ValidationException")),
+            Some(2)
+        );
+        assert_eq!(
+            select_response(&by_code, 200, None),
+            None,
+            "a code pattern never takes a success"
+        );
     }
 }

@@ -57,6 +57,7 @@ fn summary(c: &Config) -> Json {
                 .map(|resp| {
                     json!({
                         "pattern": resp.pattern.as_ref().map(|p| p.as_str().to_string()),
+                        "error_pattern": resp.error_pattern.as_ref().map(|p| p.as_str().to_string()),
                         "status": resp.status,
                         "headers": resp.headers.iter().map(|(n, s)| json!([n.as_str(), s.to_string()])).collect::<Vec<_>>(),
                         "template": resp.template.as_ref().or(r.response_template.as_ref()).map(|t| read(t)),
@@ -67,7 +68,7 @@ fn summary(c: &Config) -> Json {
             if responses.is_empty()
                 && let Some(t) = &r.response_template
             {
-                responses.push(json!({"pattern": null, "status": 200, "headers": [], "template": read(t)}));
+                responses.push(json!({"pattern": null, "error_pattern": null, "status": 200, "headers": [], "template": read(t)}));
             }
             json!({
                 "name": r.name(),
@@ -134,6 +135,15 @@ batch = { linger = "20ms", max_records = 250 }
 pattern = "2\\d{2}"
 status = 201
 headers = { "x-sequence" = "integration.response.body.FailedRecordCount", "x-stage" = "'prod'", "x-request" = "context.requestId" }
+
+[[routes.responses]]
+error_pattern = "ResourceNotFoundException"
+status = 404
+
+[[routes.responses]]
+pattern = "4\\d{2}"
+error_pattern = "Throttl.*"
+status = 429
 
 [[routes.responses]]
 pattern = "4\\d{2}"

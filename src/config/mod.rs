@@ -134,8 +134,11 @@ impl RouteConfig {
 /// How an integration's outcome becomes the client's response.
 #[derive(Debug, Clone)]
 pub struct IntegrationResponse {
-    /// Anchored; `None` is the default response.
+    /// Anchored, over the upstream's HTTP status. With `error_pattern` also `None`, this is
+    /// the default response.
     pub pattern: Option<regex::Regex>,
+    /// Anchored, over the upstream's error code (`ResourceNotFoundException`).
+    pub error_pattern: Option<regex::Regex>,
     pub status: u16,
     pub headers: Vec<(http::HeaderName, HeaderSource)>,
     pub template: Option<PathBuf>,
@@ -957,6 +960,11 @@ impl Validator<'_> {
                 .map_err(|e| self.error(span.clone(), format!("response pattern {p:?}: {e}")))
                 .ok()
         });
+        let error_pattern = r.error_pattern.as_ref().and_then(|p| {
+            regex::Regex::new(&format!(r"\A(?:{p})\z"))
+                .map_err(|e| self.error(span.clone(), format!("response error_pattern {p:?}: {e}")))
+                .ok()
+        });
         let status = r.status.unwrap_or(200);
         if !(100..600).contains(&status) {
             self.error(
@@ -990,6 +998,7 @@ impl Validator<'_> {
         });
         IntegrationResponse {
             pattern,
+            error_pattern,
             status,
             headers,
             template,

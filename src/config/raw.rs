@@ -257,8 +257,12 @@ pub struct RawQuota {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawResponse {
-    /// Matched against the whole status text, e.g. `"4\\d{2}"`. Absent: the default.
+    /// Matched against the whole status text, e.g. `"4\\d{2}"`. Absent (and no
+    /// `error_pattern`): the default.
     pub pattern: Option<String>,
+    /// Matched against the whole error code of a failed call, e.g.
+    /// `"ResourceNotFoundException|AccessDenied.*"`; a response with both patterns needs both.
+    pub error_pattern: Option<String>,
     /// The status the client gets (default 200).
     pub status: Option<u16>,
     /// Response headers: `'literal'`, `context.NAME`, `stageVariables.NAME`, or

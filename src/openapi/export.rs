@@ -125,6 +125,15 @@ fn add_model(name: &str, schema: &Json, schemas: &mut Map<String, Json>) {
     schemas.insert(name.to_string(), schema);
 }
 
+/// A pattern as written: stored anchored as `\A(?:...)\z`.
+fn unanchored(p: &regex::Regex) -> String {
+    let p = p.as_str();
+    p.strip_prefix(r"\A(?:")
+        .and_then(|p| p.strip_suffix(r")\z"))
+        .unwrap_or(p)
+        .to_string()
+}
+
 /// One route as an operation: its key under the path, and the operation.
 fn operation(
     config: &Config,
@@ -230,6 +239,12 @@ fn operation(
     let mut integration_responses = Map::new();
     for r in &route.responses {
         let mut resp = json!({"statusCode": r.status.to_string()});
+        if let Some(e) = &r.error_pattern {
+            resp["x-ingest-gateway-error-pattern"] = json!(unanchored(e));
+            if let Some(p) = &r.pattern {
+                resp["x-ingest-gateway-status-pattern"] = json!(unanchored(p));
+            }
+        }
         if !r.headers.is_empty() {
             resp["responseParameters"] = r
                 .headers
@@ -246,14 +261,14 @@ fn operation(
         if let Some(t) = r.template.as_ref().or(route.response_template.as_ref()) {
             resp["responseTemplates"] = json!({"application/json": read(t)?});
         }
-        let pattern = r.pattern.as_ref().map_or("default".to_string(), |p| {
-            // Stored anchored as \A(?:...)\z; the document holds what was written.
-            let p = p.as_str();
-            p.strip_prefix(r"\A(?:")
-                .and_then(|p| p.strip_suffix(r")\z"))
-                .unwrap_or(p)
-                .to_string()
-        });
+        let pattern = match (&r.pattern, &r.error_pattern) {
+            // API Gateway keys responses by their status pattern. One that also looks at the
+            // error code gets a key of its own (which matches no status there); an import
+            // reads both patterns beside it.
+            (_, Some(e)) => format!("x-error-{}:{}", integration_responses.len(), unanchored(e)),
+            (Some(p), None) => unanchored(p),
+            (None, None) => "default".to_string(),
+        };
         integration_responses.insert(pattern, resp);
     }
     if integration_responses.is_empty()

@@ -115,6 +115,17 @@ fn target_in_template(action: Action, template: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `name.vtl`, or `name-2.vtl`, ... when that file is already taken.
+fn free_name(files: &BTreeMap<String, String>, name: &str) -> String {
+    let mut candidate = format!("{name}.vtl");
+    let mut n = 2;
+    while files.contains_key(&candidate) {
+        candidate = format!("{name}-{n}.vtl");
+        n += 1;
+    }
+    candidate
+}
+
 /// A TOML string.
 fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
@@ -383,7 +394,7 @@ fn route(
     if let Some(t) = integration["requestTemplates"].as_object() {
         for (media, text) in t {
             let text = text.as_str().unwrap_or_default();
-            let file = format!("mappings/{base}-{}.vtl", slug(media));
+            let file = free_name(&files, &format!("mappings/{base}-{}", slug(media)));
             if target.is_none() {
                 target = target_in_template(action, text);
             }
@@ -579,8 +590,18 @@ fn route(
     responses.sort_by_key(|(k, _)| *k == "default");
     for (pattern, resp) in responses {
         toml.push_str("\n[[routes.responses]]\n");
-        if pattern != "default" {
-            toml.push_str(&format!("pattern = {}\n", q(pattern)));
+        // A response that also selects by error code carries both patterns beside its key.
+        match resp["x-ingest-gateway-error-pattern"].as_str() {
+            Some(code) => {
+                if let Some(p) = resp["x-ingest-gateway-status-pattern"].as_str() {
+                    toml.push_str(&format!("pattern = {}\n", q(p)));
+                }
+                toml.push_str(&format!("error_pattern = {}\n", q(code)));
+            }
+            None if pattern != "default" => {
+                toml.push_str(&format!("pattern = {}\n", q(pattern)));
+            }
+            None => {}
         }
         let status = resp["statusCode"]
             .as_str()
