@@ -1030,3 +1030,31 @@ async fn spool_commands_show_and_replay_what_waits() {
     assert_eq!(status["routes"][0]["records"], 0);
     assert_eq!(status["routes"][0]["in_use"], false);
 }
+
+/// An integration response can select by the service's error code: the outage's
+/// `InternalFailure` gets the route's own answer, other errors keep the gateway's.
+#[tokio::test]
+async fn integration_responses_select_by_the_upstream_error_code() {
+    let stub = support::stub_kinesis().await;
+    let config = format!(
+        "{}batch = false\n\n[[routes.responses]]\nerror_pattern = \"InternalFailure|ServiceUnavailable\"\nstatus = 503\nheaders = {{ \"retry-after\" = \"'30'\" }}\ntemplate = \"down.vtl\"\n\n[[routes.responses]]\nstatus = 200\n",
+        CONFIG.replace(r#"timeout = "1s""#, r#"timeout = "3s""#)
+    );
+    let gw = support::in_process(
+        &config,
+        &[
+            ("records.vtl", TEMPLATE),
+            ("down.vtl", r#"{"down": "$input.path('$.__type')"}"#),
+        ],
+        &stub.endpoint,
+    )
+    .await;
+    let events = json!({"events": [{"pk": "ok-1"}]});
+    let (status, _, body) = post(&gw, &events).await;
+    assert_eq!(status, 200, "{body}");
+    stub.outage.store(true, Ordering::SeqCst);
+    let (status, retry, body) = post(&gw, &events).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry.as_deref(), Some("30"));
+    assert_eq!(body, json!({"down": "InternalFailure"}));
+}

@@ -46,6 +46,7 @@ where
     let mut todo: Vec<usize> = (0..items.len()).collect();
     let mut attempt = 0u32;
     let started = Instant::now();
+    let mut previous: Option<IntegrationError> = None;
     loop {
         let batch: Vec<E> = todo.iter().map(|&i| items[i].clone()).collect();
         let mut again = Vec::new();
@@ -55,10 +56,11 @@ where
         // records the caller has already given up on.
         let answered = match tokio::time::timeout_at(deadline, call(batch)).await {
             Ok(answered) => answered,
-            Err(_) => Err(IntegrationError::Timeout {
+            // The previous attempt's failure says more than "cut short".
+            Err(_) => Err(previous.take().unwrap_or(IntegrationError::Timeout {
                 action,
                 timeout: deadline.saturating_duration_since(started),
-            }),
+            })),
         };
         match answered {
             Ok(outcomes) => {
@@ -102,6 +104,7 @@ where
             break;
         }
         tokio::time::sleep(wait).await;
+        previous = call_error;
         telemetry::retried(action.name(), again.len());
         attempt += 1;
         todo = again;
