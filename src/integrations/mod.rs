@@ -144,8 +144,9 @@ pub enum IntegrationError {
         code: String,
         message: String,
     },
-    /// No answer within the route's timeout.
-    #[error("{action} did not answer within {0:?}", .timeout)]
+    /// No answer within the route's timeout (or, `timeout` zero, within the SDK's attempt
+    /// timeout, `aws.call_timeout`).
+    #[error("{action} did not answer in time{}", if timeout.is_zero() { " (aws.call_timeout)".to_string() } else { format!(" ({timeout:?})") })]
     Timeout { action: Action, timeout: Duration },
     /// The service could not be reached.
     #[error("{action} could not be reached: {detail}")]
@@ -215,6 +216,11 @@ where
                 message: err.message().unwrap_or("").to_string(),
             }
         }
+        // An attempt cut off by `aws.call_timeout`.
+        SdkError::TimeoutError(_) => IntegrationError::Timeout {
+            action,
+            timeout: Duration::ZERO,
+        },
         SdkError::ConstructionFailure(c) => IntegrationError::InvalidRequest {
             action,
             detail: format!("{:?}", c),
