@@ -240,7 +240,8 @@ pub async fn handle(gw: &Arc<Gateway>, req: Request) -> (Response<Body>, Outcome
     let mut resp = match run(gw, &req, &mut outcome).await {
         Ok(resp) => resp,
         Err(e) => {
-            let resp = respond::error(&e, &req.request_id);
+            let mut resp = respond::error(&e, &req.request_id);
+            respond::apply_gateway_response(&mut resp, &e, &gw.config.gateway_responses);
             outcome.error = Some(e);
             resp
         }

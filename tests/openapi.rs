@@ -93,7 +93,12 @@ fn summary(c: &Config) -> Json {
             })
         })
         .collect();
-    json!({"stage": c.stage, "stage_variables": c.stage_variables, "routes": routes})
+    let gateway_responses: Vec<String> = c
+        .gateway_responses
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect();
+    json!({"stage": c.stage, "stage_variables": c.stage_variables, "gateway_responses": gateway_responses, "routes": routes})
 }
 
 /// A model with its `$ref`s replaced by what they point to, and without `definitions` or
@@ -117,6 +122,12 @@ fn inline(v: &Json, definitions: &Json) -> Json {
 }
 
 const EXTRA_ROUTE: &str = r#"
+[gateway_responses.DEFAULT_4XX]
+headers = { "Access-Control-Allow-Origin" = "'*'" }
+
+[gateway_responses.THROTTLED]
+status = 503
+headers = { "Retry-After" = "'10'" }
 [[routes]]
 method = "POST"
 path = "/v1/tenants/{tenant}/events"
@@ -336,8 +347,12 @@ async fn a_realistic_api_gateway_export_imports_and_serves_against_the_emulator(
         "{report}"
     );
     assert!(
-        report.contains("x-amazon-apigateway-gateway-responses (DEFAULT_4XX)"),
+        report.contains("x-amazon-apigateway-gateway-responses.DEFAULT_5XX: responseTemplates"),
         "{report}"
+    );
+    assert!(
+        !report.contains("DEFAULT_4XX"),
+        "its header is translated: {report}"
     );
 
     let project = support::Project {
@@ -377,6 +392,10 @@ async fn a_realistic_api_gateway_export_imports_and_serves_against_the_emulator(
     assert_eq!(invalid.status, 400);
     assert_eq!(invalid.json(), json!({"message": "Invalid request body"}));
     assert_eq!(keyless.status, 403);
+    // The export's gateway responses: errors carry its CORS header, successes do not.
+    assert_eq!(invalid.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(keyless.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(events.header("access-control-allow-origin"), None);
     assert_eq!(message.status, 200, "{}", message.text());
     assert_eq!(quote.status, 200, "{}", quote.text());
     assert_eq!(quote.json(), json!({"price": 3}));
@@ -438,4 +457,27 @@ async fn a_realistic_api_gateway_export_imports_and_serves_against_the_emulator(
     tokio::task::spawn_blocking(move || gw.stop_cleanly())
         .await
         .unwrap();
+}
+
+#[test]
+fn gateway_responses_name_a_known_type_and_valid_headers() {
+    let project = support::Project::custom(
+        "gateway-responses",
+        "[gateway_responses.DEFAULT_4XX]\nheaders = { \"bad header\" = \"'x'\" }\n\n[gateway_responses.AUTHORIZER_FAILURE]\nstatus = 500\n",
+        &[],
+    );
+    let out = project.cli(&["check-config"]);
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "gateway_responses.AUTHORIZER_FAILURE: not a response type the gateway produces"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"gateway_responses.DEFAULT_4XX.headers: "bad header""#),
+        "{text}"
+    );
 }

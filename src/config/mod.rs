@@ -58,7 +58,33 @@ pub struct Config {
     pub base_dir: PathBuf,
     /// The spool's settings (used by routes with a spool mode).
     pub spool: crate::spool::Settings,
+    /// Overrides of the gateway's error responses, by API Gateway's response type.
+    pub gateway_responses: Vec<(String, GatewayResponse)>,
 }
+
+/// How one type of the gateway's own error responses is changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayResponse {
+    pub status: Option<u16>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// API Gateway's gateway response types the gateway produces (see `respond::response_type`).
+pub const GATEWAY_RESPONSE_TYPES: [&str; 13] = [
+    "DEFAULT_4XX",
+    "DEFAULT_5XX",
+    "MISSING_AUTHENTICATION_TOKEN",
+    "INVALID_API_KEY",
+    "THROTTLED",
+    "QUOTA_EXCEEDED",
+    "REQUEST_TOO_LARGE",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "BAD_REQUEST_BODY",
+    "BAD_REQUEST_PARAMETERS",
+    "INTEGRATION_FAILURE",
+    "INTEGRATION_TIMEOUT",
+    "API_CONFIGURATION_ERROR",
+];
 
 #[derive(Debug, Clone, Default)]
 pub struct AwsSettings {
@@ -510,7 +536,62 @@ impl Validator<'_> {
             resources: raw.resources,
             base_dir: base.to_path_buf(),
             spool,
+            gateway_responses: self.gateway_responses(&raw.gateway_responses),
         }
+    }
+
+    fn gateway_responses(
+        &mut self,
+        raw: &IndexMap<String, Spanned<raw::RawGatewayResponse>>,
+    ) -> Vec<(String, GatewayResponse)> {
+        let mut out = Vec::new();
+        for (kind, r) in raw {
+            let span = Some(r.span());
+            if !GATEWAY_RESPONSE_TYPES.contains(&kind.as_str()) {
+                self.error(
+                    span.clone(),
+                    format!(
+                        "gateway_responses.{kind}: not a response type the gateway produces; expected one of {}",
+                        GATEWAY_RESPONSE_TYPES.join(", ")
+                    ),
+                );
+                continue;
+            }
+            let r = r.get_ref();
+            if let Some(s) = r.status
+                && !(400..600).contains(&s)
+            {
+                self.error(
+                    span.clone(),
+                    format!("gateway_responses.{kind}.status must be 400 to 599"),
+                );
+            }
+            let mut headers = Vec::new();
+            for (name, value) in &r.headers {
+                let literal = value
+                    .strip_prefix('\'')
+                    .and_then(|v| v.strip_suffix('\''))
+                    .unwrap_or(value);
+                match (
+                    http::HeaderName::try_from(name.as_str()),
+                    http::HeaderValue::try_from(literal),
+                ) {
+                    (Ok(n), Ok(v)) => headers.push((n, v)),
+                    _ => self.error(
+                        span.clone(),
+                        format!("gateway_responses.{kind}.headers: {name:?} = {value:?} is not a valid header"),
+                    ),
+                }
+            }
+            out.push((
+                kind.clone(),
+                GatewayResponse {
+                    status: r.status,
+                    headers,
+                },
+            ));
+        }
+        out
     }
 
     /// The `[spool]` settings and the mode routes get by default.

@@ -32,6 +32,21 @@ pub struct RawConfig {
     /// The durable spool: where records wait on disk when the upstream cannot take them.
     #[serde(default)]
     pub spool: RawSpool,
+    /// The gateway's own error responses, by API Gateway's response type
+    /// (`DEFAULT_4XX`, `DEFAULT_5XX`, `THROTTLED`, `BAD_REQUEST_BODY`, ...): a status and
+    /// headers to set, as `x-amazon-apigateway-gateway-responses`.
+    #[serde(default)]
+    pub gateway_responses: IndexMap<String, Spanned<RawGatewayResponse>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGatewayResponse {
+    /// The status instead of the default one.
+    pub status: Option<u16>,
+    /// Headers to set: literal values, `'*'` (quotes optional).
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -48,6 +48,33 @@ pub fn document(config: &Config, extensions: bool) -> Result<Json, String> {
             "stage_variables": config.stage_variables,
         });
         doc["x-amazon-apigateway-api-key-source"] = json!("HEADER");
+        if !config.gateway_responses.is_empty() {
+            doc["x-amazon-apigateway-gateway-responses"] = config
+                .gateway_responses
+                .iter()
+                .map(|(kind, r)| {
+                    let mut v = json!({});
+                    if let Some(s) = r.status {
+                        v["statusCode"] = json!(s.to_string());
+                    }
+                    if !r.headers.is_empty() {
+                        v["responseParameters"] = r
+                            .headers
+                            .iter()
+                            .map(|(n, val)| {
+                                (
+                                    format!("gatewayresponse.header.{n}"),
+                                    json!(format!("'{}'", val.to_str().unwrap_or_default())),
+                                )
+                            })
+                            .collect::<Map<String, Json>>()
+                            .into();
+                    }
+                    (kind.clone(), v)
+                })
+                .collect::<Map<String, Json>>()
+                .into();
+        }
         doc["x-amazon-apigateway-request-validators"] = VALIDATORS
             .iter()
             .map(|(name, body, params)| {

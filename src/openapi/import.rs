@@ -177,12 +177,46 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
             Json::Array(types.clone())
         ));
     }
-    if let Some(responses) = root["x-amazon-apigateway-gateway-responses"].as_object() {
-        let names: Vec<&str> = responses.keys().map(String::as_str).collect();
-        out.untranslated.push(format!(
-            "x-amazon-apigateway-gateway-responses ({}): the gateway answers its own errors with API Gateway's default bodies",
-            names.join(", ")
-        ));
+    let mut gateway_responses = String::new();
+    for (kind, r) in root["x-amazon-apigateway-gateway-responses"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        if !crate::config::GATEWAY_RESPONSE_TYPES.contains(&kind.as_str()) {
+            out.untranslated.push(format!(
+                "x-amazon-apigateway-gateway-responses.{kind}: the gateway never produces this response type"
+            ));
+            continue;
+        }
+        let mut lines = String::new();
+        if let Some(status) = r["statusCode"]
+            .as_str()
+            .and_then(|s| s.parse::<u16>().ok())
+            .or_else(|| r["statusCode"].as_u64().map(|n| n as u16))
+        {
+            lines.push_str(&format!("status = {status}\n"));
+        }
+        let mut headers = Vec::new();
+        for (k, v) in r["responseParameters"].as_object().into_iter().flatten() {
+            match (k.strip_prefix("gatewayresponse.header."), v.as_str()) {
+                (Some(h), Some(v)) if v.starts_with('\'') => headers.push(format!("{} = {}", q(h), q(v))),
+                _ => out.untranslated.push(format!(
+                    "x-amazon-apigateway-gateway-responses.{kind}: {k} = {v}: only literal headers are supported"
+                )),
+            }
+        }
+        if !headers.is_empty() {
+            lines.push_str(&format!("headers = {{ {} }}\n", headers.join(", ")));
+        }
+        if r.get("responseTemplates").is_some() {
+            out.untranslated.push(format!(
+                "x-amazon-apigateway-gateway-responses.{kind}: responseTemplates: the body stays API Gateway's default {{\"message\": ...}}"
+            ));
+        }
+        if !lines.is_empty() {
+            gateway_responses.push_str(&format!("[gateway_responses.{kind}]\n{lines}\n"));
+        }
     }
     for ext in [
         "x-amazon-apigateway-policy",
@@ -309,7 +343,7 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
         "# {title}: imported from {source} by `ingest-gateway import-openapi`.\n\
          # Usage plans are not part of an export: keys for routes that need one go in the\n\
          # plan below (no limits; set them), e.g. `ingest-gateway keys create --name app --plan {PLAN}`.\n\n\
-         {preamble}[usage_plans.{PLAN}]\n{routes}"
+         {preamble}{gateway_responses}[usage_plans.{PLAN}]\n{routes}"
     );
     if out.routes > 0 && root.pointer("/info/title").is_none() {
         out.notes.push("the document has no info.title".into());

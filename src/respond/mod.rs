@@ -198,3 +198,57 @@ pub fn apply_overrides(resp: &mut Response<Body>, overrides: Option<&serde_json:
         }
     }
 }
+
+/// API Gateway's gateway response type for an error.
+pub fn response_type(e: &GatewayError) -> &'static str {
+    match &e.kind {
+        ErrorKind::NoRoute => "MISSING_AUTHENTICATION_TOKEN",
+        ErrorKind::Forbidden => "INVALID_API_KEY",
+        ErrorKind::Throttled { .. } => "THROTTLED",
+        ErrorKind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
+        ErrorKind::PayloadTooLarge { .. } => "REQUEST_TOO_LARGE",
+        ErrorKind::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+        ErrorKind::InvalidBody => "BAD_REQUEST_BODY",
+        ErrorKind::Invalid(i) if i.message.starts_with("Missing required request parameters") => {
+            "BAD_REQUEST_PARAMETERS"
+        }
+        ErrorKind::Invalid(_) => "BAD_REQUEST_BODY",
+        ErrorKind::Template | ErrorKind::BadIntegrationRequest => "API_CONFIGURATION_ERROR",
+        ErrorKind::UpstreamFailed => "INTEGRATION_FAILURE",
+        ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => "INTEGRATION_TIMEOUT",
+        ErrorKind::BodyTimeout
+        | ErrorKind::UpstreamThrottled
+        | ErrorKind::RecordsRejected(_)
+        | ErrorKind::Overloaded
+        | ErrorKind::SpoolFull => "",
+    }
+}
+
+/// Applies the configured gateway response for the error's type, or else for its class
+/// (`DEFAULT_4XX`, `DEFAULT_5XX`): status and headers.
+pub fn apply_gateway_response(
+    resp: &mut Response<Body>,
+    e: &GatewayError,
+    configured: &[(String, crate::config::GatewayResponse)],
+) {
+    if configured.is_empty() {
+        return;
+    }
+    let class = if resp.status().is_client_error() {
+        "DEFAULT_4XX"
+    } else {
+        "DEFAULT_5XX"
+    };
+    let kind = response_type(e);
+    let found = configured
+        .iter()
+        .find(|(k, _)| k == kind)
+        .or_else(|| configured.iter().find(|(k, _)| k == class));
+    let Some((_, r)) = found else { return };
+    if let Some(status) = r.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+        *resp.status_mut() = status;
+    }
+    for (name, value) in &r.headers {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+}

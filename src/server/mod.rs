@@ -111,7 +111,8 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
     let body = match read {
         Ok(b) => b,
         Err(e) => {
-            let resp = respond::error(&e, &request_id);
+            let mut resp = respond::error(&e, &request_id);
+            respond::apply_gateway_response(&mut resp, &e, &gw.config.gateway_responses);
             let done = Done {
                 status: resp.status(),
                 received,
@@ -143,7 +144,8 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
                     ErrorKind::RequestTimeout,
                     "the request did not finish within server.request_timeout",
                 );
-                let resp = respond::error(&e, &request_id);
+                let mut resp = respond::error(&e, &request_id);
+                respond::apply_gateway_response(&mut resp, &e, &gw.config.gateway_responses);
                 let outcome = pipeline::Outcome {
                     route: gw.routes.lookup(&method, &path).map(|m| m.route),
                     key_id: None,
