@@ -395,8 +395,8 @@ async fn run(
             None => (200, compiled.response_template.as_ref(), None),
         },
     };
-    let body = match template {
-        None => upstream.to_string(),
+    let (body, response_overrides) = match template {
+        None => (upstream.to_string(), None),
         Some(t) => render_response(gw, t, &upstream, &build_params, &build_context)?,
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -413,7 +413,10 @@ async fn run(
             }
         }
     }
+    // API Gateway honours `$context.responseOverride` in the integration response's
+    // template; the request template's are applied first, so the response's win.
     respond::apply_overrides(&mut resp, overrides.as_ref());
+    respond::apply_overrides(&mut resp, response_overrides.as_ref());
     Ok(resp)
 }
 
@@ -894,7 +897,7 @@ fn render_response(
     upstream: &Json,
     params: &dyn Fn() -> Params,
     build_context: &dyn Fn() -> Json,
-) -> Result<String, GatewayError> {
+) -> Result<(String, Option<Json>), GatewayError> {
     let text = upstream.to_string();
     let empty: IndexMap<String, String> = IndexMap::new();
     let stage = if gw.config.stage_variables.is_empty() {
@@ -909,7 +912,10 @@ fn render_response(
         context: build_context,
     };
     mapping::render(template, &input, &gw.config.limits)
-        .map(|r| r.body)
+        .map(|r| {
+            let overrides = r.context.as_ref().map(|c| c["responseOverride"].clone());
+            (r.body, overrides)
+        })
         .map_err(|e| GatewayError::new(ErrorKind::Template, format!("response template: {e}")))
 }
 

@@ -1058,3 +1058,34 @@ async fn integration_responses_select_by_the_upstream_error_code() {
     assert_eq!(retry.as_deref(), Some("30"));
     assert_eq!(body, json!({"down": "InternalFailure"}));
 }
+
+/// `$context.responseOverride` set in an integration response's template changes the
+/// client's status and headers, as in API Gateway.
+#[tokio::test]
+async fn a_response_template_overrides_status_and_headers() {
+    let stub = support::stub_kinesis().await;
+    let config = format!(
+        "{}batch = false\n\n[[routes.responses]]\nstatus = 200\ntemplate = \"created.vtl\"\n",
+        CONFIG
+    );
+    let template = "#set($context.responseOverride.status = 201)\n#set($context.responseOverride.header.Location = \"/records/$input.path('$.Records[0].SequenceNumber')\")\n{\"stored\": $input.path('$.Records').size()}";
+    let gw = support::in_process(
+        &config,
+        &[("records.vtl", TEMPLATE), ("created.vtl", template)],
+        &stub.endpoint,
+    )
+    .await;
+    let req = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"events": [{"pk": "ok-1"}]}).to_string()))
+        .unwrap();
+    let resp = server::app(gw.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/records/"), "{location}");
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<Json>(&bytes).unwrap(),
+        json!({"stored": 1})
+    );
+}
