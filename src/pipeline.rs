@@ -301,6 +301,18 @@ async fn run(
         _ if template_reads_json => parse_json(body)?,
         _ => None,
     };
+    if let Some(d) = &document
+        && gw.config.max_json_depth < crate::config::MAX_JSON_DEPTH
+        && deeper_than(d, gw.config.max_json_depth)
+    {
+        return Err(GatewayError::new(
+            ErrorKind::InvalidBody,
+            format!(
+                "the body nests deeper than server.max_json_depth ({})",
+                gw.config.max_json_depth
+            ),
+        ));
+    }
     if !template_reads_json {
         document = None;
     }
@@ -816,6 +828,23 @@ fn parse_json(body: &str) -> Result<Option<Json>, GatewayError> {
     })
 }
 
+/// Whether a document nests more than `limit` arrays and objects deep.
+fn deeper_than(v: &Json, limit: usize) -> bool {
+    let mut stack: Vec<(&Json, usize)> = vec![(v, 1)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Json>> = match v {
+            Json::Array(a) => Box::new(a.iter()),
+            Json::Object(m) => Box::new(m.values()),
+            _ => continue,
+        };
+        if depth > limit {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    false
+}
+
 /// A validation failure as the client's 400.
 fn invalid(i: crate::validate::Invalid) -> GatewayError {
     let detail = format!("request validation: {}", i.message);
@@ -970,6 +999,18 @@ mod tests {
         assert!(is_json_media("application/json"));
         assert!(is_json_media("application/vnd.api+json"));
         assert!(!is_json_media("text/plain"));
+    }
+
+    #[test]
+    fn nesting_is_counted_in_arrays_and_objects() {
+        let nested = |n: usize| -> Json {
+            serde_json::from_str(&format!("{}1{}", "[".repeat(n), "]".repeat(n))).unwrap()
+        };
+        assert!(!deeper_than(&nested(5), 5));
+        assert!(deeper_than(&nested(6), 5));
+        assert!(!deeper_than(&serde_json::json!({"a": [1, {"b": 2}]}), 3));
+        assert!(deeper_than(&serde_json::json!({"a": [1, {"b": [2]}]}), 3));
+        assert!(!deeper_than(&serde_json::json!("flat"), 1));
     }
 
     #[test]

@@ -446,3 +446,46 @@ fn a_route_timeout_longer_than_the_request_deadline_is_a_config_error() {
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(err.contains("longer than server.request_timeout"), "{err}");
 }
+
+/// `max_json_depth` lowers the nesting a JSON body may have: one level more is a 400 and
+/// no upstream call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_nesting_past_max_json_depth_is_refused() {
+    let stub = support::stub_kinesis().await;
+    let config = format!("[server]\nmax_json_depth = 5\n{CONFIG}");
+    let project = support::Project::custom(
+        "depth",
+        &config,
+        &[("escaped.vtl", ESCAPED), ("raw.vtl", RAW)],
+    );
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let calls = stub.received.clone();
+    tokio::task::spawn_blocking(move || {
+        // The object itself is level 1.
+        let body = |levels: usize| {
+            format!(
+                r#"{{"pk": "d", "x": {}1{}}}"#,
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            )
+        };
+        let r = post(
+            &gw,
+            "/v1/events",
+            Some("application/json"),
+            body(6).as_bytes(),
+        );
+        assert_error(&r, 400, "Invalid request body", "BadRequestException");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "no upstream call");
+        let r = post(
+            &gw,
+            "/v1/events",
+            Some("application/json"),
+            body(5).as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+}

@@ -42,6 +42,8 @@ pub struct Config {
     pub body_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+    /// Nesting a JSON body may have (at most `MAX_JSON_DEPTH`).
+    pub max_json_depth: usize,
     /// Where `GET` serves the OpenAPI document, if anywhere.
     pub openapi_path: Option<String>,
     pub openapi_extensions: bool,
@@ -61,6 +63,9 @@ pub struct Config {
     /// Overrides of the gateway's error responses, by API Gateway's response type.
     pub gateway_responses: Vec<(String, GatewayResponse)>,
 }
+
+/// The deepest JSON body serde_json parses (its recursion limit), and the default bound.
+pub const MAX_JSON_DEPTH: usize = 127;
 
 /// How one type of the gateway's own error responses is changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -412,6 +417,17 @@ impl Validator<'_> {
             Duration::from_secs(60),
             "server.request_timeout",
         );
+        let max_json_depth = match &raw.server.max_json_depth {
+            None => MAX_JSON_DEPTH,
+            Some(n) if !(1..=MAX_JSON_DEPTH as u64).contains(n.get_ref()) => {
+                self.error(
+                    Some(n.span()),
+                    format!("server.max_json_depth must be 1 to {MAX_JSON_DEPTH}"),
+                );
+                MAX_JSON_DEPTH
+            }
+            Some(n) => *n.get_ref() as usize,
+        };
         let max_headers = match &raw.server.max_headers {
             None => 100,
             Some(n) if !(1..=1000).contains(n.get_ref()) => {
@@ -513,6 +529,7 @@ impl Validator<'_> {
             body_read_timeout,
             idle_timeout,
             request_timeout,
+            max_json_depth,
             openapi_path,
             openapi_extensions: raw.server.openapi_extensions.unwrap_or(true),
             max_headers,

@@ -101,6 +101,9 @@ pub struct RawServer {
     pub body_read_timeout: Option<Spanned<String>>,
     /// Headers a request may have (default 100).
     pub max_headers: Option<Spanned<u64>>,
+    /// Nesting a JSON body may have, 1 to 127 (default 127, the parser's own bound); deeper
+    /// bodies get 400 `Invalid request body`.
+    pub max_json_depth: Option<Spanned<u64>>,
     /// Where the OpenAPI description of the routes is served (default `/openapi.json`;
     /// `""` turns it off).
     pub openapi_path: Option<Spanned<String>>,
