@@ -347,6 +347,7 @@ async fn run(
     };
 
     let started = Instant::now();
+    let mut upstream_headers = Vec::new();
     let result = match gw.batchers.get(matched.route).and_then(Option::as_ref) {
         Some(batcher) => {
             let spool = gw.spools.get(matched.route).and_then(Option::as_ref);
@@ -359,14 +360,20 @@ async fn run(
             }
         }
         None => {
-            integrations::call(
+            let call = integrations::call(
                 &gw.clients,
                 route.action,
                 route.target.as_deref(),
                 &rendered,
                 route.timeout,
-            )
-            .await
+            );
+            if reads_upstream_headers(route) {
+                let (result, headers) = integrations::headers::capturing(call).await;
+                upstream_headers = headers;
+                result
+            } else {
+                call.await
+            }
         }
     };
     outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
@@ -420,7 +427,9 @@ async fn run(
             .any(|(_, s)| matches!(s, HeaderSource::Context(_)))
             .then(&build_context);
         for (name, source) in &r.headers {
-            if let Some(value) = header_value(gw, source, context.as_ref(), &upstream) {
+            if let Some(value) =
+                header_value(gw, source, context.as_ref(), &upstream, &upstream_headers)
+            {
                 respond::set_header(&mut resp, name, &value);
             }
         }
@@ -768,11 +777,21 @@ fn select_response(route: &RouteConfig, status: u16, error: Option<&str>) -> Opt
         })
 }
 
+/// Whether a route's integration responses read the service's response headers.
+fn reads_upstream_headers(route: &RouteConfig) -> bool {
+    route.responses.iter().any(|r| {
+        r.headers
+            .iter()
+            .any(|(_, s)| matches!(s, HeaderSource::ResponseHeader(_)))
+    })
+}
+
 fn header_value(
     gw: &Gateway,
     source: &HeaderSource,
     context: Option<&Json>,
     upstream: &Json,
+    upstream_headers: &[(String, String)],
 ) -> Option<String> {
     let text = |v: &Json| match v {
         Json::String(s) => Some(s.clone()),
@@ -790,6 +809,10 @@ fn header_value(
             text(v)
         }
         HeaderSource::ResponseBody(field) => upstream.get(field).and_then(text),
+        HeaderSource::ResponseHeader(name) => upstream_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone()),
     }
 }
 

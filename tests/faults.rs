@@ -1089,3 +1089,37 @@ async fn a_response_template_overrides_status_and_headers() {
         json!({"stored": 1})
     );
 }
+
+/// `integration.response.header.NAME` copies a header of the service's HTTP response; a
+/// batching route cannot use it (one call answers many requests).
+#[tokio::test]
+async fn integration_responses_copy_the_upstreams_headers() {
+    let stub = support::stub_kinesis().await;
+    let config = format!(
+        "{}batch = false\n\n[[routes.responses]]\nstatus = 200\nheaders = {{ \"x-upstream-type\" = \"integration.response.header.Content-Type\", \"x-missing\" = \"integration.response.header.x-nope\" }}\n",
+        CONFIG
+    );
+    let gw = support::in_process(&config, &[("records.vtl", TEMPLATE)], &stub.endpoint).await;
+    let req = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"events": [{"pk": "ok-1"}]}).to_string()))
+        .unwrap();
+    let resp = server::app(gw.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()["x-upstream-type"],
+        "application/x-amz-json-1.1"
+    );
+    assert!(resp.headers().get("x-missing").is_none());
+
+    let batched = config.replace("batch = false\n", "");
+    let project =
+        support::Project::custom("upstream-headers", &batched, &[("records.vtl", TEMPLATE)]);
+    let out = project.cli(&["check-config"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs a route that does not batch")
+            || String::from_utf8_lossy(&out.stdout).contains("needs a route that does not batch"),
+        "{out:?}"
+    );
+}

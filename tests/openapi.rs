@@ -389,6 +389,13 @@ async fn a_realistic_api_gateway_export_imports_and_serves_against_the_emulator(
     assert_eq!(events.status, 200, "{}", events.text());
     assert_eq!(events.json(), json!({"accepted": 2, "failed": 0}));
     assert_eq!(events.header("x-failed-count"), Some("0"));
+    assert!(
+        events
+            .header("x-upstream-content-type")
+            .is_some_and(|v| v.starts_with("application/")),
+        "a header of the service's response: {:?}",
+        events.header("x-upstream-content-type")
+    );
     assert_eq!(invalid.status, 400);
     assert_eq!(invalid.json(), json!({"message": "Invalid request body"}));
     assert_eq!(keyless.status, 403);

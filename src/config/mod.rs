@@ -183,6 +183,9 @@ pub enum HeaderSource {
     StageVariable(String),
     /// A top-level field of the service's JSON response.
     ResponseBody(String),
+    /// A header of the service's HTTP response (lower-case name), on routes that do not
+    /// batch (a batch's call answers many requests).
+    ResponseHeader(String),
 }
 
 impl std::fmt::Display for HeaderSource {
@@ -193,6 +196,7 @@ impl std::fmt::Display for HeaderSource {
             HeaderSource::Context(n) => write!(f, "context.{n}"),
             HeaderSource::StageVariable(n) => write!(f, "stageVariables.{n}"),
             HeaderSource::ResponseBody(n) => write!(f, "integration.response.body.{n}"),
+            HeaderSource::ResponseHeader(n) => write!(f, "integration.response.header.{n}"),
         }
     }
 }
@@ -208,6 +212,9 @@ impl HeaderSource {
         }
         if let Some(name) = s.strip_prefix("stageVariables.") {
             return Some(HeaderSource::StageVariable(name.to_string()));
+        }
+        if let Some(name) = s.strip_prefix("integration.response.header.") {
+            return Some(HeaderSource::ResponseHeader(name.to_ascii_lowercase()));
         }
         s.strip_prefix("integration.response.body.")
             .map(|f| HeaderSource::ResponseBody(f.to_string()))
@@ -887,7 +894,7 @@ impl Validator<'_> {
             path
         });
         let timeout = self.duration(r.timeout.as_ref(), default_timeout, "timeout");
-        let responses = r
+        let responses: Vec<IntegrationResponse> = r
             .responses
             .iter()
             .map(|resp| self.response(resp, base))
@@ -900,6 +907,17 @@ impl Validator<'_> {
             );
         }
         let batch = action.and_then(|a| self.batch(route, a, r.target.is_some()));
+        let header_from_upstream = responses.iter().any(|resp: &IntegrationResponse| {
+            resp.headers
+                .iter()
+                .any(|(_, s)| matches!(s, HeaderSource::ResponseHeader(_)))
+        });
+        if batch.is_some() && header_from_upstream {
+            self.error(
+                Some(route.span()),
+                "integration.response.header.* needs a route that does not batch (one call answers many requests there): set batch = false",
+            );
+        }
         // Spooled records are replayed through the route's batch sink.
         let can_spool = batch.is_some()
             && matches!(
@@ -1080,7 +1098,7 @@ impl Validator<'_> {
                 Some(s) => headers.push((header, s)),
                 None => self.error(
                     span.clone(),
-                    format!("header {name}: {source:?} is not 'literal', context.NAME, stageVariables.NAME or integration.response.body.FIELD"),
+                    format!("header {name}: {source:?} is not 'literal', context.NAME, stageVariables.NAME, integration.response.body.FIELD or integration.response.header.NAME"),
                 ),
             }
         }

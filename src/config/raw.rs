@@ -284,7 +284,9 @@ pub struct RawResponse {
     /// The status the client gets (default 200).
     pub status: Option<u16>,
     /// Response headers: `'literal'`, `context.NAME`, `stageVariables.NAME`, or
-    /// `integration.response.body.FIELD` (a field of the service's JSON response).
+    /// `integration.response.body.FIELD` (a field of the service's JSON response), or
+    /// `integration.response.header.NAME` (a header of its HTTP response; routes that do not
+    /// batch).
     #[serde(default)]
     pub headers: IndexMap<String, String>,
     /// A template rendering the client's body, with `$input` bound to the service's response.

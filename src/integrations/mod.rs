@@ -62,6 +62,7 @@ impl fmt::Display for Action {
 }
 
 pub mod firehose;
+pub mod headers;
 pub mod kinesis;
 pub mod kpl;
 pub mod provision;
@@ -119,10 +120,20 @@ impl Clients {
         let s3 = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(custom_endpoint)
             .build();
+        // Every client records response headers for `integration.response.header.*`.
+        let kinesis = aws_sdk_kinesis::config::Builder::from(shared)
+            .interceptor(headers::CaptureHeaders)
+            .build();
+        let firehose = aws_sdk_firehose::config::Builder::from(shared)
+            .interceptor(headers::CaptureHeaders)
+            .build();
+        let sqs = aws_sdk_sqs::config::Builder::from(shared)
+            .interceptor(headers::CaptureHeaders)
+            .build();
         Clients {
-            kinesis: aws_sdk_kinesis::Client::new(shared),
-            firehose: aws_sdk_firehose::Client::new(shared),
-            sqs: sqs::Sqs::new(aws_sdk_sqs::Client::new(shared)),
+            kinesis: aws_sdk_kinesis::Client::from_conf(kinesis),
+            firehose: aws_sdk_firehose::Client::from_conf(firehose),
+            sqs: sqs::Sqs::new(aws_sdk_sqs::Client::from_conf(sqs)),
             sfn: step_functions::client(shared, custom_endpoint),
             s3: aws_sdk_s3::Client::from_conf(s3),
         }

@@ -49,7 +49,8 @@ impl Intercept for StripSyncHostPrefix {
 
 /// The client, with the prefix fix when an endpoint override is set.
 pub fn client(shared: &aws_config::SdkConfig, custom_endpoint: bool) -> Sfn {
-    let mut conf = aws_sdk_sfn::config::Builder::from(shared);
+    let mut conf =
+        aws_sdk_sfn::config::Builder::from(shared).interceptor(super::headers::CaptureHeaders);
     if custom_endpoint {
         conf = conf.interceptor(StripSyncHostPrefix);
     }

@@ -468,6 +468,26 @@ fn route(
     if api_key_required {
         toml.push_str("api_key_required = true\n");
     }
+    // A response header from the service's response needs the route's own call.
+    let reads_headers = integration["responses"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(_, r)| r["responseParameters"].as_object().into_iter().flatten())
+        .any(|(_, v)| {
+            v.as_str()
+                .is_some_and(|v| v.starts_with("integration.response.header."))
+        });
+    let batches = matches!(
+        action,
+        Action::KinesisPutRecords | Action::FirehosePutRecordBatch | Action::SqsSendMessageBatch
+    );
+    if reads_headers && batches && own.get("batch").is_none() {
+        toml.push_str("batch = false\n");
+        out.notes.push(format!(
+            "{name}: its responses read the service's response headers, so it does not batch (one call per request, as API Gateway)"
+        ));
+    }
     for (key, value) in own.as_object().into_iter().flatten() {
         let line = match (key.as_str(), value) {
             ("target", _) => continue,
@@ -654,13 +674,14 @@ fn route(
             };
             let supported = source.starts_with('\'')
                 || source.starts_with("integration.response.body.")
+                || source.starts_with("integration.response.header.")
                 || source.starts_with("context.")
                 || source.starts_with("stageVariables.");
             if supported {
                 headers.push(format!("{} = {}", q(header), q(source)));
             } else {
                 out.untranslated.push(format!(
-                    "{name}: response header {header} = {source}: only literals, integration.response.body.*, context.* and stageVariables.* are supported"
+                    "{name}: response header {header} = {source}: only literals, integration.response.body.*, integration.response.header.*, context.* and stageVariables.* are supported"
                 ));
             }
         }

@@ -1,0 +1,55 @@
+//! The upstream's HTTP response headers, for `integration.response.header.NAME` in
+//! integration responses (`x-amzn-RequestId`, for instance). An SDK interceptor copies the
+//! headers of each response into a task-local slot when the caller opened one with
+//! [`capturing`]; elsewhere (batch flushes run in their own tasks) it does nothing.
+
+use std::cell::RefCell;
+
+use aws_sdk_kinesis::config::interceptors::BeforeDeserializationInterceptorContextRef;
+use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_kinesis::error::BoxError;
+
+/// Header names (lower-case) and values of the last upstream response.
+pub type Headers = Vec<(String, String)>;
+
+tokio::task_local! {
+    static CAPTURED: RefCell<Headers>;
+}
+
+/// Copies each upstream response's headers into the caller's slot, if it opened one.
+#[derive(Debug)]
+pub struct CaptureHeaders;
+
+impl Intercept for CaptureHeaders {
+    fn name(&self) -> &'static str {
+        "CaptureHeaders"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let _ = CAPTURED.try_with(|slot| {
+            *slot.borrow_mut() = context
+                .response()
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                .collect();
+        });
+        Ok(())
+    }
+}
+
+/// Runs `work` with a slot open; returns its output and the last response's headers.
+pub async fn capturing<F: Future>(work: F) -> (F::Output, Headers) {
+    CAPTURED
+        .scope(RefCell::new(Vec::new()), async move {
+            let out = work.await;
+            let headers = CAPTURED.with(|slot| slot.take());
+            (out, headers)
+        })
+        .await
+}
