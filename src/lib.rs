@@ -5,10 +5,19 @@
 //! ```
 //!
 //! Modules, in the order a request meets them:
+//! - [`server`]: the HTTP shell (connections and their timers, body limits, health).
+//! - [`route`]: the route table. [`pipeline`] runs the stages below in order.
+//! - [`auth`]: API keys, usage plans, throttles and quotas.
+//! - [`validate`]: required parameters and JSON Schema models.
 //! - [`mapping`]: API Gateway's mapping-template surface (`$input`, `$util`, `$context`,
-//!   `$stageVariables`, JSONPath) over a request.
-//! - [`vtl`]: the Velocity interpreter those templates run on; pure and synchronous.
-//! - [`cli`]: the command-line adapters (`render`).
+//!   `$stageVariables`, JSONPath) over a request; [`vtl`], the Velocity interpreter those
+//!   templates run on (pure and synchronous).
+//! - [`batch`] and [`integrations`]: cross-request batching and the AWS calls; [`spool`],
+//!   the durable spool for what the upstream does not take in time.
+//! - [`respond`]: status codes and error bodies; [`error`], what went wrong and whose fault.
+//!
+//! Around them: [`config`] (`gateway.toml`), [`openapi`] (import and export),
+//! [`telemetry`] (logs and metrics) and [`cli`] (the command-line adapters).
 
 pub mod auth;
 pub mod batch;
