@@ -5,7 +5,7 @@
 //! Off by default; on per route or for every route that can spool (Kinesis `PutRecords` and
 //! Firehose `PutRecordBatch` routes that batch). The shape of the module:
 //!
-//! - [`format`]: the bytes on disk (pure).
+//! - [`format`](mod@format): the bytes on disk (pure).
 //! - [`log`]: one route's segment files, cursor and crash recovery (blocking I/O).
 //! - this module: a writer thread per route that commits concurrent appends together (one
 //!   `fdatasync` for all of them, or one per interval) and a replayer task that reads from
