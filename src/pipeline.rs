@@ -53,6 +53,8 @@ pub struct Gateway {
     pub unmatched: telemetry::RouteMetrics,
     /// The OpenAPI document `GET server.openapi_path` serves.
     pub openapi: Option<String>,
+    /// By position in `config.gateway_responses`: their body templates.
+    pub gateway_templates: Vec<Option<Template>>,
 }
 
 impl Gateway {
@@ -75,6 +77,8 @@ impl Gateway {
         );
         let batchers = batchers(&config, &clients);
         let spools = spools(&config, &clients)?;
+        let gateway_templates =
+            compile_gateway_templates(&config).map_err(|e| std::io::Error::other(e.join("\n")))?;
         let openapi = match &config.openapi_path {
             None => None,
             Some(_) => Some(
@@ -100,6 +104,7 @@ impl Gateway {
             metrics,
             unmatched: telemetry::RouteMetrics::new("unmatched", None),
             openapi,
+            gateway_templates,
         })
     }
 
@@ -177,6 +182,77 @@ pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<Stri
     }
 }
 
+/// Compiles the gateway responses' body templates, by position.
+pub fn compile_gateway_templates(config: &Config) -> Result<Vec<Option<Template>>, Vec<String>> {
+    let mut errors = Vec::new();
+    let templates = config
+        .gateway_responses
+        .iter()
+        .map(|(_, r)| {
+            let path = r.template.as_ref()?;
+            let name = path.display().to_string();
+            let compiled = std::fs::read_to_string(path)
+                .map_err(|e| format!("{name}: cannot read the template: {e}"))
+                .and_then(|source| Template::compile(&name, &source).map_err(|e| format!("{e:#}")));
+            compiled.map_err(|e| errors.push(e)).ok()
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(templates)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The client's response for an error: API Gateway's, changed by the configured gateway
+/// response for its type (status, headers, and a body rendered with `$context.error`).
+pub fn error_response(gw: &Gateway, e: &GatewayError, request_id: &str) -> Response<Body> {
+    let mut resp = respond::error(e, request_id);
+    let Some(i) = respond::gateway_response_for(resp.status(), e, &gw.config.gateway_responses)
+    else {
+        return resp;
+    };
+    let (kind, configured) = &gw.config.gateway_responses[i];
+    respond::apply_gateway_response(&mut resp, configured);
+    let Some(template) = gw.gateway_templates.get(i).and_then(Option::as_ref) else {
+        return resp;
+    };
+    let message = respond::error_message(e);
+    let validation = match &e.kind {
+        ErrorKind::Invalid(i) => i.message.clone(),
+        _ => String::new(),
+    };
+    let response_type = match respond::response_type(e) {
+        "" => kind.as_str(),
+        t => t,
+    };
+    let context = || {
+        serde_json::json!({
+            "requestId": request_id,
+            "stage": gw.config.stage,
+            "error": {
+                "message": message,
+                "messageString": Json::String(message.clone()).to_string(),
+                "responseType": response_type,
+                "validationErrorString": validation,
+            },
+        })
+    };
+    let input = MappingInput {
+        body: "",
+        params: &Params::default,
+        stage_variables: &gw.config.stage_variables,
+        context: &context,
+    };
+    match mapping::render(template, &input, &gw.config.limits) {
+        Ok(r) => *resp.body_mut() = Body::from(r.body),
+        Err(err) => {
+            tracing::warn!(gateway_response = %kind, error = %err, "A gateway response template failed; the default body was sent.");
+        }
+    }
+    resp
+}
+
 /// A request as the pipeline sees it.
 pub struct Request {
     pub method: Method,
@@ -240,8 +316,7 @@ pub async fn handle(gw: &Arc<Gateway>, req: Request) -> (Response<Body>, Outcome
     let mut resp = match run(gw, &req, &mut outcome).await {
         Ok(resp) => resp,
         Err(e) => {
-            let mut resp = respond::error(&e, &req.request_id);
-            respond::apply_gateway_response(&mut resp, &e, &gw.config.gateway_responses);
+            let resp = error_response(gw, &e, &req.request_id);
             outcome.error = Some(e);
             resp
         }

@@ -93,10 +93,17 @@ fn summary(c: &Config) -> Json {
             })
         })
         .collect();
-    let gateway_responses: Vec<String> = c
+    let gateway_responses: Vec<Json> = c
         .gateway_responses
         .iter()
-        .map(|r| format!("{r:?}"))
+        .map(|(kind, r)| {
+            json!({
+                "kind": kind,
+                "status": r.status,
+                "headers": format!("{:?}", r.headers),
+                "template": r.template.as_ref().map(|t| read(t)),
+            })
+        })
         .collect();
     json!({"stage": c.stage, "stage_variables": c.stage_variables, "gateway_responses": gateway_responses, "routes": routes})
 }
@@ -124,6 +131,7 @@ fn inline(v: &Json, definitions: &Json) -> Json {
 const EXTRA_ROUTE: &str = r#"
 [gateway_responses.DEFAULT_4XX]
 headers = { "Access-Control-Allow-Origin" = "'*'" }
+template = "mappings/error.vtl"
 
 [gateway_responses.THROTTLED]
 status = 503
@@ -185,6 +193,10 @@ fn rich_project() -> support::Project {
         ));
     }
     files.push(("models/Event.json".into(), MODEL.into()));
+    files.push((
+        "mappings/error.vtl".into(),
+        r#"{"error": $context.error.messageString, "kind": "$context.error.responseType"}"#.into(),
+    ));
     let refs: Vec<(&str, &str)> = files
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
@@ -196,6 +208,14 @@ fn rich_project() -> support::Project {
 fn the_served_document_validates_and_imports_back_to_the_same_gateway() {
     let project = rich_project();
     let gw = support::Gateway::start_against(&project.config, "http://127.0.0.1:9");
+    // The DEFAULT_4XX gateway response: its header, and its template's body.
+    let denied = gw.post_json("/v1/events", r#"{"type": "click"}"#);
+    assert_eq!(denied.status, 403);
+    assert_eq!(
+        denied.json(),
+        json!({"error": "Forbidden", "kind": "INVALID_API_KEY"})
+    );
+    assert_eq!(denied.header("access-control-allow-origin"), Some("*"));
     let served = gw.request("GET", "/openapi.json", &[], b"");
     assert_eq!(served.status, 200);
     assert_eq!(served.header("content-type"), Some("application/json"));
@@ -347,12 +367,8 @@ async fn a_realistic_api_gateway_export_imports_and_serves_against_the_emulator(
         "{report}"
     );
     assert!(
-        report.contains("x-amazon-apigateway-gateway-responses.DEFAULT_5XX: responseTemplates"),
-        "{report}"
-    );
-    assert!(
-        !report.contains("DEFAULT_4XX"),
-        "its header is translated: {report}"
+        !report.contains("gateway-responses"),
+        "gateway responses are translated: {report}"
     );
 
     let project = support::Project {
@@ -397,8 +413,16 @@ async fn a_realistic_api_gateway_export_imports_and_serves_against_the_emulator(
         events.header("x-upstream-content-type")
     );
     assert_eq!(invalid.status, 400);
-    assert_eq!(invalid.json(), json!({"message": "Invalid request body"}));
+    // The export's DEFAULT_4XX template shapes the gateway's own error bodies.
+    assert_eq!(
+        invalid.json(),
+        json!({"message": "Invalid request body", "type": "BAD_REQUEST_BODY"})
+    );
     assert_eq!(keyless.status, 403);
+    assert_eq!(
+        keyless.json(),
+        json!({"message": "Forbidden", "type": "INVALID_API_KEY"})
+    );
     // The export's gateway responses: errors carry its CORS header, successes do not.
     assert_eq!(invalid.header("access-control-allow-origin"), Some("*"));
     assert_eq!(keyless.header("access-control-allow-origin"), Some("*"));

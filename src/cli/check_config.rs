@@ -15,6 +15,12 @@ pub fn run(path: &Path) -> bool {
             return false;
         }
     };
+    if let Err(errors) = pipeline::compile_gateway_templates(&config) {
+        for e in errors {
+            eprintln!("{e}");
+        }
+        return false;
+    }
     match pipeline::compile_templates(&config) {
         Ok(compiled) => {
             let templates: usize = compiled

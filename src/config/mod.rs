@@ -72,6 +72,8 @@ pub const MAX_JSON_DEPTH: usize = 127;
 pub struct GatewayResponse {
     pub status: Option<u16>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Renders the body, with `$context.error`.
+    pub template: Option<PathBuf>,
 }
 
 /// API Gateway's gateway response types the gateway produces (see `respond::response_type`).
@@ -560,13 +562,14 @@ impl Validator<'_> {
             resources: raw.resources,
             base_dir: base.to_path_buf(),
             spool,
-            gateway_responses: self.gateway_responses(&raw.gateway_responses),
+            gateway_responses: self.gateway_responses(&raw.gateway_responses, base),
         }
     }
 
     fn gateway_responses(
         &mut self,
         raw: &IndexMap<String, Spanned<raw::RawGatewayResponse>>,
+        base: &Path,
     ) -> Vec<(String, GatewayResponse)> {
         let mut out = Vec::new();
         for (kind, r) in raw {
@@ -607,11 +610,25 @@ impl Validator<'_> {
                     ),
                 }
             }
+            let template = r.template.as_ref().map(|t| {
+                let path = base.join(t);
+                if !path.is_file() {
+                    self.error(
+                        span.clone(),
+                        format!(
+                            "gateway_responses.{kind}.template: {} does not exist",
+                            path.display()
+                        ),
+                    );
+                }
+                path
+            });
             out.push((
                 kind.clone(),
                 GatewayResponse {
                     status: r.status,
                     headers,
+                    template,
                 },
             ));
         }

@@ -47,6 +47,9 @@ pub struct RawGatewayResponse {
     /// Headers to set: literal values, `'*'` (quotes optional).
     #[serde(default)]
     pub headers: IndexMap<String, String>,
+    /// A template rendering the body, with `$context.error.message`, `.messageString` (the
+    /// message as a JSON string), `.responseType` and `.validationErrorString`.
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -49,11 +49,19 @@ pub fn document(config: &Config, extensions: bool) -> Result<Json, String> {
         });
         doc["x-amazon-apigateway-api-key-source"] = json!("HEADER");
         if !config.gateway_responses.is_empty() {
+            let mut responses = Map::new();
+            for (kind, r) in &config.gateway_responses {
+                let mut v = json!({});
+                if let Some(t) = &r.template {
+                    v["responseTemplates"] = json!({"application/json": read(t)?});
+                }
+                responses.insert(kind.clone(), v);
+            }
             doc["x-amazon-apigateway-gateway-responses"] = config
                 .gateway_responses
                 .iter()
                 .map(|(kind, r)| {
-                    let mut v = json!({});
+                    let mut v = responses[kind].clone();
                     if let Some(s) = r.status {
                         v["statusCode"] = json!(s.to_string());
                     }

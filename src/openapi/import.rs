@@ -209,10 +209,21 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
         if !headers.is_empty() {
             lines.push_str(&format!("headers = {{ {} }}\n", headers.join(", ")));
         }
-        if r.get("responseTemplates").is_some() {
-            out.untranslated.push(format!(
-                "x-amazon-apigateway-gateway-responses.{kind}: responseTemplates: the body stays API Gateway's default {{\"message\": ...}}"
-            ));
+        if let Some(t) = r["responseTemplates"].as_object() {
+            let chosen = t.get("application/json").or_else(|| t.values().next());
+            if let Some(text) = chosen.and_then(Json::as_str) {
+                let file = free_name(
+                    &out.files,
+                    &format!("mappings/gateway-response-{}", slug(kind)),
+                );
+                out.files.insert(file.clone(), text.to_string());
+                lines.push_str(&format!("template = {}\n", q(&file)));
+            }
+            if t.len() > 1 {
+                out.notes.push(format!(
+                    "x-amazon-apigateway-gateway-responses.{kind}: only the application/json template is used"
+                ));
+            }
         }
         if !lines.is_empty() {
             gateway_responses.push_str(&format!("[gateway_responses.{kind}]\n{lines}\n"));

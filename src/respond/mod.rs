@@ -224,31 +224,39 @@ pub fn response_type(e: &GatewayError) -> &'static str {
     }
 }
 
-/// Applies the configured gateway response for the error's type, or else for its class
-/// (`DEFAULT_4XX`, `DEFAULT_5XX`): status and headers.
-pub fn apply_gateway_response(
-    resp: &mut Response<Body>,
+/// Which configured gateway response applies to an error answered with `status`: the one
+/// for its type, or else for its class (`DEFAULT_4XX`, `DEFAULT_5XX`).
+pub fn gateway_response_for(
+    status: StatusCode,
     e: &GatewayError,
     configured: &[(String, crate::config::GatewayResponse)],
-) {
-    if configured.is_empty() {
-        return;
-    }
-    let class = if resp.status().is_client_error() {
+) -> Option<usize> {
+    let class = if status.is_client_error() {
         "DEFAULT_4XX"
     } else {
         "DEFAULT_5XX"
     };
     let kind = response_type(e);
-    let found = configured
+    configured
         .iter()
-        .find(|(k, _)| k == kind)
-        .or_else(|| configured.iter().find(|(k, _)| k == class));
-    let Some((_, r)) = found else { return };
+        .position(|(k, _)| k == kind)
+        .or_else(|| configured.iter().position(|(k, _)| k == class))
+}
+
+/// Sets a gateway response's status and headers.
+pub fn apply_gateway_response(resp: &mut Response<Body>, r: &crate::config::GatewayResponse) {
     if let Some(status) = r.status.and_then(|s| StatusCode::from_u16(s).ok()) {
         *resp.status_mut() = status;
     }
     for (name, value) in &r.headers {
         resp.headers_mut().insert(name.clone(), value.clone());
+    }
+}
+
+/// The message an error's body carries.
+pub fn error_message(e: &GatewayError) -> String {
+    match &e.kind {
+        ErrorKind::Invalid(i) => i.message.clone(),
+        _ => error_parts(e).1.to_string(),
     }
 }

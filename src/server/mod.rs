@@ -28,7 +28,7 @@ pub mod conn;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::{self, Gateway};
-use crate::{respond, telemetry};
+use crate::telemetry;
 
 /// The router, for a real listener or for tests (`tower::ServiceExt::oneshot`).
 pub fn app(gw: Arc<Gateway>) -> Router {
@@ -111,8 +111,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
     let body = match read {
         Ok(b) => b,
         Err(e) => {
-            let mut resp = respond::error(&e, &request_id);
-            respond::apply_gateway_response(&mut resp, &e, &gw.config.gateway_responses);
+            let resp = pipeline::error_response(&gw, &e, &request_id);
             let done = Done {
                 status: resp.status(),
                 received,
@@ -144,8 +143,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
                     ErrorKind::RequestTimeout,
                     "the request did not finish within server.request_timeout",
                 );
-                let mut resp = respond::error(&e, &request_id);
-                respond::apply_gateway_response(&mut resp, &e, &gw.config.gateway_responses);
+                let resp = pipeline::error_response(&gw, &e, &request_id);
                 let outcome = pipeline::Outcome {
                     route: gw.routes.lookup(&method, &path).map(|m| m.route),
                     key_id: None,
