@@ -360,13 +360,21 @@ async fn run(
     }
     let content_type = media_type(&req.headers);
     let template = choose_template(route, compiled, &content_type)?;
-    let body = std::str::from_utf8(&req.body).map_err(|_| {
-        GatewayError::new(ErrorKind::InvalidBody, "the request body is not UTF-8 text")
-    })?;
+    // A binary media type's body reaches templates base64-encoded, as on API Gateway.
+    let binary = is_binary(&gw.config.binary_media_types, &content_type);
+    let encoded;
+    let body = if binary {
+        encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &req.body);
+        encoded.as_str()
+    } else {
+        std::str::from_utf8(&req.body).map_err(|_| {
+            GatewayError::new(ErrorKind::InvalidBody, "the request body is not UTF-8 text")
+        })?
+    };
     // A JSON body is parsed here, once: what does not parse is refused before any template
     // runs, and the template reads this document instead of parsing again. A model needs
     // the document whatever the template.
-    let template_reads_json = template.is_some() && is_json_media(&content_type);
+    let template_reads_json = template.is_some() && !binary && is_json_media(&content_type);
     let mut document = match validator {
         Some(v) if v.has_model() => {
             let parsed = parse_json(body).map_err(|e| invalid(v.not_json(&e.detail)))?;
@@ -908,6 +916,16 @@ fn media_type(headers: &axum::http::HeaderMap) -> String {
         .unwrap_or_else(|| "application/json".to_string())
 }
 
+/// Whether a media type is one of the binary media types (`image/png`, `image/*`, `*/*`).
+fn is_binary(types: &[String], media: &str) -> bool {
+    types.iter().any(|t| {
+        t == media
+            || t == "*/*"
+            || t.strip_suffix("/*")
+                .is_some_and(|prefix| media.split('/').next() == Some(prefix))
+    })
+}
+
 /// Whether a media type is JSON (`application/json`, or a `+json` suffix).
 fn is_json_media(media: &str) -> bool {
     media == "application/json" || media.ends_with("+json")
@@ -1097,6 +1115,20 @@ mod tests {
         assert!(is_json_media("application/json"));
         assert!(is_json_media("application/vnd.api+json"));
         assert!(!is_json_media("text/plain"));
+    }
+
+    #[test]
+    fn binary_media_types_match_exactly_or_by_wildcard() {
+        let types = vec![
+            "application/octet-stream".to_string(),
+            "image/*".to_string(),
+        ];
+        assert!(is_binary(&types, "application/octet-stream"));
+        assert!(is_binary(&types, "image/png"));
+        assert!(!is_binary(&types, "application/json"));
+        assert!(!is_binary(&types, "imagex/png"));
+        assert!(is_binary(&["*/*".to_string()], "text/plain"));
+        assert!(!is_binary(&[], "image/png"));
     }
 
     #[test]

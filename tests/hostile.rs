@@ -489,3 +489,41 @@ async fn json_nesting_past_max_json_depth_is_refused() {
     .await
     .unwrap();
 }
+
+/// With `binary_media_types`, a body of such a type that is not UTF-8 reaches the template
+/// base64-encoded in `$input.body` (as on API Gateway) instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_media_types_reach_templates_base64_encoded() {
+    let stub = support::stub_kinesis().await;
+    let config = r#"
+[server]
+binary_media_types = ["application/octet-stream"]
+
+[[routes]]
+method = "POST"
+path = "/v1/blobs"
+action = "kinesis:PutRecords"
+target = "hostile-stream"
+request_templates = { "application/octet-stream" = "blob.vtl" }
+passthrough = "never"
+"#;
+    let template = r#"{"Records": [{"Data": "$input.body", "PartitionKey": "$input.body"}]}"#;
+    let project = support::Project::custom("binary", config, &[("blob.vtl", template)]);
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let accepted = stub.accepted.clone();
+    tokio::task::spawn_blocking(move || {
+        let bytes = [0xffu8, 0x00, 0x80, 0x7f, b'{'];
+        let r = post(&gw, "/v1/blobs", Some("application/octet-stream"), &bytes);
+        assert_eq!(r.status, 200, "{}", r.text());
+        // Another type is still text: not UTF-8 is a 400.
+        let r = post(&gw, "/v1/blobs", Some("text/plain"), &bytes);
+        assert_eq!(r.status, 415, "no template for text/plain: {}", r.text());
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        accepted.lock().unwrap().clone(),
+        vec!["/wCAf3s=".to_string()]
+    );
+}

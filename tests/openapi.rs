@@ -105,7 +105,7 @@ fn summary(c: &Config) -> Json {
             })
         })
         .collect();
-    json!({"stage": c.stage, "stage_variables": c.stage_variables, "gateway_responses": gateway_responses, "routes": routes})
+    json!({"stage": c.stage, "stage_variables": c.stage_variables, "binary_media_types": c.binary_media_types, "gateway_responses": gateway_responses, "routes": routes})
 }
 
 /// A model with its `$ref`s replaced by what they point to, and without `definitions` or
@@ -201,6 +201,11 @@ fn rich_project() -> support::Project {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
+    let example = example.replacen(
+        "[server]\n",
+        "[server]\nbinary_media_types = [\"application/octet-stream\", \"image/*\"]\n",
+        1,
+    );
     support::Project::custom("openapi-rich", &format!("{example}{EXTRA_ROUTE}"), &refs)
 }
 

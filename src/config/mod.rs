@@ -44,6 +44,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Nesting a JSON body may have (at most `MAX_JSON_DEPTH`).
     pub max_json_depth: usize,
+    /// Lower-case media types (or `type/*`, `*/*`) whose bodies reach templates base64-encoded.
+    pub binary_media_types: Vec<String>,
     /// Where `GET` serves the OpenAPI document, if anywhere.
     pub openapi_path: Option<String>,
     pub openapi_extensions: bool,
@@ -539,6 +541,12 @@ impl Validator<'_> {
             idle_timeout,
             request_timeout,
             max_json_depth,
+            binary_media_types: raw
+                .server
+                .binary_media_types
+                .iter()
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect(),
             openapi_path,
             openapi_extensions: raw.server.openapi_extensions.unwrap_or(true),
             max_headers,

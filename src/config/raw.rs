@@ -104,6 +104,11 @@ pub struct RawServer {
     pub body_read_timeout: Option<Spanned<String>>,
     /// Headers a request may have (default 100).
     pub max_headers: Option<Spanned<u64>>,
+    /// Media types whose bodies are binary (`application/octet-stream`, `image/*`, `*/*`):
+    /// templates get them base64-encoded in `$input.body`, as API Gateway's
+    /// `binaryMediaTypes` (default none: bodies must be UTF-8 text).
+    #[serde(default)]
+    pub binary_media_types: Vec<String>,
     /// Nesting a JSON body may have, 1 to 127 (default 127, the parser's own bound); deeper
     /// bodies get 400 `Invalid request body`.
     pub max_json_depth: Option<Spanned<u64>>,

@@ -48,6 +48,9 @@ pub fn document(config: &Config, extensions: bool) -> Result<Json, String> {
             "stage_variables": config.stage_variables,
         });
         doc["x-amazon-apigateway-api-key-source"] = json!("HEADER");
+        if !config.binary_media_types.is_empty() {
+            doc["x-amazon-apigateway-binary-media-types"] = json!(config.binary_media_types);
+        }
         if !config.gateway_responses.is_empty() {
             let mut responses = Map::new();
             for (kind, r) in &config.gateway_responses {

@@ -171,12 +171,14 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
             "x-amazon-apigateway-api-key-source {source}: keys come from an authorizer; the gateway reads them from the x-api-key header"
         ));
     }
-    if let Some(types) = root["x-amazon-apigateway-binary-media-types"].as_array() {
-        out.untranslated.push(format!(
-            "x-amazon-apigateway-binary-media-types {}: binary bodies are not supported; such requests get 400",
-            Json::Array(types.clone())
-        ));
-    }
+    let binary: Vec<String> = root["x-amazon-apigateway-binary-media-types"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_str)
+        // API Gateway's export escapes the slash: "image~1png".
+        .map(|t| t.replace("~1", "/"))
+        .collect();
     let mut gateway_responses = String::new();
     for (kind, r) in root["x-amazon-apigateway-gateway-responses"]
         .as_object()
@@ -324,12 +326,20 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
         }
     }
     // An export of this gateway also carries its stage and stage variables.
-    let mut preamble = String::new();
+    let mut server = String::new();
     if let Some(stage) = root
         .pointer("/x-ingest-gateway/stage")
         .and_then(Json::as_str)
     {
-        preamble.push_str(&format!("[server]\nstage = {}\n\n", q(stage)));
+        server.push_str(&format!("stage = {}\n", q(stage)));
+    }
+    if !binary.is_empty() {
+        let types: Vec<String> = binary.iter().map(|t| q(t)).collect();
+        server.push_str(&format!("binary_media_types = [{}]\n", types.join(", ")));
+    }
+    let mut preamble = String::new();
+    if !server.is_empty() {
+        preamble.push_str(&format!("[server]\n{server}\n"));
     }
     if let Some(vars) = root
         .pointer("/x-ingest-gateway/stage_variables")
@@ -841,7 +851,6 @@ mod tests {
         assert_eq!(imported.routes, 0);
         let report = imported.untranslated.join("\n");
         for expected in [
-            "binary-media-types",
             "security scheme auth (custom)",
             "POST /lambda: not imported: integration type \"aws_proxy\"",
             "POST /secured: not imported: it requires the security scheme auth",
