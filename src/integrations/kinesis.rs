@@ -29,26 +29,24 @@ fn stream<'a>(
 ) -> Result<(Option<&'a str>, Option<&'a str>), IntegrationError> {
     let arn = opt_string(action, m, "StreamARN")?;
     let name = opt_string(action, m, "StreamName")?;
-    match (name, arn) {
-        // Both are checked: the service may go by either.
-        (Some(n), arn) => Ok((
-            Some(resolve_target(action, target, Some(n), "StreamName")?),
-            arn.map(|a| resolve_target(action, target, Some(a), "StreamARN"))
-                .transpose()?,
-        )),
-        (None, Some(a)) => Ok((
-            None,
-            Some(resolve_target(action, target, Some(a), "StreamARN")?),
-        )),
-        (None, None) => {
-            let t = resolve_target(action, target, None, "StreamName")?;
-            Ok(if t.starts_with("arn:") {
-                (None, Some(t))
-            } else {
-                (Some(t), None)
-            })
-        }
-    }
+    // Both are checked: the service may go by either.
+    let name = name
+        .map(|n| resolve_target(action, target, Some(n), "StreamName"))
+        .transpose()?;
+    let arn = arn
+        .map(|a| resolve_target(action, target, Some(a), "StreamARN"))
+        .transpose()?;
+    // With a target, the target alone says where the records go.
+    let chosen = match (target, name, arn) {
+        (Some(t), _, _) => t,
+        (None, None, None) => resolve_target(action, target, None, "StreamName")?,
+        (None, name, arn) => return Ok((name, arn)),
+    };
+    Ok(if chosen.starts_with("arn:") {
+        (None, Some(chosen))
+    } else {
+        (Some(chosen), None)
+    })
 }
 
 fn partition_key(action: Action, m: &Map<String, Json>) -> Result<String, IntegrationError> {

@@ -116,7 +116,10 @@ pub fn check_target(
     }
 }
 
-/// The name to use: the template's, checked against the route's target, or the target.
+/// The name to use: the route's target when it has one (a template that names another is
+/// refused), else the template's. The target wins even when the template names the same
+/// resource: names are compared by their last segment, so a rendered ARN or URL of another
+/// account or region with the same name would otherwise redirect the write.
 pub fn resolve_target<'a>(
     action: Action,
     configured: Option<&'a str>,
@@ -124,10 +127,11 @@ pub fn resolve_target<'a>(
     field: &str,
 ) -> Result<&'a str, IntegrationError> {
     match (rendered, configured) {
-        (Some(r), _) => {
+        (Some(r), Some(c)) => {
             check_target(action, configured, r)?;
-            Ok(r)
+            Ok(c)
         }
+        (Some(r), None) => Ok(r),
         (None, Some(c)) => Ok(c),
         (None, None) => Err(invalid(
             action,
@@ -180,6 +184,32 @@ mod tests {
         );
         assert!(check_target(a, Some("clicks"), "other").is_err());
         assert!(check_target(a, None, "anything").is_ok());
+    }
+
+    #[test]
+    fn a_rendered_arn_or_url_never_replaces_the_target() {
+        let a = Action::SqsSendMessage;
+        let elsewhere = "https://sqs.eu-west-1.amazonaws.com/999999999999/partner-messages";
+        assert_eq!(
+            resolve_target(a, Some("partner-messages"), Some(elsewhere), "QueueUrl").unwrap(),
+            "partner-messages"
+        );
+        let s = Action::StatesStartExecution;
+        assert_eq!(
+            resolve_target(
+                s,
+                Some("orders"),
+                Some("arn:aws:states:us-east-1:999999999999:stateMachine:orders"),
+                "stateMachineArn"
+            )
+            .unwrap(),
+            "orders"
+        );
+        assert_eq!(
+            resolve_target(a, None, Some(elsewhere), "QueueUrl").unwrap(),
+            elsewhere
+        );
+        assert!(resolve_target(a, Some("q"), Some("other"), "QueueUrl").is_err());
     }
 
     #[test]
