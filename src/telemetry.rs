@@ -24,6 +24,7 @@ pub mod names {
     pub const SPOOL_APPENDED: &str = "gateway_spool_appended_records_total";
     pub const SPOOL_REPLAYED: &str = "gateway_spool_replayed_records_total";
     pub const SPOOL_REFUSED: &str = "gateway_spool_refused_requests_total";
+    pub const SPOOL_DEAD: &str = "gateway_spool_dead_lettered_records_total";
 }
 
 /// Installs JSON logging (level from `RUST_LOG`, default `info`) once per process.
@@ -181,6 +182,7 @@ pub struct SpoolMetrics {
     pub appended: metrics::Counter,
     pub replayed: metrics::Counter,
     pub refused: metrics::Counter,
+    pub dead_lettered: metrics::Counter,
 }
 
 impl SpoolMetrics {
@@ -192,6 +194,7 @@ impl SpoolMetrics {
             appended: metrics::counter!(names::SPOOL_APPENDED, "route" => r()),
             replayed: metrics::counter!(names::SPOOL_REPLAYED, "route" => r()),
             refused: metrics::counter!(names::SPOOL_REFUSED, "route" => r()),
+            dead_lettered: metrics::counter!(names::SPOOL_DEAD, "route" => r()),
         }
     }
 }

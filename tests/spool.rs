@@ -223,13 +223,51 @@ fn a_damaged_frame_in_an_older_segment_is_reported_and_the_rest_is_read() {
     assert_eq!(read, vec![0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
 }
 
-/// A sink that fails every record on its first attempt when `flaky`, and remembers what it
-/// accepted.
+/// A sink that fails every other call when `flaky`, refuses "poison" records for good, and
+/// remembers what it accepted.
 #[derive(Default, Clone)]
 struct MemorySink {
     accepted: Arc<Mutex<Vec<Vec<u8>>>>,
     attempts: Arc<Mutex<u32>>,
     flaky: bool,
+    /// Records starting with "poison" are refused for good, and counted.
+    refusals: Arc<Mutex<u32>>,
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_refused_for_good_moves_to_the_dead_letters_and_holds_nothing_up() {
+    let dir = fresh_dir("dead");
+    let (spool, _) = Spool::open("POST /dead", &settings(&dir, Fsync::Always)).unwrap();
+    for r in ["a", "poison-1", "b"] {
+        spool
+            .append(vec![r.as_bytes().to_vec().to_payload()])
+            .await
+            .unwrap();
+    }
+    let sink = MemorySink::default();
+    let limits = ingest_gateway::spool::ReplayLimits {
+        max_records: 10,
+        max_bytes: 1 << 20,
+        in_flight: 1,
+    };
+    assert_eq!(spool.drain(sink.clone(), limits).await, 3);
+    assert_eq!(spool.backlog(), 0);
+    assert_eq!(
+        sink.accepted.lock().unwrap().clone(),
+        vec![b"a".to_vec(), b"b".to_vec()]
+    );
+    assert_eq!(
+        *sink.refusals.lock().unwrap(),
+        ingest_gateway::spool::DEAD_AFTER,
+        "tried a few times first"
+    );
+    let dead = log::read_frames(
+        &ingest_gateway::spool::route_dir(&dir, "POST /dead")
+            .join(ingest_gateway::spool::DEAD_LETTERS),
+        10,
+    )
+    .unwrap();
+    assert_eq!(dead, vec![b"poison-1".to_vec().to_payload()]);
 }
 
 impl Sink for MemorySink {
@@ -260,6 +298,14 @@ impl Sink for MemorySink {
         Ok(items
             .into_iter()
             .map(|i| {
+                if i.starts_with(b"poison") {
+                    *self.refusals.lock().unwrap() += 1;
+                    return Outcome::Failed {
+                        code: "KMSAccessDeniedException".into(),
+                        message: "denied".into(),
+                        retryable: false,
+                    };
+                }
                 accepted.push(i);
                 Outcome::Ok("id".into())
             })

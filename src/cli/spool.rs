@@ -30,6 +30,9 @@ pub enum SpoolCommand {
         /// Records per route, at most.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// The dead letters (records the upstream refused for good) instead.
+        #[arg(long)]
+        dead_letters: bool,
     },
     /// Deliver everything waiting, then exit (the gateway must not be running: it replays by
     /// itself).
@@ -44,7 +47,11 @@ pub fn run(config_path: &Path, command: &SpoolCommand) -> anyhow::Result<bool> {
     let config = config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     match command {
         SpoolCommand::Status { json } => status(&config, *json),
-        SpoolCommand::Inspect { route, limit } => inspect(&config, route.as_deref(), *limit),
+        SpoolCommand::Inspect {
+            route,
+            limit,
+            dead_letters,
+        } => inspect(&config, route.as_deref(), *limit, *dead_letters),
         SpoolCommand::Replay { route } => {
             tokio::runtime::Runtime::new()?.block_on(replay(&config, route.as_deref()))
         }
@@ -127,6 +134,8 @@ fn status(config: &Config, as_json: bool) -> anyhow::Result<bool> {
             "segments": segments,
             "oldest_segment_age_seconds": oldest,
             "in_use": f.dir.is_dir() && in_use(&f.dir),
+            "dead_letters": log::read_frames(&f.dir.join(spool::DEAD_LETTERS), usize::MAX)
+                .map_or(0, |d| d.len()),
         }));
     }
     if as_json {
@@ -151,6 +160,13 @@ fn status(config: &Config, as_json: bool) -> anyhow::Result<bool> {
         }
         if r["configured"] == false {
             state.push("NOT CONFIGURED: no route replays it");
+        }
+        let dead = format!(
+            "{} dead letters (spool inspect --dead-letters)",
+            r["dead_letters"]
+        );
+        if r["dead_letters"].as_u64().is_some_and(|n| n > 0) {
+            state.push(&dead);
         }
         println!(
             "{:<32} {:>10} {:>12} {:>8} {:>10}  {}",
@@ -187,14 +203,24 @@ fn describe(route: &str, payload: &[u8]) -> Json {
     out
 }
 
-fn inspect(config: &Config, route: Option<&str>, limit: usize) -> anyhow::Result<bool> {
+fn inspect(
+    config: &Config,
+    route: Option<&str>,
+    limit: usize,
+    dead_letters: bool,
+) -> anyhow::Result<bool> {
     let mut any = false;
     for f in spools(config) {
         if route.is_some_and(|r| r != f.route) || !f.dir.is_dir() {
             continue;
         }
         any = true;
-        for payload in log::peek(&f.dir, limit)? {
+        let payloads = if dead_letters {
+            log::read_frames(&f.dir.join(spool::DEAD_LETTERS), limit)?
+        } else {
+            log::peek(&f.dir, limit)?
+        };
+        for payload in payloads {
             println!("{}", describe(&f.route, &payload));
         }
     }

@@ -461,6 +461,40 @@ pub fn survey(dir: &Path) -> io::Result<Survey> {
     })
 }
 
+/// Appends frames to a file in the segment format (creating it with its header) and syncs:
+/// the dead letters.
+pub fn append_frames(path: &Path, payloads: &[Vec<u8>]) -> io::Result<()> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut buf = Vec::new();
+    if file.metadata()?.len() == 0 {
+        buf.extend_from_slice(MAGIC);
+    }
+    for p in payloads {
+        encode_frame(p, &mut buf);
+    }
+    file.write_all(&buf)?;
+    file.sync_data()
+}
+
+/// The payloads in a file of frames (the dead letters), at most `limit`.
+pub fn read_frames(path: &Path, limit: usize) -> io::Result<Vec<Vec<u8>>> {
+    let buf = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    if buf.len() < MAGIC.len() || &buf[..MAGIC.len()] != MAGIC {
+        return Ok(Vec::new());
+    }
+    let body = &buf[HEADER as usize..];
+    Ok(format::scan(body)
+        .frames
+        .into_iter()
+        .take(limit)
+        .map(|(at, len)| body[at..at + len].to_vec())
+        .collect())
+}
+
 /// The undelivered records' payloads of a spool directory, oldest first, at most `limit`,
 /// read without taking the lock or changing anything.
 pub fn peek(dir: &Path, limit: usize) -> io::Result<Vec<Vec<u8>>> {

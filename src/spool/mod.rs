@@ -99,11 +99,17 @@ impl From<log::AppendError> for SpoolError {
 /// What a sink's per-record result says about delivery.
 pub trait Delivered {
     fn delivered(&self) -> bool;
+    /// Refused for good: sending it again will not help (a KMS key that denies, say).
+    fn refused(&self) -> bool;
 }
 
 impl Delivered for EntryResult {
     fn delivered(&self) -> bool {
         matches!(self, EntryResult::Ok { .. })
+    }
+
+    fn refused(&self) -> bool {
+        matches!(self, EntryResult::Failed { code, .. } if !crate::batch::policy::retryable_record_error(code))
     }
 }
 
@@ -111,7 +117,20 @@ impl<R> Delivered for Outcome<R> {
     fn delivered(&self) -> bool {
         matches!(self, Outcome::Ok(_))
     }
+
+    fn refused(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed {
+                retryable: false,
+                ..
+            }
+        )
+    }
 }
+
+/// Attempts a record refused for good gets before it moves to the dead letters.
+pub const DEAD_AFTER: u32 = 5;
 
 struct Job {
     payloads: Vec<Vec<u8>>,
@@ -120,6 +139,8 @@ struct Job {
 
 struct Shared {
     route: String,
+    /// The route's spool directory (for the dead letters).
+    dir: PathBuf,
     log: Mutex<Log>,
     /// Wakes the replayer after appends.
     appended: Notify,
@@ -174,6 +195,7 @@ impl Spool {
         let status = log.status();
         let shared = Arc::new(Shared {
             route: route.to_string(),
+            dir: dir.clone(),
             log: Mutex::new(log),
             appended: Notify::new(),
             records: AtomicU64::new(0),
@@ -465,8 +487,10 @@ pub struct ReplayLimits {
     pub in_flight: usize,
 }
 
-/// Sends `items` until the sink has accepted every one, retrying the rest with backoff.
-async fn deliver<S>(sink: &S, mut items: Vec<S::Item>, shared: &Shared)
+/// Sends `items` until the sink has accepted every one, retrying the rest with backoff. A
+/// record the sink refuses for good [`DEAD_AFTER`] times moves to the dead letters, so that it
+/// cannot hold up the records behind it.
+async fn deliver<S>(sink: &S, items: Vec<S::Item>, shared: &Shared)
 where
     S: Sink,
     S::Item: Record,
@@ -474,18 +498,28 @@ where
 {
     let route = shared.route.as_str();
     let mut wait = REPLAY_BACKOFF.0;
+    let mut items: Vec<(S::Item, u32)> = items.into_iter().map(|i| (i, 0)).collect();
     while !items.is_empty() {
-        match sink
-            .put(items.clone(), Instant::now() + REPLAY_DEADLINE)
-            .await
-        {
+        let batch: Vec<S::Item> = items.iter().map(|(i, _)| i.clone()).collect();
+        match sink.put(batch, Instant::now() + REPLAY_DEADLINE).await {
             Ok(results) => {
-                items = items
-                    .into_iter()
-                    .zip(results)
-                    .filter(|(_, r)| !r.delivered())
-                    .map(|(item, _)| item)
-                    .collect();
+                let mut dead = Vec::new();
+                let mut again = Vec::new();
+                for ((item, refusals), r) in items.into_iter().zip(results) {
+                    if r.delivered() {
+                        continue;
+                    }
+                    let refusals = refusals + u32::from(r.refused());
+                    if refusals >= DEAD_AFTER {
+                        dead.push(item);
+                    } else {
+                        again.push((item, refusals));
+                    }
+                }
+                items = again;
+                if !dead.is_empty() {
+                    bury(shared, &dead).await;
+                }
                 if items.is_empty() {
                     shared.upstream_ok.store(true, Ordering::Relaxed);
                     return;
@@ -505,6 +539,28 @@ where
         wait = (wait * 2).min(REPLAY_BACKOFF.1);
     }
 }
+
+/// Moves records refused for good to the route's dead letters (`dead-letter.seg`, in the
+/// segment format), durably, and says so loudly.
+async fn bury<I: Record>(shared: &Shared, items: &[I]) {
+    let payloads: Vec<Vec<u8>> = items.iter().map(Record::to_payload).collect();
+    let path = shared.dir.join(DEAD_LETTERS);
+    let count = payloads.len();
+    let written = tokio::task::spawn_blocking(move || log::append_frames(&path, &payloads)).await;
+    match written {
+        Ok(Ok(())) => {
+            shared.metrics.dead_lettered.increment(count as u64);
+            tracing::error!(route = %shared.route, records = count, "Spooled records were refused for good and moved to the dead letters (spool inspect --dead-letters).");
+        }
+        Ok(Err(e)) => {
+            tracing::error!(route = %shared.route, error = %e, records = count, "Writing the dead letters failed; the records are dropped.");
+        }
+        Err(_) => {}
+    }
+}
+
+/// The file of a route's dead letters.
+pub const DEAD_LETTERS: &str = "dead-letter.seg";
 
 #[cfg(test)]
 mod tests {
