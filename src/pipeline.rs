@@ -75,8 +75,8 @@ impl Gateway {
                 .iter()
                 .map(|r| (r.method.clone(), r.path.clone())),
         );
-        let batchers = batchers(&config, &clients);
-        let spools = spools(&config, &clients)?;
+        // What can fail without side effects first, before spools are locked and replayers
+        // start.
         let gateway_templates =
             compile_gateway_templates(&config).map_err(|e| std::io::Error::other(e.join("\n")))?;
         let openapi = match &config.openapi_path {
@@ -87,6 +87,8 @@ impl Gateway {
                     .to_string(),
             ),
         };
+        let spools = spools(&config, &clients)?;
+        let batchers = batchers(&config, &clients);
         let metrics = config
             .routes
             .iter()

@@ -777,43 +777,14 @@ impl Drop for PrivateEmulator {
 
 /// The partition keys of every record in a stream (each record is an event `{"pk": ...}`).
 async fn stream_keys(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    support::stream_data(kinesis, stream)
         .await
-        .unwrap();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator
-            .unwrap();
-        loop {
-            let out = kinesis
-                .get_records()
-                .shard_iterator(&iterator)
-                .limit(10_000)
-                .send()
-                .await
-                .unwrap();
-            for r in out.records() {
-                let event: Json = serde_json::from_slice(r.data().as_ref()).unwrap();
-                keys.push(event["pk"].as_str().unwrap_or_default().to_string());
-            }
-            match out.next_shard_iterator {
-                Some(next) if !out.records().is_empty() => iterator = next,
-                _ => break,
-            }
-        }
-    }
-    keys
+        .iter()
+        .map(|d| {
+            let event: Json = serde_json::from_slice(d).unwrap();
+            event["pk"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
 }
 
 /// Scenario (b) against the real emulator: it is stopped for 10 seconds under steady load

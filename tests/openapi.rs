@@ -437,36 +437,11 @@ async fn a_realistic_api_gateway_export_imports_and_serves_against_the_emulator(
     assert_eq!(quote.json(), json!({"price": 3}));
 
     // The records and the message arrived.
-    let shard = kinesis
-        .list_shards()
-        .stream_name(&stream)
-        .send()
+    let users: Vec<String> = support::stream_data(&kinesis, &stream)
         .await
-        .unwrap()
-        .shards()[0]
-        .shard_id()
-        .to_string();
-    let iterator = kinesis
-        .get_shard_iterator()
-        .stream_name(&stream)
-        .shard_id(shard)
-        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap()
-        .shard_iterator
-        .unwrap();
-    let records = kinesis
-        .get_records()
-        .shard_iterator(iterator)
-        .send()
-        .await
-        .unwrap();
-    let users: Vec<String> = records
-        .records()
         .iter()
-        .map(|r| {
-            serde_json::from_slice::<Json>(r.data().as_ref()).unwrap()["userId"]
+        .map(|d| {
+            serde_json::from_slice::<Json>(d).unwrap()["userId"]
                 .as_str()
                 .unwrap()
                 .to_string()

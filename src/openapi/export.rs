@@ -55,36 +55,28 @@ pub fn document(config: &Config, extensions: bool) -> Result<Json, String> {
             let mut responses = Map::new();
             for (kind, r) in &config.gateway_responses {
                 let mut v = json!({});
+                if let Some(s) = r.status {
+                    v["statusCode"] = json!(s.to_string());
+                }
+                if !r.headers.is_empty() {
+                    v["responseParameters"] = r
+                        .headers
+                        .iter()
+                        .map(|(n, val)| {
+                            (
+                                format!("gatewayresponse.header.{n}"),
+                                json!(format!("'{}'", val.to_str().unwrap_or_default())),
+                            )
+                        })
+                        .collect::<Map<String, Json>>()
+                        .into();
+                }
                 if let Some(t) = &r.template {
                     v["responseTemplates"] = json!({"application/json": read(t)?});
                 }
                 responses.insert(kind.clone(), v);
             }
-            doc["x-amazon-apigateway-gateway-responses"] = config
-                .gateway_responses
-                .iter()
-                .map(|(kind, r)| {
-                    let mut v = responses[kind].clone();
-                    if let Some(s) = r.status {
-                        v["statusCode"] = json!(s.to_string());
-                    }
-                    if !r.headers.is_empty() {
-                        v["responseParameters"] = r
-                            .headers
-                            .iter()
-                            .map(|(n, val)| {
-                                (
-                                    format!("gatewayresponse.header.{n}"),
-                                    json!(format!("'{}'", val.to_str().unwrap_or_default())),
-                                )
-                            })
-                            .collect::<Map<String, Json>>()
-                            .into();
-                    }
-                    (kind.clone(), v)
-                })
-                .collect::<Map<String, Json>>()
-                .into();
+            doc["x-amazon-apigateway-gateway-responses"] = Json::Object(responses);
         }
         doc["x-amazon-apigateway-request-validators"] = VALIDATORS
             .iter()

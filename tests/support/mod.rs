@@ -406,6 +406,44 @@ pub async fn aws(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// The data of every record in a stream, shard by shard, each shard from its start.
+pub async fn stream_data(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Vec<u8>> {
+    let mut data = Vec::new();
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        loop {
+            let out = kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(10_000)
+                .send()
+                .await
+                .unwrap();
+            data.extend(out.records().iter().map(|r| r.data().as_ref().to_vec()));
+            match out.next_shard_iterator {
+                Some(next) if !out.records().is_empty() => iterator = next,
+                _ => break,
+            }
+        }
+    }
+    data
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, for at most `secs` seconds.
 pub async fn eventually<T, F, Fut>(secs: u64, mut check: F) -> Option<T>
 where
