@@ -59,17 +59,15 @@ pub fn document(config: &Config, extensions: bool) -> Result<Json, String> {
                     v["statusCode"] = json!(s.to_string());
                 }
                 if !r.headers.is_empty() {
-                    v["responseParameters"] = r
-                        .headers
-                        .iter()
-                        .map(|(n, val)| {
+                    v["responseParameters"] = response_parameters(
+                        "gatewayresponse.header",
+                        r.headers.iter().map(|(n, val)| {
                             (
-                                format!("gatewayresponse.header.{n}"),
-                                json!(format!("'{}'", val.to_str().unwrap_or_default())),
+                                n.as_str(),
+                                format!("'{}'", val.to_str().unwrap_or_default()),
                             )
-                        })
-                        .collect::<Map<String, Json>>()
-                        .into();
+                        }),
+                    );
                 }
                 if let Some(t) = &r.template {
                     v["responseTemplates"] = json!({"application/json": read(t)?});
@@ -90,6 +88,14 @@ pub fn document(config: &Config, extensions: bool) -> Result<Json, String> {
             .into();
     }
     Ok(doc)
+}
+
+/// API Gateway's `responseParameters`: `{PREFIX.NAME: source}`.
+fn response_parameters<'a>(prefix: &str, headers: impl Iterator<Item = (&'a str, String)>) -> Json {
+    headers
+        .map(|(name, source)| (format!("{prefix}.{name}"), Json::String(source)))
+        .collect::<Map<String, Json>>()
+        .into()
 }
 
 fn read(path: &std::path::Path) -> Result<String, String> {
@@ -276,17 +282,10 @@ fn operation(
             }
         }
         if !r.headers.is_empty() {
-            resp["responseParameters"] = r
-                .headers
-                .iter()
-                .map(|(n, s)| {
-                    (
-                        format!("method.response.header.{n}"),
-                        Json::String(s.to_string()),
-                    )
-                })
-                .collect::<Map<String, Json>>()
-                .into();
+            resp["responseParameters"] = response_parameters(
+                "method.response.header",
+                r.headers.iter().map(|(n, s)| (n.as_str(), s.to_string())),
+            );
         }
         if let Some(t) = r.template.as_ref().or(route.response_template.as_ref()) {
             resp["responseTemplates"] = json!({"application/json": read(t)?});
