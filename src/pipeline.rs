@@ -445,13 +445,16 @@ async fn run(
             }
         }
         None => {
-            let call = integrations::call(
+            // Boxed: an SDK call's future is large, and held inline it would enlarge every
+            // request's future, batched ones included (about 24 KB each at 1,000 in flight,
+            // measured in benches/RESULTS.md).
+            let call = Box::pin(integrations::call(
                 &gw.clients,
                 route.action,
                 route.target.as_deref(),
                 &rendered,
                 route.timeout,
-            );
+            ));
             if reads_upstream_headers(route) {
                 let (result, headers) = integrations::headers::capturing(call).await;
                 upstream_headers = headers;
