@@ -1,7 +1,7 @@
 //! `GatewayError`: why a request did not succeed, whose fault it was, and whether the
 //! client may retry. It holds no HTTP types; `respond` turns it into a response.
 
-use crate::integrations::IntegrationError;
+use crate::upstream::IntegrationError;
 
 /// Whose fault an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub enum ErrorKind {
     RequestTimeout,
     /// A request validator refused the request (missing parameters, or a body that does not
     /// match the route's model).
-    Invalid(Box<crate::validate::Invalid>),
+    Invalid(Box<Invalid>),
 }
 
 /// Records a service did not accept.
@@ -67,6 +67,14 @@ pub struct Rejected {
     pub retryable: bool,
     /// The per-record results (the client may retry exactly the failed ones).
     pub response: serde_json::Value,
+}
+
+/// Why a request is invalid (see `validate`): API Gateway's message, and (when the route
+/// asks) the list of what failed and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub message: String,
+    pub errors: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Clone)]

@@ -1,37 +1,56 @@
 //! ingest-gateway: a self-hosted ingestion gateway.
 //!
 //! ```text
-//! listen -> route -> authorize -> validate -> render (VTL) -> dispatch -> respond
+//! server -> route -> authorize -> validate -> render (VTL) -> dispatch -> respond
 //! ```
 //!
-//! Modules, in the order a request meets them:
-//! - [`server`]: the HTTP shell (connections and their timers, body limits, health).
-//! - [`route`]: the route table. [`pipeline`] runs the stages below in order.
-//! - [`auth`]: API keys, usage plans, throttles and quotas.
-//! - [`validate`]: required parameters and JSON Schema models.
-//! - [`mapping`]: API Gateway's mapping-template surface (`$input`, `$util`, `$context`,
-//!   `$stageVariables`, JSONPath) over a request; [`vtl`], the Velocity interpreter those
-//!   templates run on (pure and synchronous).
-//! - [`batch`] and [`integrations`]: cross-request batching and the AWS calls; [`spool`],
-//!   the durable spool for what the upstream does not take in time.
-//! - [`respond`]: status codes and error bodies; [`error`], what went wrong and whose fault.
+//! The stages, in the order a request meets them ([`pipeline`] runs them and decides
+//! nothing else; each reads the [`request`] and hands its result to the next):
+//! - [`server`]: the HTTP shell (connections and their timers, body limits, health). It
+//!   turns HTTP into a [`request::Request`] and a response back.
+//! - [`route`]: the route table.
+//! - [`authorize`]: the route's authorizers (API keys and usage plans today), giving the
+//!   request's identity or its 403/429.
+//! - [`validate`]: required parameters, the body's decoding and its JSON Schema model.
+//! - [`render`]: template selection and the request template's render.
+//! - [`dispatch`]: direct, batched, or to the spool.
+//! - [`respond`]: integration responses, gateway responses, and every status code.
 //!
-//! Around them: [`config`] (`gateway.toml`), [`openapi`] (import and export),
-//! [`telemetry`] (logs and metrics) and [`cli`] (the command-line adapters).
+//! What the stages stand on:
+//! - [`auth`]: the key store, usage plans, throttles and quotas.
+//! - [`mapping`]: API Gateway's mapping-template surface (`$input`, `$util`, `$context`,
+//!   `$stageVariables`, JSONPath); [`vtl`], the Velocity interpreter (pure, synchronous).
+//! - [`integrations`]: the services routes call, one family per module behind one trait;
+//!   [`batch`], batching across requests through a family's sink; [`spool`], the durable
+//!   spool.
+//! - [`upstream`]: the actions and how calls fail, shared by the three above;
+//!   [`error`]: what went wrong, whose fault, and whether to retry.
+//!
+//! Around them: [`config`] (`gateway.toml`, one file per section), [`openapi`] (import and
+//! export), [`telemetry`] (logs and metrics) and [`cli`] (the command-line adapters).
+//!
+//! Dependencies point one way: `cli -> server -> pipeline -> stages -> config ->
+//! (auth, validate's rules, integrations -> spool -> batch) -> (upstream, error, mapping,
+//! vtl, telemetry)`.
 
 pub mod auth;
+pub mod authorize;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod integrations;
 pub mod mapping;
 pub mod openapi;
 pub mod pipeline;
+pub mod render;
+pub mod request;
 pub mod respond;
 pub mod route;
 pub mod server;
 pub mod spool;
 pub mod telemetry;
+pub mod upstream;
 pub mod validate;
 pub mod vtl;

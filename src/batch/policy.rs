@@ -12,7 +12,7 @@ pub struct BatchPolicy {
     pub linger: Duration,
     /// Requests that may wait for a batch; beyond, they are refused (backpressure).
     pub queue: usize,
-    /// Pack user records into KPL aggregated records (see `integrations::kpl`); the limits
+    /// Pack user records into KPL aggregated records (see `integrations::kinesis::kpl`); the limits
     /// above then count user records and bytes, not upstream records.
     pub aggregate: bool,
 }
@@ -77,20 +77,6 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, random: f64) -> Dura
     ceiling.mul_f64(random.clamp(0.0, 1.0))
 }
 
-/// Whether a per-record error code is worth retrying (throttling, transient service
-/// errors); validation errors are not.
-pub fn retryable_record_error(code: &str) -> bool {
-    matches!(
-        code,
-        "ProvisionedThroughputExceededException"
-            | "InternalFailure"
-            | "InternalFailureException"
-            | "ServiceUnavailableException"
-            | "KMSThrottlingException"
-            | "ThrottlingException"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,15 +113,5 @@ mod tests {
         assert_eq!(backoff(40, base, cap, 1.0), cap);
         assert_eq!(backoff(3, base, cap, 0.5), Duration::from_millis(200));
         assert_eq!(backoff(3, base, cap, 0.0), Duration::ZERO);
-    }
-
-    #[test]
-    fn only_transient_record_errors_are_retried() {
-        assert!(retryable_record_error(
-            "ProvisionedThroughputExceededException"
-        ));
-        assert!(retryable_record_error("InternalFailure"));
-        assert!(!retryable_record_error("ValidationException"));
-        assert!(!retryable_record_error("AccessDeniedException"));
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::policy;
-use crate::integrations::{Action, IntegrationError};
 use crate::telemetry;
+use crate::upstream::{Action, IntegrationError};
 
 /// What happened to one item.
 #[derive(Debug, Clone, PartialEq, Eq)]

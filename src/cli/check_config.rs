@@ -15,7 +15,7 @@ pub fn run(path: &Path) -> bool {
             return false;
         }
     };
-    if let Err(errors) = pipeline::compile_gateway_templates(&config) {
+    if let Err(errors) = crate::respond::gateway::GatewayResponses::compile(&config) {
         for e in errors {
             eprintln!("{e}");
         }
@@ -25,7 +25,7 @@ pub fn run(path: &Path) -> bool {
         Ok(compiled) => {
             let templates: usize = compiled
                 .iter()
-                .map(|c| c.request_templates.len() + usize::from(c.response_template.is_some()))
+                .map(|c| c.request_templates.len() + usize::from(c.responses.default.is_some()))
                 .sum();
             println!(
                 "{}: ok ({} routes, {templates} templates)",

@@ -9,9 +9,9 @@ use clap::Subcommand;
 use serde_json::{Value as Json, json};
 
 use crate::config::{self, Config};
-use crate::integrations::Clients;
 use crate::integrations::kinesis::Entry;
-use crate::pipeline::{self, RouteSink};
+use crate::integrations::{self, BatchRoute, Clients};
+
 use crate::spool::{self, Record, Spool, log};
 
 #[derive(Debug, Subcommand)]
@@ -244,15 +244,18 @@ async fn replay(config: &Config, only: Option<&str>) -> anyhow::Result<bool> {
         any = true;
         let (spool, recovered) = Spool::open(&name, &config.spool)?;
         eprintln!("{name}: {} records waiting", recovered.records);
-        let limits = spool::ReplayLimits {
-            max_records: policy.max_records,
-            max_bytes: policy.max_bytes,
-            in_flight: config.spool.replay_in_flight,
+        let route = BatchRoute {
+            action: r.action,
+            target: &target,
+            policy,
+            name: &name,
+            timeout: r.timeout,
+            replay_in_flight: config.spool.replay_in_flight,
         };
-        let delivered = match pipeline::sink(r.action, target, &clients, policy.aggregate, &name) {
-            RouteSink::Kinesis(s) => spool.drain(s, limits).await,
-            RouteSink::Firehose(s) => spool.drain(s, limits).await,
-            RouteSink::Sqs(_) => 0,
+        let drained = integrations::of(r.action).and_then(|i| i.drain(&clients, route, &spool));
+        let delivered = match drained {
+            Some(drain) => drain.await,
+            None => 0,
         };
         println!("{name}: {delivered} records delivered");
     }

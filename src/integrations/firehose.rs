@@ -1,16 +1,128 @@
-//! Firehose: `PutRecord` and `PutRecordBatch`.
+//! Firehose: `PutRecord` and `PutRecordBatch`. `PutRecordBatch` routes batch across
+//! requests ([`FirehoseSink`]) and can spool.
 
 use aws_sdk_firehose::Client;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 use serde_json::{Value as Json, json};
+use tokio::time::Instant;
 
+use super::batched::{self, BatchSink, Batched};
 use super::request::{
     batch_item, batch_items, data, invalid, json_object, opt_string, resolve_target,
 };
-use super::{Action, IntegrationError, classify};
-use crate::batch::policy;
+use super::{
+    Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, DrainFuture, Integration,
+    IntegrationError, classify,
+};
+use crate::batch::Sink;
 use crate::batch::retry::{self, Outcome};
+use crate::spool::Spool;
+use crate::upstream::retryable_record_error;
+
+/// The Firehose integration.
+pub struct Firehose;
+
+impl Integration for Firehose {
+    fn actions(&self) -> &'static [Action] {
+        &[Action::FirehosePutRecord, Action::FirehosePutRecordBatch]
+    }
+
+    fn batch_caps(&self, action: Action, _aggregate: bool) -> Option<BatchCaps> {
+        (action == Action::FirehosePutRecordBatch).then_some(BatchCaps {
+            max_records: MAX_RECORDS,
+            max_bytes: MAX_BATCH_BYTES,
+        })
+    }
+
+    fn spools(&self, action: Action) -> bool {
+        action == Action::FirehosePutRecordBatch
+    }
+
+    fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a> {
+        let client = &clients.firehose;
+        match call.action {
+            Action::FirehosePutRecordBatch => Box::pin(put_record_batch(
+                client,
+                call.target,
+                call.rendered,
+                call.deadline,
+            )),
+            _ => Box::pin(put_record(client, call.target, call.rendered)),
+        }
+    }
+
+    fn batcher(
+        &self,
+        clients: &Clients,
+        route: BatchRoute<'_>,
+        spool: Option<&Spool>,
+    ) -> Option<Box<dyn Batched>> {
+        if route.action != Action::FirehosePutRecordBatch {
+            return None;
+        }
+        Some(batched::start_spooling(
+            || sink(clients, route),
+            route,
+            spool,
+        ))
+    }
+
+    fn drain<'a>(
+        &'a self,
+        clients: &'a Clients,
+        route: BatchRoute<'a>,
+        spool: &'a Spool,
+    ) -> Option<DrainFuture<'a>> {
+        self.spools(route.action).then(|| {
+            Box::pin(spool.drain(sink(clients, route), route.replay_limits())) as DrainFuture<'a>
+        })
+    }
+}
+
+/// A batched route's sink: its delivery stream.
+fn sink(clients: &Clients, route: BatchRoute<'_>) -> FirehoseSink {
+    FirehoseSink {
+        client: clients.firehose.clone(),
+        delivery_stream: route.target.to_string(),
+    }
+}
+
+/// Firehose `PutRecordBatch` to one delivery stream.
+pub struct FirehoseSink {
+    pub client: Client,
+    pub delivery_stream: String,
+}
+
+impl Sink for FirehoseSink {
+    type Item = Vec<u8>;
+    type Output = Outcome<String>;
+
+    fn size(item: &Vec<u8>) -> usize {
+        item.len()
+    }
+
+    async fn put(
+        &self,
+        items: Vec<Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<Vec<Outcome<String>>, IntegrationError> {
+        put_entries(&self.client, &self.delivery_stream, &items, deadline).await
+    }
+}
+
+impl BatchSink for FirehoseSink {
+    type Request = ();
+
+    fn parse(target: Option<&str>, rendered: &str) -> Result<((), Vec<Vec<u8>>), IntegrationError> {
+        let (_, records) = parse_put_record_batch(target, rendered)?;
+        Ok(((), records))
+    }
+
+    fn answer((): (), results: &[Outcome<String>]) -> Result<Json, IntegrationError> {
+        batch_response(results)
+    }
+}
 
 /// Records per `PutRecordBatch` call (service limit).
 pub const MAX_RECORDS: usize = 500;
@@ -79,7 +191,7 @@ pub async fn put_entries(
     client: &Client,
     name: &str,
     records: &[Vec<u8>],
-    deadline: tokio::time::Instant,
+    deadline: Instant,
 ) -> Result<Vec<Outcome<String>>, IntegrationError> {
     let action = Action::FirehosePutRecordBatch;
     retry::with_retries(
@@ -111,7 +223,7 @@ pub async fn put_entries(
                     Some(code) => Outcome::Failed {
                         code: code.to_string(),
                         message: r.error_message().unwrap_or_default().to_string(),
-                        retryable: policy::retryable_record_error(code),
+                        retryable: retryable_record_error(code),
                     },
                 })
                 .collect())
@@ -141,7 +253,7 @@ pub async fn put_record_batch(
     client: &Client,
     target: Option<&str>,
     rendered: &str,
-    deadline: tokio::time::Instant,
+    deadline: Instant,
 ) -> Result<Json, IntegrationError> {
     let (name, records) = parse_put_record_batch(target, rendered)?;
     let outcomes = put_entries(client, &name, &records, deadline).await?;

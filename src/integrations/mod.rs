@@ -1,80 +1,160 @@
-//! The AWS services routes write to. Each target's module builds the SDK request from a
-//! rendered template (a pure function), makes the call, and shapes the service's JSON
-//! response the way API Gateway returns it. This is the only module that imports
-//! `aws_sdk_*`.
+//! The services routes call, behind one interface. An integration family (Kinesis,
+//! Firehose, SQS, Step Functions) is a module that implements [`Integration`]: which actions
+//! it performs, the caps a batch of them may have (config validation clamps to them), the
+//! direct call, and, for actions that batch across requests, the batcher a route sends
+//! through (see [`batched`]). Each family owns its request parsing (a pure function from the
+//! rendered template to the SDK request), its limits, its batch sink and its response shape
+//! (the service's JSON, the way API Gateway returns it).
+//!
+//! Adding a family: a module here implementing [`Integration`], its actions in
+//! [`Action`]'s table, and one line in [`INTEGRATIONS`].
+//!
+//! This is the only module that imports `aws_sdk_*`. It never renders templates or builds
+//! HTTP responses.
 
-use std::fmt;
-
-/// An AWS action a route performs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    KinesisPutRecord,
-    KinesisPutRecords,
-    FirehosePutRecord,
-    FirehosePutRecordBatch,
-    SqsSendMessage,
-    SqsSendMessageBatch,
-    StatesStartExecution,
-    StatesStartSyncExecution,
-}
-
-impl Action {
-    /// Every action's IAM name, in the order they are documented.
-    pub const NAMES: [&'static str; 8] = [
-        "kinesis:PutRecord",
-        "kinesis:PutRecords",
-        "firehose:PutRecord",
-        "firehose:PutRecordBatch",
-        "sqs:SendMessage",
-        "sqs:SendMessageBatch",
-        "states:StartExecution",
-        "states:StartSyncExecution",
-    ];
-    const ALL: [Action; 8] = [
-        Action::KinesisPutRecord,
-        Action::KinesisPutRecords,
-        Action::FirehosePutRecord,
-        Action::FirehosePutRecordBatch,
-        Action::SqsSendMessage,
-        Action::SqsSendMessageBatch,
-        Action::StatesStartExecution,
-        Action::StatesStartSyncExecution,
-    ];
-
-    /// Parses an IAM-style name (`kinesis:PutRecords`), case-insensitively.
-    pub fn parse(s: &str) -> Option<Action> {
-        Self::NAMES
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(s.trim()))
-            .map(|i| Self::ALL[i])
-    }
-
-    /// The IAM action name.
-    pub fn name(self) -> &'static str {
-        Self::NAMES[Self::ALL.iter().position(|a| *a == self).unwrap_or(0)]
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
+pub mod batched;
 pub mod firehose;
 pub mod headers;
 pub mod kinesis;
-pub mod kpl;
 pub mod provision;
 pub mod request;
 pub mod sqs;
 pub mod step_functions;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde_json::Value as Json;
+use tokio::time::Instant;
 
-use crate::config::AwsSettings;
+pub use crate::upstream::{Action, IntegrationError};
+pub use batched::{Batched, Submitted};
+
+use crate::batch::policy::BatchPolicy;
+use crate::spool::Spool;
+
+/// Every integration family, each once.
+pub const INTEGRATIONS: &[&dyn Integration] = &[
+    &kinesis::Kinesis,
+    &firehose::Firehose,
+    &sqs::SqsIntegration,
+    &step_functions::StepFunctions,
+];
+
+/// The family that performs an action (every action has one; a unit test checks).
+pub fn of(action: Action) -> Option<&'static dyn Integration> {
+    INTEGRATIONS
+        .iter()
+        .copied()
+        .find(|i| i.actions().contains(&action))
+}
+
+/// What a route needs from an integration family.
+pub trait Integration: Send + Sync + 'static {
+    /// The actions it performs.
+    fn actions(&self) -> &'static [Action];
+
+    /// For an action that can batch across requests: the caps of one call, which a route's
+    /// batch settings must stay within (user records when `aggregate`). `None`: it cannot.
+    fn batch_caps(&self, _action: Action, _aggregate: bool) -> Option<BatchCaps> {
+        None
+    }
+
+    /// Whether a route to `target` batches when its configuration does not say (an action
+    /// that can batch does, unless batching would change what the service sees).
+    fn batches_by_default(&self, _action: Action, _target: &str) -> bool {
+        true
+    }
+
+    /// Whether a batched route of `action` can pack records KPL-aggregated.
+    fn aggregates(&self, _action: Action) -> bool {
+        false
+    }
+
+    /// Whether a batched route of `action` can spool what the upstream does not take.
+    fn spools(&self, _action: Action) -> bool {
+        false
+    }
+
+    /// One call with a rendered request. Retries of failed items stop at `call.deadline`.
+    fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a>;
+
+    /// Starts the batcher of a batched route (on the current tokio runtime); with a spool,
+    /// also its replayer, which sends through a sink of its own to the same target.
+    /// `None` for an action that does not batch.
+    fn batcher(
+        &self,
+        _clients: &Clients,
+        _route: BatchRoute<'_>,
+        _spool: Option<&Spool>,
+    ) -> Option<Box<dyn Batched>> {
+        None
+    }
+
+    /// Delivers what a route's spool holds through a sink of the route's own, until the
+    /// spool is empty (`ingest-gateway spool replay`); the records delivered. `None` for an
+    /// action that does not spool.
+    fn drain<'a>(
+        &'a self,
+        _clients: &'a Clients,
+        _route: BatchRoute<'a>,
+        _spool: &'a Spool,
+    ) -> Option<DrainFuture<'a>> {
+        None
+    }
+}
+
+/// A spool drain's future: the records delivered.
+pub type DrainFuture<'a> = Pin<Box<dyn Future<Output = u64> + Send + 'a>>;
+
+/// The caps of one batched call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchCaps {
+    pub max_records: usize,
+    pub max_bytes: usize,
+}
+
+/// One direct call.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub action: Action,
+    /// The route's target; the rendered request may name it, but never another.
+    pub target: Option<&'a str>,
+    pub rendered: &'a str,
+    /// When retries of failed items stop.
+    pub deadline: Instant,
+}
+
+/// A direct call's future (boxed: SDK futures are large, and held inline they would
+/// enlarge every request's future; see benches/RESULTS.md).
+pub type CallFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Response, IntegrationError>> + Send + 'a>>;
+
+/// A route that batches, as its batcher is started.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRoute<'a> {
+    pub action: Action,
+    pub target: &'a str,
+    pub policy: BatchPolicy,
+    /// `"METHOD /path"`, for metrics and logs.
+    pub name: &'a str,
+    /// The route's timeout: a submission's answer comes within it.
+    pub timeout: Duration,
+    /// Batches the spool's replayer sends at once.
+    pub replay_in_flight: usize,
+}
+
+impl BatchRoute<'_> {
+    /// What the spool's replayer sends at once: the route's batches.
+    pub fn replay_limits(&self) -> crate::spool::ReplayLimits {
+        crate::spool::ReplayLimits {
+            max_records: self.policy.max_records,
+            max_bytes: self.policy.max_bytes,
+            in_flight: self.replay_in_flight,
+        }
+    }
+}
 
 /// One client per service, built once at start-up and shared by every request.
 #[derive(Clone, Debug)]
@@ -140,73 +220,6 @@ impl Clients {
     }
 }
 
-/// Why an integration call did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum IntegrationError {
-    /// The rendered template is not a request this action accepts (a template or
-    /// configuration problem: the client is not at fault).
-    #[error("the rendered request is not a valid {action} request: {detail}")]
-    InvalidRequest { action: Action, detail: String },
-    /// The service refused the request.
-    #[error("{action} failed with {code} (HTTP {status}): {message}")]
-    Service {
-        action: Action,
-        status: u16,
-        code: String,
-        message: String,
-    },
-    /// No answer within the route's timeout (or, `timeout` zero, within the SDK's attempt
-    /// timeout, `aws.call_timeout`).
-    #[error("{action} did not answer in time{}", if timeout.is_zero() { " (aws.call_timeout)".to_string() } else { format!(" ({timeout:?})") })]
-    Timeout { action: Action, timeout: Duration },
-    /// The service could not be reached.
-    #[error("{action} could not be reached: {detail}")]
-    Transport { action: Action, detail: String },
-    /// Some records were still not accepted when the route's deadline came, after retries.
-    #[error("{action}: {failed} of {total} records not accepted ({code})")]
-    RecordsRejected {
-        action: Action,
-        failed: usize,
-        total: usize,
-        code: String,
-        /// Whether every failure was transient, so the client may retry them.
-        retryable: bool,
-        /// The per-record results, in the service's response shape.
-        response: Json,
-    },
-}
-
-impl IntegrationError {
-    /// Whether retrying the same request later may succeed.
-    pub fn retryable(&self) -> bool {
-        match self {
-            IntegrationError::InvalidRequest { .. } => false,
-            IntegrationError::Service { code, status, .. } => is_throttling(code) || *status >= 500,
-            IntegrationError::Timeout { .. } | IntegrationError::Transport { .. } => true,
-            IntegrationError::RecordsRejected { retryable, .. } => *retryable,
-        }
-    }
-
-    /// Whether the service said it is overloaded or throttling.
-    pub fn throttled(&self) -> bool {
-        matches!(self, IntegrationError::Service { code, .. } if is_throttling(code))
-    }
-}
-
-fn is_throttling(code: &str) -> bool {
-    matches!(
-        code,
-        "ProvisionedThroughputExceededException"
-            | "ThrottlingException"
-            | "ServiceUnavailableException"
-            | "ServiceUnavailable"
-            | "KMSThrottlingException"
-            | "LimitExceededException"
-            | "RequestThrottled"
-            | "TooManyRequestsException"
-    )
-}
-
 /// Turns an SDK error into an [`IntegrationError`].
 pub(crate) fn classify<E>(
     action: Action,
@@ -257,8 +270,9 @@ fn aws_error_chain(e: &dyn std::error::Error) -> String {
 /// A call's successful result: the service's JSON response, in API Gateway's shape.
 pub type Response = Json;
 
-/// Performs `action` with a rendered request body within `timeout`.
+/// Performs a route's action directly with a rendered request, within `timeout`.
 pub async fn call(
+    integration: &dyn Integration,
     clients: &Clients,
     action: Action,
     target: Option<&str>,
@@ -266,35 +280,45 @@ pub async fn call(
     timeout: Duration,
 ) -> Result<Response, IntegrationError> {
     // Retries of failed items stop early enough to answer within the timeout.
-    let deadline = tokio::time::Instant::now() + timeout.mul_f64(0.8);
-    let work = async {
-        match action {
-            Action::KinesisPutRecord => {
-                kinesis::put_record(&clients.kinesis, target, rendered).await
-            }
-            Action::KinesisPutRecords => {
-                kinesis::put_records(&clients.kinesis, target, rendered, deadline).await
-            }
-            Action::FirehosePutRecord => {
-                firehose::put_record(&clients.firehose, target, rendered).await
-            }
-            Action::FirehosePutRecordBatch => {
-                firehose::put_record_batch(&clients.firehose, target, rendered, deadline).await
-            }
-            Action::SqsSendMessage => sqs::send_message(&clients.sqs, target, rendered).await,
-            Action::SqsSendMessageBatch => {
-                sqs::send_message_batch(&clients.sqs, target, rendered, deadline).await
-            }
-            Action::StatesStartExecution => {
-                step_functions::start_execution(&clients.sfn, target, rendered).await
-            }
-            Action::StatesStartSyncExecution => {
-                step_functions::start_sync_execution(&clients.sfn, target, rendered).await
-            }
-        }
-    };
+    let deadline = Instant::now() + timeout.mul_f64(0.8);
+    let work = integration.call(
+        clients,
+        Call {
+            action,
+            target,
+            rendered,
+            deadline,
+        },
+    );
     match tokio::time::timeout(timeout, work).await {
         Ok(result) => result,
         Err(_) => Err(IntegrationError::Timeout { action, timeout }),
+    }
+}
+
+/// How the AWS clients are built (`[aws]`).
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// One attempt of one call, at most.
+    pub call_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_has_exactly_one_family() {
+        for name in Action::NAMES {
+            let action = Action::parse(name).unwrap();
+            let families = INTEGRATIONS
+                .iter()
+                .filter(|i| i.actions().contains(&action))
+                .count();
+            assert_eq!(families, 1, "{name}");
+        }
     }
 }

@@ -18,7 +18,81 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value as Json;
 
 use super::{Action, Clients, IntegrationError, classify};
-use crate::config::raw::{RawDeliveryStream, RawQueue, RawResources, RawStateMachine, RawStream};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+/// `[resources]` as declared in `gateway.toml`.
+pub struct Resources {
+    #[serde(default)]
+    pub kinesis_streams: Vec<Spanned<Stream>>,
+    #[serde(default)]
+    pub s3_buckets: Vec<Spanned<Bucket>>,
+    #[serde(default)]
+    pub firehose_delivery_streams: Vec<Spanned<DeliveryStream>>,
+    #[serde(default)]
+    pub sqs_queues: Vec<Spanned<Queue>>,
+    #[serde(default)]
+    pub state_machines: Vec<Spanned<StateMachine>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    pub name: String,
+    /// Provisioned shard count; absent means on-demand capacity.
+    pub shards: Option<i32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryStream {
+    pub name: String,
+    /// The Kinesis stream it reads (declared under `kinesis_streams`); without one, the
+    /// delivery stream takes direct writes (`firehose:PutRecord`/`PutRecordBatch` routes).
+    pub source_stream: Option<String>,
+    /// The S3 bucket it writes (declared under `s3_buckets`).
+    pub bucket: String,
+    /// Object key prefix (default `events/`).
+    pub prefix: Option<String>,
+    /// Buffering hints: flush at this many MiB (default 5) ...
+    pub buffer_size_mb: Option<i32>,
+    /// ... or after this many seconds (default 60).
+    pub buffer_interval_seconds: Option<i32>,
+    /// IAM role Firehose assumes to read the stream and write the bucket.
+    pub role_arn: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// Queue name; FIFO queues end in `.fifo`.
+    pub name: String,
+    /// Content-based deduplication (FIFO only).
+    #[serde(default)]
+    pub content_based_deduplication: bool,
+    /// A dead-letter queue (declared under `sqs_queues`) and receives before moving there.
+    pub dead_letter_queue: Option<String>,
+    pub max_receive_count: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateMachine {
+    pub name: String,
+    /// `STANDARD` (default) or `EXPRESS` (required for `states:StartSyncExecution`).
+    pub kind: Option<String>,
+    /// Amazon States Language definition file.
+    pub definition: String,
+    pub role_arn: String,
+}
 
 /// What provisioning did (or, in a dry run, would do) for one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +146,7 @@ fn other(resource: &str, detail: impl Into<String>) -> ProvisionError {
 /// Provisions everything; `report` is called with each step as it happens.
 pub async fn provision(
     clients: &Clients,
-    resources: &RawResources,
+    resources: &Resources,
     base_dir: &Path,
     dry_run: bool,
     report: &mut dyn FnMut(&Step),
@@ -95,7 +169,7 @@ pub async fn provision(
         push(step, &mut steps);
     }
     // Queues without a dead-letter queue first, so every redrive target exists.
-    let mut queues: Vec<&RawQueue> = resources.sqs_queues.iter().map(|q| q.get_ref()).collect();
+    let mut queues: Vec<&Queue> = resources.sqs_queues.iter().map(|q| q.get_ref()).collect();
     queues.sort_by_key(|q| q.dead_letter_queue.is_some());
     for q in queues {
         let step = queue(clients, q, dry_run).await?;
@@ -108,7 +182,7 @@ pub async fn provision(
     Ok(steps)
 }
 
-async fn stream(clients: &Clients, s: &RawStream, dry_run: bool) -> Result<Step> {
+async fn stream(clients: &Clients, s: &Stream, dry_run: bool) -> Result<Step> {
     let what = match s.shards {
         Some(n) => format!("kinesis stream {} ({n} shards)", s.name),
         None => format!("kinesis stream {} (on-demand)", s.name),
@@ -239,7 +313,7 @@ async fn bucket(clients: &Clients, name: &str, dry_run: bool) -> Result<Step> {
     Ok(Step::Created(what))
 }
 
-async fn delivery_stream(clients: &Clients, d: &RawDeliveryStream, dry_run: bool) -> Result<Step> {
+async fn delivery_stream(clients: &Clients, d: &DeliveryStream, dry_run: bool) -> Result<Step> {
     let source = d.source_stream.as_deref().unwrap_or("direct writes");
     let what = format!(
         "firehose delivery stream {} ({source} -> s3://{})",
@@ -332,7 +406,7 @@ async fn queue_arn(clients: &Clients, url: &str) -> std::result::Result<String, 
         .unwrap_or_default())
 }
 
-async fn queue(clients: &Clients, q: &RawQueue, dry_run: bool) -> Result<Step> {
+async fn queue(clients: &Clients, q: &Queue, dry_run: bool) -> Result<Step> {
     let what = match &q.dead_letter_queue {
         Some(dlq) => format!("sqs queue {} (dead letters to {dlq})", q.name),
         None => format!("sqs queue {}", q.name),
@@ -375,7 +449,7 @@ async fn queue(clients: &Clients, q: &RawQueue, dry_run: bool) -> Result<Step> {
 
 async fn state_machine(
     clients: &Clients,
-    m: &RawStateMachine,
+    m: &StateMachine,
     base_dir: &Path,
     dry_run: bool,
 ) -> Result<Step> {

@@ -15,11 +15,114 @@ use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use base64::Engine as _;
 use serde_json::{Map, Value as Json, json};
 
+use tokio::time::Instant;
+
+use super::batched::{self, BatchSink, Batched};
 use super::request::{
     batch_item, batch_items, form_pairs, invalid, json_object, opt_string, resolve_target, string,
 };
-use super::{Action, IntegrationError, classify};
+use super::{
+    Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, Integration, IntegrationError,
+    classify,
+};
+use crate::batch::Sink;
 use crate::batch::retry::{self, Outcome};
+use crate::spool::Spool;
+
+/// The SQS integration.
+pub struct SqsIntegration;
+
+impl Integration for SqsIntegration {
+    fn actions(&self) -> &'static [Action] {
+        &[Action::SqsSendMessage, Action::SqsSendMessageBatch]
+    }
+
+    fn batch_caps(&self, action: Action, _aggregate: bool) -> Option<BatchCaps> {
+        (action == Action::SqsSendMessageBatch).then_some(BatchCaps {
+            max_records: MAX_BATCH,
+            max_bytes: MAX_BATCH_BYTES,
+        })
+    }
+
+    /// FIFO queues: resending only a batch's failed entries could reorder a message group,
+    /// so batching is on only when asked for.
+    fn batches_by_default(&self, _action: Action, target: &str) -> bool {
+        !target.ends_with(".fifo")
+    }
+
+    fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a> {
+        let sqs = &clients.sqs;
+        match call.action {
+            Action::SqsSendMessageBatch => Box::pin(send_message_batch(
+                sqs,
+                call.target,
+                call.rendered,
+                call.deadline,
+            )),
+            _ => Box::pin(send_message(sqs, call.target, call.rendered)),
+        }
+    }
+
+    fn batcher(
+        &self,
+        clients: &Clients,
+        route: BatchRoute<'_>,
+        _spool: Option<&Spool>,
+    ) -> Option<Box<dyn Batched>> {
+        if route.action != Action::SqsSendMessageBatch {
+            return None;
+        }
+        let sink = SqsSink {
+            sqs: clients.sqs.clone(),
+            queue: route.target.to_string(),
+        };
+        Some(batched::start(sink, route))
+    }
+}
+
+/// SQS `SendMessageBatch` to one queue.
+pub struct SqsSink {
+    pub sqs: Sqs,
+    pub queue: String,
+}
+
+impl Sink for SqsSink {
+    type Item = SendMessageBatchRequestEntry;
+    type Output = Outcome<Json>;
+
+    fn size(item: &SendMessageBatchRequestEntry) -> usize {
+        item.message_body().len()
+    }
+
+    async fn put(
+        &self,
+        items: Vec<SendMessageBatchRequestEntry>,
+        deadline: Instant,
+    ) -> Result<Vec<Outcome<Json>>, IntegrationError> {
+        put_entries(&self.sqs, &self.queue, &items, deadline).await
+    }
+}
+
+impl BatchSink for SqsSink {
+    /// Whether the request was a form, and its entries' ids: only they are needed for the
+    /// answer; the entries move into the batch.
+    type Request = (bool, Vec<String>);
+
+    fn parse(
+        target: Option<&str>,
+        rendered: &str,
+    ) -> Result<((bool, Vec<String>), Vec<SendMessageBatchRequestEntry>), IntegrationError> {
+        let (form, _, entries) = parse_send_message_batch(target, rendered)?;
+        Ok(((form, ids(&entries)), entries))
+    }
+
+    fn answer(
+        (form, ids): (bool, Vec<String>),
+        results: &[Outcome<Json>],
+    ) -> Result<Json, IntegrationError> {
+        batch_response(form, &ids, results)
+    }
+}
 
 /// Entries per `SendMessageBatch` call (service limit).
 pub const MAX_BATCH: usize = 10;
@@ -332,7 +435,7 @@ pub async fn put_entries(
     sqs: &Sqs,
     queue: &str,
     entries: &[SendMessageBatchRequestEntry],
-    deadline: tokio::time::Instant,
+    deadline: Instant,
 ) -> Result<Vec<Outcome<Json>>, IntegrationError> {
     let action = Action::SqsSendMessageBatch;
     let url = sqs.url(action, queue).await?;
@@ -436,7 +539,7 @@ pub async fn send_message_batch(
     sqs: &Sqs,
     target: Option<&str>,
     rendered: &str,
-    deadline: tokio::time::Instant,
+    deadline: Instant,
 ) -> Result<Json, IntegrationError> {
     let (form, queue, entries) = parse_send_message_batch(target, rendered)?;
     let outcomes = put_entries(sqs, &queue, &entries, deadline).await?;

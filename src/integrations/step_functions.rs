@@ -10,7 +10,29 @@ use aws_sdk_sfn::error::BoxError;
 use serde_json::{Map, Value as Json, json};
 
 use super::request::{invalid, json_object, opt_string, resolve_target};
-use super::{Action, IntegrationError, classify};
+use super::{Action, Call, CallFuture, Clients, Integration, IntegrationError, classify};
+
+/// The Step Functions integration (no batching: an execution is one request's).
+pub struct StepFunctions;
+
+impl Integration for StepFunctions {
+    fn actions(&self) -> &'static [Action] {
+        &[
+            Action::StatesStartExecution,
+            Action::StatesStartSyncExecution,
+        ]
+    }
+
+    fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a> {
+        let sfn = &clients.sfn;
+        match call.action {
+            Action::StatesStartSyncExecution => {
+                Box::pin(start_sync_execution(sfn, call.target, call.rendered))
+            }
+            _ => Box::pin(start_execution(sfn, call.target, call.rendered)),
+        }
+    }
+}
 
 /// The Step Functions client and the state machine ARNs it has looked up by name.
 #[derive(Clone, Debug)]

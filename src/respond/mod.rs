@@ -1,5 +1,11 @@
-//! Responses: the only place that chooses HTTP status codes. Errors get API Gateway's
-//! bodies (`{"message": ...}`) and `x-amzn-ErrorType`; internal detail stays in the log.
+//! The respond stage, and the only place that chooses HTTP status codes. Errors get API
+//! Gateway's bodies (`{"message": ...}`) and `x-amzn-ErrorType`; internal detail stays in
+//! the log. The service's answers go through the route's integration responses
+//! ([`integration`]); the gateway's own errors through the configured gateway responses
+//! ([`gateway`]).
+
+pub mod gateway;
+pub mod integration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, header};
@@ -221,35 +227,6 @@ pub fn response_type(e: &GatewayError) -> &'static str {
         | ErrorKind::RecordsRejected(_)
         | ErrorKind::Overloaded
         | ErrorKind::SpoolFull => "",
-    }
-}
-
-/// Which configured gateway response applies to an error answered with `status`: the one
-/// for its type, or else for its class (`DEFAULT_4XX`, `DEFAULT_5XX`).
-pub fn gateway_response_for(
-    status: StatusCode,
-    e: &GatewayError,
-    configured: &[(String, crate::config::GatewayResponse)],
-) -> Option<usize> {
-    let class = if status.is_client_error() {
-        "DEFAULT_4XX"
-    } else {
-        "DEFAULT_5XX"
-    };
-    let kind = response_type(e);
-    configured
-        .iter()
-        .position(|(k, _)| k == kind)
-        .or_else(|| configured.iter().position(|(k, _)| k == class))
-}
-
-/// Sets a gateway response's status and headers.
-pub fn apply_gateway_response(resp: &mut Response<Body>, r: &crate::config::GatewayResponse) {
-    if let Some(status) = r.status.and_then(|s| StatusCode::from_u16(s).ok()) {
-        *resp.status_mut() = status;
-    }
-    for (name, value) in &r.headers {
-        resp.headers_mut().insert(name.clone(), value.clone());
     }
 }
 

@@ -40,8 +40,6 @@
 //! a damaged frame in the middle of an older segment (a bad disk block, not a crash) loses
 //! the rest of that segment, and recovery says how many bytes.
 
-use crate::integrations::kinesis::Entry;
-
 /// The first bytes of every segment file.
 pub const MAGIC: &[u8; 8] = b"IGSPOOL1";
 /// Bytes before a segment's first frame.
@@ -51,8 +49,9 @@ pub const FRAME_OVERHEAD: u64 = 8;
 /// The largest payload a frame may carry (a record is at most 1 MiB plus its keys).
 pub const MAX_PAYLOAD: u32 = 8 << 20;
 
-const KINESIS: u8 = 1;
-const FIREHOSE: u8 = 2;
+/// The first byte of a payload: which kind of record it is (see [`Record`]).
+pub const KINESIS: u8 = 1;
+pub const FIREHOSE: u8 = 2;
 
 /// Appends one frame holding `payload` to `out`.
 pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
@@ -103,7 +102,9 @@ pub fn scan(buf: &[u8]) -> Scanned {
     out
 }
 
-/// A record that can be spooled: written as a frame payload and read back.
+/// A record that can be spooled: written as a frame payload and read back. The integration
+/// whose records they are implements it (Kinesis entries in `integrations::kinesis`), in
+/// the layout above, with the kind byte first.
 pub trait Record: Clone + Send + Sync + 'static {
     fn encode(&self, out: &mut Vec<u8>);
     /// `None` for a payload of another kind or a damaged one.
@@ -116,35 +117,7 @@ pub trait Record: Clone + Send + Sync + 'static {
     }
 }
 
-impl Record for Entry {
-    fn encode(&self, out: &mut Vec<u8>) {
-        let ehk = self.explicit_hash_key.as_deref().unwrap_or("");
-        out.reserve(5 + self.partition_key.len() + ehk.len() + self.data.len());
-        out.push(KINESIS);
-        // Keys are bounded by the parse (256 and 38 characters), far below u16::MAX.
-        out.extend_from_slice(&(self.partition_key.len() as u16).to_le_bytes());
-        out.extend_from_slice(self.partition_key.as_bytes());
-        out.extend_from_slice(&(ehk.len() as u16).to_le_bytes());
-        out.extend_from_slice(ehk.as_bytes());
-        out.extend_from_slice(&self.data);
-    }
-
-    fn decode(payload: &[u8]) -> Option<Entry> {
-        let (&kind, rest) = payload.split_first()?;
-        if kind != KINESIS {
-            return None;
-        }
-        let (pk, rest) = take_str(rest)?;
-        let (ehk, data) = take_str(rest)?;
-        Some(Entry {
-            data: data.to_vec(),
-            partition_key: pk.to_string(),
-            explicit_hash_key: (!ehk.is_empty()).then(|| ehk.to_string()),
-        })
-    }
-}
-
-/// A Firehose record: its data.
+/// Bytes as they are (a Firehose record: its data).
 impl Record for Vec<u8> {
     fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(1 + self.len());
@@ -160,8 +133,14 @@ impl Record for Vec<u8> {
     }
 }
 
+/// Appends a `u16 LE` length and the text (at most `u16::MAX` bytes: the caller bounds it).
+pub fn put_str(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
 /// A `u16 LE` length, that many bytes of UTF-8, and the rest.
-fn take_str(b: &[u8]) -> Option<(&str, &[u8])> {
+pub fn take_str(b: &[u8]) -> Option<(&str, &[u8])> {
     let len = u16::from_le_bytes(b.get(0..2)?.try_into().ok()?) as usize;
     let s = std::str::from_utf8(b.get(2..2 + len)?).ok()?;
     Some((s, &b[2 + len..]))
@@ -228,23 +207,9 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let e = Entry {
-            data: b"{\"a\":1}\n".to_vec(),
-            partition_key: "user-\u{e9}".into(),
-            explicit_hash_key: Some("123".into()),
-        };
-        assert_eq!(Entry::decode(&e.to_payload()), Some(e.clone()));
-        let plain = Entry {
-            explicit_hash_key: None,
-            data: Vec::new(),
-            ..e
-        };
-        assert_eq!(Entry::decode(&plain.to_payload()), Some(plain));
         let f = b"line\n".to_vec();
         assert_eq!(Vec::<u8>::decode(&f.to_payload()), Some(f.clone()));
-        // A payload of the other kind, or cut short, is not a record.
-        assert_eq!(Entry::decode(&f.to_payload()), None);
-        assert_eq!(Entry::decode(&[KINESIS, 9, 0, b'a']), None);
+        assert_eq!(Vec::<u8>::decode(&[KINESIS, 1, 0, b'k', 0, 0]), None);
         assert_eq!(Vec::<u8>::decode(&[]), None);
     }
 

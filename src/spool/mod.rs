@@ -2,8 +2,10 @@
 //! record) go to an append-only log on local disk, the client is acknowledged, and a replayer
 //! delivers them in order once the upstream takes them.
 //!
-//! Off by default; on per route or for every route that can spool (Kinesis `PutRecords` and
-//! Firehose `PutRecordBatch` routes that batch). The shape of the module:
+//! Off by default; on per route or for every route that can spool (batched routes of the
+//! actions whose integration says so: Kinesis `PutRecords` and Firehose `PutRecordBatch`).
+//! The spool does not know which integration drains it: it stores [`Record`]s and replays
+//! them through a [`Sink`]. The shape of the module:
 //!
 //! - [`format`](mod@format): the bytes on disk (pure).
 //! - [`log`]: one route's segment files, cursor and crash recovery (blocking I/O).
@@ -29,7 +31,6 @@ use tokio::time::Instant;
 
 use crate::batch::Sink;
 use crate::batch::retry::Outcome;
-use crate::integrations::kinesis::EntryResult;
 use crate::telemetry::SpoolMetrics;
 pub use format::Record;
 pub use log::{Log, Recovered, Status};
@@ -101,16 +102,6 @@ pub trait Delivered {
     fn delivered(&self) -> bool;
     /// Refused for good: sending it again will not help (a KMS key that denies, say).
     fn refused(&self) -> bool;
-}
-
-impl Delivered for EntryResult {
-    fn delivered(&self) -> bool {
-        matches!(self, EntryResult::Ok { .. })
-    }
-
-    fn refused(&self) -> bool {
-        matches!(self, EntryResult::Failed { code, .. } if !crate::batch::policy::retryable_record_error(code))
-    }
 }
 
 impl<R> Delivered for Outcome<R> {

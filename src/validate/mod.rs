@@ -29,12 +29,9 @@ impl std::fmt::Debug for Validator {
     }
 }
 
-/// Why a request is invalid: API Gateway's message, and (when the route asks) the list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub message: String,
-    pub errors: Option<Vec<Json>>,
-}
+pub mod body;
+
+pub use crate::error::Invalid;
 
 /// Compiles a JSON Schema: draft 4 (API Gateway's) unless `$schema` names a draft.
 pub fn compile_schema(schema: &Json) -> Result<jsonschema::Validator, String> {

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 
 use md5::{Digest, Md5};
 
-use super::kinesis::Entry;
+use super::Entry;
 
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 /// Largest aggregate (data plus partition key): one 25 KB PUT payload unit.

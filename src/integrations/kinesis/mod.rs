@@ -1,17 +1,115 @@
-//! Kinesis Data Streams: `PutRecord` and `PutRecords`.
+//! Kinesis Data Streams: `PutRecord` and `PutRecords`. `PutRecords` routes batch across
+//! requests ([`sink`]), optionally KPL-aggregated ([`kpl`]), and can spool.
+
+pub mod kpl;
+pub mod sink;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use serde_json::{Map, Value as Json, json};
 
-use crate::batch::policy;
 use crate::batch::retry::{self, Outcome};
+use crate::spool::Spool;
+use crate::upstream::retryable_record_error;
 
+use super::batched::{self, Batched};
 use super::request::{
     batch_item, batch_items, data, invalid, json_object, opt_string, resolve_target, string,
 };
-use super::{Action, IntegrationError, classify};
+use super::{
+    Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, DrainFuture, Integration,
+    IntegrationError, classify,
+};
+use sink::KinesisSink;
+
+/// The Kinesis Data Streams integration.
+pub struct Kinesis;
+
+impl Integration for Kinesis {
+    fn actions(&self) -> &'static [Action] {
+        &[Action::KinesisPutRecord, Action::KinesisPutRecords]
+    }
+
+    fn batch_caps(&self, action: Action, aggregate: bool) -> Option<BatchCaps> {
+        // Aggregated, the caps count user records: many fit in one upstream record.
+        match (action, aggregate) {
+            (Action::KinesisPutRecords, false) => Some(BatchCaps {
+                max_records: MAX_RECORDS,
+                max_bytes: MAX_BATCH_BYTES,
+            }),
+            (Action::KinesisPutRecords, true) => Some(BatchCaps {
+                max_records: AGGREGATED_MAX_RECORDS,
+                max_bytes: AGGREGATED_MAX_BYTES,
+            }),
+            _ => None,
+        }
+    }
+
+    fn aggregates(&self, action: Action) -> bool {
+        action == Action::KinesisPutRecords
+    }
+
+    fn spools(&self, action: Action) -> bool {
+        action == Action::KinesisPutRecords
+    }
+
+    fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a> {
+        let client = &clients.kinesis;
+        match call.action {
+            Action::KinesisPutRecords => Box::pin(put_records(
+                client,
+                call.target,
+                call.rendered,
+                call.deadline,
+            )),
+            _ => Box::pin(put_record(client, call.target, call.rendered)),
+        }
+    }
+
+    fn batcher(
+        &self,
+        clients: &Clients,
+        route: BatchRoute<'_>,
+        spool: Option<&Spool>,
+    ) -> Option<Box<dyn Batched>> {
+        if route.action != Action::KinesisPutRecords {
+            return None;
+        }
+        Some(batched::start_spooling(
+            || sink(clients, route),
+            route,
+            spool,
+        ))
+    }
+
+    fn drain<'a>(
+        &'a self,
+        clients: &'a Clients,
+        route: BatchRoute<'a>,
+        spool: &'a Spool,
+    ) -> Option<DrainFuture<'a>> {
+        self.spools(route.action).then(|| {
+            Box::pin(spool.drain(sink(clients, route), route.replay_limits())) as DrainFuture<'a>
+        })
+    }
+}
+
+/// A batched route's sink: its stream, aggregated when the route asks.
+fn sink(clients: &Clients, route: BatchRoute<'_>) -> KinesisSink {
+    KinesisSink::new(
+        clients.kinesis.clone(),
+        StreamRef::from_target(route.target),
+        route.policy.aggregate,
+        route.name.to_string(),
+    )
+}
+
+/// User records per batch when aggregating, at most.
+pub const AGGREGATED_MAX_RECORDS: usize = 50_000;
+/// User bytes per batch when aggregating, at most: 5 MiB less room for the aggregates'
+/// framing, so one batch stays one `PutRecords` call.
+pub const AGGREGATED_MAX_BYTES: usize = 4_718_592;
 
 /// Records per `PutRecords` call (service limit).
 pub const MAX_RECORDS: usize = 500;
@@ -137,6 +235,23 @@ pub struct StreamRef {
     pub arn: Option<String>,
 }
 
+impl StreamRef {
+    /// A route's target: a stream name or ARN.
+    pub fn from_target(target: &str) -> StreamRef {
+        if target.starts_with("arn:") {
+            StreamRef {
+                name: None,
+                arn: Some(target.to_string()),
+            }
+        } else {
+            StreamRef {
+                name: Some(target.to_string()),
+                arn: None,
+            }
+        }
+    }
+}
+
 /// Reads a rendered PutRecords request: its stream (checked against the target) and records.
 pub fn parse_put_records(
     target: Option<&str>,
@@ -201,7 +316,7 @@ pub async fn put_entries(
                 Some(code) => Outcome::Failed {
                     code: code.to_string(),
                     message: r.error_message().unwrap_or_default().to_string(),
-                    retryable: policy::retryable_record_error(code),
+                    retryable: retryable_record_error(code),
                 },
             })
             .collect())
@@ -223,7 +338,7 @@ pub async fn put_entries(
 pub async fn open_shards(
     client: &Client,
     stream: &StreamRef,
-) -> Result<Vec<super::kpl::ShardRange>, IntegrationError> {
+) -> Result<Vec<kpl::ShardRange>, IntegrationError> {
     let action = Action::KinesisPutRecords;
     let mut ranges = Vec::new();
     let mut token: Option<String> = None;
@@ -250,7 +365,7 @@ pub async fn open_shards(
                 continue;
             };
             if !closed {
-                ranges.push(super::kpl::ShardRange { start, end });
+                ranges.push(kpl::ShardRange { start, end });
             }
         }
         match out.next_token() {
@@ -289,7 +404,7 @@ pub fn records_response(results: &[EntryResult]) -> Result<Json, IntegrationErro
         total: results.len(),
         retryable: results.iter().all(|r| match r {
             EntryResult::Failed { code, .. } => {
-                policy::retryable_record_error(code) || code == "ServiceUnavailable"
+                retryable_record_error(code) || code == "ServiceUnavailable"
             }
             EntryResult::Ok { .. } => true,
         }),

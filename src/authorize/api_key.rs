@@ -1,0 +1,51 @@
+//! The API key authorizer: the key a request presents (the `x-api-key` header, or the
+//! route's query parameter), checked against the key store and the key's usage plan
+//! (throttle and quota), and the route and account throttles, which apply with or without a
+//! key.
+
+use super::Identity;
+use crate::auth::{Authorizer, Denied};
+use crate::config::RouteConfig;
+use crate::error::{ErrorKind, GatewayError};
+use crate::request::Request;
+
+/// Admits the request or refuses it (403, 429); records the key in `identity`.
+pub fn authorize(
+    auth: &Authorizer,
+    route: usize,
+    config: &RouteConfig,
+    req: &Request,
+    identity: &mut Identity,
+) -> Result<(), GatewayError> {
+    let presented = presented(req, config);
+    let admitted = auth
+        .authorize(route, presented.as_deref(), req.received_epoch_ms)
+        .map_err(denied)?;
+    if let Some(key) = admitted.key {
+        identity.api_key = presented;
+        identity.api_key_id = Some(key.id.clone());
+    }
+    identity.quota = admitted.quota;
+    Ok(())
+}
+
+/// The key a request presents: the `x-api-key` header, or the route's query parameter.
+fn presented(req: &Request, route: &RouteConfig) -> Option<String> {
+    req.header("x-api-key").or_else(|| {
+        let name = route.api_key_query.as_deref()?;
+        req.query_param(name).map(str::to_string)
+    })
+}
+
+fn denied(d: Denied) -> GatewayError {
+    match d {
+        Denied::Forbidden(reason) => GatewayError::new(ErrorKind::Forbidden, reason),
+        Denied::Throttled { retry_after, scope } => GatewayError::new(
+            ErrorKind::Throttled { retry_after },
+            format!("{scope} throttle"),
+        ),
+        Denied::QuotaExceeded { retry_after } => {
+            GatewayError::new(ErrorKind::QuotaExceeded { retry_after }, "quota exceeded")
+        }
+    }
+}

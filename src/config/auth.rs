@@ -1,0 +1,145 @@
+//! `[auth]` and `[usage_plans.NAME]`: the key store, the gateway-wide throttle, and the
+//! plans keys belong to (throttles and quotas).
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Validator;
+use crate::auth::plans::{Period, Quota, Throttle, UsagePlan};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// The SQLite key store (default `keys.db` next to this file). The CLI's `keys`
+    /// commands write it; the server picks changes up within a second.
+    pub key_store: Option<String>,
+    /// Gateway-wide throttle (default rate 10000, burst 5000, as an AWS account).
+    pub account_throttle: Option<RawThrottle>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsagePlan {
+    /// Per key: steady rate and burst.
+    pub throttle: Option<RawThrottle>,
+    /// Per key and route, by `"METHOD /path"` as the route declares them.
+    #[serde(default)]
+    pub route_throttles: IndexMap<String, RawThrottle>,
+    pub quota: Option<RawQuota>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    /// Requests per period.
+    pub limit: u64,
+    /// `DAY`, `WEEK` (from Monday) or `MONTH`, in UTC.
+    pub period: String,
+    /// Requests already counted in the period a key is created in.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThrottle {
+    /// Requests per second refilled (fractions allowed).
+    pub rate: f64,
+    /// Bucket size: requests allowed at once.
+    pub burst: u32,
+}
+
+impl Validator<'_> {
+    pub(super) fn throttle(&mut self, t: RawThrottle, what: &str) -> Option<Throttle> {
+        let throttle = Throttle {
+            rate: t.rate,
+            burst: t.burst,
+        };
+        if crate::auth::bucket(throttle).is_none() {
+            self.error(
+                None,
+                format!("{what}: rate must be above 0 and burst at least 1"),
+            );
+            return None;
+        }
+        Some(throttle)
+    }
+
+    pub(super) fn usage_plan(
+        &mut self,
+        name: &str,
+        p: &Spanned<RawUsagePlan>,
+        routes: &[String],
+    ) -> UsagePlan {
+        let span = Some(p.span());
+        let r = p.get_ref();
+        let throttle = r
+            .throttle
+            .and_then(|t| self.throttle(t, &format!("usage plan {name}: throttle")));
+        let mut route_throttles = Vec::new();
+        for (route, t) in &r.route_throttles {
+            if !routes.contains(route) {
+                self.error(
+                    span.clone(),
+                    format!("usage plan {name}: no route {route:?} (routes are named like \"POST /v1/events\")"),
+                );
+            } else if let Some(t) = self.throttle(*t, &format!("usage plan {name}: {route}")) {
+                route_throttles.push((route.clone(), t));
+            }
+        }
+        let quota = r
+            .quota
+            .as_ref()
+            .and_then(|q| match Period::parse(&q.period) {
+                Some(period) if q.limit > 0 => Some(Quota {
+                    limit: q.limit,
+                    period,
+                    offset: q.offset,
+                }),
+                Some(_) => {
+                    self.error(
+                        span.clone(),
+                        format!("usage plan {name}: quota limit must be at least 1"),
+                    );
+                    None
+                }
+                None => {
+                    self.error(
+                        span.clone(),
+                        format!("usage plan {name}: quota period must be DAY, WEEK or MONTH"),
+                    );
+                    None
+                }
+            });
+        UsagePlan {
+            name: name.to_string(),
+            throttle,
+            route_throttles,
+            quota,
+        }
+    }
+
+    /// `[auth]` and `[usage_plans]`: the key store, the account throttle and the plans.
+    pub(super) fn auth(
+        &mut self,
+        raw: &RawAuth,
+        plans: &IndexMap<String, Spanned<RawUsagePlan>>,
+        routes: &[String],
+        base: &std::path::Path,
+    ) -> (std::path::PathBuf, Option<Throttle>, Vec<UsagePlan>) {
+        let account_throttle = match raw.account_throttle {
+            Some(t) => self.throttle(t, "auth.account_throttle"),
+            None => Some(Throttle {
+                rate: 10_000.0,
+                burst: 5_000,
+            }),
+        };
+        let usage_plans = plans
+            .iter()
+            .map(|(name, p)| self.usage_plan(name, p, routes))
+            .collect();
+        let key_store = base.join(raw.key_store.as_deref().unwrap_or("keys.db"));
+        (key_store, account_throttle, usage_plans)
+    }
+}

@@ -1,0 +1,82 @@
+//! `[resources]`: what `ingest-gateway provision` creates, checked for references that do
+//! not resolve (the declarations themselves are `integrations::provision`'s).
+
+use super::Validator;
+use crate::integrations::provision::Resources;
+
+impl Validator<'_> {
+    pub(super) fn resources(&mut self, res: &Resources) {
+        let streams: Vec<&str> = res
+            .kinesis_streams
+            .iter()
+            .map(|s| s.get_ref().name.as_str())
+            .collect();
+        let buckets: Vec<&str> = res
+            .s3_buckets
+            .iter()
+            .map(|b| b.get_ref().name.as_str())
+            .collect();
+        let queues: Vec<&str> = res
+            .sqs_queues
+            .iter()
+            .map(|q| q.get_ref().name.as_str())
+            .collect();
+        for s in &res.kinesis_streams {
+            if s.get_ref().shards.is_some_and(|n| n < 1) {
+                self.error(Some(s.span()), "kinesis stream shards must be at least 1");
+            }
+        }
+        for d in &res.firehose_delivery_streams {
+            let d_ref = d.get_ref();
+            if let Some(source) = &d_ref.source_stream
+                && !streams.contains(&source.as_str())
+            {
+                self.error(Some(d.span()), format!("delivery stream {}: source_stream {:?} is not declared under kinesis_streams", d_ref.name, d_ref.source_stream));
+            }
+            if !buckets.contains(&d_ref.bucket.as_str()) {
+                self.error(
+                    Some(d.span()),
+                    format!(
+                        "delivery stream {}: bucket {:?} is not declared under s3_buckets",
+                        d_ref.name, d_ref.bucket
+                    ),
+                );
+            }
+        }
+        for q in &res.sqs_queues {
+            let q_ref = q.get_ref();
+            if let Some(dlq) = &q_ref.dead_letter_queue
+                && !queues.contains(&dlq.as_str())
+            {
+                self.error(
+                    Some(q.span()),
+                    format!(
+                        "queue {}: dead_letter_queue {dlq:?} is not declared under sqs_queues",
+                        q_ref.name
+                    ),
+                );
+            }
+            if q_ref.content_based_deduplication && !q_ref.name.ends_with(".fifo") {
+                self.error(
+                    Some(q.span()),
+                    format!(
+                        "queue {}: content_based_deduplication needs a FIFO queue (.fifo)",
+                        q_ref.name
+                    ),
+                );
+            }
+        }
+        for m in &res.state_machines {
+            let kind = m.get_ref().kind.as_deref().unwrap_or("STANDARD");
+            if kind != "STANDARD" && kind != "EXPRESS" {
+                self.error(
+                    Some(m.span()),
+                    format!(
+                        "state machine {}: kind must be STANDARD or EXPRESS",
+                        m.get_ref().name
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! `[[routes]]`: method and path, the action and target, templates, timeout, keys and
+//! throttle, batching (see `batch`), the spool mode, validation and integration responses
+//! (see `responses`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Validator;
+use super::auth::RawThrottle;
+use super::batch::RawBatch;
+use super::responses::{HeaderSource, IntegrationResponse, RawResponse};
+use crate::auth::plans::Throttle;
+use crate::integrations::Action;
+use crate::route::PathTemplate;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// HTTP method (`GET`, `POST`, ... or `ANY`).
+    pub method: Spanned<String>,
+    /// Path with `{param}` segments and an optional final greedy `{name+}`.
+    pub path: Spanned<String>,
+    /// The AWS action, IAM-style: `kinesis:PutRecord`, `kinesis:PutRecords`,
+    /// `firehose:PutRecord`, `firehose:PutRecordBatch`, `sqs:SendMessage`,
+    /// `sqs:SendMessageBatch`, `states:StartExecution`, `states:StartSyncExecution`.
+    pub action: Spanned<String>,
+    /// The stream, delivery stream, queue or state machine the route writes to (name or
+    /// ARN). When set, a rendered request that names another target is refused, so request
+    /// data cannot redirect writes; it is also what `iam-policy` grants.
+    pub target: Option<Spanned<String>>,
+    /// Request templates by content type (`application/json` = "mappings/x.vtl").
+    #[serde(default)]
+    pub request_templates: IndexMap<String, Spanned<String>>,
+    /// `when_no_match` (default), `when_no_templates` or `never`, as API Gateway.
+    pub passthrough: Option<Spanned<String>>,
+    /// Template rendering the client's response from the service's JSON response.
+    pub response_template: Option<Spanned<String>>,
+    /// Upstream call timeout for this route (default `server.integration_timeout`).
+    pub timeout: Option<Spanned<String>>,
+    /// Integration responses: how the service's answer becomes the client's response.
+    #[serde(default)]
+    pub responses: Vec<Spanned<RawResponse>>,
+    /// Whether callers must present an API key (`x-api-key` header).
+    #[serde(default)]
+    pub api_key_required: bool,
+    /// A query parameter that may carry the key instead, for browsers and pixels.
+    pub api_key_query: Option<String>,
+    /// A throttle for the whole route, all callers together.
+    pub throttle: Option<RawThrottle>,
+    /// Send `X-RateLimit-Limit`, `-Remaining` and `-Reset` for the key's quota.
+    #[serde(default)]
+    pub rate_limit_headers: bool,
+    /// Batching across requests (`kinesis:PutRecords`, `firehose:PutRecordBatch` and
+    /// `sqs:SendMessageBatch` routes with a `target`; on by default for them, except FIFO
+    /// queues): `false`, or `{ linger = "5ms", max_records = 500, max_bytes = 5242880 }`.
+    pub batch: Option<RawBatch>,
+    /// `off`, `fallback` or `always` (default: `spool.mode`); see `[spool]`.
+    pub spool: Option<Spanned<String>>,
+    /// A JSON Schema file the body must match (draft 4, as API Gateway's models, unless its
+    /// `$schema` names another draft); otherwise 400 `Invalid request body`.
+    pub request_model: Option<Spanned<String>>,
+    /// Parameters requests must carry: `{ path = [...], querystring = [...], header = [...] }`;
+    /// otherwise 400 `Missing required request parameters: [...]`.
+    pub required_parameters: Option<Spanned<RawRequiredParameters>>,
+    /// Validation failures also list what failed and where (`errors` in the 400 body).
+    #[serde(default)]
+    pub validation_details: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequiredParameters {
+    #[serde(default)]
+    pub path: Vec<String>,
+    #[serde(default)]
+    pub querystring: Vec<String>,
+    #[serde(default)]
+    pub header: Vec<String>,
+}
+
+/// How a route treats a request whose content type has no template (API Gateway's
+/// `passthroughBehavior`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passthrough {
+    WhenNoMatch,
+    WhenNoTemplates,
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// `None` matches any method.
+    pub method: Option<http::Method>,
+    pub path: PathTemplate,
+    pub action: Action,
+    pub target: Option<String>,
+    /// Template files by lower-cased media type, in the file's order.
+    pub request_templates: Vec<(String, PathBuf)>,
+    pub passthrough: Passthrough,
+    pub response_template: Option<PathBuf>,
+    pub timeout: Duration,
+    pub responses: Vec<IntegrationResponse>,
+    pub api_key_required: bool,
+    pub api_key_query: Option<String>,
+    pub throttle: Option<Throttle>,
+    pub rate_limit_headers: bool,
+    /// Batching across requests, when on.
+    pub batch: Option<crate::batch::policy::BatchPolicy>,
+    /// When records go to the durable spool, if ever.
+    pub spool: Option<crate::spool::Mode>,
+    /// A JSON Schema file the body must match.
+    pub request_model: Option<PathBuf>,
+    pub required_parameters: RequiredParameters,
+    /// Validation failures list what failed and where.
+    pub validation_details: bool,
+}
+
+/// Parameters a route's requests must carry (header names lower-case).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequiredParameters {
+    pub path: Vec<String>,
+    pub querystring: Vec<String>,
+    pub header: Vec<String>,
+}
+impl RequiredParameters {
+    pub fn is_empty(&self) -> bool {
+        self.path.is_empty() && self.querystring.is_empty() && self.header.is_empty()
+    }
+}
+
+impl RouteConfig {
+    /// `"METHOD /path"`, as usage plans name routes.
+    pub fn name(&self) -> String {
+        format!(
+            "{} {}",
+            self.method.as_ref().map_or("ANY", http::Method::as_str),
+            self.path
+        )
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn route(
+        &mut self,
+        route: &Spanned<RawRoute>,
+        base: &Path,
+        default_timeout: Duration,
+        default_spool: Option<crate::spool::Mode>,
+    ) -> Option<RouteConfig> {
+        let r = route.get_ref();
+        let errors_before = self.errors.len();
+        let method = match r.method.get_ref().to_ascii_uppercase().as_str() {
+            "ANY" => None,
+            m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => {
+                Some(http::Method::from_bytes(m.as_bytes()).expect("a standard method"))
+            }
+            other => {
+                self.error(
+                    Some(r.method.span()),
+                    format!("unknown HTTP method {other:?}"),
+                );
+                None
+            }
+        };
+        let path = PathTemplate::parse(r.path.get_ref())
+            .map_err(|e| {
+                self.error(
+                    Some(r.path.span()),
+                    format!("path {:?}: {e}", r.path.get_ref()),
+                )
+            })
+            .ok();
+        let action = Action::parse(r.action.get_ref());
+        if action.is_none() {
+            self.error(
+                Some(r.action.span()),
+                format!(
+                    "unknown action {:?}; expected one of {}",
+                    r.action.get_ref(),
+                    Action::NAMES.join(", ")
+                ),
+            );
+        }
+        let request_model = r.request_model.as_ref().map(|m| {
+            let file = base.join(m.get_ref());
+            if !file.is_file() {
+                self.error(
+                    Some(m.span()),
+                    format!("model file {} does not exist", file.display()),
+                );
+            }
+            file
+        });
+        let required_parameters = match &r.required_parameters {
+            None => RequiredParameters::default(),
+            Some(req) => {
+                let names = path
+                    .as_ref()
+                    .map(PathTemplate::param_names)
+                    .unwrap_or_default();
+                for p in &req.get_ref().path {
+                    if !names.contains(&p.as_str()) {
+                        self.error(
+                            Some(req.span()),
+                            format!("required_parameters.path: {p:?} is not a parameter of the route's path"),
+                        );
+                    }
+                }
+                for h in &req.get_ref().header {
+                    if http::HeaderName::try_from(h.as_str()).is_err() {
+                        self.error(
+                            Some(req.span()),
+                            format!("required_parameters.header: {h:?} is not a header name"),
+                        );
+                    }
+                }
+                RequiredParameters {
+                    path: req.get_ref().path.clone(),
+                    querystring: req.get_ref().querystring.clone(),
+                    header: req
+                        .get_ref()
+                        .header
+                        .iter()
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect(),
+                }
+            }
+        };
+        let mut request_templates = Vec::new();
+        for (media, file) in &r.request_templates {
+            let path = base.join(file.get_ref());
+            if !path.is_file() {
+                self.error(
+                    Some(file.span()),
+                    format!("template file {} does not exist", path.display()),
+                );
+            }
+            request_templates.push((media.to_ascii_lowercase(), path));
+        }
+        let passthrough = match r
+            .passthrough
+            .as_ref()
+            .map(|p| (p.get_ref().to_ascii_lowercase(), p.span()))
+        {
+            None => Passthrough::WhenNoMatch,
+            Some((p, span)) => match p.as_str() {
+                "when_no_match" => Passthrough::WhenNoMatch,
+                "when_no_templates" => Passthrough::WhenNoTemplates,
+                "never" => Passthrough::Never,
+                _ => {
+                    self.error(
+                        Some(span),
+                        "passthrough: expected when_no_match, when_no_templates or never",
+                    );
+                    Passthrough::WhenNoMatch
+                }
+            },
+        };
+        let response_template = r.response_template.as_ref().map(|f| {
+            let path = base.join(f.get_ref());
+            if !path.is_file() {
+                self.error(
+                    Some(f.span()),
+                    format!("template file {} does not exist", path.display()),
+                );
+            }
+            path
+        });
+        let timeout = self.duration(r.timeout.as_ref(), default_timeout, "timeout");
+        let responses: Vec<IntegrationResponse> = r
+            .responses
+            .iter()
+            .map(|resp| self.response(resp, base))
+            .collect();
+        let throttle = r.throttle.and_then(|t| self.throttle(t, "route throttle"));
+        if r.api_key_query.as_ref().is_some_and(|q| q.is_empty()) {
+            self.error(
+                Some(route.span()),
+                "api_key_query must name a query parameter",
+            );
+        }
+        let batch = action.and_then(|a| self.batch(route, a, r.target.is_some()));
+        let header_from_upstream = responses.iter().any(|resp: &IntegrationResponse| {
+            resp.headers
+                .iter()
+                .any(|(_, s)| matches!(s, HeaderSource::ResponseHeader(_)))
+        });
+        if batch.is_some() && header_from_upstream {
+            self.error(
+                Some(route.span()),
+                "integration.response.header.* needs a route that does not batch (one call answers many requests there): set batch = false",
+            );
+        }
+        // Spooled records are replayed through the route's batch sink.
+        let can_spool = batch.is_some()
+            && action
+                .and_then(|a| Some((crate::integrations::of(a)?, a)))
+                .is_some_and(|(i, a)| i.spools(a));
+        let spool = match &r.spool {
+            None => default_spool.filter(|_| can_spool),
+            Some(v) => {
+                let mode = self.spool_mode(v, "spool");
+                if mode.is_some() && !can_spool {
+                    self.error(
+                        Some(v.span()),
+                        format!(
+                            "spool: works for {} routes that batch",
+                            super::batch::actions_that(|i, a| i.spools(a))
+                        ),
+                    );
+                }
+                mode
+            }
+        };
+        let (Some(path), Some(action)) = (path, action) else {
+            return None;
+        };
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(RouteConfig {
+            method,
+            path,
+            action,
+            target: r.target.as_ref().map(|t| t.get_ref().clone()),
+            request_templates,
+            passthrough,
+            response_template,
+            timeout,
+            responses,
+            api_key_required: r.api_key_required,
+            api_key_query: r.api_key_query.clone(),
+            throttle,
+            rate_limit_headers: r.rate_limit_headers,
+            batch,
+            spool,
+            request_model,
+            required_parameters,
+            validation_details: r.validation_details,
+        })
+    }
+
+    /// Every route, checked against the others and the server's settings.
+    pub(super) fn routes(
+        &mut self,
+        raw: &[Spanned<RawRoute>],
+        base: &Path,
+        server: &super::server::Server,
+        default_spool: Option<crate::spool::Mode>,
+    ) -> Vec<RouteConfig> {
+        let mut routes: Vec<RouteConfig> = Vec::new();
+        for route in raw {
+            if let Some(r) = self.route(route, base, server.integration_timeout, default_spool) {
+                let clash = routes.iter().any(|o| {
+                    o.path.shape() == r.path.shape()
+                        && (o.method.is_none() || r.method.is_none() || o.method == r.method)
+                });
+                if clash {
+                    self.error(
+                        Some(route.span()),
+                        format!(
+                            "route {} {} is declared twice",
+                            route.get_ref().method.get_ref(),
+                            r.path
+                        ),
+                    );
+                }
+                if r.timeout > server.request_timeout {
+                    self.error(
+                        Some(route.span()),
+                        format!(
+                            "route {}: timeout {:?} is longer than server.request_timeout {:?}, which would cut it short",
+                            r.name(),
+                            r.timeout,
+                            server.request_timeout
+                        ),
+                    );
+                }
+                routes.push(r);
+            }
+        }
+        if let Some(p) = &server.openapi_path
+            && routes.iter().any(|r| {
+                r.path.as_str() == p && r.method.as_ref().is_none_or(|m| m == http::Method::GET)
+            })
+        {
+            self.error(
+                None,
+                format!("a GET route on {p} clashes with server.openapi_path; set another path, or \"\" to turn the document off"),
+            );
+        }
+        routes
+    }
+}

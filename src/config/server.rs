@@ -1,0 +1,256 @@
+//! `[server]`, `[templates]` and `[aws]`: the listener, its timeouts and bounds, the
+//! template limits, and how the AWS clients are built.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{MAX_JSON_DEPTH, Validator};
+use crate::integrations::AwsSettings;
+use crate::vtl::Limits;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on (default `127.0.0.1:8080`); `serve --listen` overrides it.
+    pub listen: Option<Spanned<String>>,
+    /// Stage name, visible as `$context.stage` (default `prod`).
+    pub stage: Option<Spanned<String>>,
+    /// Largest request body accepted; larger gets 413 (default 10 MB, as API Gateway).
+    pub max_body_bytes: Option<Spanned<u64>>,
+    /// Default upstream call timeout for routes (default `29s`, as API Gateway).
+    pub integration_timeout: Option<Spanned<String>>,
+    /// Time to finish in-flight requests after SIGTERM/Ctrl-C (default `30s`).
+    pub shutdown_grace: Option<Spanned<String>>,
+    /// Time between SIGTERM (`/readyz` failing) and no longer accepting connections, so that
+    /// balancers take the node out first (default `0s`).
+    pub shutdown_delay: Option<Spanned<String>>,
+    /// Time a client has to send a request's headers, from the first byte (default `10s`).
+    pub header_read_timeout: Option<Spanned<String>>,
+    /// Time a keep-alive connection may wait for its next request (default `75s`: longer
+    /// than a balancer's idle timeout, as AWS ALB's 60 s, so the balancer closes first).
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Time a request may take from its headers to its response, all stages together
+    /// (default `60s`); past it the client gets 504. Routes' timeouts must fit within it.
+    pub request_timeout: Option<Spanned<String>>,
+    /// Time a client has to send a request's body, once its headers are in (default `30s`).
+    pub body_read_timeout: Option<Spanned<String>>,
+    /// Headers a request may have (default 100).
+    pub max_headers: Option<Spanned<u64>>,
+    /// Media types whose bodies are binary (`application/octet-stream`, `image/*`, `*/*`):
+    /// templates get them base64-encoded in `$input.body`, as API Gateway's
+    /// `binaryMediaTypes` (default none: bodies must be UTF-8 text).
+    #[serde(default)]
+    pub binary_media_types: Vec<String>,
+    /// Nesting a JSON body may have, 1 to 127 (default 127, the parser's own bound); deeper
+    /// bodies get 400 `Invalid request body`.
+    pub max_json_depth: Option<Spanned<u64>>,
+    /// Where the OpenAPI description of the routes is served (default `/openapi.json`;
+    /// `""` turns it off).
+    pub openapi_path: Option<Spanned<String>>,
+    /// Whether it includes the integration details (templates, targets, the
+    /// `x-amazon-apigateway-*` extensions) that let it be imported again (default `true`);
+    /// `false` describes the API for clients only.
+    pub openapi_extensions: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    /// AWS region (default: the standard chain, then `us-east-1`).
+    pub region: Option<String>,
+    /// Endpoint for every AWS client, e.g. a local emulator. `AWS_ENDPOINT_URL` also works.
+    pub endpoint_url: Option<String>,
+    /// Longest wait for one attempt of one AWS call (default `5s`); the SDK retries a failed
+    /// attempt, and the route's `timeout` bounds them all.
+    pub call_timeout: Option<Spanned<String>>,
+    /// Longest wait to connect to an AWS endpoint (default `2s`).
+    pub connect_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplateLimits {
+    /// `#foreach` iterations per loop (default 1000, as API Gateway).
+    pub max_loop_iterations: Option<usize>,
+    /// Evaluation steps per render (default 1,000,000).
+    pub max_steps: Option<u64>,
+    /// Largest rendered output in bytes (default 16 MiB).
+    pub max_output_bytes: Option<usize>,
+}
+
+/// The validated `[server]` and `[templates]` (spread into `Config`).
+pub(super) struct Server {
+    pub listen: SocketAddr,
+    pub stage: String,
+    pub max_body_bytes: usize,
+    pub integration_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub shutdown_delay: Duration,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_json_depth: usize,
+    pub max_headers: usize,
+    pub limits: Limits,
+    pub openapi_path: Option<String>,
+    pub openapi_extensions: bool,
+    pub binary_media_types: Vec<String>,
+}
+
+impl Validator<'_> {
+    pub(super) fn server(&mut self, raw: &RawServer, templates: &RawTemplateLimits) -> Server {
+        let listen = match &raw.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+                self.error(
+                    Some(l.span()),
+                    format!("server.listen: not an address:port: {:?}", l.get_ref()),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }),
+        };
+        let stage = match &raw.stage {
+            None => "prod".to_string(),
+            Some(s) => {
+                let ok = !s.get_ref().is_empty()
+                    && s.get_ref().len() <= 128
+                    && s.get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !ok {
+                    self.error(
+                        Some(s.span()),
+                        "server.stage: use 1-128 characters of A-Z a-z 0-9 _ -",
+                    );
+                }
+                s.get_ref().clone()
+            }
+        };
+        let max_body_bytes = match &raw.max_body_bytes {
+            None => 10 * 1024 * 1024,
+            Some(n) if *n.get_ref() == 0 => {
+                self.error(Some(n.span()), "server.max_body_bytes must be at least 1");
+                10 * 1024 * 1024
+            }
+            Some(n) => *n.get_ref() as usize,
+        };
+        let integration_timeout = self.duration(
+            raw.integration_timeout.as_ref(),
+            Duration::from_secs(29),
+            "server.integration_timeout",
+        );
+        let shutdown_grace = self.duration(
+            raw.shutdown_grace.as_ref(),
+            Duration::from_secs(30),
+            "server.shutdown_grace",
+        );
+        let shutdown_delay = self.duration(
+            raw.shutdown_delay.as_ref(),
+            Duration::ZERO,
+            "server.shutdown_delay",
+        );
+        let header_read_timeout = self.duration(
+            raw.header_read_timeout.as_ref(),
+            Duration::from_secs(10),
+            "server.header_read_timeout",
+        );
+        let body_read_timeout = self.duration(
+            raw.body_read_timeout.as_ref(),
+            Duration::from_secs(30),
+            "server.body_read_timeout",
+        );
+        let idle_timeout = self.duration(
+            raw.idle_timeout.as_ref(),
+            Duration::from_secs(75),
+            "server.idle_timeout",
+        );
+        let request_timeout = self.duration(
+            raw.request_timeout.as_ref(),
+            Duration::from_secs(60),
+            "server.request_timeout",
+        );
+        let max_json_depth = match &raw.max_json_depth {
+            None => MAX_JSON_DEPTH,
+            Some(n) if !(1..=MAX_JSON_DEPTH as u64).contains(n.get_ref()) => {
+                self.error(
+                    Some(n.span()),
+                    format!("server.max_json_depth must be 1 to {MAX_JSON_DEPTH}"),
+                );
+                MAX_JSON_DEPTH
+            }
+            Some(n) => *n.get_ref() as usize,
+        };
+        let max_headers = match &raw.max_headers {
+            None => 100,
+            Some(n) if !(1..=1000).contains(n.get_ref()) => {
+                self.error(Some(n.span()), "server.max_headers must be 1 to 1000");
+                100
+            }
+            Some(n) => *n.get_ref() as usize,
+        };
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_loop_iterations: templates
+                .max_loop_iterations
+                .unwrap_or(defaults.max_loop_iterations),
+            max_steps: templates.max_steps.unwrap_or(defaults.max_steps),
+            max_output_bytes: templates
+                .max_output_bytes
+                .unwrap_or(defaults.max_output_bytes),
+            ..defaults
+        };
+        let openapi_path = match &raw.openapi_path {
+            None => Some("/openapi.json".to_string()),
+            Some(p) if p.get_ref().is_empty() => None,
+            Some(p) => {
+                if !p.get_ref().starts_with('/') {
+                    self.error(Some(p.span()), "server.openapi_path must start with '/'");
+                }
+                Some(p.get_ref().clone())
+            }
+        };
+        Server {
+            listen,
+            stage,
+            max_body_bytes,
+            integration_timeout,
+            shutdown_grace,
+            shutdown_delay,
+            header_read_timeout,
+            body_read_timeout,
+            idle_timeout,
+            request_timeout,
+            max_json_depth,
+            max_headers,
+            limits,
+            openapi_path,
+            openapi_extensions: raw.openapi_extensions.unwrap_or(true),
+            binary_media_types: raw
+                .binary_media_types
+                .iter()
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    pub(super) fn aws(&mut self, raw: RawAws) -> AwsSettings {
+        AwsSettings {
+            call_timeout: self.duration(
+                raw.call_timeout.as_ref(),
+                Duration::from_secs(5),
+                "aws.call_timeout",
+            ),
+            connect_timeout: self.duration(
+                raw.connect_timeout.as_ref(),
+                Duration::from_secs(2),
+                "aws.connect_timeout",
+            ),
+            region: raw.region,
+            endpoint_url: raw.endpoint_url,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The dispatch stage: a rendered request reaches its upstream one of three ways.
+//!
+//! - **Direct**: one call of the route's integration for this request.
+//! - **Batched**: the request's records join other requests' in the route's batcher (see
+//!   `integrations::batched`); the request is answered from its own records' results.
+//! - **Spooled**: on a route with a spool, records go to the local durable spool instead:
+//!   always (`spool = "always"`, or while the spool is catching up after an outage), or when
+//!   the upstream did not take them by the route's deadline (`fallback`). The client then
+//!   gets 202 and the spool's replayer delivers them.
+
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use crate::batch::SubmitError;
+use crate::error::{ErrorKind, GatewayError};
+use crate::integrations::{
+    self, Action, Batched, Clients, Integration, IntegrationError, Submitted,
+};
+use crate::spool::{self, Spool};
+
+/// How one route reaches its upstream, fixed at start-up.
+pub struct Upstream {
+    pub integration: &'static dyn Integration,
+    pub action: Action,
+    pub target: Option<String>,
+    pub timeout: Duration,
+    /// Set when the route batches.
+    pub batched: Option<Box<dyn Batched>>,
+    /// Set when the route spools.
+    pub spool: Option<(Spool, spool::Mode)>,
+    /// Whether the route's responses read the service's response headers (direct calls only).
+    pub capture_headers: bool,
+}
+
+/// Where a request went.
+pub enum Dispatched {
+    /// To the upstream, with its answer and (when the route reads them) its response headers.
+    Upstream {
+        result: Result<Json, IntegrationError>,
+        headers: Vec<(String, String)>,
+    },
+    /// `spooled` of the request's `records` to the spool (the rest to the upstream).
+    Spooled { spooled: usize, records: usize },
+}
+
+/// Sends a rendered request to its upstream, or its records to the spool.
+pub async fn dispatch(
+    upstream: &Upstream,
+    clients: &Clients,
+    rendered: &str,
+) -> Result<Dispatched, GatewayError> {
+    let Some(batched) = &upstream.batched else {
+        let call = integrations::call(
+            upstream.integration,
+            clients,
+            upstream.action,
+            upstream.target.as_deref(),
+            rendered,
+            upstream.timeout,
+        );
+        let (result, headers) = if upstream.capture_headers {
+            integrations::headers::capturing(call).await
+        } else {
+            (call.await, Vec::new())
+        };
+        return Ok(Dispatched::Upstream { result, headers });
+    };
+    let answered = |result| Dispatched::Upstream {
+        result,
+        headers: Vec::new(),
+    };
+    let Some((spool, mode)) = &upstream.spool else {
+        let submitted = batched
+            .submit(rendered, upstream.timeout, false)
+            .await
+            .map_err(|e| overloaded(&e))?;
+        return Ok(match submitted {
+            Submitted::Answered(result) => answered(result),
+            // Without `keep`, everything is answered.
+            Submitted::Undelivered { .. } => answered(Err(IntegrationError::Timeout {
+                action: upstream.action,
+                timeout: upstream.timeout,
+            })),
+        });
+    };
+    if *mode == spool::Mode::Always || spool.spilling() {
+        let payloads = match batched.payloads(rendered) {
+            Ok(p) => p,
+            Err(e) => return Ok(answered(Err(e))),
+        };
+        let records = payloads.len();
+        return append(spool, payloads, records).await;
+    }
+    match batched.submit(rendered, upstream.timeout, true).await {
+        Ok(Submitted::Answered(result)) => Ok(answered(result)),
+        Ok(Submitted::Undelivered { payloads, records }) => {
+            spool.upstream_failing();
+            append(spool, payloads, records).await
+        }
+        Err(e) => Err(overloaded(&e)),
+    }
+}
+
+async fn append(
+    spool: &Spool,
+    payloads: Vec<Vec<u8>>,
+    records: usize,
+) -> Result<Dispatched, GatewayError> {
+    let spooled = payloads.len();
+    match spool.append(payloads).await {
+        Ok(()) => Ok(Dispatched::Spooled { spooled, records }),
+        Err(spool::SpoolError::Full) => Err(GatewayError::new(
+            ErrorKind::SpoolFull,
+            "the upstream is not taking records and the spool is full",
+        )),
+        Err(e) => Err(GatewayError::new(ErrorKind::Overloaded, e.to_string())),
+    }
+}
+
+/// The batcher could not take the request: come back shortly.
+fn overloaded(e: &SubmitError) -> GatewayError {
+    // Only the batcher's own refusals (a full queue, a stopped batcher) come here.
+    GatewayError::new(ErrorKind::Overloaded, e.to_string())
+}

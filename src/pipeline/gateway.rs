@@ -1,0 +1,258 @@
+//! The gateway, built once at start-up: the route table, every route's compiled templates
+//! and validation, the authorizer, and each route's way upstream (its integration, and the
+//! batcher and spool of routes that have them). Nothing here runs per request.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use governor::clock::DefaultClock;
+
+use crate::auth::{Authorizer, RouteAuth, Snapshot};
+use crate::config::Config;
+use crate::dispatch::Upstream;
+use crate::integrations::{self, BatchRoute, Clients};
+use crate::respond::gateway::GatewayResponses;
+use crate::respond::integration::{ResponseTemplates, reads_upstream_headers};
+use crate::route::RouteTable;
+use crate::spool::Spool;
+use crate::telemetry;
+use crate::validate::Validator;
+use crate::vtl::Template;
+
+/// Everything the gateway needs to serve, built once at start-up.
+pub struct Gateway {
+    pub config: Config,
+    pub routes: RouteTable,
+    pub compiled: Vec<CompiledRoute>,
+    pub clients: Clients,
+    pub auth: Arc<Authorizer>,
+    /// By route index: how each route reaches its upstream.
+    pub upstreams: Vec<Upstream>,
+    /// False once shutdown begins: `/readyz` fails so balancers stop sending traffic.
+    pub ready: AtomicBool,
+    /// By route index.
+    pub metrics: Vec<telemetry::RouteMetrics>,
+    /// For requests that match no route.
+    pub unmatched: telemetry::RouteMetrics,
+    /// The OpenAPI document `GET server.openapi_path` serves.
+    pub openapi: Option<String>,
+    /// The gateway's own error responses, as configured.
+    pub gateway_responses: GatewayResponses,
+}
+
+impl Gateway {
+    /// Builds the route table, starts the batchers (needs a tokio runtime), opens the spools
+    /// and starts their replayers, and registers the routes' metrics. Fails when a spool
+    /// cannot be opened (another process holds it, or the disk refuses).
+    pub fn new(
+        config: Config,
+        compiled: Vec<CompiledRoute>,
+        clients: Clients,
+        auth: Arc<Authorizer>,
+    ) -> std::io::Result<Gateway> {
+        // Handles registered before the recorder exists would record nothing.
+        let _ = telemetry::prometheus();
+        let routes = RouteTable::new(
+            config
+                .routes
+                .iter()
+                .map(|r| (r.method.clone(), r.path.clone())),
+        );
+        // What can fail without side effects first, before spools are locked and replayers
+        // start.
+        let gateway_responses =
+            GatewayResponses::compile(&config).map_err(|e| std::io::Error::other(e.join("\n")))?;
+        let openapi = match &config.openapi_path {
+            None => None,
+            Some(_) => Some(
+                crate::openapi::export::document(&config, config.openapi_extensions)
+                    .map_err(|e| std::io::Error::other(format!("the OpenAPI document: {e}")))?
+                    .to_string(),
+            ),
+        };
+        let upstreams = upstreams(&config, &clients)?;
+        let metrics = config
+            .routes
+            .iter()
+            .map(|r| telemetry::RouteMetrics::new(&r.name(), Some(r.action.name())))
+            .collect();
+        Ok(Gateway {
+            config,
+            routes,
+            compiled,
+            clients,
+            auth,
+            upstreams,
+            ready: AtomicBool::new(true),
+            metrics,
+            unmatched: telemetry::RouteMetrics::new("unmatched", None),
+            openapi,
+            gateway_responses,
+        })
+    }
+
+    /// The metrics of a route by index, or of unmatched requests.
+    pub fn route_metrics(&self, route: Option<usize>) -> &telemetry::RouteMetrics {
+        route
+            .and_then(|i| self.metrics.get(i))
+            .unwrap_or(&self.unmatched)
+    }
+}
+
+/// A route's templates and validation, compiled.
+pub struct CompiledRoute {
+    /// By lower-cased media type.
+    pub request_templates: Vec<(String, Template)>,
+    pub responses: ResponseTemplates,
+    /// Its request validation, when it has any.
+    pub validator: Option<Validator>,
+}
+
+/// Compiles every route's templates; errors name the file, line and column.
+pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<String>> {
+    let mut errors = Vec::new();
+    let validators: Vec<Option<Validator>> = config
+        .routes
+        .iter()
+        .map(|r| {
+            Validator::for_route(r)
+                .map_err(|e| errors.push(e))
+                .ok()
+                .flatten()
+        })
+        .collect();
+    let mut validators = validators.into_iter();
+    let mut load = |path: &std::path::Path| -> Option<Template> {
+        let name = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Err(e) => {
+                errors.push(format!("{name}: cannot read the template: {e}"));
+                None
+            }
+            Ok(source) => match Template::compile(&name, &source) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errors.push(format!("{e:#}"));
+                    None
+                }
+            },
+        }
+    };
+    let compiled: Vec<CompiledRoute> = config
+        .routes
+        .iter()
+        .map(|r| CompiledRoute {
+            validator: validators.next().flatten(),
+            request_templates: r
+                .request_templates
+                .iter()
+                .filter_map(|(media, path)| Some((media.clone(), load(path)?)))
+                .collect(),
+            responses: ResponseTemplates {
+                default: r.response_template.as_deref().and_then(&mut load),
+                by_response: r
+                    .responses
+                    .iter()
+                    .map(|resp| resp.template.as_deref().and_then(&mut load))
+                    .collect(),
+            },
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The authorizer for a configuration, with the keys and usage counts loaded from the store.
+pub fn authorizer(
+    config: &Config,
+    snapshot: Snapshot,
+    usage: Vec<(String, String, u64)>,
+) -> Authorizer {
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| RouteAuth {
+            name: r.name(),
+            key_required: r.api_key_required,
+            key_query: r.api_key_query.clone(),
+            throttle: r.throttle,
+        })
+        .collect();
+    Authorizer::new(
+        DefaultClock::default(),
+        config.usage_plans.clone(),
+        routes,
+        config.account_throttle,
+        snapshot,
+        usage,
+    )
+}
+
+/// Every route's way upstream: its integration, and for routes that batch their batcher
+/// (and spool, opened here, whose replayer the integration starts).
+fn upstreams(config: &Config, clients: &Clients) -> std::io::Result<Vec<Upstream>> {
+    // Every spool first: one that cannot be opened stops start-up before any task starts.
+    let mut spools = Vec::with_capacity(config.routes.len());
+    for r in &config.routes {
+        spools.push(match (r.spool, r.batch) {
+            (Some(mode), Some(_)) => Some((open_spool(config, &r.name())?, mode)),
+            _ => None,
+        });
+    }
+    config
+        .routes
+        .iter()
+        .zip(spools)
+        .map(|(r, spool)| {
+            let name = r.name();
+            let integration = integrations::of(r.action).ok_or_else(|| {
+                std::io::Error::other(format!("{name}: no integration performs {}", r.action))
+            })?;
+            let batched = match (r.batch, r.target.as_deref()) {
+                (Some(policy), Some(target)) => integration.batcher(
+                    clients,
+                    BatchRoute {
+                        action: r.action,
+                        target,
+                        policy,
+                        name: &name,
+                        timeout: r.timeout,
+                        replay_in_flight: config.spool.replay_in_flight,
+                    },
+                    spool.as_ref().map(|(s, _)| s),
+                ),
+                _ => None,
+            };
+            Ok(Upstream {
+                integration,
+                action: r.action,
+                target: r.target.clone(),
+                timeout: r.timeout,
+                spool: spool.filter(|_| batched.is_some()),
+                batched,
+                capture_headers: reads_upstream_headers(r),
+            })
+        })
+        .collect()
+}
+
+/// Opens a route's spool, logging what recovery found.
+fn open_spool(config: &Config, route: &str) -> std::io::Result<Spool> {
+    let (spool, recovered) = Spool::open(route, &config.spool)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("opening the spool of {route}: {e}")))?;
+    tracing::info!(
+        route = %route,
+        records = recovered.records,
+        bytes = recovered.bytes,
+        torn_bytes = recovered.torn_bytes,
+        lost_bytes = recovered.lost_bytes,
+        "Opened the spool."
+    );
+    if recovered.lost_bytes > 0 {
+        tracing::error!(route = %route, lost_bytes = recovered.lost_bytes, "The spool had damaged frames in an older segment; the bytes after them cannot be read.");
+    }
+    Ok(spool)
+}

@@ -1,0 +1,131 @@
+//! One request, start to finish, as the stages in order:
+//!
+//! ```text
+//! route -> authorize -> validate -> render -> dispatch -> respond
+//! ```
+//!
+//! [`run`] names each stage and decides their order, and nothing else: each stage is a
+//! module of its own. The gateway they run in is built once, in [`gateway`].
+
+pub mod gateway;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::Response;
+
+use crate::dispatch::{self, Dispatched};
+use crate::error::{ErrorKind, GatewayError};
+use crate::render::{self, RequestView};
+pub use crate::request::Request;
+use crate::respond::integration::Answer;
+use crate::validate::body::{self, BodyRules};
+use crate::{authorize, respond};
+pub use gateway::{CompiledRoute, Gateway, authorizer, compile_templates};
+
+/// What happened, for the access log.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The matched route's index.
+    pub route: Option<usize>,
+    pub key_id: Option<String>,
+    /// The key's quota position, when the route sends `X-RateLimit-*` headers.
+    pub quota: Option<crate::auth::QuotaStatus>,
+    pub integration_ms: Option<f64>,
+    pub error: Option<GatewayError>,
+}
+
+/// Runs the pipeline; never fails: errors become responses here.
+pub async fn handle(gw: &Arc<Gateway>, req: Request) -> (Response<Body>, Outcome) {
+    let mut outcome = Outcome::default();
+    let mut resp = match run(gw, &req, &mut outcome).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let resp = error_response(gw, &e, &req.request_id);
+            outcome.error = Some(e);
+            resp
+        }
+    };
+    // Every admitted request reports the quota it spent, whatever the upstream did.
+    if let Some(q) = &outcome.quota {
+        respond::quota_headers(&mut resp, q, req.received_epoch_ms);
+    }
+    (resp, outcome)
+}
+
+/// The client's response for an error, through the configured gateway responses.
+pub fn error_response(gw: &Gateway, e: &GatewayError, request_id: &str) -> Response<Body> {
+    gw.gateway_responses.respond(&gw.config, e, request_id)
+}
+
+async fn run(
+    gw: &Gateway,
+    req: &Request,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, GatewayError> {
+    // route
+    let Some(matched) = gw.routes.lookup(&req.method, &req.path) else {
+        let detail = format!("no route for {} {}", req.method, req.path);
+        return Err(GatewayError::new(ErrorKind::NoRoute, detail));
+    };
+    let i = matched.route;
+    let (route, compiled) = (&gw.config.routes[i], &gw.compiled[i]);
+    outcome.route = Some(i);
+
+    // authorize
+    let identity = authorize::authorize(&gw.auth, i, route, req)?;
+    outcome.key_id.clone_from(&identity.api_key_id);
+    if route.rate_limit_headers {
+        outcome.quota = identity.quota;
+    }
+
+    // validate (parameters; then, once the template is known, the body)
+    let validator = compiled.validator.as_ref();
+    if let Some(v) = validator {
+        let checked = v.check_parameters(&matched.params, &req.query, &req.headers);
+        checked.map_err(body::invalid)?;
+    }
+    let media = body::media_type(&req.headers);
+    let template = render::choose_template(route, &compiled.request_templates, &media)?;
+    let rules = BodyRules {
+        binary_media_types: &gw.config.binary_media_types,
+        max_json_depth: gw.config.max_json_depth,
+        templated: template.is_some(),
+    };
+    let body = body::body(&req.body, &media, validator, rules)?;
+
+    // render
+    let view = RequestView {
+        config: &gw.config,
+        route,
+        request: req,
+        path_params: &matched.params,
+        identity: &identity,
+    };
+    let rendered = render::request(template, body, &view, &gw.config)?;
+
+    // dispatch
+    let started = Instant::now();
+    let dispatched = dispatch::dispatch(&gw.upstreams[i], &gw.clients, &rendered.body).await?;
+    outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+    let (result, upstream_headers) = match dispatched {
+        Dispatched::Spooled { spooled, records } => {
+            return Ok(respond::spooled(spooled, records, &req.request_id));
+        }
+        Dispatched::Upstream { result, headers } => (result, headers),
+    };
+    gw.metrics[i].upstream_call(result.is_ok());
+
+    // respond
+    let answer = Answer {
+        config: &gw.config,
+        route,
+        templates: &compiled.responses,
+        request_id: &req.request_id,
+        overrides: rendered.overrides.as_ref(),
+        params: &|| view.params(),
+        context: &|| view.context(),
+    };
+    respond::integration::integration(&answer, result, &upstream_headers)
+}

@@ -1,0 +1,162 @@
+//! What the gateway asks of an upstream and how that can fail: the [`Action`]s routes
+//! perform and [`IntegrationError`], with its retry decision. This is the vocabulary the
+//! integrations, the batcher, the spool and `error` share; it makes no calls and imports no
+//! other module of the crate, so each of them can depend on it without depending on the
+//! others.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+/// An AWS action a route performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    KinesisPutRecord,
+    KinesisPutRecords,
+    FirehosePutRecord,
+    FirehosePutRecordBatch,
+    SqsSendMessage,
+    SqsSendMessageBatch,
+    StatesStartExecution,
+    StatesStartSyncExecution,
+}
+
+impl Action {
+    /// Every action's IAM name, in the order they are documented.
+    pub const NAMES: [&'static str; 8] = [
+        "kinesis:PutRecord",
+        "kinesis:PutRecords",
+        "firehose:PutRecord",
+        "firehose:PutRecordBatch",
+        "sqs:SendMessage",
+        "sqs:SendMessageBatch",
+        "states:StartExecution",
+        "states:StartSyncExecution",
+    ];
+    const ALL: [Action; 8] = [
+        Action::KinesisPutRecord,
+        Action::KinesisPutRecords,
+        Action::FirehosePutRecord,
+        Action::FirehosePutRecordBatch,
+        Action::SqsSendMessage,
+        Action::SqsSendMessageBatch,
+        Action::StatesStartExecution,
+        Action::StatesStartSyncExecution,
+    ];
+
+    /// Parses an IAM-style name (`kinesis:PutRecords`), case-insensitively.
+    pub fn parse(s: &str) -> Option<Action> {
+        Self::NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(s.trim()))
+            .map(|i| Self::ALL[i])
+    }
+
+    /// The IAM action name.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|a| *a == self).unwrap_or(0)]
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why an integration call did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IntegrationError {
+    /// The rendered template is not a request this action accepts (a template or
+    /// configuration problem: the client is not at fault).
+    #[error("the rendered request is not a valid {action} request: {detail}")]
+    InvalidRequest { action: Action, detail: String },
+    /// The service refused the request.
+    #[error("{action} failed with {code} (HTTP {status}): {message}")]
+    Service {
+        action: Action,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No answer within the route's timeout (or, `timeout` zero, within the SDK's attempt
+    /// timeout, `aws.call_timeout`).
+    #[error("{action} did not answer in time{}", if timeout.is_zero() { " (aws.call_timeout)".to_string() } else { format!(" ({timeout:?})") })]
+    Timeout { action: Action, timeout: Duration },
+    /// The service could not be reached.
+    #[error("{action} could not be reached: {detail}")]
+    Transport { action: Action, detail: String },
+    /// Some records were still not accepted when the route's deadline came, after retries.
+    #[error("{action}: {failed} of {total} records not accepted ({code})")]
+    RecordsRejected {
+        action: Action,
+        failed: usize,
+        total: usize,
+        code: String,
+        /// Whether every failure was transient, so the client may retry them.
+        retryable: bool,
+        /// The per-record results, in the service's response shape.
+        response: Json,
+    },
+}
+
+impl IntegrationError {
+    /// Whether retrying the same request later may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            IntegrationError::InvalidRequest { .. } => false,
+            IntegrationError::Service { code, status, .. } => is_throttling(code) || *status >= 500,
+            IntegrationError::Timeout { .. } | IntegrationError::Transport { .. } => true,
+            IntegrationError::RecordsRejected { retryable, .. } => *retryable,
+        }
+    }
+
+    /// Whether the service said it is overloaded or throttling.
+    pub fn throttled(&self) -> bool {
+        matches!(self, IntegrationError::Service { code, .. } if is_throttling(code))
+    }
+}
+
+fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "ProvisionedThroughputExceededException"
+            | "ThrottlingException"
+            | "ServiceUnavailableException"
+            | "ServiceUnavailable"
+            | "KMSThrottlingException"
+            | "LimitExceededException"
+            | "RequestThrottled"
+            | "TooManyRequestsException"
+    )
+}
+
+/// Whether a per-record error code is worth retrying (throttling, transient service
+/// errors); validation errors are not.
+pub fn retryable_record_error(code: &str) -> bool {
+    matches!(
+        code,
+        "ProvisionedThroughputExceededException"
+            | "InternalFailure"
+            | "InternalFailureException"
+            | "ServiceUnavailableException"
+            | "KMSThrottlingException"
+            | "ThrottlingException"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_record_errors_are_retried() {
+        assert!(retryable_record_error(
+            "ProvisionedThroughputExceededException"
+        ));
+        assert!(retryable_record_error("InternalFailure"));
+        assert!(!retryable_record_error("ValidationException"));
+        assert!(!retryable_record_error("AccessDeniedException"));
+    }
+}
