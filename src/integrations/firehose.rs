@@ -39,6 +39,14 @@ impl Integration for Firehose {
         action == Action::FirehosePutRecordBatch
     }
 
+    fn target_arn(&self, target: &str, region: &str, account: &str) -> String {
+        format!("arn:aws:firehose:{region}:{account}:deliverystream/{target}")
+    }
+
+    fn target_in_template(&self) -> &'static str {
+        r#""DeliveryStreamName"\s*:\s*"([^"$]+)""#
+    }
+
     fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a> {
         let client = &clients.firehose;
         match call.action {

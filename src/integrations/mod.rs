@@ -77,6 +77,24 @@ pub trait Integration: Send + Sync + 'static {
         false
     }
 
+    /// The ARN of a target named without one, for `iam-policy`.
+    fn target_arn(&self, target: &str, region: &str, account: &str) -> String;
+
+    /// IAM actions a route needs besides its own: on its target, and on every resource
+    /// (`*`), for a route with `target` (lookups of queue URLs or state machines by name).
+    fn extra_permissions(&self, _target: Option<&str>) -> Permissions {
+        Permissions::default()
+    }
+
+    /// A pattern whose first matching group is the literal target a rendered request names
+    /// (`"StreamName": "clicks"`), for importing templates that carry their target.
+    fn target_in_template(&self) -> &'static str;
+
+    /// Whether the service's requests may be form-encoded (as classic SQS templates are).
+    fn reads_form_requests(&self) -> bool {
+        false
+    }
+
     /// One call with a rendered request. Retries of failed items stop at `call.deadline`.
     fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a>;
 
@@ -107,6 +125,15 @@ pub trait Integration: Send + Sync + 'static {
 
 /// A spool drain's future: the records delivered.
 pub type DrainFuture<'a> = Pin<Box<dyn Future<Output = u64> + Send + 'a>>;
+
+/// IAM actions beyond a route's own (see [`Integration::extra_permissions`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// On the route's target.
+    pub on_target: &'static [&'static str],
+    /// On every resource.
+    pub anywhere: &'static [&'static str],
+}
 
 /// The caps of one batched call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

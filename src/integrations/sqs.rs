@@ -23,7 +23,7 @@ use super::request::{
 };
 use super::{
     Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, Integration, IntegrationError,
-    classify,
+    Permissions, classify,
 };
 use crate::batch::Sink;
 use crate::batch::retry::{self, Outcome};
@@ -48,6 +48,28 @@ impl Integration for SqsIntegration {
     /// so batching is on only when asked for.
     fn batches_by_default(&self, _action: Action, target: &str) -> bool {
         !target.ends_with(".fifo")
+    }
+
+    /// A queue named by URL or name: its last segment.
+    fn target_arn(&self, target: &str, region: &str, account: &str) -> String {
+        let name = target.rsplit('/').next().unwrap_or(target);
+        format!("arn:aws:sqs:{region}:{account}:{name}")
+    }
+
+    /// The gateway looks queue URLs up by name.
+    fn extra_permissions(&self, _target: Option<&str>) -> Permissions {
+        Permissions {
+            on_target: &["sqs:GetQueueUrl"],
+            anywhere: &[],
+        }
+    }
+
+    fn target_in_template(&self) -> &'static str {
+        r#"(?:QueueUrl=([^&\s$"]+))|(?:"QueueUrl"\s*:\s*"([^"$]+)")"#
+    }
+
+    fn reads_form_requests(&self) -> bool {
+        true
     }
 
     fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a> {

@@ -10,7 +10,9 @@ use aws_sdk_sfn::error::BoxError;
 use serde_json::{Map, Value as Json, json};
 
 use super::request::{invalid, json_object, opt_string, resolve_target};
-use super::{Action, Call, CallFuture, Clients, Integration, IntegrationError, classify};
+use super::{
+    Action, Call, CallFuture, Clients, Integration, IntegrationError, Permissions, classify,
+};
 
 /// The Step Functions integration (no batching: an execution is one request's).
 pub struct StepFunctions;
@@ -21,6 +23,27 @@ impl Integration for StepFunctions {
             Action::StatesStartExecution,
             Action::StatesStartSyncExecution,
         ]
+    }
+
+    fn target_arn(&self, target: &str, region: &str, account: &str) -> String {
+        format!("arn:aws:states:{region}:{account}:stateMachine:{target}")
+    }
+
+    /// A state machine named without its ARN is looked up by listing them.
+    fn extra_permissions(&self, target: Option<&str>) -> Permissions {
+        let by_name = target.is_some_and(|t| !t.starts_with("arn:"));
+        Permissions {
+            on_target: &[],
+            anywhere: if by_name {
+                &["states:ListStateMachines"]
+            } else {
+                &[]
+            },
+        }
+    }
+
+    fn target_in_template(&self) -> &'static str {
+        r#""stateMachineArn"\s*:\s*"([^"$]+)""#
     }
 
     fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a> {

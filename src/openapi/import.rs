@@ -91,20 +91,7 @@ pub(crate) fn slug(text: &str) -> String {
 /// The literal target a template names (a stream, delivery stream, queue or state machine),
 /// by its last path or ARN segment; `None` when the template computes it.
 fn target_in_template(action: Action, template: &str) -> Option<String> {
-    let pattern = match action {
-        Action::KinesisPutRecord | Action::KinesisPutRecords => {
-            r#""Stream(?:Name|ARN)"\s*:\s*"([^"$]+)""#
-        }
-        Action::FirehosePutRecord | Action::FirehosePutRecordBatch => {
-            r#""DeliveryStreamName"\s*:\s*"([^"$]+)""#
-        }
-        Action::SqsSendMessage | Action::SqsSendMessageBatch => {
-            r#"(?:QueueUrl=([^&\s$"]+))|(?:"QueueUrl"\s*:\s*"([^"$]+)")"#
-        }
-        Action::StatesStartExecution | Action::StatesStartSyncExecution => {
-            r#""stateMachineArn"\s*:\s*"([^"$]+)""#
-        }
-    };
+    let pattern = crate::integrations::of(action)?.target_in_template();
     let caps = Regex::new(pattern).ok()?.captures(template)?;
     let found = caps.iter().skip(1).flatten().next()?.as_str();
     let decoded = crate::mapping::util::url_decode(found).unwrap_or_else(|_| found.to_string());
@@ -499,10 +486,8 @@ fn route(
             v.as_str()
                 .is_some_and(|v| v.starts_with("integration.response.header."))
         });
-    let batches = matches!(
-        action,
-        Action::KinesisPutRecords | Action::FirehosePutRecordBatch | Action::SqsSendMessageBatch
-    );
+    let batches =
+        crate::integrations::of(action).is_some_and(|i| i.batch_caps(action, false).is_some());
     if reads_headers && batches && own.get("batch").is_none() {
         toml.push_str("batch = false\n");
         out.notes.push(format!(
@@ -543,7 +528,7 @@ fn route(
         let form = k.eq_ignore_ascii_case("integration.request.header.Content-Type")
             && v.as_str()
                 .is_some_and(|v| v.contains("x-www-form-urlencoded"));
-        if form && matches!(action, Action::SqsSendMessage | Action::SqsSendMessageBatch) {
+        if form && crate::integrations::of(action).is_some_and(|i| i.reads_form_requests()) {
             continue; // The SQS integration reads a form-encoded template as is.
         }
         out.untranslated.push(format!(

@@ -54,6 +54,14 @@ impl Integration for Kinesis {
         action == Action::KinesisPutRecords
     }
 
+    fn target_arn(&self, target: &str, region: &str, account: &str) -> String {
+        format!("arn:aws:kinesis:{region}:{account}:stream/{target}")
+    }
+
+    fn target_in_template(&self) -> &'static str {
+        r#""Stream(?:Name|ARN)"\s*:\s*"([^"$]+)""#
+    }
+
     fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a> {
         let client = &clients.kinesis;
         match call.action {
