@@ -51,6 +51,9 @@ pub enum ErrorKind {
     SpoolFull,
     /// The request did not finish within the server's whole-request deadline.
     RequestTimeout,
+    /// One of the request's records is one the service would refuse; the message names it
+    /// and the limit.
+    RecordRefused { too_large: bool, message: String },
     /// A request validator refused the request (missing parameters, or a body that does not
     /// match the route's model).
     Invalid(Box<Invalid>),
@@ -102,7 +105,8 @@ impl GatewayError {
             | ErrorKind::UnsupportedMediaType
             | ErrorKind::InvalidBody
             | ErrorKind::BodyTimeout
-            | ErrorKind::Invalid(_) => Fault::Client,
+            | ErrorKind::Invalid(_)
+            | ErrorKind::RecordRefused { .. } => Fault::Client,
             ErrorKind::Template | ErrorKind::BadIntegrationRequest | ErrorKind::RequestTimeout => {
                 Fault::Internal
             }
@@ -156,6 +160,15 @@ impl From<IntegrationError> for GatewayError {
                 retryable: *retryable,
                 response: response.clone(),
             })),
+            IntegrationError::RecordRefused {
+                index,
+                reason,
+                too_large,
+                ..
+            } => ErrorKind::RecordRefused {
+                too_large: *too_large,
+                message: format!("Record {index} {reason}"),
+            },
             IntegrationError::InvalidRequest { .. } => ErrorKind::BadIntegrationRequest,
             IntegrationError::Timeout { .. } => ErrorKind::UpstreamTimeout,
             IntegrationError::Transport { .. } => ErrorKind::UpstreamFailed,

@@ -19,6 +19,7 @@ pub mod names {
     pub const AGGREGATES: &str = "gateway_kpl_aggregated_records_total";
     pub const RETRIES: &str = "gateway_upstream_retries_total";
     pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
+    pub const BISECTED_CALLS: &str = "gateway_upstream_bisected_calls_total";
     pub const SPOOL_RECORDS: &str = "gateway_spool_records";
     pub const SPOOL_BYTES: &str = "gateway_spool_bytes";
     pub const SPOOL_APPENDED: &str = "gateway_spool_appended_records_total";
@@ -167,6 +168,11 @@ pub fn batch_queue_depth(route: &str) -> metrics::Gauge {
 /// Items sent again after a transient failure.
 pub fn retried(action: &'static str, items: usize) {
     metrics::counter!(names::RETRIES, "action" => action).increment(items as u64);
+}
+
+/// Calls the service refused for what one of their records held, split in two to find it.
+pub fn bisected(action: &'static str) {
+    metrics::counter!(names::BISECTED_CALLS, "action" => action).increment(1);
 }
 
 /// Items that failed for good (reported to the client as not accepted).

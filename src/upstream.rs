@@ -72,6 +72,18 @@ pub enum IntegrationError {
     /// configuration problem: the client is not at fault).
     #[error("the rendered request is not a valid {action} request: {detail}")]
     InvalidRequest { action: Action, detail: String },
+    /// One of the client's records is one the service would refuse (too large, a key too
+    /// long): the client's data is at fault, not the template's, and no call was made.
+    #[error("{action}: record {index} {reason}")]
+    RecordRefused {
+        action: Action,
+        /// The record's position in the request, from 0.
+        index: usize,
+        /// What is wrong with it, naming the service's limit.
+        reason: String,
+        /// Refused for its size (413) rather than its shape (400).
+        too_large: bool,
+    },
     /// The service refused the request.
     #[error("{action} failed with {code} (HTTP {status}): {message}")]
     Service {
@@ -105,11 +117,35 @@ impl IntegrationError {
     /// Whether retrying the same request later may succeed.
     pub fn retryable(&self) -> bool {
         match self {
-            IntegrationError::InvalidRequest { .. } => false,
+            IntegrationError::InvalidRequest { .. } | IntegrationError::RecordRefused { .. } => {
+                false
+            }
             IntegrationError::Service { code, status, .. } => is_throttling(code) || *status >= 500,
             IntegrationError::Timeout { .. } | IntegrationError::Transport { .. } => true,
             IntegrationError::RecordsRejected { retryable, .. } => *retryable,
         }
+    }
+
+    /// The action that failed.
+    pub fn action(&self) -> Action {
+        match self {
+            IntegrationError::InvalidRequest { action, .. }
+            | IntegrationError::RecordRefused { action, .. }
+            | IntegrationError::Service { action, .. }
+            | IntegrationError::Timeout { action, .. }
+            | IntegrationError::Transport { action, .. }
+            | IntegrationError::RecordsRejected { action, .. } => *action,
+        }
+    }
+
+    /// Whether the service refused a whole call for what one of its records holds (a record
+    /// over a limit, say): the same call without that record may succeed, so a batch of
+    /// several requests' records is split to find it rather than failed as a whole.
+    pub fn caused_by_content(&self) -> bool {
+        matches!(
+            self,
+            IntegrationError::Service { status: 400..=499, code, .. } if content_error(code)
+        )
     }
 
     /// Whether the service said it is overloaded or throttling.
@@ -129,6 +165,23 @@ fn is_throttling(code: &str) -> bool {
             | "LimitExceededException"
             | "RequestThrottled"
             | "TooManyRequestsException"
+    )
+}
+
+/// Error codes with which services refuse a call for what its records hold.
+fn content_error(code: &str) -> bool {
+    matches!(
+        code,
+        "ValidationException"
+            | "InvalidArgumentException"
+            | "SerializationException"
+            | "InvalidParameterValue"
+            | "InvalidParameterValueException"
+            | "InvalidMessageContents"
+            | "BatchRequestTooLong"
+            | "AWS.SimpleQueueService.BatchRequestTooLong"
+            | "InvalidBatchEntryId"
+            | "AWS.SimpleQueueService.InvalidBatchEntryId"
     )
 }
 

@@ -48,13 +48,17 @@ where
     let started = Instant::now();
     let mut previous: Option<IntegrationError> = None;
     loop {
-        let batch: Vec<E> = todo.iter().map(|&i| items[i].clone()).collect();
         let mut again = Vec::new();
         let mut call_error = None;
         // A call (with the SDK's own retries) may not outlive the deadline: the caller acts on
         // the outcome then (answers, or spools), and a call still running could deliver
         // records the caller has already given up on.
-        let answered = match tokio::time::timeout_at(deadline, call(batch)).await {
+        let answered = match tokio::time::timeout_at(
+            deadline,
+            call_bisecting(&mut call, items, &todo),
+        )
+        .await
+        {
             Ok(answered) => answered,
             // The previous attempt's failure says more than "cut short".
             Err(_) => Err(previous.take().unwrap_or(IntegrationError::Timeout {
@@ -126,6 +130,47 @@ where
             })
         })
         .collect())
+}
+
+/// One attempt at the items `todo` names: one call; and when the service refuses the whole
+/// call for what its records hold (one record over a limit fails every record of the call),
+/// each half on its own, and so on, until the records at fault are found. Those fail for
+/// good with the service's error; the others go through as usual. Without this, one client's
+/// record would fail every request batched with it.
+async fn call_bisecting<E, R, F, Fut>(
+    call: &mut F,
+    items: &[E],
+    todo: &[usize],
+) -> Result<Vec<Outcome<R>>, IntegrationError>
+where
+    E: Clone,
+    F: FnMut(Vec<E>) -> Fut,
+    Fut: Future<Output = Result<Vec<Outcome<R>>, IntegrationError>>,
+{
+    let batch: Vec<E> = todo.iter().map(|&i| items[i].clone()).collect();
+    match call(batch).await {
+        Err(e) if e.caused_by_content() => {
+            if let [_] = todo {
+                let (code, message) = match &e {
+                    IntegrationError::Service { code, message, .. } => {
+                        (code.clone(), message.clone())
+                    }
+                    other => ("ValidationException".to_string(), other.to_string()),
+                };
+                return Ok(vec![Outcome::Failed {
+                    code,
+                    message,
+                    retryable: false,
+                }]);
+            }
+            telemetry::bisected(e.action().name());
+            let (left, right) = todo.split_at(todo.len() / 2);
+            let mut out = Box::pin(call_bisecting(call, items, left)).await?;
+            out.extend(Box::pin(call_bisecting(call, items, right)).await?);
+            Ok(out)
+        }
+        other => other,
+    }
 }
 
 /// A number in `[0, 1)` for backoff jitter.
@@ -278,6 +323,58 @@ mod tests {
         // Permanent: returned at once, no retry.
         let calls = RefCell::new(0);
         let err = with_retries(Action::KinesisPutRecords, &[1u32], deadline, |_| {
+            *calls.borrow_mut() += 1;
+            async {
+                Err::<Vec<Outcome<u32>>, _>(IntegrationError::Service {
+                    action: Action::KinesisPutRecords,
+                    status: 400,
+                    code: "ResourceNotFoundException".into(),
+                    message: "no stream".into(),
+                })
+            }
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, IntegrationError::Service { .. }));
+        assert_eq!(*calls.borrow(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_refused_for_one_record_is_split_until_that_record_is_found() {
+        let calls = RefCell::new(Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let items: Vec<u32> = (0..16).collect();
+        let out = with_retries(Action::KinesisPutRecords, &items, deadline, |batch| {
+            calls.borrow_mut().push(batch.len());
+            async move {
+                if batch.contains(&11) {
+                    return Err(IntegrationError::Service {
+                        action: Action::KinesisPutRecords,
+                        status: 400,
+                        code: "ValidationException".into(),
+                        message: "record too large".into(),
+                    });
+                }
+                Ok(batch.into_iter().map(Outcome::Ok).collect())
+            }
+        })
+        .await
+        .unwrap();
+        for (i, o) in out.iter().enumerate() {
+            if i == 11 {
+                assert!(
+                    matches!(o, Outcome::Failed { code, retryable: false, .. } if code == "ValidationException"),
+                    "{o:?}"
+                );
+            } else {
+                assert_eq!(*o, Outcome::Ok(i as u32));
+            }
+        }
+        // 16, then halves down to the one record: 2 calls per level, 4 levels.
+        assert_eq!(calls.borrow().len(), 9, "{:?}", calls.borrow());
+        // A refusal that is not about the records (a missing stream) is not split.
+        let calls = RefCell::new(0);
+        let err = with_retries(Action::KinesisPutRecords, &items, deadline, |_| {
             *calls.borrow_mut() += 1;
             async {
                 Err::<Vec<Outcome<u32>>, _>(IntegrationError::Service {

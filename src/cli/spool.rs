@@ -40,6 +40,10 @@ pub enum SpoolCommand {
         /// Only this route.
         #[arg(long)]
         route: Option<String>,
+        /// Send the dead letters again instead, once each, after their cause is fixed: what
+        /// is accepted leaves them, the rest stays. Works while a gateway runs.
+        #[arg(long)]
+        dead_letters: bool,
     },
 }
 
@@ -52,9 +56,14 @@ pub fn run(config_path: &Path, command: &SpoolCommand) -> anyhow::Result<bool> {
             limit,
             dead_letters,
         } => inspect(&config, route.as_deref(), *limit, *dead_letters),
-        SpoolCommand::Replay { route } => {
-            tokio::runtime::Runtime::new()?.block_on(replay(&config, route.as_deref()))
-        }
+        SpoolCommand::Replay {
+            route,
+            dead_letters,
+        } => tokio::runtime::Runtime::new()?.block_on(replay(
+            &config,
+            route.as_deref(),
+            *dead_letters,
+        )),
     }
 }
 
@@ -230,7 +239,7 @@ fn inspect(
     Ok(true)
 }
 
-async fn replay(config: &Config, only: Option<&str>) -> anyhow::Result<bool> {
+async fn replay(config: &Config, only: Option<&str>, dead_letters: bool) -> anyhow::Result<bool> {
     let clients = Clients::new(&config.aws).await;
     let mut any = false;
     for r in &config.routes {
@@ -242,8 +251,6 @@ async fn replay(config: &Config, only: Option<&str>) -> anyhow::Result<bool> {
             continue;
         };
         any = true;
-        let (spool, recovered) = Spool::open(&name, &config.spool)?;
-        eprintln!("{name}: {} records waiting", recovered.records);
         let route = BatchRoute {
             action: r.action,
             target: &target,
@@ -252,9 +259,25 @@ async fn replay(config: &Config, only: Option<&str>) -> anyhow::Result<bool> {
             timeout: r.timeout,
             replay_in_flight: config.spool.replay_in_flight,
         };
-        let drained = integrations::of(r.action).and_then(|i| i.drain(&clients, route, &spool));
-        let delivered = match drained {
-            Some(drain) => drain.await,
+        let Some(integration) = integrations::of(r.action) else {
+            continue;
+        };
+        if dead_letters {
+            let dir = spool::route_dir(&config.spool.dir, &name);
+            let what = spool::Replay::DeadLetters(&dir);
+            if let Some(replay) = integration.replay(&clients, route, what) {
+                let done = replay.await?;
+                println!(
+                    "{name}: {} dead letters delivered, {} still refused",
+                    done.delivered, done.refused
+                );
+            }
+            continue;
+        }
+        let (spool, recovered) = Spool::open(&name, &config.spool)?;
+        eprintln!("{name}: {} records waiting", recovered.records);
+        let delivered = match integration.replay(&clients, route, spool::Replay::Spool(&spool)) {
+            Some(replay) => replay.await?.delivered,
             None => 0,
         };
         println!("{name}: {delivered} records delivered");

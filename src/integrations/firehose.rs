@@ -9,15 +9,16 @@ use tokio::time::Instant;
 
 use super::batched::{self, BatchSink, Batched};
 use super::request::{
-    batch_item, batch_items, data, invalid, json_object, opt_string, resolve_target,
+    batch_item, batch_items, calls, data, invalid, json_object, opt_string, resolve_target,
+    too_large,
 };
 use super::{
-    Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, DrainFuture, Integration,
-    IntegrationError, classify,
+    Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, Integration, IntegrationError,
+    ReplayFuture, classify,
 };
 use crate::batch::Sink;
 use crate::batch::retry::{self, Outcome};
-use crate::spool::Spool;
+use crate::spool::{Replay, Spool};
 use crate::upstream::retryable_record_error;
 
 /// The Firehose integration.
@@ -76,15 +77,16 @@ impl Integration for Firehose {
         ))
     }
 
-    fn drain<'a>(
+    fn replay<'a>(
         &'a self,
         clients: &'a Clients,
         route: BatchRoute<'a>,
-        spool: &'a Spool,
-    ) -> Option<DrainFuture<'a>> {
-        self.spools(route.action).then(|| {
-            Box::pin(spool.drain(sink(clients, route), route.replay_limits())) as DrainFuture<'a>
-        })
+        what: Replay<'a>,
+    ) -> Option<ReplayFuture<'a>> {
+        let sink = sink(clients, route);
+        let limits = route.replay_limits();
+        self.spools(route.action)
+            .then(|| Box::pin(what.run(sink, limits)) as ReplayFuture<'a>)
     }
 }
 
@@ -134,13 +136,29 @@ impl BatchSink for FirehoseSink {
 
 /// Records per `PutRecordBatch` call (service limit).
 pub const MAX_RECORDS: usize = 500;
+/// Bytes of data per record (service limit: 1,000 KiB).
+pub const MAX_RECORD_BYTES: usize = 1000 * 1024;
+
+/// A record's data, within the service's per-record limit.
+fn checked(action: Action, data: Vec<u8>, index: usize) -> Result<Vec<u8>, IntegrationError> {
+    if data.len() > MAX_RECORD_BYTES {
+        return Err(too_large(
+            action,
+            index,
+            data.len(),
+            MAX_RECORD_BYTES,
+            " of data",
+        ));
+    }
+    Ok(data)
+}
 
 fn record(action: Action, v: &Json, at: &str) -> Result<Record, IntegrationError> {
     let Json::Object(r) = v else {
         return Err(invalid(action, format!("{at} must be an object")));
     };
     Record::builder()
-        .data(Blob::new(data(action, r, "Data")?))
+        .data(Blob::new(checked(action, data(action, r, "Data")?, 0)?))
         .build()
         .map_err(|e| invalid(action, format!("{at}: {e}")))
 }
@@ -188,14 +206,35 @@ pub fn parse_put_record_batch(
     let records = batch_items(action, &m, "Records", MAX_RECORDS, "records")?
         .iter()
         .enumerate()
-        .map(|(i, r)| data(action, batch_item(action, r, "Records", i)?, "Data"))
+        .map(|(i, r)| {
+            checked(
+                action,
+                data(action, batch_item(action, r, "Records", i)?, "Data")?,
+                i,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((name, records))
 }
 
-/// Puts records with `PutRecordBatch`, retrying only the ones that failed transiently; one
-/// outcome (a record id, or the failure) per record.
+/// Puts records with `PutRecordBatch`, in as many calls as the service's limits need,
+/// retrying only the ones that failed transiently; one outcome (a record id, or the
+/// failure) per record.
 pub async fn put_entries(
+    client: &Client,
+    name: &str,
+    records: &[Vec<u8>],
+    deadline: Instant,
+) -> Result<Vec<Outcome<String>>, IntegrationError> {
+    let mut outcomes = Vec::with_capacity(records.len());
+    for call in calls(records, MAX_RECORDS, MAX_BATCH_BYTES, Vec::len) {
+        outcomes.extend(put_call(client, name, call, deadline).await?);
+    }
+    Ok(outcomes)
+}
+
+/// One `PutRecordBatch` call's records, with retries.
+async fn put_call(
     client: &Client,
     name: &str,
     records: &[Vec<u8>],
@@ -266,4 +305,44 @@ pub async fn put_record_batch(
     let (name, records) = parse_put_record_batch(target, rendered)?;
     let outcomes = put_entries(client, &name, &records, deadline).await?;
     batch_response(&outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(bytes: usize) -> String {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "x".repeat(bytes),
+        )
+    }
+
+    #[test]
+    fn records_over_the_service_limit_are_the_clients_to_fix() {
+        let at_limit = format!(
+            r#"{{"Records": [{{"Data": "{}"}}]}}"#,
+            b64(MAX_RECORD_BYTES)
+        );
+        assert!(parse_put_record_batch(Some("d"), &at_limit).is_ok());
+        let over = format!(
+            r#"{{"Records": [{{"Data": "eA=="}}, {{"Data": "{}"}}]}}"#,
+            b64(MAX_RECORD_BYTES + 1)
+        );
+        match parse_put_record_batch(Some("d"), &over).unwrap_err() {
+            IntegrationError::RecordRefused {
+                index,
+                too_large,
+                reason,
+                ..
+            } => {
+                assert_eq!((index, too_large), (1, true));
+                assert!(
+                    reason.contains("1024001 bytes") && reason.contains("1024000"),
+                    "{reason}"
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+    }
 }

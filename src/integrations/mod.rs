@@ -110,21 +110,22 @@ pub trait Integration: Send + Sync + 'static {
         None
     }
 
-    /// Delivers what a route's spool holds through a sink of the route's own, until the
-    /// spool is empty (`ingest-gateway spool replay`); the records delivered. `None` for an
+    /// Delivers, through a sink of the route's own, what a route's spool holds or its dead
+    /// letters (`ingest-gateway spool replay`; see [`crate::spool::Replay`]). `None` for an
     /// action that does not spool.
-    fn drain<'a>(
+    fn replay<'a>(
         &'a self,
         _clients: &'a Clients,
         _route: BatchRoute<'a>,
-        _spool: &'a Spool,
-    ) -> Option<DrainFuture<'a>> {
+        _what: crate::spool::Replay<'a>,
+    ) -> Option<ReplayFuture<'a>> {
         None
     }
 }
 
-/// A spool drain's future: the records delivered.
-pub type DrainFuture<'a> = Pin<Box<dyn Future<Output = u64> + Send + 'a>>;
+/// A spool replay's future.
+pub type ReplayFuture<'a> =
+    Pin<Box<dyn Future<Output = std::io::Result<crate::spool::Replayed>> + Send + 'a>>;
 
 /// IAM actions beyond a route's own (see [`Integration::extra_permissions`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

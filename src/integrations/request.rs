@@ -95,6 +95,47 @@ pub fn data(
         .map_err(|e| invalid(action, format!("{field} is not base64: {e}")))
 }
 
+/// A record of the client's that the service would refuse for its size (413).
+pub fn too_large(
+    action: Action,
+    index: usize,
+    size: usize,
+    limit: usize,
+    what: &str,
+) -> IntegrationError {
+    IntegrationError::RecordRefused {
+        action,
+        index,
+        reason: format!("is {size} bytes{what}; {action} accepts at most {limit} per record"),
+        too_large: true,
+    }
+}
+
+/// Splits items into runs of at most `max_items` items and `max_bytes` bytes (by `size`);
+/// an item larger than `max_bytes` on its own goes alone (the caller checked each item's
+/// own limit).
+pub fn calls<T>(
+    items: &[T],
+    max_items: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = size(item);
+        if i > start && (i - start >= max_items || bytes + n > max_bytes) {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
 /// Checks a name the template chose against the route's configured target (a name or an
 /// ARN ending in `/name` or `:name`).
 pub fn check_target(

@@ -19,7 +19,8 @@ use tokio::time::Instant;
 
 use super::batched::{self, BatchSink, Batched};
 use super::request::{
-    batch_item, batch_items, form_pairs, invalid, json_object, opt_string, resolve_target, string,
+    batch_item, batch_items, calls, form_pairs, invalid, json_object, opt_string, resolve_target,
+    string, too_large,
 };
 use super::{
     Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, Integration, IntegrationError,
@@ -113,7 +114,7 @@ impl Sink for SqsSink {
     type Output = Outcome<Json>;
 
     fn size(item: &SendMessageBatchRequestEntry) -> usize {
-        item.message_body().len()
+        entry_size(item)
     }
 
     async fn put(
@@ -362,14 +363,17 @@ pub async fn send_message(
 ) -> Result<Json, IntegrationError> {
     let action = Action::SqsSendMessage;
     let (form, m) = parse(action, rendered)?;
+    let body = string(action, &m, "MessageBody")?;
+    let attrs = attributes(action, &m)?;
+    check_size(action, 0, message_size(body, attrs.as_ref()))?;
     let url = queue_url(sqs, action, target, &m).await?;
     let out = sqs
         .client
         .send_message()
         .queue_url(url)
-        .message_body(string(action, &m, "MessageBody")?)
+        .message_body(body)
         .set_delay_seconds(delay(action, &m)?)
-        .set_message_attributes(attributes(action, &m)?)
+        .set_message_attributes(attrs)
         .set_message_group_id(opt_string(action, &m, "MessageGroupId")?.map(str::to_string))
         .set_message_deduplication_id(
             opt_string(action, &m, "MessageDeduplicationId")?.map(str::to_string),
@@ -395,6 +399,38 @@ pub async fn send_message(
 /// Bytes of message bodies per `SendMessageBatch` call that batching across requests fills
 /// to (the service's limit for a whole batch is at least this).
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Bytes of one message, its body and attributes together (service limit: 256 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// What a message counts against the size limits: its body, and each attribute's name, type
+/// and value.
+fn message_size(body: &str, attributes: Option<&HashMap<String, MessageAttributeValue>>) -> usize {
+    let attributes: usize = attributes
+        .into_iter()
+        .flatten()
+        .map(|(name, v)| {
+            name.len()
+                + v.data_type().len()
+                + v.string_value().map_or(0, str::len)
+                + v.binary_value().map_or(0, |b| b.as_ref().len())
+        })
+        .sum();
+    body.len() + attributes
+}
+
+/// A batch entry's size (see [`message_size`]).
+fn entry_size(e: &SendMessageBatchRequestEntry) -> usize {
+    message_size(e.message_body(), e.message_attributes())
+}
+
+/// A message within the service's size limit.
+fn check_size(action: Action, index: usize, size: usize) -> Result<(), IntegrationError> {
+    if size > MAX_MESSAGE_BYTES {
+        let what = " of body and attributes";
+        return Err(too_large(action, index, size, MAX_MESSAGE_BYTES, what));
+    }
+    Ok(())
+}
 
 /// A rendered `SendMessageBatch` request: whether it was a form, the queue (target or
 /// `QueueUrl`), and its entries with the client's ids.
@@ -445,14 +481,16 @@ pub fn parse_send_message_batch(
             )
             .build()
             .map_err(|err| invalid(action, format!("Entries[{i}]: {err}")))?;
+        check_size(action, i, entry_size(&entry))?;
         entries.push(entry);
     }
     Ok((form, queue, entries))
 }
 
-/// Sends entries with `SendMessageBatch`, retrying only the ones that failed transiently.
-/// Each call numbers its entries afresh (entries from several requests may share an id);
-/// each outcome carries the entry's own id back.
+/// Sends entries with `SendMessageBatch`, in as many calls as the service's limits need,
+/// retrying only the ones that failed transiently. Each call numbers its entries afresh
+/// (entries from several requests may share an id); each outcome carries the entry's own id
+/// back.
 pub async fn put_entries(
     sqs: &Sqs,
     queue: &str,
@@ -461,8 +499,22 @@ pub async fn put_entries(
 ) -> Result<Vec<Outcome<Json>>, IntegrationError> {
     let action = Action::SqsSendMessageBatch;
     let url = sqs.url(action, queue).await?;
+    let mut outcomes = Vec::with_capacity(entries.len());
+    for call in calls(entries, MAX_BATCH, MAX_BATCH_BYTES, entry_size) {
+        outcomes.extend(put_call(sqs, &url, call, deadline).await?);
+    }
+    Ok(outcomes)
+}
+
+/// One `SendMessageBatch` call's entries, with retries.
+async fn put_call(
+    sqs: &Sqs,
+    url: &str,
+    entries: &[SendMessageBatchRequestEntry],
+    deadline: Instant,
+) -> Result<Vec<Outcome<Json>>, IntegrationError> {
+    let action = Action::SqsSendMessageBatch;
     let client = &sqs.client;
-    let url = url.as_str();
     retry::with_retries(action, entries, deadline, |batch: Vec<SendMessageBatchRequestEntry>| async move {
         let ids: Vec<String> = batch.iter().map(|e| e.id().to_string()).collect();
         let numbered: Vec<SendMessageBatchRequestEntry> = batch
@@ -593,5 +645,29 @@ mod tests {
             json!([{"Id": "a", "MessageBody": "x"}, {"Id": "b", "MessageBody": "y"}])
         );
         assert!(form_to_json(Action::SqsSendMessage, "DelaySeconds=soon").is_err());
+    }
+
+    #[test]
+    fn messages_over_the_service_limit_are_the_clients_to_fix() {
+        let body = |n: usize| "x".repeat(n);
+        let one = |b: &str| format!(r#"{{"Entries": [{{"Id": "a", "MessageBody": "{b}"}}]}}"#);
+        assert!(parse_send_message_batch(Some("q"), &one(&body(MAX_MESSAGE_BYTES))).is_ok());
+        assert!(matches!(
+            parse_send_message_batch(Some("q"), &one(&body(MAX_MESSAGE_BYTES + 1))),
+            Err(IntegrationError::RecordRefused {
+                index: 0,
+                too_large: true,
+                ..
+            })
+        ));
+        // Attributes count: a body at the limit with one attribute is over it.
+        let with_attr = format!(
+            r#"{{"Entries": [{{"Id": "a", "MessageBody": "{}", "MessageAttributes": {{"k": {{"DataType": "String", "StringValue": "v"}}}}}}]}}"#,
+            body(MAX_MESSAGE_BYTES - 5)
+        );
+        assert!(matches!(
+            parse_send_message_batch(Some("q"), &with_attr),
+            Err(IntegrationError::RecordRefused { .. })
+        ));
     }
 }

@@ -36,6 +36,19 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "Request Too Long",
             "RequestTooLongException",
         ),
+        // The message names the record and the limit (see `error`).
+        ErrorKind::RecordRefused {
+            too_large: true, ..
+        } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request Too Long",
+            "RequestTooLongException",
+        ),
+        ErrorKind::RecordRefused { .. } => (
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "BadRequestException",
+        ),
         ErrorKind::UnsupportedMediaType => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported Media Type",
@@ -113,6 +126,9 @@ pub fn error(e: &GatewayError, request_id: &str) -> Response<Body> {
                 r.failed, r.total, r.code
             ));
             body.to_string()
+        }
+        ErrorKind::RecordRefused { message, .. } => {
+            serde_json::json!({ "message": message }).to_string()
         }
         ErrorKind::Invalid(i) => {
             let mut body = serde_json::json!({ "message": i.message });
@@ -212,7 +228,11 @@ pub fn response_type(e: &GatewayError) -> &'static str {
         ErrorKind::Forbidden => "INVALID_API_KEY",
         ErrorKind::Throttled { .. } => "THROTTLED",
         ErrorKind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
-        ErrorKind::PayloadTooLarge { .. } => "REQUEST_TOO_LARGE",
+        ErrorKind::PayloadTooLarge { .. }
+        | ErrorKind::RecordRefused {
+            too_large: true, ..
+        } => "REQUEST_TOO_LARGE",
+        ErrorKind::RecordRefused { .. } => "BAD_REQUEST_BODY",
         ErrorKind::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
         ErrorKind::InvalidBody => "BAD_REQUEST_BODY",
         ErrorKind::Invalid(i) if i.message.starts_with("Missing required request parameters") => {
@@ -234,6 +254,7 @@ pub fn response_type(e: &GatewayError) -> &'static str {
 pub fn error_message(e: &GatewayError) -> String {
     match &e.kind {
         ErrorKind::Invalid(i) => i.message.clone(),
+        ErrorKind::RecordRefused { message, .. } => message.clone(),
         _ => error_parts(e).1.to_string(),
     }
 }

@@ -552,6 +552,118 @@ async fn bury<I: Record>(shared: &Shared, items: &[I]) {
 
 /// The file of a route's dead letters.
 pub const DEAD_LETTERS: &str = "dead-letter.seg";
+/// Dead letters being sent again, set aside from the ones a running gateway adds meanwhile.
+pub const RESENDING: &str = "dead-letter.resending.seg";
+
+/// What `spool replay` delivers.
+#[derive(Debug, Clone, Copy)]
+pub enum Replay<'a> {
+    /// Everything a spool holds, until it is empty (the caller holds the spool: no gateway
+    /// runs).
+    Spool(&'a Spool),
+    /// A route's dead letters (in its spool directory), each sent once, once their cause is
+    /// fixed: what the upstream accepts leaves them, what it does not stays. A running
+    /// gateway may hold the spool meanwhile.
+    DeadLetters(&'a Path),
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    pub delivered: u64,
+    /// Dead letters the upstream still did not accept (they stay dead letters).
+    pub refused: u64,
+}
+
+impl Replay<'_> {
+    /// Sends through `sink`, in batches within `limits`.
+    pub async fn run<S>(self, sink: S, limits: ReplayLimits) -> io::Result<Replayed>
+    where
+        S: Sink,
+        S::Item: Record,
+        S::Output: Delivered,
+    {
+        match self {
+            Replay::Spool(spool) => Ok(Replayed {
+                delivered: spool.drain(sink, limits).await,
+                refused: 0,
+            }),
+            Replay::DeadLetters(dir) => resend_dead_letters(dir, &sink, limits).await,
+        }
+    }
+}
+
+/// Sends a route's dead letters once. They are first renamed aside, so that a running
+/// gateway's new dead letters go to a fresh file; what is not accepted is appended back; the
+/// file aside is removed last, so a run cut short is resumed (sending some again, never
+/// losing one).
+async fn resend_dead_letters<S>(dir: &Path, sink: &S, limits: ReplayLimits) -> io::Result<Replayed>
+where
+    S: Sink,
+    S::Item: Record,
+    S::Output: Delivered,
+{
+    let aside = dir.join(RESENDING);
+    let dead = dir.join(DEAD_LETTERS);
+    if !aside.exists() {
+        match std::fs::rename(&dead, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replayed::default()),
+            Err(e) => return Err(e),
+        }
+    }
+    let read = aside.clone();
+    let payloads = tokio::task::spawn_blocking(move || log::read_frames(&read, usize::MAX))
+        .await
+        .map_err(io::Error::other)??;
+    let mut out = Replayed::default();
+    let mut back: Vec<Vec<u8>> = Vec::new();
+    let mut items = Vec::new();
+    for p in payloads {
+        match S::Item::decode(&p) {
+            Some(item) => items.push(item),
+            // Not this route's kind of record: kept as it is.
+            None => back.push(p),
+        }
+    }
+    let mut start = 0;
+    while start < items.len() {
+        let (mut end, mut bytes) = (start, 0);
+        while end < items.len()
+            && end - start < limits.max_records.max(1)
+            && (end == start || bytes + S::size(&items[end]) <= limits.max_bytes)
+        {
+            bytes += S::size(&items[end]);
+            end += 1;
+        }
+        let batch = items[start..end].to_vec();
+        match sink.put(batch, Instant::now() + REPLAY_DEADLINE).await {
+            Ok(results) => {
+                for (item, r) in items[start..end].iter().zip(results) {
+                    if r.delivered() {
+                        out.delivered += 1;
+                    } else {
+                        back.push(item.to_payload());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "Resending dead letters failed; they stay dead letters.");
+                back.extend(items[start..end].iter().map(Record::to_payload));
+            }
+        }
+        start = end;
+    }
+    out.refused = back.len() as u64;
+    if !back.is_empty() {
+        let path = dead.clone();
+        tokio::task::spawn_blocking(move || log::append_frames(&path, &back))
+            .await
+            .map_err(io::Error::other)??;
+    }
+    std::fs::remove_file(&aside)?;
+    Ok(out)
+}
 
 #[cfg(test)]
 mod tests {

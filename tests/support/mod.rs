@@ -462,6 +462,9 @@ where
 /// A stand-in Kinesis for fault injection, speaking the JSON protocol. `PutRecords` fails
 /// records whose partition key starts with `flaky-` the first time it sees their data, and
 /// those starting with `always-` every time (`ProvisionedThroughputExceededException`).
+/// Like the service, it refuses a whole call (400 `ValidationException`) holding a record
+/// over 1 MiB of data and key, or over 5 MiB in all, and one holding a record whose key
+/// starts with `poison-` (a record the service refuses for its content).
 pub struct StubKinesis {
     pub endpoint: String,
     pub calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -472,6 +475,10 @@ pub struct StubKinesis {
     pub outage: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Calls that arrived, answered or not (`calls` counts them once answered).
     pub received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Calls refused as a whole for their records' size or content.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// While set (the default), `poison-` records are refused; clear it to "fix the cause".
+    pub poison: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub async fn stub_kinesis() -> StubKinesis {
@@ -493,6 +500,7 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
     let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
     let outage: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let received = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
     let (c, r, a, o, rc) = (
         calls.clone(),
         records.clone(),
@@ -500,9 +508,14 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         outage.clone(),
         received.clone(),
     );
+    let rf = refused.clone();
+    let poison = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ps = poison.clone();
     let app = axum::Router::new().fallback(post(move |body: Bytes| {
         let (calls, records, seen, accepted) = (c.clone(), r.clone(), seen.clone(), a.clone());
         let outage = o.clone();
+        let refused = rf.clone();
+        let poisoned = ps.load(Ordering::SeqCst);
         rc.fetch_add(1, Ordering::SeqCst);
         async move {
             tokio::time::sleep(latency).await;
@@ -516,6 +529,27 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
                 );
             }
             let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let sizes: Vec<(usize, bool)> = req["Records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|rec| {
+                    let data = rec["Data"].as_str().unwrap_or("");
+                    let pk = rec["PartitionKey"].as_str().unwrap_or("");
+                    (data.len() / 4 * 3 + pk.len(), poisoned && pk.starts_with("poison-"))
+                })
+                .collect();
+            let too_big = sizes.iter().any(|(n, _)| *n > 1024 * 1024)
+                || sizes.iter().map(|(n, _)| n).sum::<usize>() > 5 * 1024 * 1024;
+            if too_big || sizes.iter().any(|(_, poison)| *poison) {
+                refused.fetch_add(1, Ordering::SeqCst);
+                let body = r#"{"__type": "ValidationException", "message": "1 validation error detected"}"#.to_string();
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    [("content-type", "application/x-amz-json-1.1")],
+                    body,
+                );
+            }
             let mut failed = 0;
             let mut out = Vec::new();
             for (i, rec) in req["Records"].as_array().cloned().unwrap_or_default().iter().enumerate() {
@@ -534,7 +568,9 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
             let body = serde_json::json!({"FailedRecordCount": failed, "Records": out}).to_string();
             (axum::http::StatusCode::OK, [("content-type", "application/x-amz-json-1.1")], body)
         }
-    }));
+    }))
+    // A 5 MiB call is about 7 MB of base64 in JSON; the service reads it, so the stub must.
+    .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -545,6 +581,8 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         accepted,
         outage,
         received,
+        refused,
+        poison,
     }
 }
 

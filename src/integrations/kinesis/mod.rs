@@ -10,16 +10,17 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use serde_json::{Map, Value as Json, json};
 
 use crate::batch::retry::{self, Outcome};
-use crate::spool::Spool;
+use crate::spool::{Replay, Spool};
 use crate::upstream::retryable_record_error;
 
 use super::batched::{self, Batched};
 use super::request::{
-    batch_item, batch_items, data, invalid, json_object, opt_string, resolve_target, string,
+    batch_item, batch_items, calls, data, invalid, json_object, opt_string, resolve_target, string,
+    too_large,
 };
 use super::{
-    Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, DrainFuture, Integration,
-    IntegrationError, classify,
+    Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, Integration, IntegrationError,
+    ReplayFuture, classify,
 };
 use sink::KinesisSink;
 
@@ -91,15 +92,16 @@ impl Integration for Kinesis {
         ))
     }
 
-    fn drain<'a>(
+    fn replay<'a>(
         &'a self,
         clients: &'a Clients,
         route: BatchRoute<'a>,
-        spool: &'a Spool,
-    ) -> Option<DrainFuture<'a>> {
-        self.spools(route.action).then(|| {
-            Box::pin(spool.drain(sink(clients, route), route.replay_limits())) as DrainFuture<'a>
-        })
+        what: Replay<'a>,
+    ) -> Option<ReplayFuture<'a>> {
+        let sink = sink(clients, route);
+        let limits = route.replay_limits();
+        self.spools(route.action)
+            .then(|| Box::pin(what.run(sink, limits)) as ReplayFuture<'a>)
     }
 }
 
@@ -126,6 +128,8 @@ pub const MAX_RECORDS: usize = 500;
 pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// Partition key length in Unicode characters (service limit).
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+/// Bytes of data and partition key per record (service limit: 1 MiB).
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 /// `StreamName` / `StreamARN` of a rendered request, checked against the route's target.
 fn stream<'a>(
@@ -155,15 +159,40 @@ fn stream<'a>(
     })
 }
 
-fn partition_key(action: Action, m: &Map<String, Json>) -> Result<String, IntegrationError> {
+/// A record's partition key, within the service's limit (a key usually comes from the
+/// client's data, so one too long is the client's to fix).
+fn partition_key(
+    action: Action,
+    m: &Map<String, Json>,
+    index: usize,
+) -> Result<String, IntegrationError> {
     let key = string(action, m, "PartitionKey")?;
-    if key.chars().count() > MAX_PARTITION_KEY_CHARS {
-        return Err(invalid(
+    let chars = key.chars().count();
+    if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
+        return Err(IntegrationError::RecordRefused {
             action,
-            format!("PartitionKey is longer than {MAX_PARTITION_KEY_CHARS} characters"),
-        ));
+            index,
+            reason: format!(
+                "has a partition key of {chars} characters; {action} accepts 1 to {MAX_PARTITION_KEY_CHARS}"
+            ),
+            too_large: false,
+        });
     }
     Ok(key.to_string())
+}
+
+/// A record, checked against the service's per-record limit.
+fn entry(action: Action, m: &Map<String, Json>, index: usize) -> Result<Entry, IntegrationError> {
+    let e = Entry {
+        data: data(action, m, "Data")?,
+        partition_key: partition_key(action, m, index)?,
+        explicit_hash_key: opt_string(action, m, "ExplicitHashKey")?.map(str::to_string),
+    };
+    if e.size() > MAX_RECORD_BYTES {
+        let what = " of data and partition key";
+        return Err(too_large(action, index, e.size(), MAX_RECORD_BYTES, what));
+    }
+    Ok(e)
 }
 
 pub async fn put_record(
@@ -174,13 +203,14 @@ pub async fn put_record(
     let action = Action::KinesisPutRecord;
     let m = json_object(action, rendered)?;
     let (name, arn) = stream(action, &m, target)?;
+    let e = entry(action, &m, 0)?;
     let out = client
         .put_record()
         .set_stream_name(name.map(str::to_string))
         .set_stream_arn(arn.map(str::to_string))
-        .data(Blob::new(data(action, &m, "Data")?))
-        .partition_key(partition_key(action, &m)?)
-        .set_explicit_hash_key(opt_string(action, &m, "ExplicitHashKey")?.map(str::to_string))
+        .data(Blob::new(e.data))
+        .partition_key(e.partition_key)
+        .set_explicit_hash_key(e.explicit_hash_key)
         .set_sequence_number_for_ordering(
             opt_string(action, &m, "SequenceNumberForOrdering")?.map(str::to_string),
         )
@@ -271,12 +301,7 @@ pub fn parse_put_records(
     let records = batch_items(action, &m, "Records", MAX_RECORDS, "records")?;
     let mut entries = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
-        let r = batch_item(action, r, "Records", i)?;
-        entries.push(Entry {
-            data: data(action, r, "Data")?,
-            partition_key: partition_key(action, r)?,
-            explicit_hash_key: opt_string(action, r, "ExplicitHashKey")?.map(str::to_string),
-        });
+        entries.push(entry(action, batch_item(action, r, "Records", i)?, i)?);
     }
     let stream = StreamRef {
         name: name.map(str::to_string),
@@ -285,9 +310,23 @@ pub fn parse_put_records(
     Ok((stream, entries))
 }
 
-/// Puts records with `PutRecords`, retrying only the ones that failed transiently (see
-/// `batch::retry`).
+/// Puts records with `PutRecords`, in as many calls as the service's limits need, retrying
+/// only the ones that failed transiently (see `batch::retry`).
 pub async fn put_entries(
+    client: &Client,
+    stream: &StreamRef,
+    entries: &[Entry],
+    deadline: tokio::time::Instant,
+) -> Result<Vec<EntryResult>, IntegrationError> {
+    let mut results = Vec::with_capacity(entries.len());
+    for call in calls(entries, MAX_RECORDS, MAX_BATCH_BYTES, Entry::size) {
+        results.extend(put_call(client, stream, call, deadline).await?);
+    }
+    Ok(results)
+}
+
+/// One `PutRecords` call's records, with retries.
+async fn put_call(
     client: &Client,
     stream: &StreamRef,
     entries: &[Entry],
@@ -435,6 +474,70 @@ pub async fn put_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(bytes: usize) -> Entry {
+        Entry {
+            data: vec![b'x'; bytes],
+            partition_key: "k".into(),
+            explicit_hash_key: None,
+        }
+    }
+
+    #[test]
+    fn records_are_split_into_calls_within_the_service_limits() {
+        assert!(calls(&[] as &[Entry], MAX_RECORDS, MAX_BATCH_BYTES, Entry::size).is_empty());
+        let many: Vec<Entry> = (0..1_234).map(|_| entry(10)).collect();
+        let sizes: Vec<usize> = calls(&many, MAX_RECORDS, MAX_BATCH_BYTES, Entry::size)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, vec![500, 500, 234]);
+        let big: Vec<Entry> = (0..5).map(|_| entry(2_000_000)).collect();
+        let sizes: Vec<usize> = calls(&big, MAX_RECORDS, MAX_BATCH_BYTES, Entry::size)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+    }
+
+    #[test]
+    fn records_over_the_service_limits_are_the_clients_to_fix() {
+        let data = "x".repeat(MAX_RECORD_BYTES);
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &data);
+        let body = format!(
+            r#"{{"Records": [{{"Data": "eA==", "PartitionKey": "ok"}}, {{"Data": "{b64}", "PartitionKey": "k"}}]}}"#
+        );
+        match parse_put_records(Some("s"), &body).unwrap_err() {
+            IntegrationError::RecordRefused {
+                index,
+                too_large,
+                reason,
+                ..
+            } => {
+                assert_eq!((index, too_large), (1, true));
+                assert!(
+                    reason.contains("1048577 bytes") && reason.contains("1048576"),
+                    "{reason}"
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+        let long_key = "k".repeat(MAX_PARTITION_KEY_CHARS + 1);
+        let body = format!(r#"{{"Records": [{{"Data": "eA==", "PartitionKey": "{long_key}"}}]}}"#);
+        assert!(matches!(
+            parse_put_records(Some("s"), &body),
+            Err(IntegrationError::RecordRefused {
+                index: 0,
+                too_large: false,
+                ..
+            })
+        ));
+        // Exactly at the limits is fine.
+        let data = "x".repeat(MAX_RECORD_BYTES - 1);
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &data);
+        let body = format!(r#"{{"Records": [{{"Data": "{b64}", "PartitionKey": "k"}}]}}"#);
+        assert!(parse_put_records(Some("s"), &body).is_ok());
+    }
 
     #[test]
     fn a_rendered_stream_name_or_arn_cannot_leave_the_target() {

@@ -71,11 +71,8 @@ impl Sink for KinesisSink {
             kpl::aggregate(&entries, &map, kpl::DEFAULT_MAX_BYTES)
                 .into_iter()
                 .unzip();
-        let mut results = Vec::with_capacity(packed.len());
-        // The batch limits keep this to one call; chunk in case a stream has many shards.
-        for chunk in chunks(&packed) {
-            results.extend(super::put_entries(&self.client, &self.stream, chunk, deadline).await?);
-        }
+        // The batch limits keep this to one call; more when a stream has many shards.
+        let results = super::put_entries(&self.client, &self.stream, &packed, deadline).await?;
         telemetry::batch_aggregated(&self.route, entries.len(), packed.len());
         Ok(kpl::spread(&members, &results, entries.len())
             .into_iter()
@@ -94,25 +91,6 @@ impl Sink for KinesisSink {
         refresh_shards(&self.client, &self.stream, map, &self.route).await;
         tokio::spawn(keep_shards_fresh(Arc::downgrade(self)));
     }
-}
-
-/// Splits aggregated records into `PutRecords`-sized calls.
-fn chunks(entries: &[Entry]) -> Vec<&[Entry]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, e) in entries.iter().enumerate() {
-        if i > start
-            && (i - start >= super::MAX_RECORDS || bytes + e.size() > super::MAX_BATCH_BYTES)
-        {
-            out.push(&entries[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += e.size();
-    }
-    if start < entries.len() {
-        out.push(&entries[start..]);
-    }
-    out
 }
 
 /// Lists the stream's shards into `map`; on failure keeps the old map (an empty map still
@@ -198,14 +176,6 @@ impl Record for Entry {
 mod tests {
     use super::*;
 
-    fn entry(bytes: usize) -> Entry {
-        Entry {
-            data: vec![b'x'; bytes],
-            partition_key: "k".into(),
-            explicit_hash_key: None,
-        }
-    }
-
     #[test]
     fn entries_round_trip_through_the_spool_format() {
         let e = Entry {
@@ -223,16 +193,5 @@ mod tests {
         // A payload of another kind, or cut short, is not an entry.
         assert_eq!(Entry::decode(&b"line\n".to_vec().to_payload()), None);
         assert_eq!(Entry::decode(&[format::KINESIS, 9, 0, b'a']), None);
-    }
-
-    #[test]
-    fn aggregates_are_split_into_calls_within_the_service_limits() {
-        assert!(chunks(&[]).is_empty());
-        let many: Vec<Entry> = (0..1_234).map(|_| entry(10)).collect();
-        let sizes: Vec<usize> = chunks(&many).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![500, 500, 234]);
-        let big: Vec<Entry> = (0..5).map(|_| entry(2_000_000)).collect();
-        let sizes: Vec<usize> = chunks(&big).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![2, 2, 1]);
     }
 }

@@ -1,0 +1,201 @@
+//! One client must not be able to hurt another: each test drives the real binary as a
+//! hostile or careless client would, against a stub Kinesis that enforces the service's
+//! limits the way the service does (a whole call refused for one record).
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+
+const CONFIG: &str = r#"
+[[routes]]
+method = "POST"
+path = "/v1/events"
+action = "kinesis:PutRecords"
+target = "s"
+request_templates = { "application/json" = "records.vtl" }
+timeout = "5s"
+batch = { linger = "50ms" }
+"#;
+
+/// One record per event, keyed by the event's `pk`, its data the event's `pad`.
+const TEMPLATE: &str = r#"{"StreamName": "s", "Records": [#foreach($e in $input.path('$.events')){"Data": "$util.base64Encode($e.pad)", "PartitionKey": "$e.pk"}#if($foreach.hasNext),#end#end]}"#;
+
+fn events(records: &[(&str, usize)]) -> String {
+    let events: Vec<_> = records
+        .iter()
+        .map(|(pk, bytes)| json!({"pk": pk, "pad": "x".repeat(*bytes)}))
+        .collect();
+    json!({ "events": events }).to_string()
+}
+
+/// 1 MiB of data and partition key, the service's per-record limit.
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_record_is_its_own_clients_413_and_fails_no_one_else() {
+    let stub = support::stub_kinesis().await;
+    let p = support::Project::custom("poison", CONFIG, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+
+    // Alone: refused before any call, naming the record and the limit.
+    let body = events(&[("ok-a", 10), ("big", MIB)]);
+    let resp = gw.post_json("/v1/events", &body);
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    let message = resp.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("Record 1")
+            && message.contains("1048579 bytes")
+            && message.contains("1048576"),
+        "{message}"
+    );
+    assert_eq!(stub.received.load(Ordering::SeqCst), 0, "no upstream call");
+
+    // Among other clients' requests in the same batch window: only its own request fails.
+    let results = support::concurrently(12, |i| {
+        let body = if i == 5 {
+            events(&[("big", MIB + 1)])
+        } else {
+            events(&[(&format!("ok-{i}"), 100)])
+        };
+        gw.post_json("/v1/events", &body).status
+    });
+    for (i, status) in results.iter().enumerate() {
+        assert_eq!(
+            *status,
+            if i == 5 { 413 } else { 200 },
+            "request {i}: {results:?}"
+        );
+    }
+    assert_eq!(
+        stub.refused.load(Ordering::SeqCst),
+        0,
+        "no call the service refuses"
+    );
+    assert_eq!(stub.accepted.lock().unwrap().len(), 11);
+    gw.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_one_calls_limit_is_split_across_calls() {
+    let stub = support::stub_kinesis().await;
+    let p = support::Project::custom("split", CONFIG, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    // Six records just under 1 MiB each: over 5 MiB in all, so two calls.
+    let records: Vec<(String, usize)> = (0..6).map(|i| (format!("r-{i}"), MIB - 100)).collect();
+    let refs: Vec<(&str, usize)> = records.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    let resp = gw.post_json("/v1/events", &events(&refs));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["Records"].as_array().unwrap().len(), 6);
+    assert_eq!(stub.refused.load(Ordering::SeqCst), 0);
+    assert_eq!(stub.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(stub.accepted.lock().unwrap().len(), 6);
+    gw.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_refused_for_one_record_is_retried_without_it() {
+    let stub = support::stub_kinesis().await;
+    let p = support::Project::custom("bisect", CONFIG, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    // The service refuses every call holding the poison record; it cannot be seen before.
+    let results = support::concurrently(16, |i| {
+        let pk = if i == 7 {
+            "poison-7".to_string()
+        } else {
+            format!("ok-{i}")
+        };
+        let resp = gw.post_json("/v1/events", &events(&[(&pk, 100)]));
+        (resp.status, resp.json())
+    });
+    for (i, (status, body)) in results.iter().enumerate() {
+        if i == 7 {
+            assert_eq!(*status, 502, "{body}");
+            assert_eq!(
+                body["Records"][0]["ErrorCode"], "ValidationException",
+                "{body}"
+            );
+        } else {
+            assert_eq!(*status, 200, "request {i}: {body}");
+        }
+    }
+    assert!(
+        stub.refused.load(Ordering::SeqCst) >= 1,
+        "the batch was refused at first"
+    );
+    let accepted = stub.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 15, "{accepted:?}");
+    assert!(!accepted.iter().any(|k| k.starts_with("poison-")));
+    gw.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_poison_record_is_dead_lettered_without_stalling_the_rest() {
+    let stub = support::stub_kinesis().await;
+    let config = CONFIG.replace("timeout = \"5s\"", "timeout = \"5s\"\nspool = \"always\"")
+        + "[spool]\ndir = \"spool\"\n";
+    let p = support::Project::custom("spool-poison", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    let results = support::concurrently(10, |i| {
+        let pk = if i == 3 {
+            "poison-3".to_string()
+        } else {
+            format!("ok-{i}")
+        };
+        gw.post_json("/v1/events", &events(&[(&pk, 100)])).status
+    });
+    assert!(results.iter().all(|s| *s == 202), "{results:?}");
+    // The nine others are delivered although every call holding the poison is refused.
+    let delivered = support::eventually(30, || async {
+        let n = stub.accepted.lock().unwrap().len();
+        (n == 9).then_some(n)
+    })
+    .await;
+    assert_eq!(delivered, Some(9), "{:?}", stub.accepted.lock().unwrap());
+    let dead = ingest_gateway::spool::route_dir(&p.dir.join("spool"), "POST /v1/events")
+        .join(ingest_gateway::spool::DEAD_LETTERS);
+    let buried = support::eventually(30, || async { dead.exists().then_some(()) }).await;
+    assert!(
+        buried.is_some(),
+        "the poison record went to the dead letters"
+    );
+
+    // Once the cause is fixed, the dead letters are sent again, with the gateway running.
+    stub.poison.store(false, Ordering::SeqCst);
+    let replay = || {
+        std::process::Command::new(support::bin())
+            .arg("--config")
+            .arg(&p.config)
+            .args(["spool", "replay", "--dead-letters"])
+            .envs([
+                ("AWS_ENDPOINT_URL", stub.endpoint.as_str()),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", "us-east-1"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = replay();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 dead letters delivered, 0 still refused"),
+        "{stdout}"
+    );
+    let accepted = stub.accepted.lock().unwrap().clone();
+    assert_eq!(
+        accepted.iter().filter(|k| *k == "poison-3").count(),
+        1,
+        "{accepted:?}"
+    );
+    // Nothing is left to send again.
+    let again = replay();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 dead letters delivered"));
+    gw.stop_cleanly();
+}
