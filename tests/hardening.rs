@@ -199,3 +199,65 @@ async fn a_spooled_poison_record_is_dead_lettered_without_stalling_the_rest() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 dead letters delivered"));
     gw.stop_cleanly();
 }
+
+/// An API Gateway export crafted so that its text, written unquoted, would become
+/// configuration of its own: an `[aws]` endpoint and a route of the attacker's.
+fn crafted_export(batch_key: &str, title: &str) -> serde_json::Value {
+    json!({
+        "openapi": "3.0.1",
+        "info": {"title": title, "version": "1"},
+        "paths": {"/v1/events": {"post": {
+            "x-ingest-gateway": {"batch": {"linger": "5ms", batch_key: 1}},
+            "x-amazon-apigateway-integration": {
+                "type": "aws",
+                "httpMethod": "POST",
+                "uri": "arn:aws:apigateway:us-east-1:kinesis:action/PutRecords",
+                "requestTemplates": {"application/json": "{\"StreamName\": \"s\", \"Records\": []}"},
+                "passthroughBehavior": "never"
+            }
+        }}}
+    })
+}
+
+#[test]
+fn an_imported_document_cannot_write_configuration_of_its_own() {
+    // Each is valid TOML once written unquoted, so an import that writes it succeeds.
+    let aws = "[aws]\nendpoint_url = \"http://attacker.example\"\n";
+    let route = "[[routes]]\nmethod = \"POST\"\npath = \"/evil\"\naction = \"kinesis:PutRecords\"\ntarget = \"attacker\"\nbatch = { max_records";
+    let p = support::Project::custom("import-injection", "", &[]);
+    for (i, doc) in [
+        crafted_export(&format!("queue = 1 }}\n{aws}{route}"), "api"),
+        crafted_export("max_records", &format!("api\n{aws}#")),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = p.dir.join(format!("export-{i}.json"));
+        std::fs::write(&file, doc.to_string()).unwrap();
+        let out = p.dir.join(format!("imported-{i}"));
+        let o = std::process::Command::new(support::bin())
+            .arg("import-openapi")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let said =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        let Ok(config) = std::fs::read_to_string(out.join("gateway.toml")) else {
+            assert!(!o.status.success(), "nothing written, yet success: {said}");
+            continue;
+        };
+        let table: toml::Table = toml::from_str(&config).unwrap();
+        assert!(
+            !table.contains_key("aws"),
+            "an [aws] table got in:\n{config}"
+        );
+        let routes = table["routes"].as_array().unwrap();
+        assert_eq!(routes.len(), 1, "{config}");
+        assert!(!config.contains("attacker.example\"\n"), "{config}");
+        if i == 0 {
+            assert!(said.contains("not a known setting"), "{said}");
+        }
+    }
+}

@@ -118,6 +118,73 @@ fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// Text for a comment or a message: on one line, without control characters (a document's
+/// title must not end the comment and write configuration of its own).
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// A known field of an `x-ingest-gateway` `batch` or `throttle` object, as a TOML value of
+/// the type the field takes; `None` for anything else (never written).
+fn setting(object: &str, field: &str, v: &Json) -> Option<String> {
+    let value = match (object, field, v) {
+        ("batch", "linger", Json::String(s)) => toml::Value::String(s.clone()),
+        ("batch", "max_records" | "max_bytes" | "queue", Json::Number(n))
+        | ("throttle", "burst", Json::Number(n)) => toml::Value::Integer(n.as_i64()?),
+        ("batch", "aggregate", Json::Bool(b)) => toml::Value::Boolean(*b),
+        ("throttle", "rate", Json::Number(n)) => toml::Value::Float(n.as_f64()?),
+        _ => return None,
+    };
+    Some(value.to_string())
+}
+
+/// Top-level tables an import writes, and `[server]` keys: anything else in the generated
+/// file means a document's text escaped its quoting.
+const WRITTEN: [&str; 5] = [
+    "server",
+    "stage_variables",
+    "gateway_responses",
+    "usage_plans",
+    "routes",
+];
+const WRITTEN_SERVER: [&str; 2] = ["stage", "binary_media_types"];
+
+/// Checks that the generated configuration holds exactly what the import wrote: its tables,
+/// one plan, and `routes` routes.
+fn check_shape(config: &str, routes: usize) -> Result<(), String> {
+    let table: toml::Table = toml::from_str(config)
+        .map_err(|e| format!("the generated configuration does not parse: {e}"))?;
+    let unexpected = |what: &str| {
+        Err(format!(
+            "the document's text changed the generated configuration ({what}); not imported"
+        ))
+    };
+    if let Some(k) = table.keys().find(|k| !WRITTEN.contains(&k.as_str())) {
+        return unexpected(&one_line(k));
+    }
+    if let Some(server) = table.get("server").and_then(toml::Value::as_table)
+        && let Some(k) = server
+            .keys()
+            .find(|k| !WRITTEN_SERVER.contains(&k.as_str()))
+    {
+        return unexpected(&format!("server.{}", one_line(k)));
+    }
+    let plans = table.get("usage_plans").and_then(toml::Value::as_table);
+    if plans.is_none_or(|p| p.len() != 1 || !p.contains_key(PLAN)) {
+        return unexpected("usage_plans");
+    }
+    let written = table
+        .get("routes")
+        .and_then(toml::Value::as_array)
+        .map_or(0, Vec::len);
+    if written != routes {
+        return unexpected(&format!("{written} routes instead of {routes}"));
+    }
+    Ok(())
+}
+
 /// Rewrites a model's `$ref`s to the other models (`#/definitions/X`,
 /// `#/components/schemas/X`, or API Gateway's model URLs) into `#/definitions/X`, so that a
 /// model file with every model under `definitions` stands alone.
@@ -343,10 +410,12 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
         }
         preamble.push('\n');
     }
-    let title = root
-        .pointer("/info/title")
-        .and_then(Json::as_str)
-        .unwrap_or("imported API");
+    let title = one_line(
+        root.pointer("/info/title")
+            .and_then(Json::as_str)
+            .unwrap_or("imported API"),
+    );
+    let source = one_line(source);
     out.config = format!(
         "# {title}: imported from {source} by `ingest-gateway import-openapi`.\n\
          # Usage plans are not part of an export: keys for routes that need one go in the\n\
@@ -356,6 +425,7 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
     if out.routes > 0 && root.pointer("/info/title").is_none() {
         out.notes.push("the document has no info.title".into());
     }
+    check_shape(&out.config, out.routes)?;
     Ok(out)
 }
 
@@ -501,13 +571,16 @@ fn route(
             ("rate_limit_headers" | "validation_details", Json::Bool(b)) => format!("{key} = {b}"),
             ("batch", Json::Bool(b)) => format!("batch = {b}"),
             ("batch" | "throttle", Json::Object(m)) => {
-                let fields: Vec<String> = m
-                    .iter()
-                    .map(|(k, v)| match v {
-                        Json::String(s) => format!("{k} = {}", q(s)),
-                        other => format!("{k} = {other}"),
-                    })
-                    .collect();
+                let mut fields = Vec::new();
+                for (k, v) in m {
+                    match setting(key, k, v) {
+                        Some(v) => fields.push(format!("{k} = {v}")),
+                        None => out.untranslated.push(format!(
+                            "{name}: x-ingest-gateway.{key}.{}: not a known setting",
+                            one_line(k)
+                        )),
+                    }
+                }
                 format!("{key} = {{ {} }}", fields.join(", "))
             }
             _ => {
