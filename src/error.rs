@@ -25,6 +25,11 @@ pub enum ErrorKind {
     Throttled { retry_after: u64 },
     /// The key's quota for the period is spent; seconds until the next period.
     QuotaExceeded { retry_after: u64 },
+    /// The request's head is one the gateway will not serve (two `Host` headers, a target
+    /// naming another host).
+    MalformedRequest,
+    /// A transfer coding the gateway does not understand (only `chunked` is).
+    NotImplemented,
     /// The body is larger than the configured limit.
     PayloadTooLarge { limit: usize },
     /// The route has templates but none for this content type (and passthrough is off).
@@ -106,7 +111,9 @@ impl GatewayError {
             | ErrorKind::InvalidBody
             | ErrorKind::BodyTimeout
             | ErrorKind::Invalid(_)
-            | ErrorKind::RecordRefused { .. } => Fault::Client,
+            | ErrorKind::RecordRefused { .. }
+            | ErrorKind::MalformedRequest
+            | ErrorKind::NotImplemented => Fault::Client,
             ErrorKind::Template | ErrorKind::BadIntegrationRequest | ErrorKind::RequestTimeout => {
                 Fault::Internal
             }

@@ -36,6 +36,16 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "Request Too Long",
             "RequestTooLongException",
         ),
+        ErrorKind::MalformedRequest => (
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "BadRequestException",
+        ),
+        ErrorKind::NotImplemented => (
+            StatusCode::NOT_IMPLEMENTED,
+            "Not Implemented",
+            "NotImplementedException",
+        ),
         // The message names the record and the limit (see `error`).
         ErrorKind::RecordRefused {
             too_large: true, ..
@@ -242,7 +252,9 @@ pub fn response_type(e: &GatewayError) -> &'static str {
         ErrorKind::Template | ErrorKind::BadIntegrationRequest => "API_CONFIGURATION_ERROR",
         ErrorKind::UpstreamFailed => "INTEGRATION_FAILURE",
         ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => "INTEGRATION_TIMEOUT",
+        ErrorKind::MalformedRequest => "DEFAULT_4XX",
         ErrorKind::BodyTimeout
+        | ErrorKind::NotImplemented
         | ErrorKind::UpstreamThrottled
         | ErrorKind::RecordsRejected(_)
         | ErrorKind::Overloaded

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
 pub mod conn;
+pub mod strict;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::{self, Gateway};
@@ -92,6 +93,9 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
+    if let Err(e) = strict::check(&parts.uri, &parts.headers) {
+        return refused(&gw, &e, &method, &path, received, &request_id);
+    }
 
     // The whole request has `request_timeout`; the body its own share of it.
     let deadline = tokio::time::Instant::from_std(received) + gw.config.request_timeout;
@@ -110,19 +114,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         });
     let body = match read {
         Ok(b) => b,
-        Err(e) => {
-            let resp = pipeline::error_response(&gw, &e, &request_id);
-            let done = Done {
-                status: resp.status(),
-                received,
-                integration_ms: None,
-                request_id: &request_id,
-                key_id: None,
-                error: Some(&e),
-            };
-            access_log(&gw, &method, &path, None, &done);
-            return resp;
-        }
+        Err(e) => return refused(&gw, &e, &method, &path, received, &request_id),
     };
     let request = pipeline::Request {
         method: method.clone(),
@@ -163,6 +155,38 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         error: outcome.error.as_ref(),
     };
     access_log(&gw, &method, &path, outcome.route, &done);
+    resp
+}
+
+/// The answer for a request refused before the pipeline ran, logged.
+fn refused(
+    gw: &Gateway,
+    e: &GatewayError,
+    method: &axum::http::Method,
+    path: &str,
+    received: Instant,
+    request_id: &str,
+) -> Response<Body> {
+    let mut resp = pipeline::error_response(gw, e, request_id);
+    if matches!(
+        e.kind,
+        ErrorKind::MalformedRequest | ErrorKind::NotImplemented
+    ) {
+        // The rest of the connection cannot be trusted to frame requests as the client meant.
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    let done = Done {
+        status: resp.status(),
+        received,
+        integration_ms: None,
+        request_id,
+        key_id: None,
+        error: Some(e),
+    };
+    access_log(gw, method, path, None, &done);
     resp
 }
 
