@@ -311,3 +311,37 @@ async fn heads_the_http_parser_lets_through_are_refused() {
     );
     gw.stop_cleanly();
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_spooled_records_are_readable_by_the_gateways_user_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let stub = support::stub_kinesis().await;
+    let config = CONFIG.replace("timeout = \"5s\"", "timeout = \"5s\"\nspool = \"always\"")
+        + "[spool]\ndir = \"spool\"\n[usage_plans.p]\n";
+    let p = support::Project::custom("modes", &config, &[("records.vtl", TEMPLATE)]);
+    // A store an older version left world-readable is made private on open.
+    let store = p.dir.join("keys.db");
+    std::fs::write(&store, b"").unwrap();
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _key = p.key("p");
+    assert_eq!(mode(&store), 0o600);
+    let wal = p.dir.join("keys.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    assert_eq!(
+        gw.post_json("/v1/events", &events(&[("ok", 10)])).status,
+        202
+    );
+    let dir = ingest_gateway::spool::route_dir(&p.dir.join("spool"), "POST /v1/events");
+    assert_eq!(mode(&p.dir.join("spool")), 0o700);
+    assert_eq!(mode(&dir), 0o700);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    gw.stop_cleanly();
+}

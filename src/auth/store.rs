@@ -19,6 +19,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error("key store: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -111,11 +113,42 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
     })
 }
 
+/// The store is readable by the gateway's user alone: created 0600 before SQLite opens it
+/// (SQLite gives its `-wal` and `-shm` files the database's mode), and an existing one, with
+/// its WAL, made so.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+                    if file.exists() {
+                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 const COLUMNS: &str = "id, name, plan, key_hash, enabled, created_at, expires_at, description, customer, previous_hash, previous_valid_until";
 
 impl KeyStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<KeyStore> {
+        private_file(path)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -79,11 +79,8 @@ impl Log {
     /// Opens (creating) the spool in `dir`: takes its lock, cuts a torn tail, and counts what
     /// waits. Fails with `WouldBlock` when another process holds the spool.
     pub fn open(dir: &Path, options: Options) -> io::Result<(Log, Recovered)> {
-        fs::create_dir_all(dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        private_dir(dir)?;
+        let lock = private(OpenOptions::new().create(true).truncate(false).write(true))
             .open(dir.join("lock"))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -303,7 +300,7 @@ impl Log {
         // The cursor first: a crash between the two leaves a delivered segment to delete
         // next time, never a cursor into a deleted one.
         let tmp = self.dir.join("cursor.tmp");
-        fs::write(&tmp, encode_cursor(self.cursor))?;
+        write_private(&tmp, &encode_cursor(self.cursor))?;
         fs::rename(&tmp, self.dir.join("cursor"))?;
         for id in finished {
             fs::remove_file(self.dir.join(segment_name(id)))?;
@@ -362,9 +359,38 @@ fn damaged() -> io::Error {
 }
 
 fn write_new_segment(path: &Path) -> io::Result<()> {
-    let mut f = File::create(path)?;
+    let mut f = private(OpenOptions::new().create(true).truncate(true).write(true)).open(path)?;
     f.write_all(MAGIC)?;
     f.sync_all()
+}
+
+/// Clients' records are for the gateway's user alone: files are created 0600.
+fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
+}
+
+/// Writes a whole file, created 0600 (or truncated).
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = private(OpenOptions::new().create(true).truncate(true).write(true)).open(path)?;
+    f.write_all(bytes)
+}
+
+/// Creates a directory and its parents 0700, and makes an existing one 0700 (so files of
+/// older versions, created 0644, are no longer reachable by others either).
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -464,7 +490,7 @@ pub fn survey(dir: &Path) -> io::Result<Survey> {
 /// Appends frames to a file in the segment format (creating it with its header) and syncs:
 /// the dead letters.
 pub fn append_frames(path: &Path, payloads: &[Vec<u8>]) -> io::Result<()> {
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut file = private(OpenOptions::new().create(true).append(true)).open(path)?;
     let mut buf = Vec::new();
     if file.metadata()?.len() == 0 {
         buf.extend_from_slice(MAGIC);

@@ -182,7 +182,7 @@ impl Spool {
             max_bytes: settings.max_bytes,
         };
         let (log, recovered) = Log::open(&dir, options)?;
-        std::fs::write(dir.join("route"), route)?;
+        log::write_private(&dir.join("route"), route.as_bytes())?;
         let status = log.status();
         let shared = Arc::new(Shared {
             route: route.to_string(),
