@@ -20,6 +20,8 @@ pub mod names {
     pub const RETRIES: &str = "gateway_upstream_retries_total";
     pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
     pub const BISECTED_CALLS: &str = "gateway_upstream_bisected_calls_total";
+    pub const CONNECTIONS_OPEN: &str = "gateway_connections_open";
+    pub const CONNECTIONS_REFUSED: &str = "gateway_connections_refused_total";
     pub const SPOOL_RECORDS: &str = "gateway_spool_records";
     pub const SPOOL_BYTES: &str = "gateway_spool_bytes";
     pub const SPOOL_APPENDED: &str = "gateway_spool_appended_records_total";
@@ -163,6 +165,17 @@ pub fn batch_aggregated(route: &str, user_records: usize, aggregates: usize) {
 /// The gauge of requests waiting in a route's batch queue.
 pub fn batch_queue_depth(route: &str) -> metrics::Gauge {
     metrics::gauge!(names::BATCH_QUEUE_DEPTH, "route" => route.to_string())
+}
+
+/// Connections open on a listener (`main` or `admin`).
+pub fn connections_open(listener: &'static str, open: usize) {
+    metrics::gauge!(names::CONNECTIONS_OPEN, "listener" => listener).set(open as f64);
+}
+
+/// A connection closed as soon as it was accepted, past a limit (`total`, `per_address`).
+pub fn connection_refused(listener: &'static str, reason: &'static str) {
+    metrics::counter!(names::CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason)
+        .increment(1);
 }
 
 /// Items sent again after a transient failure.

@@ -345,3 +345,94 @@ async fn keys_and_spooled_records_are_readable_by_the_gateways_user_alone() {
     }
     gw.stop_cleanly();
 }
+
+/// Connects to `addr` from the loopback address `from`.
+async fn connect_from(from: &str, addr: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr.parse().unwrap()).await.unwrap()
+}
+
+/// Whether the server closed the connection within `wait` (without a byte sent).
+async fn closed_within(s: &mut tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(wait, s.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_use_up_the_gateway() {
+    use std::time::Duration;
+    let stub = support::stub_kinesis().await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "[server]\nmax_connections = 6\nmax_connections_per_ip = 3\nfirst_byte_timeout = \"1500ms\"\nadmin_listen = \"{admin}\"\n{CONFIG}"
+    );
+    let p = support::Project::custom("connections", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    let opened = std::time::Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.1", &gw.addr).await);
+    }
+    // A fourth from the same address is closed at once.
+    let mut fourth = connect_from("127.0.0.1", &gw.addr).await;
+    assert!(
+        closed_within(&mut fourth, Duration::from_millis(500)).await,
+        "per address"
+    );
+    // Three more from another address fill the listener; a seventh from a third is closed.
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.2", &gw.addr).await);
+    }
+    let mut seventh = connect_from("127.0.0.3", &gw.addr).await;
+    assert!(
+        closed_within(&mut seventh, Duration::from_millis(500)).await,
+        "in all"
+    );
+    // The operators' listener answers all the while, and counts what was refused.
+    let health = support::request(&admin, "GET", "/healthz", &[], b"");
+    assert_eq!(health.status, 200);
+    let metrics = support::request(&admin, "GET", "/metrics", &[], b"").text();
+    assert!(
+        metrics.contains(
+            r#"gateway_connections_refused_total{listener="main",reason="per_address"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"reason="total"} 1"#), "{metrics}");
+    // The main listener no longer serves metrics when an admin listener does.
+    assert_ne!(
+        support::request(&admin, "GET", "/metrics", &[], b"").status,
+        403
+    );
+    // Connections that never say anything are closed after the first-byte timeout, long
+    // before the idle timeout, and their places are free again.
+    for s in &mut held {
+        assert!(closed_within(s, Duration::from_secs(5)).await);
+    }
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+    let resp = gw.post_json("/v1/events", &events(&[("ok", 10)]));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        gw.request("GET", "/metrics", &[], b"").status,
+        403,
+        "metrics are on the admin listener"
+    );
+    gw.stop_cleanly();
+}

@@ -31,6 +31,16 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
     let local = listener.local_addr()?;
+    let admin = match config.admin_listen {
+        None => None,
+        Some(address) => {
+            let admin = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (server.admin_listen)"))?;
+            tracing::info!(address = %admin.local_addr()?, "Admin listener: /healthz, /readyz, /metrics and the OpenAPI document.");
+            Some(admin)
+        }
+    };
     tracing::info!(address = %local, routes = config.routes.len(), stage = %config.stage, "Listening.");
     println!("listening on http://{local}");
     let gw = Arc::new(Gateway::new(config, compiled, clients, auth.clone())?);
@@ -42,7 +52,7 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
         loaded.version,
         stopped,
     ));
-    let served = server::run(gw, listener).await;
+    let served = server::run_with_admin(gw, listener, admin).await;
     // The last usage counts reach the store before the process exits.
     let _ = stop.send(true);
     let _ = sync_task.await;

@@ -60,6 +60,13 @@ pub struct Config {
     pub openapi_path: Option<String>,
     pub openapi_extensions: bool,
     pub max_headers: usize,
+    /// Connections open at once on the main listener, in all and per client address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Time a new connection has to send its first byte.
+    pub first_byte_timeout: Duration,
+    /// The operators' listener, if any.
+    pub admin_listen: Option<SocketAddr>,
     pub aws: AwsSettings,
     pub stage_variables: IndexMap<String, String>,
     pub limits: Limits,
@@ -240,6 +247,10 @@ impl Validator<'_> {
             openapi_path: server.openapi_path,
             openapi_extensions: server.openapi_extensions,
             max_headers: server.max_headers,
+            max_connections: server.max_connections,
+            max_connections_per_ip: server.max_connections_per_ip,
+            first_byte_timeout: server.first_byte_timeout,
+            admin_listen: server.admin_listen,
             aws,
             stage_variables: raw.stage_variables,
             limits: server.limits,

@@ -39,6 +39,21 @@ pub struct RawServer {
     pub body_read_timeout: Option<Spanned<String>>,
     /// Headers a request may have (default 100).
     pub max_headers: Option<Spanned<u64>>,
+    /// Connections open at once, at most (default 16384, and never more than the open-file
+    /// limit allows, which the gateway raises to its hard limit at start). Past it, new
+    /// connections are closed at once and counted (`gateway_connections_refused_total`).
+    pub max_connections: Option<Spanned<u64>>,
+    /// Connections open at once from one client address, at most (default 4096; clients
+    /// behind one NAT share an address).
+    pub max_connections_per_ip: Option<Spanned<u64>>,
+    /// Time a new connection has to send its first byte (default `10s`).
+    pub first_byte_timeout: Option<Spanned<String>>,
+    /// A second listener for operators (`127.0.0.1:9090`, say): `/healthz`, `/readyz`,
+    /// `/metrics` and the OpenAPI document, with connections of its own, so that they stay
+    /// reachable however busy the main listener is. When set, `/metrics` and the OpenAPI
+    /// document are served there only. The production setting: keep it off the public
+    /// network.
+    pub admin_listen: Option<Spanned<String>>,
     /// Media types whose bodies are binary (`application/octet-stream`, `image/*`, `*/*`):
     /// templates get them base64-encoded in `$input.body`, as API Gateway's
     /// `binaryMediaTypes` (default none: bodies must be UTF-8 text).
@@ -95,6 +110,10 @@ pub(super) struct Server {
     pub request_timeout: Duration,
     pub max_json_depth: usize,
     pub max_headers: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub first_byte_timeout: Duration,
+    pub admin_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub openapi_path: Option<String>,
     pub openapi_extensions: bool,
@@ -192,6 +211,43 @@ impl Validator<'_> {
             }
             Some(n) => *n.get_ref() as usize,
         };
+        let mut count = |v: Option<&Spanned<u64>>, default: usize, what: &str| match v {
+            None => default,
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > 10_000_000 => {
+                self.error(Some(n.span()), format!("{what} must be 1 to 10000000"));
+                default
+            }
+            Some(n) => *n.get_ref() as usize,
+        };
+        let max_connections = count(
+            raw.max_connections.as_ref(),
+            16_384,
+            "server.max_connections",
+        );
+        let max_connections_per_ip = count(
+            raw.max_connections_per_ip.as_ref(),
+            4096,
+            "server.max_connections_per_ip",
+        );
+        let first_byte_timeout = self.duration(
+            raw.first_byte_timeout.as_ref(),
+            Duration::from_secs(10),
+            "server.first_byte_timeout",
+        );
+        let admin_listen = raw.admin_listen.as_ref().and_then(|l| {
+            l.get_ref()
+                .parse()
+                .map_err(|_| {
+                    self.error(
+                        Some(l.span()),
+                        format!(
+                            "server.admin_listen: not an address:port: {:?}",
+                            l.get_ref()
+                        ),
+                    )
+                })
+                .ok()
+        });
         let defaults = Limits::default();
         let limits = Limits {
             max_loop_iterations: templates
@@ -226,6 +282,10 @@ impl Validator<'_> {
             request_timeout,
             max_json_depth,
             max_headers,
+            max_connections,
+            max_connections_per_ip,
+            first_byte_timeout,
+            admin_listen,
             limits,
             openapi_path,
             openapi_extensions: raw.openapi_extensions.unwrap_or(true),

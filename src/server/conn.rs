@@ -32,6 +32,8 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// Milliseconds after `opened` when the first byte of the next head came, or `NONE`.
     head_since: AtomicU64,
+    /// Whether a request has begun (before, the first-byte timeout applies).
+    served: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -41,6 +43,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(NONE),
+            served: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -52,16 +55,19 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_since.store(NONE, Ordering::Release);
+        self.served.store(true, Ordering::Release);
         InFlight(self.clone())
     }
 
     /// When the connection must make progress by, if it waits at all.
-    fn deadline(&self, idle: Duration, head: Duration) -> Option<Instant> {
+    fn deadline(&self, idle: Duration, head: Duration, first: Duration) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
         let ms = |v: u64| self.opened + Duration::from_millis(v);
         Some(match self.head_since.load(Ordering::Acquire) {
+            // A new connection that has sent nothing yet: it has the first-byte timeout.
+            NONE if !self.served.load(Ordering::Acquire) => self.opened + first,
             NONE => ms(self.idle_since.load(Ordering::Acquire)) + idle,
             at => ms(at) + head,
         })
@@ -98,6 +104,8 @@ pub struct Watched<T> {
     activity: Arc<Activity>,
     idle: Duration,
     head: Duration,
+    /// How long a new connection may take to send its first byte.
+    first: Duration,
     timer: Pin<Box<Sleep>>,
 }
 
@@ -109,8 +117,18 @@ impl<T> Watched<T> {
             activity,
             idle,
             head,
+            first: idle,
             timer: Box::pin(tokio::time::sleep_until(first)),
         }
+    }
+
+    /// A new connection must send its first byte within `first` (a connection that is
+    /// opened and then says nothing holds a descriptor for free otherwise).
+    pub fn first_byte_within(mut self, first: Duration) -> Watched<T> {
+        self.first = first;
+        let deadline = self.activity.opened + first;
+        self.timer.as_mut().reset(deadline);
+        self
     }
 }
 
@@ -131,7 +149,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let Some(deadline) = this.activity.deadline(this.idle, this.head) else {
+                let Some(deadline) = this.activity.deadline(this.idle, this.head, this.first)
+                else {
                     return Poll::Pending;
                 };
                 // Deadlines mostly move later (each request restarts the idle clock): the
@@ -214,6 +233,30 @@ mod tests {
         assert_eq!(n, 0, "a clean end");
         assert_eq!(started.elapsed(), IDLE);
         drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_that_says_nothing_ends_after_the_first_byte_timeout() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Activity::new();
+        let first = Duration::from_secs(2);
+        let mut silent = Watched::new(server, activity, IDLE, HEAD).first_byte_within(first);
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        assert_eq!(silent.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(started.elapsed(), first);
+        // Once a request has been served, the idle timeout applies.
+        let (mut client2, server2) = tokio::io::duplex(64);
+        let activity = Activity::new();
+        let mut talking =
+            Watched::new(server2, activity.clone(), IDLE, HEAD).first_byte_within(first);
+        client2.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(talking.read(&mut buf).await.unwrap() > 0);
+        drop(activity.begin());
+        let idle_from = Instant::now();
+        assert_eq!(talking.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(idle_from.elapsed(), IDLE);
+        client.shutdown().await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -25,14 +25,33 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
 pub mod conn;
+pub mod limits;
 pub mod strict;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::{self, Gateway};
 use crate::telemetry;
 
-/// The router, for a real listener or for tests (`tower::ServiceExt::oneshot`).
+/// The router, for a real listener or for tests (`tower::ServiceExt::oneshot`). With an
+/// admin listener configured, `/metrics` and the OpenAPI document are served there instead.
 pub fn app(gw: Arc<Gateway>) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz));
+    if gw.config.admin_listen.is_none() {
+        router = router.route("/metrics", get(metrics));
+        if let Some(path) = &gw.config.openapi_path {
+            router = router.route(path, get(openapi));
+        }
+    }
+    router
+        .fallback(handle)
+        .with_state(gw)
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+}
+
+/// The admin listener's router: health, readiness, metrics and the OpenAPI document.
+pub fn admin_app(gw: Arc<Gateway>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -41,10 +60,15 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         router = router.route(path, get(openapi));
     }
     router
-        .fallback(handle)
         .with_state(gw)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
 }
+
+/// Connections the admin listener keeps open at once, in all and per address.
+const ADMIN_CONNECTIONS: (usize, usize) = (256, 64);
+/// File descriptors kept back from the connection limit: the spool, the key store, the
+/// AWS clients' connections, the admin listener.
+const RESERVED_FILES: u64 = 512;
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, &'static str) {
     if gw.ready.load(Ordering::Relaxed) {
@@ -290,23 +314,46 @@ fn access_log(
 /// accepted, and in-flight requests, whose batches keep flushing, finish within
 /// `shutdown_grace`.
 ///
-/// Connections are served by hyper with the configured limits: a request's headers must
-/// arrive within `header_read_timeout` of its first byte (a slow client is disconnected) and
-/// number at most `max_headers` (more is a 431); a connection waiting for its next request
-/// is closed after `idle_timeout`; a request gets 504 past `request_timeout`.
+/// Connections past `max_connections` (in all, or from one address) are closed at once; see
+/// [`accept`] for each connection's timers.
 pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
+    run_with_admin(gw, listener, None).await
+}
+
+/// As [`run`], with the operators' listener (`server.admin_listen`) beside the main one.
+pub async fn run_with_admin(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+) -> std::io::Result<()> {
     let grace = gw.config.shutdown_grace;
     let delay = gw.config.shutdown_delay;
-    let app = app(gw.clone());
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    // The header and idle timers are the connection's own (see `conn`): hyper's header timer
-    // also runs while a connection is idle, which would cap the idle timeout.
-    http.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_headers(gw.config.max_headers);
-    http.http2().timer(TokioTimer::new());
+    let mut max = gw.config.max_connections;
+    if let Some(files) = limits::raise_file_limit() {
+        let room = usize::try_from(files.saturating_sub(RESERVED_FILES).max(64)).unwrap_or(max);
+        if room < max {
+            tracing::warn!(
+                max_connections = max,
+                open_file_limit = files,
+                "server.max_connections is more than the open-file limit allows; using {room}."
+            );
+            max = room;
+        }
+    }
+    let main = limits::ConnectionLimits::new("main", max, gw.config.max_connections_per_ip);
     let connections = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(admin) = admin {
+        let (max, per_ip) = ADMIN_CONNECTIONS;
+        let limits = limits::ConnectionLimits::new("admin", max, per_ip);
+        let app = admin_app(gw.clone());
+        let (gw, stop) = (gw.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let connections = GracefulShutdown::new();
+            accept(&gw, admin, app, &limits, &connections, stop).await;
+            let _ = tokio::time::timeout(grace, connections.shutdown()).await;
+        });
+    }
     let stop = async {
         shutdown_signal().await;
         gw.ready.store(false, Ordering::Relaxed);
@@ -315,8 +362,54 @@ pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()>
             "Shutting down; /readyz fails, still serving during the delay."
         );
         tokio::time::sleep(delay).await;
+        let _ = stop_tx.send(true);
     };
-    tokio::pin!(stop);
+    let app = app(gw.clone());
+    tokio::select! {
+        () = stop => {}
+        () = accept(&gw, listener, app, &main, &connections, stop_rx) => {}
+    }
+    tracing::info!(
+        grace_seconds = grace.as_secs_f64(),
+        "No longer accepting connections; finishing in-flight requests."
+    );
+    tokio::select! {
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("Grace period over; closing remaining connections.");
+        }
+    }
+    Ok(())
+}
+
+/// Accepts and serves connections on `listener` within `limits` until `stop` says so.
+///
+/// Connections are served by hyper with the configured limits: a new connection must send
+/// its first byte within `first_byte_timeout`; a request's headers must arrive within
+/// `header_read_timeout` of its first byte (a slow client is disconnected) and number at
+/// most `max_headers` (more is a 431); a connection waiting for its next request is closed
+/// after `idle_timeout`; a request gets 504 past `request_timeout`.
+async fn accept(
+    gw: &Arc<Gateway>,
+    listener: TcpListener,
+    app: Router,
+    limits: &Arc<limits::ConnectionLimits>,
+    connections: &GracefulShutdown,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let stopped = async move {
+        let mut stop = stop;
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    tokio::pin!(stopped);
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    // The header and idle timers are the connection's own (see `conn`): hyper's header timer
+    // also runs while a connection is idle, which would cap the idle timeout.
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_headers(gw.config.max_headers);
+    http.http2().timer(TokioTimer::new());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -328,7 +421,12 @@ pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()>
                     continue;
                 }
             },
-            () = &mut stop => break,
+            () = &mut stopped => return,
+        };
+        // Past a limit: closed at once, before anything is read or allocated for it.
+        let Ok(place) = limits.admit(peer.ip()) else {
+            drop(stream);
+            continue;
         };
         // No TCP_NODELAY: a response leaves in one write either way, and with it set the
         // gateway spent 16% more CPU per request under load (benches/RESULTS.md).
@@ -338,7 +436,8 @@ pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()>
             activity.clone(),
             gw.config.idle_timeout,
             gw.config.header_read_timeout,
-        );
+        )
+        .first_byte_within(gw.config.first_byte_timeout);
         let service = app
             .clone()
             .map_request(with_peer(peer))
@@ -357,20 +456,9 @@ pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()>
         tokio::spawn(async move {
             // Errors here are the client's: resets, timeouts, malformed requests.
             let _ = conn.await;
+            drop(place);
         });
     }
-    drop(listener);
-    tracing::info!(
-        grace_seconds = grace.as_secs_f64(),
-        "No longer accepting connections; finishing in-flight requests."
-    );
-    tokio::select! {
-        () = connections.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!("Grace period over; closing remaining connections.");
-        }
-    }
-    Ok(())
 }
 
 /// Tags each request with the client's address (`ConnectInfo`, as axum's own server does).
