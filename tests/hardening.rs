@@ -436,3 +436,28 @@ async fn idle_connections_cannot_use_up_the_gateway() {
     );
     gw.stop_cleanly();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_shows_clients_no_integration_details() {
+    let stub = support::stub_kinesis().await;
+    let config = format!("[stage_variables]\nsecretish = \"internal-value\"\n{CONFIG}");
+    let p = support::Project::custom("openapi-default", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    let served = gw.request("GET", "/openapi.json", &[], b"");
+    assert_eq!(served.status, 200);
+    let text = served.text();
+    assert!(text.contains("/v1/events"), "{text}");
+    for detail in [
+        "x-amazon-apigateway-integration",
+        "x-ingest-gateway",
+        "base64Encode",
+        "internal-value",
+        "PutRecords",
+    ] {
+        assert!(!text.contains(detail), "{detail} served: {text}");
+    }
+    // The operator's command still prints everything, for an import elsewhere.
+    let full = String::from_utf8(p.cli(&["export-openapi"]).stdout).unwrap();
+    assert!(full.contains("x-amazon-apigateway-integration") && full.contains("base64Encode"));
+    gw.stop_cleanly();
+}

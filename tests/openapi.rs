@@ -203,7 +203,7 @@ fn rich_project() -> support::Project {
         .collect();
     let example = example.replacen(
         "[server]\n",
-        "[server]\nbinary_media_types = [\"application/octet-stream\", \"image/*\"]\n",
+        "[server]\nopenapi_extensions = true\nbinary_media_types = [\"application/octet-stream\", \"image/*\"]\n",
         1,
     );
     support::Project::custom("openapi-rich", &format!("{example}{EXTRA_ROUTE}"), &refs)
@@ -295,8 +295,8 @@ fn the_served_document_validates_and_imports_back_to_the_same_gateway() {
 
     // A client-only document leaves the integration out and still validates.
     let public = std::fs::read_to_string(&project.config).unwrap().replacen(
-        "[server]\n",
-        "[server]\nopenapi_extensions = false\n",
+        "openapi_extensions = true\n",
+        "openapi_extensions = false\n",
         1,
     );
     std::fs::write(&project.config, public).unwrap();

@@ -65,9 +65,10 @@ pub struct RawServer {
     /// Where the OpenAPI description of the routes is served (default `/openapi.json`;
     /// `""` turns it off).
     pub openapi_path: Option<Spanned<String>>,
-    /// Whether it includes the integration details (templates, targets, the
-    /// `x-amazon-apigateway-*` extensions) that let it be imported again (default `true`);
-    /// `false` describes the API for clients only.
+    /// Whether it includes the integration details (templates, targets, stage variables, the
+    /// `x-amazon-apigateway-*` extensions) that let it be imported again (default `false`:
+    /// the document describes the API for clients only, since anyone who reaches the
+    /// listener can read it; `ingest-gateway export-openapi` always prints the full one).
     pub openapi_extensions: Option<bool>,
 }
 
@@ -288,7 +289,7 @@ impl Validator<'_> {
             admin_listen,
             limits,
             openapi_path,
-            openapi_extensions: raw.openapi_extensions.unwrap_or(true),
+            openapi_extensions: raw.openapi_extensions.unwrap_or(false),
             binary_media_types: raw
                 .binary_media_types
                 .iter()

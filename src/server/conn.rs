@@ -242,7 +242,7 @@ mod tests {
         let first = Duration::from_secs(2);
         let mut silent = Watched::new(server, activity, IDLE, HEAD).first_byte_within(first);
         let started = Instant::now();
-        let mut buf = [0u8; 8];
+        let mut buf = [0u8; 64];
         assert_eq!(silent.read(&mut buf).await.unwrap(), 0);
         assert_eq!(started.elapsed(), first);
         // Once a request has been served, the idle timeout applies.
