@@ -461,3 +461,87 @@ async fn the_served_openapi_document_shows_clients_no_integration_details() {
     assert!(full.contains("x-amazon-apigateway-integration") && full.contains("base64Encode"));
     gw.stop_cleanly();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_cost_nothing_before_the_route_and_key_and_stay_within_a_budget() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let stub = support::stub_kinesis().await;
+    let config = format!(
+        "[server]\nbody_read_timeout = \"5s\"\nmax_inflight_body_bytes = 12582912\n{CONFIG}\n\
+         [[routes]]\nmethod = \"POST\"\npath = \"/v1/keyed\"\naction = \"kinesis:PutRecords\"\ntarget = \"s\"\n\
+         request_templates = {{ \"application/json\" = \"records.vtl\" }}\napi_key_required = true\n\
+         [[routes]]\nmethod = \"POST\"\npath = \"/v1/small\"\naction = \"kinesis:PutRecords\"\ntarget = \"s\"\n\
+         request_templates = {{ \"application/json\" = \"records.vtl\" }}\nmax_body_bytes = 1000\n"
+    );
+    let p = support::Project::custom("bodies", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    let head = |path: &str, len: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    let status_of = |s: &mut std::net::TcpStream| {
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n])
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+    };
+    // No route, or no key: answered from the head, without waiting for the 5 MB body.
+    for path in ["/nowhere", "/v1/keyed"] {
+        let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(head(path, 5_000_000).as_bytes()).unwrap();
+        let asked = Instant::now();
+        assert_eq!(status_of(&mut s), Some(403), "{path}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{path}: {:?}",
+            asked.elapsed()
+        );
+    }
+    // One client holding a 7 MB body half sent: another 7 MB body would pass the budget.
+    let big = events(&[("a", 7_000_000)]);
+    let mut a = std::net::TcpStream::connect(&gw.addr).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    a.write_all(head("/v1/events", big.len()).as_bytes())
+        .unwrap();
+    a.write_all(&big.as_bytes()[..1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Answered from the head, while the client is still sending (its writes may then fail).
+    let other = events(&[("b", 7_000_000)]);
+    let mut b = std::net::TcpStream::connect(&gw.addr).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    b.write_all(head("/v1/events", other.len()).as_bytes())
+        .unwrap();
+    let _ = b.write_all(&other.as_bytes()[..64 * 1024]);
+    let mut answer = [0u8; 512];
+    let n = b.read(&mut answer).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    a.write_all(&big.as_bytes()[1000..]).unwrap();
+    assert_eq!(
+        status_of(&mut a),
+        Some(413),
+        "a 7 MB record is over Kinesis's 1 MiB"
+    );
+    drop(a);
+    let ok = gw.post_json("/v1/events", &events(&[("c", 100)]));
+    assert_eq!(ok.status, 200, "the budget is given back: {}", ok.text());
+    // A route's own body limit.
+    assert_eq!(
+        gw.post_json("/v1/small", &events(&[("d", 1000)])).status,
+        413
+    );
+    assert_eq!(gw.post_json("/v1/small", &events(&[("d", 10)])).status, 200);
+    // A body of tiny JSON values is refused before it is built, with memory to spare.
+    let zeros = format!("{{\"events\": [{}0]}}", "0,".repeat(4_500_000));
+    let resp = gw.post_json("/v1/events", &zeros);
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    let peak_mib = gw.peak_rss_kib() / 1024;
+    assert!(peak_mib < 150, "peak RSS {peak_mib} MiB");
+    gw.stop_cleanly();
+}

@@ -44,6 +44,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub stage: String,
     pub max_body_bytes: usize,
+    /// Body bytes all requests may hold at once.
+    pub max_inflight_body_bytes: usize,
     pub shutdown_grace: Duration,
     /// Serving on, with `/readyz` failing, after SIGTERM before connections are refused.
     pub shutdown_delay: Duration,
@@ -236,6 +238,7 @@ impl Validator<'_> {
             listen: server.listen,
             stage: server.stage,
             max_body_bytes: server.max_body_bytes,
+            max_inflight_body_bytes: server.max_inflight_body_bytes,
             shutdown_grace: server.shutdown_grace,
             shutdown_delay: server.shutdown_delay,
             header_read_timeout: server.header_read_timeout,

@@ -39,6 +39,9 @@ pub struct RawRoute {
     pub passthrough: Option<Spanned<String>>,
     /// Template rendering the client's response from the service's JSON response.
     pub response_template: Option<Spanned<String>>,
+    /// Largest body this route accepts (default and at most `server.max_body_bytes`); larger
+    /// gets 413.
+    pub max_body_bytes: Option<Spanned<u64>>,
     /// Upstream call timeout for this route (default `server.integration_timeout`).
     pub timeout: Option<Spanned<String>>,
     /// Integration responses: how the service's answer becomes the client's response.
@@ -103,6 +106,8 @@ pub struct RouteConfig {
     pub passthrough: Passthrough,
     pub response_template: Option<PathBuf>,
     pub timeout: Duration,
+    /// Its own body limit, below the server's.
+    pub max_body_bytes: Option<usize>,
     pub responses: Vec<IntegrationResponse>,
     pub api_key_required: bool,
     pub api_key_query: Option<String>,
@@ -150,6 +155,7 @@ impl Validator<'_> {
         base: &Path,
         default_timeout: Duration,
         default_spool: Option<crate::spool::Mode>,
+        server_max_body: usize,
     ) -> Option<RouteConfig> {
         let r = route.get_ref();
         let errors_before = self.errors.len();
@@ -271,6 +277,18 @@ impl Validator<'_> {
             path
         });
         let timeout = self.duration(r.timeout.as_ref(), default_timeout, "timeout");
+        let max_body_bytes = r.max_body_bytes.as_ref().and_then(|n| {
+            if *n.get_ref() == 0 || *n.get_ref() > server_max_body as u64 {
+                self.error(
+                    Some(n.span()),
+                    format!(
+                        "max_body_bytes must be 1 to server.max_body_bytes ({server_max_body})"
+                    ),
+                );
+                return None;
+            }
+            Some(*n.get_ref() as usize)
+        });
         let responses: Vec<IntegrationResponse> = r
             .responses
             .iter()
@@ -323,6 +341,7 @@ impl Validator<'_> {
             return None;
         }
         Some(RouteConfig {
+            max_body_bytes,
             method,
             path,
             action,
@@ -354,7 +373,13 @@ impl Validator<'_> {
     ) -> Vec<RouteConfig> {
         let mut routes: Vec<RouteConfig> = Vec::new();
         for route in raw {
-            if let Some(r) = self.route(route, base, server.integration_timeout, default_spool) {
+            if let Some(r) = self.route(
+                route,
+                base,
+                server.integration_timeout,
+                default_spool,
+                server.max_body_bytes,
+            ) {
                 let clash = routes.iter().any(|o| {
                     o.path.shape() == r.path.shape()
                         && (o.method.is_none() || r.method.is_none() || o.method == r.method)

@@ -20,6 +20,10 @@ pub struct RawServer {
     pub stage: Option<Spanned<String>>,
     /// Largest request body accepted; larger gets 413 (default 10 MB, as API Gateway).
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// Body bytes all requests together may hold in memory at once (default 64 MiB, at least
+    /// `max_body_bytes`); past it, requests get 503 with `Retry-After` before their body is
+    /// read.
+    pub max_inflight_body_bytes: Option<Spanned<u64>>,
     /// Default upstream call timeout for routes (default `29s`, as API Gateway).
     pub integration_timeout: Option<Spanned<String>>,
     /// Time to finish in-flight requests after SIGTERM/Ctrl-C (default `30s`).
@@ -102,6 +106,7 @@ pub(super) struct Server {
     pub listen: SocketAddr,
     pub stage: String,
     pub max_body_bytes: usize,
+    pub max_inflight_body_bytes: usize,
     pub integration_timeout: Duration,
     pub shutdown_grace: Duration,
     pub shutdown_delay: Duration,
@@ -152,9 +157,23 @@ impl Validator<'_> {
         };
         let max_body_bytes = match &raw.max_body_bytes {
             None => 10 * 1024 * 1024,
-            Some(n) if *n.get_ref() == 0 => {
-                self.error(Some(n.span()), "server.max_body_bytes must be at least 1");
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > 1 << 30 => {
+                self.error(
+                    Some(n.span()),
+                    "server.max_body_bytes must be 1 to 1073741824",
+                );
                 10 * 1024 * 1024
+            }
+            Some(n) => *n.get_ref() as usize,
+        };
+        let max_inflight_body_bytes = match &raw.max_inflight_body_bytes {
+            None => (64 << 20).max(max_body_bytes),
+            Some(n) if (*n.get_ref() as usize) < max_body_bytes => {
+                self.error(
+                    Some(n.span()),
+                    format!("server.max_inflight_body_bytes must be at least max_body_bytes ({max_body_bytes})"),
+                );
+                max_body_bytes
             }
             Some(n) => *n.get_ref() as usize,
         };
@@ -274,6 +293,7 @@ impl Validator<'_> {
             listen,
             stage,
             max_body_bytes,
+            max_inflight_body_bytes,
             integration_timeout,
             shutdown_grace,
             shutdown_delay,

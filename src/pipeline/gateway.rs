@@ -38,6 +38,8 @@ pub struct Gateway {
     pub openapi: Option<String>,
     /// The gateway's own error responses, as configured.
     pub gateway_responses: GatewayResponses,
+    /// Body bytes all requests may hold at once (`server.max_inflight_body_bytes`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -77,7 +79,6 @@ impl Gateway {
             .map(|r| telemetry::RouteMetrics::new(&r.name(), Some(r.action.name())))
             .collect();
         Ok(Gateway {
-            config,
             routes,
             compiled,
             clients,
@@ -88,6 +89,8 @@ impl Gateway {
             unmatched: telemetry::RouteMetrics::new("unmatched", None),
             openapi,
             gateway_responses,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(config.max_inflight_body_bytes)),
+            config,
         })
     }
 

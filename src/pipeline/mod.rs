@@ -18,7 +18,7 @@ use axum::http::Response;
 use crate::dispatch::{self, Dispatched};
 use crate::error::{ErrorKind, GatewayError};
 use crate::render::{self, RequestView};
-pub use crate::request::Request;
+pub use crate::request::{PendingBody, Request};
 use crate::respond::integration::Answer;
 use crate::validate::body::{self, BodyRules};
 use crate::{authorize, respond};
@@ -37,9 +37,13 @@ pub struct Outcome {
 }
 
 /// Runs the pipeline; never fails: errors become responses here.
-pub async fn handle(gw: &Arc<Gateway>, req: Request) -> (Response<Body>, Outcome) {
+pub async fn handle(
+    gw: &Arc<Gateway>,
+    mut req: Request,
+    body: PendingBody,
+) -> (Response<Body>, Outcome) {
     let mut outcome = Outcome::default();
-    let mut resp = match run(gw, &req, &mut outcome).await {
+    let mut resp = match run(gw, &mut req, body, &mut outcome).await {
         Ok(resp) => resp,
         Err(e) => {
             let resp = error_response(gw, &e, &req.request_id);
@@ -61,7 +65,8 @@ pub fn error_response(gw: &Gateway, e: &GatewayError, request_id: &str) -> Respo
 
 async fn run(
     gw: &Gateway,
-    req: &Request,
+    req: &mut Request,
+    body: PendingBody,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, GatewayError> {
     // route
@@ -79,6 +84,12 @@ async fn run(
     if route.rate_limit_headers {
         outcome.quota = identity.quota;
     }
+
+    // the body: read only now that the route and the caller are known
+    let limit = route.max_body_bytes.unwrap_or(gw.config.max_body_bytes);
+    let (bytes, _in_flight) = body.read(limit).await?;
+    req.body = bytes;
+    let req: &Request = req;
 
     // validate (parameters; then, once the template is known, the body)
     let validator = compiled.validator.as_ref();

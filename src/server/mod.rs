@@ -16,7 +16,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Response, StatusCode, header};
 use axum::routing::get;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -121,38 +120,29 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         return refused(&gw, &e, &method, &path, received, &request_id);
     }
 
-    // The whole request has `request_timeout`; the body its own share of it.
+    // The whole request has `request_timeout`; the body its own share of it, read once the
+    // pipeline knows the route and the caller.
     let deadline = tokio::time::Instant::from_std(received) + gw.config.request_timeout;
-    let read = read_body(body, &parts.headers, gw.config.max_body_bytes);
-    let body_timeout = gw
-        .config
-        .body_read_timeout
-        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-    let read = tokio::time::timeout(body_timeout, read)
-        .await
-        .unwrap_or_else(|_| {
-            Err(GatewayError::new(
-                ErrorKind::BodyTimeout,
-                "the body did not arrive within the body read timeout",
-            ))
-        });
-    let body = match read {
-        Ok(b) => b,
-        Err(e) => return refused(&gw, &e, &method, &path, received, &request_id),
-    };
+    let body_deadline = deadline.min(tokio::time::Instant::now() + gw.config.body_read_timeout);
+    let body = crate::request::PendingBody::new(
+        body,
+        &parts.headers,
+        body_deadline,
+        gw.body_budget.clone(),
+    );
     let request = pipeline::Request {
         method: method.clone(),
         path: path.clone(),
         query: parse_query(parts.uri.query().unwrap_or("")),
         headers: parts.headers,
-        body,
+        body: Bytes::new(),
         source_ip,
         request_id: request_id.clone(),
         received,
         received_epoch_ms,
     };
     let (resp, outcome) =
-        match tokio::time::timeout_at(deadline, pipeline::handle(&gw, request)).await {
+        match tokio::time::timeout_at(deadline, pipeline::handle(&gw, request, body)).await {
             Ok(handled) => handled,
             Err(_) => {
                 let e = GatewayError::new(
@@ -212,36 +202,6 @@ fn refused(
     };
     access_log(gw, method, path, None, &done);
     resp
-}
-
-/// Reads the body up to `limit` bytes; more is a 413, told from `Content-Length` before
-/// reading when the client declares it.
-async fn read_body(
-    body: Body,
-    headers: &axum::http::HeaderMap,
-    limit: usize,
-) -> Result<Bytes, GatewayError> {
-    let too_large = || {
-        GatewayError::new(
-            ErrorKind::PayloadTooLarge { limit },
-            format!("body larger than {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(GatewayError::new(
-            ErrorKind::InvalidBody,
-            format!("reading the body failed: {e}"),
-        )),
-    }
 }
 
 fn parse_query(q: &str) -> Vec<(String, String)> {

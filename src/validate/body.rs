@@ -123,9 +123,52 @@ fn parse_json(body: &str) -> Result<Option<Json>, GatewayError> {
     if body.trim().is_empty() {
         return Ok(None);
     }
+    // A parsed value takes 32 bytes and more: a body of tiny values (`[0,0,0,...]`) would
+    // take tens of times its size. Counted first, without building anything.
+    let values = count_values(body.as_bytes());
+    let allowed = max_values(body.len());
+    if values > allowed {
+        return Err(GatewayError::new(
+            ErrorKind::InvalidBody,
+            format!(
+                "the body holds {values} JSON values; a body of {} bytes may hold {allowed}",
+                body.len()
+            ),
+        ));
+    }
     serde_json::from_str(body).map(Some).map_err(|e| {
         GatewayError::new(ErrorKind::InvalidBody, format!("the body is not JSON: {e}"))
     })
+}
+
+/// The JSON values a body of `len` bytes may hold: one per 4 bytes, and 1024 more, which
+/// keeps a parsed document within about 16 times its text (the text of real events holds
+/// one value per 10 to 30 bytes).
+fn max_values(len: usize) -> usize {
+    1024 + len / 4
+}
+
+/// About how many values a JSON text holds, from its structure alone: one for each `[`
+/// and `{`, one more for each `,`, and the top value (outside strings).
+fn count_values(text: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' | b',' => n += 1,
+            _ => {}
+        }
+    }
+    n
 }
 
 /// Whether a document nests more than `limit` arrays and objects deep.
@@ -183,6 +226,21 @@ mod tests {
         assert!(is_json_media("application/json"));
         assert!(is_json_media("application/vnd.api+json"));
         assert!(!is_json_media("text/plain"));
+    }
+
+    #[test]
+    fn a_body_of_tiny_values_is_refused_before_it_is_built() {
+        assert_eq!(count_values(b"[0,0,0]"), 4);
+        assert_eq!(count_values(br#"{"a": "x,[{", "b": [1, 2]}"#), 5);
+        assert_eq!(count_values(br#"["a\"b,", 1]"#), 3);
+        let zeros = format!("[{}0]", "0,".repeat(100_000));
+        let e = parse_json(&zeros).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::InvalidBody), "{e:?}");
+        // Events as clients send them are far below the bound.
+        let event =
+            r#"{"userId": "user-000001", "type": "click", "ts": 1764077930000, "page": "/home"}"#;
+        let events = format!("{{\"events\": [{}]}}", vec![event; 5000].join(","));
+        assert!(parse_json(&events).unwrap().is_some());
     }
 
     #[test]
