@@ -116,8 +116,26 @@ async fn sqs_messages_arrive_with_body_and_attributes() {
     };
     let project = Project::new("sqs");
     project.provision();
-    let key = project.key("partners");
+    // The route posts as the key's customer only (`customer_param`).
+    let out = project.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "acme",
+        "--plan",
+        "partners",
+        "--customer",
+        "acme co",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let gw = Gateway::start(&project.config);
+    let other = gw.post_json_with_key("/v1/partners/globex/messages", &key, "{}");
+    assert_eq!(other.status, 403, "{}", other.text());
     let body = r#"{"order": "a&b=c+d", "note": "50% off"}"#;
     let resp = gw.post_json_with_key("/v1/partners/acme%20co/messages", &key, body);
     assert_eq!(resp.status, 200, "{}", resp.text());

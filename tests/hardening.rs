@@ -545,3 +545,79 @@ async fn bodies_cost_nothing_before_the_route_and_key_and_stay_within_a_budget()
     assert!(peak_mib < 150, "peak RSS {peak_mib} MiB");
     gw.stop_cleanly();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reaches_only_its_plans_routes_and_a_partner_writes_only_as_itself() {
+    let stub = support::stub_kinesis().await;
+    let config = r#"
+[usage_plans.clicks]
+routes = ["POST /v1/events"]
+[usage_plans.partners]
+routes = ["POST /v1/partners/{partner}/events"]
+
+[[routes]]
+method = "POST"
+path = "/v1/events"
+action = "kinesis:PutRecords"
+target = "s"
+request_templates = { "application/json" = "records.vtl" }
+api_key_required = true
+
+[[routes]]
+method = "POST"
+path = "/v1/partners/{partner}/events"
+action = "kinesis:PutRecords"
+target = "s"
+request_templates = { "application/json" = "records.vtl" }
+api_key_required = true
+customer_param = "partner"
+"#;
+    let p = support::Project::custom("plan-routes", config, &[("records.vtl", TEMPLATE)]);
+    let clicks = p.key("clicks");
+    let out = p.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "acme",
+        "--plan",
+        "partners",
+        "--customer",
+        "acme",
+    ]);
+    assert!(out.status.success());
+    let acme = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    let body = events(&[("ok", 10)]);
+    let post = |path: &str, key: &str| gw.post_json_with_key(path, key, &body).status;
+    assert_eq!(post("/v1/events", &clicks), 200);
+    assert_eq!(
+        post("/v1/partners/acme/events", &clicks),
+        403,
+        "not the clicks plan's route"
+    );
+    assert_eq!(
+        post("/v1/events", &acme),
+        403,
+        "not the partners plan's route"
+    );
+    assert_eq!(post("/v1/partners/acme/events", &acme), 200);
+    assert_eq!(
+        post("/v1/partners/globex/events", &acme),
+        403,
+        "as another partner"
+    );
+    assert_eq!(stub.accepted.lock().unwrap().len(), 2);
+    gw.stop_cleanly();
+    // A plan naming a route that does not exist is a configuration error.
+    let bad = support::Project::custom(
+        "plan-routes-bad",
+        &config.replace(
+            "routes = [\"POST /v1/events\"]",
+            "routes = [\"POST /v1/event\"]",
+        ),
+        &[("records.vtl", TEMPLATE)],
+    );
+    let check = bad.cli(&["check-config"]);
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stderr).contains("no route \"POST /v1/event\""));
+}

@@ -44,6 +44,9 @@ pub struct KeyEntry {
     pub enabled: bool,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// The customer the key was issued to (`keys create --customer`), which a route can
+    /// require its path to name.
+    pub customer: Option<String>,
 }
 
 /// The keys, by hash. A rotated key's previous hash maps to the same entry until its grace
@@ -64,6 +67,7 @@ impl Snapshot {
                 enabled: r.enabled,
                 created_at: r.created_at,
                 expires_at: r.expires_at,
+                customer: r.customer,
             });
             if let Some((old, until)) = r.previous {
                 by_hash.insert(old, (old, Some(until), entry.clone()));
@@ -146,6 +150,8 @@ pub enum Denied {
 
 struct PlanLimits<C: Clock> {
     plan: UsagePlan,
+    /// The routes (by index) the plan's keys may call; `None`: every route.
+    grants: Option<std::collections::HashSet<usize>>,
     throttle: Option<Keyed<C>>,
     /// By route index.
     route_throttles: HashMap<usize, Keyed<C>>,
@@ -210,7 +216,14 @@ impl<C: Clock + Clone> Authorizer<C> {
                         Some((i, keyed(*t)?))
                     })
                     .collect();
+                let grants = p.routes.as_ref().map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|name| routes.iter().position(|r| &r.name == name))
+                        .collect()
+                });
                 let limits = PlanLimits {
+                    grants,
                     throttle: p.throttle.and_then(keyed),
                     route_throttles,
                     plan: p,
@@ -277,6 +290,11 @@ impl<C: Clock + Clone> Authorizer<C> {
             let Some(plan) = self.plans.get(&entry.plan) else {
                 return Err(Denied::Forbidden("key's usage plan is not configured"));
             };
+            if plan.grants.as_ref().is_some_and(|g| !g.contains(&route)) {
+                return Err(Denied::Forbidden(
+                    "key's usage plan does not grant this route",
+                ));
+            }
             let limiter = plan.route_throttles.get(&route).or(plan.throttle.as_ref());
             if let Some(l) = limiter
                 && let Err(nu) = l.check_key(&entry.id)

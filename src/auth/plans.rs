@@ -99,6 +99,8 @@ pub struct UsagePlan {
     /// Per-route overrides, by `"METHOD /path"` as written in the route.
     pub route_throttles: Vec<(String, Throttle)>,
     pub quota: Option<Quota>,
+    /// The routes its keys may call, by `"METHOD /path"`; `None`: every route.
+    pub routes: Option<Vec<String>>,
 }
 
 /// Seconds to tell a client in `Retry-After`: at least 1, rounded up.

@@ -32,6 +32,7 @@ fn plan(name: &str, throttle: Option<(f64, u32)>, quota: Option<(u64, Period, u6
         name: name.into(),
         throttle: throttle.map(|(rate, burst)| Throttle { rate, burst }),
         route_throttles: Vec::new(),
+        routes: None,
         quota: quota.map(|(limit, period, offset)| Quota {
             limit,
             period,

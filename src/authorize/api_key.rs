@@ -1,7 +1,7 @@
 //! The API key authorizer: the key a request presents (the `x-api-key` header, or the
 //! route's query parameter), checked against the key store and the key's usage plan
 //! (throttle and quota), and the route and account throttles, which apply with or without a
-//! key.
+//! key. A route with `customer_param` also requires its path to name the key's customer.
 
 use super::Identity;
 use crate::auth::{Authorizer, Denied};
@@ -15,12 +15,25 @@ pub fn authorize(
     route: usize,
     config: &RouteConfig,
     req: &Request,
+    path_params: &[(String, String)],
     identity: &mut Identity,
 ) -> Result<(), GatewayError> {
     let presented = presented(req, config);
     let admitted = auth
         .authorize(route, presented.as_deref(), req.received_epoch_ms)
         .map_err(denied)?;
+    if let (Some(param), Some(key)) = (&config.customer_param, &admitted.key) {
+        let named = path_params
+            .iter()
+            .find(|(k, _)| k == param)
+            .map(|(_, v)| v.as_str());
+        if named.is_none() || key.customer.as_deref() != named {
+            return Err(GatewayError::new(
+                ErrorKind::Forbidden,
+                format!("the key's customer is not the {param} the path names"),
+            ));
+        }
+    }
     if let Some(key) = admitted.key {
         identity.api_key = presented;
         identity.api_key_id = Some(key.id.clone());

@@ -26,14 +26,16 @@ pub struct Identity {
     pub quota: Option<QuotaStatus>,
 }
 
-/// Runs the route's authorizers; `route` is the route's index in `auth`.
+/// Runs the route's authorizers; `route` is the route's index in `auth`, `path_params` what
+/// its path matched.
 pub fn authorize(
     auth: &Authorizer,
     route: usize,
     config: &RouteConfig,
     req: &Request,
+    path_params: &[(String, String)],
 ) -> Result<Identity, GatewayError> {
     let mut identity = Identity::default();
-    api_key::authorize(auth, route, config, req, &mut identity)?;
+    api_key::authorize(auth, route, config, req, path_params, &mut identity)?;
     Ok(identity)
 }

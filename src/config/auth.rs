@@ -27,6 +27,10 @@ pub struct RawUsagePlan {
     #[serde(default)]
     pub route_throttles: IndexMap<String, RawThrottle>,
     pub quota: Option<RawQuota>,
+    /// The routes its keys may call, by `"METHOD /path"` as the routes declare them (as API
+    /// Gateway's plans bind keys to stages and methods); a key calling another route gets
+    /// 403. Absent: every route that needs a key.
+    pub routes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,7 +116,19 @@ impl Validator<'_> {
                     None
                 }
             });
+        let grants = r.routes.as_ref().map(|names| {
+            for route in names {
+                if !routes.contains(route) {
+                    self.error(
+                        span.clone(),
+                        format!("usage plan {name}: routes: no route {route:?} (routes are named like \"POST /v1/events\")"),
+                    );
+                }
+            }
+            names.clone()
+        });
         UsagePlan {
+            routes: grants,
             name: name.to_string(),
             throttle,
             route_throttles,

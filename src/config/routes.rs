@@ -52,6 +52,10 @@ pub struct RawRoute {
     pub api_key_required: bool,
     /// A query parameter that may carry the key instead, for browsers and pixels.
     pub api_key_query: Option<String>,
+    /// A path parameter that must name the key's customer (`keys create --customer`): on
+    /// `/v1/partners/{partner}/messages` with `customer_param = "partner"`, a partner's key
+    /// can write only as that partner (403 otherwise). Needs `api_key_required`.
+    pub customer_param: Option<Spanned<String>>,
     /// A throttle for the whole route, all callers together.
     pub throttle: Option<RawThrottle>,
     /// Send `X-RateLimit-Limit`, `-Remaining` and `-Reset` for the key's quota.
@@ -111,6 +115,8 @@ pub struct RouteConfig {
     pub responses: Vec<IntegrationResponse>,
     pub api_key_required: bool,
     pub api_key_query: Option<String>,
+    /// The path parameter that must equal the key's customer.
+    pub customer_param: Option<String>,
     pub throttle: Option<Throttle>,
     pub rate_limit_headers: bool,
     /// Batching across requests, when on.
@@ -295,6 +301,28 @@ impl Validator<'_> {
             .map(|resp| self.response(resp, base))
             .collect();
         let throttle = r.throttle.and_then(|t| self.throttle(t, "route throttle"));
+        let customer_param = r.customer_param.as_ref().map(|c| {
+            let names = path
+                .as_ref()
+                .map(PathTemplate::param_names)
+                .unwrap_or_default();
+            if !names.contains(&c.get_ref().as_str()) {
+                self.error(
+                    Some(c.span()),
+                    format!(
+                        "customer_param: {:?} is not a parameter of the route's path",
+                        c.get_ref()
+                    ),
+                );
+            }
+            if !r.api_key_required {
+                self.error(
+                    Some(c.span()),
+                    "customer_param needs api_key_required = true",
+                );
+            }
+            c.get_ref().clone()
+        });
         if r.api_key_query.as_ref().is_some_and(|q| q.is_empty()) {
             self.error(
                 Some(route.span()),
@@ -341,6 +369,7 @@ impl Validator<'_> {
             return None;
         }
         Some(RouteConfig {
+            customer_param,
             max_body_bytes,
             method,
             path,

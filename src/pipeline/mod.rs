@@ -79,7 +79,7 @@ async fn run(
     outcome.route = Some(i);
 
     // authorize
-    let identity = authorize::authorize(&gw.auth, i, route, req)?;
+    let identity = authorize::authorize(&gw.auth, i, route, req, &matched.params)?;
     outcome.key_id.clone_from(&identity.api_key_id);
     if route.rate_limit_headers {
         outcome.quota = identity.quota;
