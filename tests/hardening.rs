@@ -621,3 +621,35 @@ customer_param = "partner"
     assert!(!check.status.success());
     assert!(String::from_utf8_lossy(&check.stderr).contains("no route \"POST /v1/event\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_do_not_spend_the_account_throttle() {
+    let stub = support::stub_kinesis().await;
+    let config = format!(
+        "[auth]\naccount_throttle = {{ rate = 0.01, burst = 3 }}\n{}",
+        CONFIG.replace("batch = { linger = \"50ms\" }", "passthrough = \"never\"")
+    );
+    let p = support::Project::custom("account-throttle", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    // Anonymous junk: no template for the type, a body that is not JSON.
+    for _ in 0..10 {
+        let r = gw.request(
+            "POST",
+            "/v1/events",
+            &[("content-type", "text/plain")],
+            b"x",
+        );
+        assert_eq!(r.status, 415);
+        assert_eq!(gw.post_json("/v1/events", "{not json").status, 400);
+    }
+    // The requests that reach the upstream still have the whole burst.
+    for _ in 0..3 {
+        assert_eq!(
+            gw.post_json("/v1/events", &events(&[("ok", 10)])).status,
+            200
+        );
+    }
+    let over = gw.post_json("/v1/events", &events(&[("ok", 10)]));
+    assert_eq!(over.status, 429, "{}", over.text());
+    gw.stop_cleanly();
+}

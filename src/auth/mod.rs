@@ -315,6 +315,16 @@ impl<C: Clock + Clone> Authorizer<C> {
                 scope: "route",
             });
         }
+        if let (Some(q), Some(key)) = (plan_quota, &admitted.key) {
+            admitted.quota = Some(self.take_quota(key, q, now_ms)?);
+        }
+        Ok(admitted)
+    }
+
+    /// The gateway-wide throttle, taken by a request about to call its upstream: requests
+    /// refused before (no key, a bad body, no template) do not spend it, so junk cannot starve
+    /// the requests that are admitted.
+    pub fn admit_to_upstream(&self) -> Result<(), Denied> {
         if let Some(l) = &self.account
             && let Err(nu) = l.check()
         {
@@ -323,10 +333,7 @@ impl<C: Clock + Clone> Authorizer<C> {
                 scope: "account",
             });
         }
-        if let (Some(q), Some(key)) = (plan_quota, &admitted.key) {
-            admitted.quota = Some(self.take_quota(key, q, now_ms)?);
-        }
-        Ok(admitted)
+        Ok(())
     }
 
     /// Counts one request against a key's quota, or refuses it when the quota is spent.

@@ -42,6 +42,12 @@ pub fn authorize(
     Ok(())
 }
 
+/// The gateway-wide throttle, spent only by requests that reach their upstream (see
+/// `Authorizer::admit_to_upstream`).
+pub fn admit_to_upstream(auth: &Authorizer) -> Result<(), GatewayError> {
+    auth.admit_to_upstream().map_err(denied)
+}
+
 /// The key a request presents: the `x-api-key` header, or the route's query parameter.
 fn presented(req: &Request, route: &RouteConfig) -> Option<String> {
     req.header("x-api-key").or_else(|| {

@@ -13,6 +13,7 @@ use crate::auth::{Authorizer, QuotaStatus};
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
 use crate::request::Request;
+pub use api_key::admit_to_upstream;
 
 /// Who a request is, as far as the route's authorizers established it; templates read it
 /// through `$context`.

@@ -14,7 +14,8 @@ pub struct RawAuth {
     /// The SQLite key store (default `keys.db` next to this file). The CLI's `keys`
     /// commands write it; the server picks changes up within a second.
     pub key_store: Option<String>,
-    /// Gateway-wide throttle (default rate 10000, burst 5000, as an AWS account).
+    /// Gateway-wide throttle (default rate 10000, burst 5000, as an AWS account), spent by
+    /// requests about to call their upstream (not by those refused before).
     pub account_throttle: Option<RawThrottle>,
 }
 

@@ -116,7 +116,8 @@ async fn run(
     };
     let rendered = render::request(template, body, &view, &gw.config)?;
 
-    // dispatch
+    // dispatch (the account throttle counts only what gets this far)
+    authorize::admit_to_upstream(&gw.auth)?;
     let started = Instant::now();
     let dispatched = dispatch::dispatch(&gw.upstreams[i], &gw.clients, &rendered.body).await?;
     outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
