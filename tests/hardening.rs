@@ -653,3 +653,56 @@ async fn refused_requests_do_not_spend_the_account_throttle() {
     assert_eq!(over.status, 429, "{}", over.text());
     gw.stop_cleanly();
 }
+
+#[test]
+fn a_configuration_cannot_read_any_file_or_shadow_the_gateways_own_paths() {
+    let route = |extra: &str| {
+        format!(
+            "[[routes]]\nmethod = \"POST\"\npath = \"/v1/events\"\naction = \"kinesis:PutRecords\"\ntarget = \"s\"\n{extra}\n"
+        )
+    };
+    let check = |config: &str, files: &[(&str, &str)]| {
+        let p = support::Project::custom("config-paths", config, files);
+        let out = p.cli(&["check-config"]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // A template outside the configuration's directory, a directory, a huge template.
+    let outside = route("request_templates = { \"application/json\" = \"/etc/passwd\" }");
+    let (ok, err) = check(&outside, &[]);
+    assert!(
+        !ok && err.contains("is outside the configuration's directory"),
+        "{err}"
+    );
+    assert!(err.contains("gateway.toml:6:"), "located: {err}");
+    let (ok, _) = check(&format!("allow_paths_outside = true\n{outside}"), &[]);
+    assert!(ok, "allowed when asked for");
+    let (ok, err) = check(
+        &route("request_templates = { \"application/json\" = \"../\" }"),
+        &[],
+    );
+    assert!(!ok && err.contains("is a directory"), "{err}");
+    let big = "x".repeat(2 << 20);
+    let (ok, err) = check(
+        &route("request_templates = { \"application/json\" = \"big.vtl\" }"),
+        &[("big.vtl", &big)],
+    );
+    assert!(!ok && err.contains("at most 1048576 are read"), "{err}");
+    // The gateway's own paths.
+    let (ok, err) = check(&route("").replace("/v1/events", "/metrics"), &[]);
+    assert!(!ok && err.contains("is the gateway's own"), "{err}");
+    // Throttles: located, and a rate too small to be one said as such.
+    let (ok, err) = check(
+        &format!(
+            "[usage_plans.p]\nthrottle = {{ rate = 1e-300, burst = 1 }}\n{}",
+            route("")
+        ),
+        &[],
+    );
+    assert!(
+        !ok && err.contains("too small to take effect") && err.contains(":1:"),
+        "{err}"
+    );
+}

@@ -16,7 +16,7 @@ pub struct RawAuth {
     pub key_store: Option<String>,
     /// Gateway-wide throttle (default rate 10000, burst 5000, as an AWS account), spent by
     /// requests about to call their upstream (not by those refused before).
-    pub account_throttle: Option<RawThrottle>,
+    pub account_throttle: Option<Spanned<RawThrottle>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -56,19 +56,32 @@ pub struct RawThrottle {
 }
 
 impl Validator<'_> {
-    pub(super) fn throttle(&mut self, t: RawThrottle, what: &str) -> Option<Throttle> {
+    /// A throttle; `span` locates its errors.
+    pub(super) fn throttle(
+        &mut self,
+        t: RawThrottle,
+        what: &str,
+        span: Option<std::ops::Range<usize>>,
+    ) -> Option<Throttle> {
         let throttle = Throttle {
             rate: t.rate,
             burst: t.burst,
         };
-        if crate::auth::bucket(throttle).is_none() {
-            self.error(
-                None,
-                format!("{what}: rate must be above 0 and burst at least 1"),
-            );
-            return None;
+        if crate::auth::bucket(throttle).is_some() {
+            return Some(throttle);
         }
-        Some(throttle)
+        let problem = if !(t.rate.is_finite() && t.rate > 0.0) {
+            format!("rate must be a number above 0, got {}", t.rate)
+        } else if t.burst == 0 {
+            "burst must be at least 1".to_string()
+        } else {
+            format!(
+                "rate {} is too small to take effect (use at least 1e-9 per second)",
+                t.rate
+            )
+        };
+        self.error(span, format!("{what}: {problem}"));
+        None
     }
 
     pub(super) fn usage_plan(
@@ -81,7 +94,7 @@ impl Validator<'_> {
         let r = p.get_ref();
         let throttle = r
             .throttle
-            .and_then(|t| self.throttle(t, &format!("usage plan {name}: throttle")));
+            .and_then(|t| self.throttle(t, &format!("usage plan {name}: throttle"), span.clone()));
         let mut route_throttles = Vec::new();
         for (route, t) in &r.route_throttles {
             if !routes.contains(route) {
@@ -89,7 +102,9 @@ impl Validator<'_> {
                     span.clone(),
                     format!("usage plan {name}: no route {route:?} (routes are named like \"POST /v1/events\")"),
                 );
-            } else if let Some(t) = self.throttle(*t, &format!("usage plan {name}: {route}")) {
+            } else if let Some(t) =
+                self.throttle(*t, &format!("usage plan {name}: {route}"), span.clone())
+            {
                 route_throttles.push((route.clone(), t));
             }
         }
@@ -145,8 +160,8 @@ impl Validator<'_> {
         routes: &[String],
         base: &std::path::Path,
     ) -> (std::path::PathBuf, Option<Throttle>, Vec<UsagePlan>) {
-        let account_throttle = match raw.account_throttle {
-            Some(t) => self.throttle(t, "auth.account_throttle"),
+        let account_throttle = match &raw.account_throttle {
+            Some(t) => self.throttle(*t.get_ref(), "auth.account_throttle", Some(t.span())),
             None => Some(Throttle {
                 rate: 10_000.0,
                 burst: 5_000,

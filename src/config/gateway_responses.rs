@@ -94,17 +94,9 @@ impl Validator<'_> {
                 }
             }
             let template = r.template.as_ref().map(|t| {
-                let path = base.join(t);
-                if !path.is_file() {
-                    self.error(
-                        span.clone(),
-                        format!(
-                            "gateway_responses.{kind}.template: {} does not exist",
-                            path.display()
-                        ),
-                    );
-                }
-                path
+                let what = format!("gateway_responses.{kind}.template:");
+                let max = Some(super::MAX_TEMPLATE_BYTES);
+                self.named_file(span.clone(), base, t, &what, max)
             });
             out.push((
                 kind.clone(),

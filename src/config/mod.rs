@@ -146,6 +146,7 @@ pub fn parse(file: &Path, text: &str, base_dir: &Path) -> Result<Config, ConfigE
         file,
         text,
         errors: Vec::new(),
+        allow_outside: false,
     };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -159,11 +160,25 @@ pub fn parse(file: &Path, text: &str, base_dir: &Path) -> Result<Config, ConfigE
             }]));
         }
     };
+    v.allow_outside = raw.allow_paths_outside;
     let config = v.validate(raw, base_dir);
     if v.errors.is_empty() {
         Ok(config)
     } else {
         Err(ConfigErrors(v.errors))
+    }
+}
+
+/// Whether `path` lies in `dir` once both are resolved (symbolic links and `..` included).
+fn inside(path: &Path, dir: &Path) -> bool {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    match (path.canonicalize(), dir.canonicalize()) {
+        (Ok(p), Ok(d)) => p.starts_with(d),
+        _ => false,
     }
 }
 
@@ -195,7 +210,12 @@ struct Validator<'a> {
     file: &'a Path,
     text: &'a str,
     errors: Vec<ConfigError>,
+    /// `allow_paths_outside`: files may lie outside the configuration's directory.
+    allow_outside: bool,
 }
+
+/// A template file's size, at most (a template is parsed at start-up and kept in memory).
+pub const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
 
 impl Validator<'_> {
     fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
@@ -204,6 +224,39 @@ impl Validator<'_> {
             at: span.map(|s| line_col(self.text, s.start)),
             message: message.into(),
         });
+    }
+
+    /// A file the configuration names (a template, a model, a definition), relative to the
+    /// configuration's directory, which it must stay inside unless `allow_paths_outside` is
+    /// set (so a configuration cannot make the gateway read `/etc/shadow` as a template), and
+    /// at most `max_bytes` long. `what` starts the error messages ("template file").
+    fn named_file(
+        &mut self,
+        span: Option<Range<usize>>,
+        base: &Path,
+        name: &str,
+        what: &str,
+        max_bytes: Option<u64>,
+    ) -> PathBuf {
+        let path = base.join(name);
+        let problem = match std::fs::metadata(&path) {
+            Err(_) => Some("does not exist".to_string()),
+            Ok(m) if m.is_dir() => Some("is a directory".to_string()),
+            Ok(m) if max_bytes.is_some_and(|max| m.len() > max) => Some(format!(
+                "is {} bytes; at most {} are read",
+                m.len(),
+                max_bytes.unwrap_or_default()
+            )),
+            Ok(_) if !self.allow_outside && !inside(&path, base) => Some(format!(
+                "is outside the configuration's directory {}; set allow_paths_outside = true to allow it",
+                base.display()
+            )),
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            self.error(span, format!("{what} {} {problem}", path.display()));
+        }
+        path
     }
 
     fn duration(&mut self, v: Option<&Spanned<String>>, default: Duration, what: &str) -> Duration {

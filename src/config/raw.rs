@@ -18,6 +18,11 @@ pub use crate::integrations::provision::Resources as RawResources;
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Templates, models and definitions may lie outside this file's directory (default
+    /// `false`: a configuration names files beside it, so it cannot make the gateway read any
+    /// file on the machine).
+    #[serde(default)]
+    pub allow_paths_outside: bool,
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]

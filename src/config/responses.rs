@@ -130,14 +130,8 @@ impl Validator<'_> {
             }
         }
         let template = r.template.as_ref().map(|t| {
-            let path = base.join(t);
-            if !path.is_file() {
-                self.error(
-                    span.clone(),
-                    format!("template file {} does not exist", path.display()),
-                );
-            }
-            path
+            let max = Some(super::MAX_TEMPLATE_BYTES);
+            self.named_file(span.clone(), base, t, "template file", max)
         });
         IntegrationResponse {
             pattern,

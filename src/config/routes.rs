@@ -17,6 +17,9 @@ use crate::auth::plans::Throttle;
 use crate::integrations::Action;
 use crate::route::PathTemplate;
 
+/// Paths the gateway serves itself (besides `server.openapi_path`).
+pub const RESERVED_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
@@ -198,14 +201,8 @@ impl Validator<'_> {
             );
         }
         let request_model = r.request_model.as_ref().map(|m| {
-            let file = base.join(m.get_ref());
-            if !file.is_file() {
-                self.error(
-                    Some(m.span()),
-                    format!("model file {} does not exist", file.display()),
-                );
-            }
-            file
+            let max = Some(super::MAX_TEMPLATE_BYTES);
+            self.named_file(Some(m.span()), base, m.get_ref(), "model file", max)
         });
         let required_parameters = match &r.required_parameters {
             None => RequiredParameters::default(),
@@ -244,13 +241,14 @@ impl Validator<'_> {
         };
         let mut request_templates = Vec::new();
         for (media, file) in &r.request_templates {
-            let path = base.join(file.get_ref());
-            if !path.is_file() {
-                self.error(
-                    Some(file.span()),
-                    format!("template file {} does not exist", path.display()),
-                );
-            }
+            let max = Some(super::MAX_TEMPLATE_BYTES);
+            let path = self.named_file(
+                Some(file.span()),
+                base,
+                file.get_ref(),
+                "template file",
+                max,
+            );
             request_templates.push((media.to_ascii_lowercase(), path));
         }
         let passthrough = match r
@@ -273,14 +271,8 @@ impl Validator<'_> {
             },
         };
         let response_template = r.response_template.as_ref().map(|f| {
-            let path = base.join(f.get_ref());
-            if !path.is_file() {
-                self.error(
-                    Some(f.span()),
-                    format!("template file {} does not exist", path.display()),
-                );
-            }
-            path
+            let max = Some(super::MAX_TEMPLATE_BYTES);
+            self.named_file(Some(f.span()), base, f.get_ref(), "template file", max)
         });
         let timeout = self.duration(r.timeout.as_ref(), default_timeout, "timeout");
         let max_body_bytes = r.max_body_bytes.as_ref().and_then(|n| {
@@ -300,7 +292,9 @@ impl Validator<'_> {
             .iter()
             .map(|resp| self.response(resp, base))
             .collect();
-        let throttle = r.throttle.and_then(|t| self.throttle(t, "route throttle"));
+        let throttle = r
+            .throttle
+            .and_then(|t| self.throttle(t, "route throttle", Some(route.span())));
         let customer_param = r.customer_param.as_ref().map(|c| {
             let names = path
                 .as_ref()
@@ -420,6 +414,17 @@ impl Validator<'_> {
                             "route {} {} is declared twice",
                             route.get_ref().method.get_ref(),
                             r.path
+                        ),
+                    );
+                }
+                if RESERVED_PATHS.contains(&r.path.as_str()) {
+                    self.error(
+                        Some(route.span()),
+                        format!(
+                            "route {}: {} is the gateway's own (reserved: {})",
+                            r.name(),
+                            r.path,
+                            RESERVED_PATHS.join(", ")
                         ),
                     );
                 }

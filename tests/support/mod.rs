@@ -70,6 +70,8 @@ impl Project {
         text = text
             .replace("\"mappings/", &format!("\"{root}/mappings/"))
             .replace("\"workflows/", &format!("\"{root}/workflows/"));
+        // The templates stay in the repository, outside this directory.
+        let text = format!("allow_paths_outside = true\n{text}");
         let config = dir.join("gateway.toml");
         std::fs::write(&config, text).unwrap();
         Project {
