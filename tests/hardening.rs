@@ -706,3 +706,53 @@ fn a_configuration_cannot_read_any_file_or_shadow_the_gateways_own_paths() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_damaged_byte_in_the_newest_segment_loses_only_its_record() {
+    let stub = support::stub_kinesis().await;
+    stub.outage.store(true, Ordering::SeqCst);
+    let config = CONFIG.replace("timeout = \"5s\"", "timeout = \"5s\"\nspool = \"always\"")
+        + "[spool]\ndir = \"spool\"\n";
+    let p = support::Project::custom("damaged-frame", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    for i in 0..5 {
+        let resp = gw.post_json("/v1/events", &events(&[(&format!("r-{i}"), 50)]));
+        assert_eq!(resp.status, 202);
+    }
+    gw.stop_cleanly();
+    // Damage one byte of the third record, in the middle of the newest segment.
+    let dir = ingest_gateway::spool::route_dir(&p.dir.join("spool"), "POST /v1/events");
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg") && !p.ends_with("dead-letter.seg"))
+        .collect();
+    segments.sort();
+    let newest = segments.last().unwrap().clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let mut at = 8;
+    for _ in 0..2 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 8 + len;
+    }
+    bytes[at + 8 + 4] ^= 0xff;
+    std::fs::write(&newest, &bytes).unwrap();
+    // After a restart the four intact records are delivered; the file as found is kept.
+    stub.outage.store(false, Ordering::SeqCst);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    let delivered = support::eventually(20, || async {
+        let keys = stub.accepted.lock().unwrap().clone();
+        (keys.len() >= 4).then_some(keys)
+    })
+    .await
+    .expect("the intact records are delivered");
+    let mut keys = delivered.clone();
+    keys.sort();
+    assert_eq!(keys, ["r-0", "r-1", "r-3", "r-4"], "{delivered:?}");
+    assert!(
+        newest.with_extension("damaged-1").exists(),
+        "the damaged file is kept aside"
+    );
+    let (_, log) = gw.stop();
+    assert!(log.contains("damaged frame"), "{log}");
+}

@@ -254,7 +254,9 @@ fn open_spool(config: &Config, route: &str) -> std::io::Result<Spool> {
         lost_bytes = recovered.lost_bytes,
         "Opened the spool."
     );
-    if recovered.lost_bytes > 0 {
+    if recovered.damaged {
+        tracing::error!(route = %route, lost_bytes = recovered.lost_bytes, "The spool's newest segment had a damaged frame: it was cut, the intact records after it kept, and the file as found kept beside it (.damaged-N).");
+    } else if recovered.lost_bytes > 0 {
         tracing::error!(route = %route, lost_bytes = recovered.lost_bytes, "The spool had damaged frames in an older segment; the bytes after them cannot be read.");
     }
     Ok(spool)

@@ -38,7 +38,9 @@
 //! and cuts the rest (see [`scan`]). Reading stops at the first frame that does not check
 //! out: searching on for a later frame could take bytes of a client's record for a frame, so
 //! a damaged frame in the middle of an older segment (a bad disk block, not a crash) loses
-//! the rest of that segment, and recovery says how many bytes.
+//! the rest of that segment, and recovery says how many bytes. In the newest segment,
+//! recovery tells damage from a torn tail: intact frames that chain exactly to the end of
+//! the file after the bad one are kept (see `log::Log::open`).
 
 /// The first bytes of every segment file.
 pub const MAGIC: &[u8; 8] = b"IGSPOOL1";

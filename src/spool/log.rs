@@ -46,8 +46,12 @@ pub struct Recovered {
     pub bytes: u64,
     /// Bytes of a torn frame cut from the newest segment's end.
     pub torn_bytes: u64,
-    /// Bytes after a damaged frame in an older segment, which cannot be read.
+    /// Bytes after a damaged frame in an older segment, which cannot be read, and the
+    /// damaged bytes cut from the newest segment.
     pub lost_bytes: u64,
+    /// The newest segment had a damaged frame followed by intact ones: the damage was cut,
+    /// the frames after it kept, and the file as found kept beside it (`.damaged-N`).
+    pub damaged: bool,
 }
 
 /// Counts of what waits for delivery.
@@ -97,6 +101,8 @@ impl Log {
         }
         let survey = survey(dir)?;
         let mut recovered = Recovered::default();
+        // A damaged newest segment repaired: its id, where the damage began and ended.
+        let mut moved_cursor: Option<(u64, u64, u64)> = None;
         let mut segments = VecDeque::new();
         let last = survey.segments.len().checked_sub(1);
         for (i, s) in survey.segments.iter().enumerate() {
@@ -115,6 +121,32 @@ impl Log {
             }
             if s.valid_len < s.file_len {
                 if Some(i) == last {
+                    let buf = fs::read(&path)?;
+                    let bad = s.valid_len as usize;
+                    if let Some(resume) = resume_after_damage(&buf, bad) {
+                        // Damage, not a torn write: intact frames follow it to the end.
+                        let cut = (resume - bad) as u64;
+                        let kept = repair_segment(&path, &buf, bad, resume)?;
+                        recovered.lost_bytes += cut;
+                        recovered.damaged = true;
+                        moved_cursor = Some((s.id, bad as u64, resume as u64));
+                        let start = match survey.cursor {
+                            c if c.segment == s.id && c.offset >= resume as u64 => c.offset - cut,
+                            c if c.segment == s.id => c.offset.clamp(HEADER, bad as u64),
+                            _ => HEADER,
+                        };
+                        let scanned = format::scan(&kept[HEADER as usize..]);
+                        let pending: Vec<_> = scanned
+                            .frames
+                            .iter()
+                            .filter(|&&(at, _)| HEADER + at as u64 > start)
+                            .collect();
+                        recovered.records += pending.len() as u64;
+                        recovered.bytes +=
+                            pending.iter().map(|&&(_, len)| frame_len(len)).sum::<u64>();
+                        segments.push_back((s.id, kept.len() as u64));
+                        continue;
+                    }
                     recovered.torn_bytes += s.file_len - s.valid_len;
                     let f = OpenOptions::new().write(true).open(&path)?;
                     f.set_len(s.valid_len)?;
@@ -131,6 +163,16 @@ impl Log {
             fs::remove_file(dir.join(segment_name(*id)))?;
         }
         let mut cursor = survey.cursor;
+        if let Some((id, bad, resume)) = moved_cursor
+            && cursor.segment == id
+            && cursor.offset > bad
+        {
+            cursor.offset = if cursor.offset >= resume {
+                cursor.offset - (resume - bad)
+            } else {
+                bad
+            };
+        }
         if segments.is_empty() {
             let id = survey.next_id;
             write_new_segment(&dir.join(segment_name(id)))?;
@@ -362,6 +404,46 @@ fn write_new_segment(path: &Path) -> io::Result<()> {
     let mut f = private(OpenOptions::new().create(true).truncate(true).write(true)).open(path)?;
     f.write_all(MAGIC)?;
     f.sync_all()
+}
+
+/// Where intact frames resume after the frame that does not check out at `bad`: the first
+/// later offset from which intact frames run exactly to the end of the file. A torn write
+/// (the end of a crash) has none; bytes of a client's record that merely look like a frame
+/// would also have to chain, CRCs and all, to the end.
+fn resume_after_damage(buf: &[u8], bad: usize) -> Option<usize> {
+    (bad + 1..buf.len()).find(|&at| {
+        let s = format::scan(&buf[at..]);
+        !s.frames.is_empty() && s.rest == 0
+    })
+}
+
+/// Rewrites a damaged segment without the damaged bytes `[bad, resume)`, keeping the file
+/// as found beside it; returns the new contents.
+fn repair_segment(path: &Path, buf: &[u8], bad: usize, resume: usize) -> io::Result<Vec<u8>> {
+    let mut n = 1;
+    let aside = loop {
+        let candidate = path.with_extension(format!("damaged-{n}"));
+        if !candidate.exists() {
+            break candidate;
+        }
+        n += 1;
+    };
+    write_private(&aside, buf)?;
+    let mut kept = Vec::with_capacity(buf.len() - (resume - bad));
+    kept.extend_from_slice(&buf[..bad]);
+    kept.extend_from_slice(&buf[resume..]);
+    let tmp = path.with_extension("repairing");
+    {
+        let mut f =
+            private(OpenOptions::new().create(true).truncate(true).write(true)).open(&tmp)?;
+        f.write_all(&kept)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(kept)
 }
 
 /// Clients' records are for the gateway's user alone: files are created 0600.
