@@ -756,3 +756,38 @@ async fn one_damaged_byte_in_the_newest_segment_loses_only_its_record() {
     let (_, log) = gw.stop();
     assert!(log.contains("damaged frame"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_refuses_what_it_would_mangle_and_keeps_what_it_should() {
+    let stub = support::stub_kinesis().await;
+    let p = support::Project::new("example-integrity");
+    let key = p.key("clickstream");
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    let post = |body: &str| gw.post_json_with_key("/v1/events", &key, body);
+    // Shapes the template would turn into empty or failing records: 400, no upstream call.
+    let many: Vec<_> = (0..501)
+        .map(|i| json!({"userId": format!("u{i}")}))
+        .collect();
+    for bad in [
+        json!({"events": {"a": {"type": "click"}}}).to_string(),
+        json!({"events": []}).to_string(),
+        json!({ "events": many }).to_string(),
+        json!({"events": [{"userId": "u".repeat(300)}]}).to_string(),
+    ] {
+        let resp = post(&bad);
+        assert_eq!(
+            resp.status,
+            400,
+            "{}: {}",
+            &bad[..bad.len().min(60)],
+            resp.text()
+        );
+        assert_eq!(resp.json()["message"], "Invalid request body");
+    }
+    assert_eq!(stub.received.load(Ordering::SeqCst), 0);
+    // An apostrophe in an id stays valid JSON on the way to Kinesis.
+    let resp = post(&json!({"events": [{"userId": "o'brien", "type": "click"}]}).to_string());
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(*stub.accepted.lock().unwrap(), ["o'brien"]);
+    gw.stop_cleanly();
+}

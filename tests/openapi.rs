@@ -185,12 +185,14 @@ fn rich_project() -> support::Project {
             read(&path),
         ));
     }
-    for entry in std::fs::read_dir(support::repo().join("workflows")).unwrap() {
-        let path = entry.unwrap().path();
-        files.push((
-            format!("workflows/{}", path.file_name().unwrap().to_string_lossy()),
-            read(&path),
-        ));
+    for dir in ["workflows", "models"] {
+        for entry in std::fs::read_dir(support::repo().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            files.push((
+                format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()),
+                read(&path),
+            ));
+        }
     }
     files.push(("models/Event.json".into(), MODEL.into()));
     files.push((

@@ -69,7 +69,8 @@ impl Project {
         let root = repo().display().to_string();
         text = text
             .replace("\"mappings/", &format!("\"{root}/mappings/"))
-            .replace("\"workflows/", &format!("\"{root}/workflows/"));
+            .replace("\"workflows/", &format!("\"{root}/workflows/"))
+            .replace("\"models/", &format!("\"{root}/models/"));
         // The templates stay in the repository, outside this directory.
         let text = format!("allow_paths_outside = true\n{text}");
         let config = dir.join("gateway.toml");
