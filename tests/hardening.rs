@@ -791,3 +791,29 @@ async fn the_example_refuses_what_it_would_mangle_and_keeps_what_it_should() {
     assert_eq!(*stub.accepted.lock().unwrap(), ["o'brien"]);
     gw.stop_cleanly();
 }
+
+#[test]
+fn key_names_cannot_carry_terminal_escapes_or_forged_log_lines() {
+    let p = support::Project::custom("key-names", "[usage_plans.p]\n", &[]);
+    for bad in ["evil\u{1b}[2J", "line\nkey created id=forged", ""] {
+        let out = p.cli(&["keys", "create", "--name", bad, "--plan", "p"]);
+        assert!(!out.status.success(), "{bad:?} accepted");
+        assert!(out.stdout.is_empty(), "no key printed for {bad:?}");
+    }
+    let out = p.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "ok",
+        "--plan",
+        "p",
+        "--customer",
+        "a\u{7}b",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        p.cli(&["keys", "create", "--name", "acme app", "--plan", "p"])
+            .status
+            .success()
+    );
+}

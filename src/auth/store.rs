@@ -143,6 +143,23 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A key's name or customer: printed by `keys list` and written to logs, so control
+/// characters (a terminal escape, a forged log line) are refused, as are empty and very
+/// long ones.
+fn check_text(text: &str, what: &str) -> Result<()> {
+    if text.is_empty() || text.chars().count() > 256 {
+        return Err(StoreError::Invalid(format!(
+            "a key's {what} must be 1 to 256 characters"
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "a key's {what} must not hold control characters (newlines, escapes)"
+        )));
+    }
+    Ok(())
+}
+
 const COLUMNS: &str = "id, name, plan, key_hash, enabled, created_at, expires_at, description, customer, previous_hash, previous_valid_until";
 
 impl KeyStore {
@@ -166,6 +183,10 @@ impl KeyStore {
 
     /// Creates a key; returns its record and the key, which is not kept anywhere.
     pub fn create(&self, new: &NewKey, now_ms: i64) -> Result<(KeyRecord, String)> {
+        check_text(&new.name, "name")?;
+        if let Some(c) = &new.customer {
+            check_text(c, "customer")?;
+        }
         let value = match &new.value {
             Some(v) => {
                 keys::validate(v).map_err(StoreError::Invalid)?;
@@ -221,6 +242,7 @@ impl KeyStore {
                 "INSERT INTO api_keys (id, name, plan, key_hash, enabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for (new, value) in keys {
+                check_text(&new.name, "name")?;
                 keys::validate(value).map_err(StoreError::Invalid)?;
                 stmt.execute(params![
                     keys::generate_id(),
