@@ -117,22 +117,7 @@ async fn sqs_messages_arrive_with_body_and_attributes() {
     let project = Project::new("sqs");
     project.provision();
     // The route posts as the key's customer only (`customer_param`).
-    let out = project.cli(&[
-        "keys",
-        "create",
-        "--name",
-        "acme",
-        "--plan",
-        "partners",
-        "--customer",
-        "acme co",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = project.customer_key("acme", "partners", "acme co");
     let gw = Gateway::start(&project.config);
     let other = gw.post_json_with_key("/v1/partners/globex/messages", &key, "{}");
     assert_eq!(other.status, 403, "{}", other.text());

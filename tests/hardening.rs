@@ -262,22 +262,6 @@ fn an_imported_document_cannot_write_configuration_of_its_own() {
     }
 }
 
-/// A raw request on its own connection: the status code, or none if the server closed
-/// without answering.
-fn raw_status(addr: &str, head: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let _ = s.write_all(head.as_bytes());
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    String::from_utf8_lossy(&raw)
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heads_the_http_parser_lets_through_are_refused() {
     let stub = support::stub_kinesis().await;
@@ -292,18 +276,27 @@ async fn heads_the_http_parser_lets_through_are_refused() {
     };
     // The baseline: chunked alone is served.
     let ok = post("Transfer-Encoding: chunked\r\n", "/v1/events", &chunk);
-    assert_eq!(raw_status(&gw.addr, &ok), Some(200));
+    assert_eq!(support::raw_status(&gw.addr, ok.as_bytes()), Some(200));
     // A coding it does not understand: 501, not a body read as if it were plain.
     let gzip = post("Transfer-Encoding: gzip, chunked\r\n", "/v1/events", &chunk);
-    assert_eq!(raw_status(&gw.addr, &gzip), Some(501));
+    assert_eq!(support::raw_status(&gw.addr, gzip.as_bytes()), Some(501));
     // Two Host headers, and a target naming another host: 400.
     let cl = format!("Content-Length: {}\r\n", body.len());
     let two_hosts = post(&format!("Host: other\r\n{cl}"), "/v1/events", &body);
-    assert_eq!(raw_status(&gw.addr, &two_hosts), Some(400));
+    assert_eq!(
+        support::raw_status(&gw.addr, two_hosts.as_bytes()),
+        Some(400)
+    );
     let absolute = post(&cl, "http://other.example/v1/events", &body);
-    assert_eq!(raw_status(&gw.addr, &absolute), Some(400));
+    assert_eq!(
+        support::raw_status(&gw.addr, absolute.as_bytes()),
+        Some(400)
+    );
     let same_host = post(&cl, "http://gw/v1/events", &body);
-    assert_eq!(raw_status(&gw.addr, &same_host), Some(200));
+    assert_eq!(
+        support::raw_status(&gw.addr, same_host.as_bytes()),
+        Some(200)
+    );
     assert_eq!(
         stub.accepted.lock().unwrap().len(),
         2,
@@ -574,18 +567,7 @@ customer_param = "partner"
 "#;
     let p = support::Project::custom("plan-routes", config, &[("records.vtl", TEMPLATE)]);
     let clicks = p.key("clicks");
-    let out = p.cli(&[
-        "keys",
-        "create",
-        "--name",
-        "acme",
-        "--plan",
-        "partners",
-        "--customer",
-        "acme",
-    ]);
-    assert!(out.status.success());
-    let acme = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let acme = p.customer_key("acme", "partners", "acme");
     let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
     let body = events(&[("ok", 10)]);
     let post = |path: &str, key: &str| gw.post_json_with_key(path, key, &body).status;

@@ -54,19 +54,6 @@ fn assert_error(r: &Response, status: u16, message: &str, error_type: &str) {
     assert!(r.header("x-amzn-RequestId").is_some_and(|v| !v.is_empty()));
 }
 
-/// A raw request on its own connection; the status line's code, or none if the server
-/// closed without answering.
-fn raw_status(addr: &str, head: &[u8]) -> Option<u16> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    // The server may answer and close before it has read everything.
-    let _ = s.write_all(head);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
-    text.split(' ').nth(1).and_then(|c| c.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_refused_without_an_upstream_call() {
     let stub = support::stub_kinesis().await;
@@ -179,7 +166,7 @@ async fn hostile_input_is_refused_without_an_upstream_call() {
             "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             10 * 1024 * 1024 + 1
         );
-        assert_eq!(raw_status(&gw.addr, head.as_bytes()), Some(413));
+        assert_eq!(support::raw_status(&gw.addr, head.as_bytes()), Some(413));
         // The same, streamed without a length: refused once the limit is passed.
         let big = vec![b' '; 10 * 1024 * 1024 + 1];
         let mut chunked = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
@@ -189,7 +176,7 @@ async fn hostile_input_is_refused_without_an_upstream_call() {
             chunked.extend_from_slice(b"\r\n");
         }
         chunked.extend_from_slice(b"0\r\n\r\n");
-        assert_eq!(raw_status(&gw.addr, &chunked), Some(413));
+        assert_eq!(support::raw_status(&gw.addr, &chunked), Some(413));
         no_new_call(before, "oversized bodies");
 
         // Header floods and huge request lines are refused by the HTTP layer with a 4xx.
@@ -198,21 +185,21 @@ async fn hostile_input_is_refused_without_an_upstream_call() {
             flood.push_str(&format!("x-flood-{i}: {}\r\n", "v".repeat(50)));
         }
         flood.push_str("Content-Length: 2\r\n\r\n{}");
-        let status = raw_status(&gw.addr, flood.as_bytes()).expect("an answer");
+        let status = support::raw_status(&gw.addr, flood.as_bytes()).expect("an answer");
         assert!((400..500).contains(&status), "header flood: {status}");
         let huge_header = format!(
             "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-big: {}\r\nContent-Length: 2\r\n\r\n{{}}",
             "v".repeat(1 << 20)
         );
-        let status = raw_status(&gw.addr, huge_header.as_bytes()).expect("an answer");
+        let status = support::raw_status(&gw.addr, huge_header.as_bytes()).expect("an answer");
         assert!((400..500).contains(&status), "1 MiB header: {status}");
         let huge_query = format!(
             "POST /v1/events?q={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}",
             "a".repeat(1 << 20)
         );
-        let status = raw_status(&gw.addr, huge_query.as_bytes()).expect("an answer");
+        let status = support::raw_status(&gw.addr, huge_query.as_bytes()).expect("an answer");
         assert!((400..500).contains(&status), "1 MiB query string: {status}");
-        let garbage = raw_status(&gw.addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n");
+        let garbage = support::raw_status(&gw.addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n");
         assert!(garbage.is_none_or(|s| (400..500).contains(&s)), "{garbage:?}");
         no_new_call(before, "HTTP-level floods");
 

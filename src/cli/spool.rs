@@ -256,7 +256,6 @@ async fn replay(config: &Config, only: Option<&str>, dead_letters: bool) -> anyh
             target: &target,
             policy,
             name: &name,
-            timeout: r.timeout,
             replay_in_flight: config.spool.replay_in_flight,
         };
         let Some(integration) = integrations::of(r.action) else {

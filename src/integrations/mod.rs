@@ -167,8 +167,6 @@ pub struct BatchRoute<'a> {
     pub policy: BatchPolicy,
     /// `"METHOD /path"`, for metrics and logs.
     pub name: &'a str,
-    /// The route's timeout: a submission's answer comes within it.
-    pub timeout: Duration,
     /// Batches the spool's replayer sends at once.
     pub replay_in_flight: usize,
 }

@@ -222,7 +222,6 @@ fn upstreams(config: &Config, clients: &Clients) -> std::io::Result<Vec<Upstream
                         target,
                         policy,
                         name: &name,
-                        timeout: r.timeout,
                         replay_in_flight: config.spool.replay_in_flight,
                     },
                     spool.as_ref().map(|(s, _)| s),

@@ -121,6 +121,26 @@ impl Project {
         self.named_key("test", plan)
     }
 
+    /// Issues a key for `customer` in `plan` through the CLI; returns it.
+    pub fn customer_key(&self, name: &str, plan: &str, customer: &str) -> String {
+        let out = self.cli(&[
+            "keys",
+            "create",
+            "--name",
+            name,
+            "--plan",
+            plan,
+            "--customer",
+            customer,
+        ]);
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     /// Issues a key with a name in `plan` through the CLI; returns it.
     pub fn named_key(&self, name: &str, plan: &str) -> String {
         let out = self.cli(&["keys", "create", "--name", name, "--plan", plan]);
@@ -306,6 +326,19 @@ impl Response {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
+}
+
+/// A raw request on its own connection; the status line's code, or none if the server
+/// closed without answering.
+pub fn raw_status(addr: &str, head: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The server may answer and close before it has read everything.
+    let _ = s.write_all(head);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok())
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`).
