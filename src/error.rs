@@ -40,8 +40,14 @@ pub enum ErrorKind {
     BodyTimeout,
     /// A mapping template failed to render.
     Template,
-    /// The rendered request is not something the service accepts.
+    /// The template rendered a request the action cannot take, or the service refused what
+    /// it built (a configuration problem).
     BadIntegrationRequest,
+    /// What this request holds made its mapping fail: the template could not render it (a
+    /// list past the loop limit, a method failing on one of its values), or rendered it into
+    /// something the action cannot take (no records, ids that repeat). Other requests to the route
+    /// map fine, so this is the client's to fix; the message says what failed.
+    Unmappable { message: String },
     /// The service throttled the request.
     UpstreamThrottled,
     /// The service answered with an error, or could not be reached.
@@ -112,6 +118,7 @@ impl GatewayError {
             | ErrorKind::BodyTimeout
             | ErrorKind::Invalid(_)
             | ErrorKind::RecordRefused { .. }
+            | ErrorKind::Unmappable { .. }
             | ErrorKind::MalformedRequest
             | ErrorKind::NotImplemented => Fault::Client,
             ErrorKind::Template | ErrorKind::BadIntegrationRequest | ErrorKind::RequestTimeout => {
@@ -175,6 +182,9 @@ impl From<IntegrationError> for GatewayError {
             } => ErrorKind::RecordRefused {
                 too_large: *too_large,
                 message: format!("Record {index} {reason}"),
+            },
+            IntegrationError::Unmappable { action, detail } => ErrorKind::Unmappable {
+                message: format!("The request could not be mapped to a {action} request: {detail}"),
             },
             IntegrationError::InvalidRequest { .. } => ErrorKind::BadIntegrationRequest,
             IntegrationError::Timeout { .. } => ErrorKind::UpstreamTimeout,

@@ -72,6 +72,10 @@ pub enum IntegrationError {
     /// configuration problem: the client is not at fault).
     #[error("the rendered request is not a valid {action} request: {detail}")]
     InvalidRequest { action: Action, detail: String },
+    /// What this request holds made the rendered request invalid (a list of no records, ids
+    /// that repeat): the client is at fault, and told so (400) with this detail.
+    #[error("the request could not be mapped to a {action} request: {detail}")]
+    Unmappable { action: Action, detail: String },
     /// One of the client's records is one the service would refuse (too large, a key too
     /// long): the client's data is at fault, not the template's, and no call was made.
     #[error("{action}: record {index} {reason}")]
@@ -117,9 +121,9 @@ impl IntegrationError {
     /// Whether retrying the same request later may succeed.
     pub fn retryable(&self) -> bool {
         match self {
-            IntegrationError::InvalidRequest { .. } | IntegrationError::RecordRefused { .. } => {
-                false
-            }
+            IntegrationError::InvalidRequest { .. }
+            | IntegrationError::Unmappable { .. }
+            | IntegrationError::RecordRefused { .. } => false,
             IntegrationError::Service { code, status, .. } => is_throttling(code) || *status >= 500,
             IntegrationError::Timeout { .. } | IntegrationError::Transport { .. } => true,
             IntegrationError::RecordsRejected { retryable, .. } => *retryable,
@@ -130,6 +134,7 @@ impl IntegrationError {
     pub fn action(&self) -> Action {
         match self {
             IntegrationError::InvalidRequest { action, .. }
+            | IntegrationError::Unmappable { action, .. }
             | IntegrationError::RecordRefused { action, .. }
             | IntegrationError::Service { action, .. }
             | IntegrationError::Timeout { action, .. }

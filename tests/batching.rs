@@ -177,10 +177,15 @@ async fn concurrent_sqs_batches_share_calls_and_keep_their_own_ids() {
         "{flushes} upstream calls for {REQUESTS} requests"
     );
 
-    // Ids the service would refuse never reach it.
+    // Ids the service would refuse never reach it: the client's 400, naming the id.
     let bad = json!({"messages": [{"id": "x", "body": "1"}, {"id": "x", "body": "2"}]});
     let r = gw.post_json("/sqs/batch", &bad.to_string());
-    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains(r#"Id \"x\" is not distinct"#),
+        "{}",
+        r.text()
+    );
 
     // Every message in the queue, once.
     let sqs = aws_sdk_sqs::Client::new(&support::aws(&endpoint).await);

@@ -799,3 +799,168 @@ fn key_names_cannot_carry_terminal_escapes_or_forged_log_lines() {
             .success()
     );
 }
+
+/// A route whose template copies each event with `$input.json` and keys it by a number read
+/// with `$input.path`, and a template method that fails on short ids.
+const EXACT_CONFIG: &str = r#"
+[[routes]]
+method = "POST"
+path = "/v1/events"
+action = "kinesis:PutRecords"
+target = "s"
+request_templates = { "application/json" = "records.vtl" }
+timeout = "5s"
+
+[[routes]]
+method = "POST"
+path = "/v1/short"
+action = "kinesis:PutRecords"
+target = "s"
+request_templates = { "application/json" = "short.vtl" }
+timeout = "5s"
+"#;
+
+const EXACT_TEMPLATE: &str = r#"{"StreamName": "s", "Records": [#foreach($e in $input.path('$.events')){"Data": "$util.base64Encode($input.json("$.events[$foreach.index]"))", "PartitionKey": "$e.n"}#if($foreach.hasNext),#end#end]}"#;
+
+/// `substring(0, 4)` throws on an id shorter than four characters, as Java's does.
+const SHORT_TEMPLATE: &str = r#"{"StreamName": "s", "Records": [{"Data": "eA==", "PartitionKey": "$input.path('$.id').substring(0, 4)"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_pass_through_exactly_and_requests_a_template_cannot_map_are_the_clients_400() {
+    let stub = support::stub_kinesis().await;
+    let p = support::Project::custom(
+        "exact",
+        EXACT_CONFIG,
+        &[
+            ("records.vtl", EXACT_TEMPLATE),
+            ("short.vtl", SHORT_TEMPLATE),
+        ],
+    );
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+
+    // Past 64 bits, past a double's digits, negative zero and below a double's range: all
+    // arrive as sent, in the record and in the key.
+    let body = r#"{"events": [
+        {"n": 12345678901234567890123, "z": -0, "t": 2e-400, "f": 1.50, "p": 0.10000000000000000001},
+        {"n": -0, "big": 1e+400},
+        {"n": 7, "half": 0.5}
+    ]}"#;
+    let resp = gw.post_json("/v1/events", body);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        *stub.data.lock().unwrap(),
+        [
+            r#"{"n":12345678901234567890123,"z":-0,"t":2e-400,"f":1.50,"p":0.10000000000000000001}"#,
+            r#"{"n":-0,"big":1e+400}"#,
+            r#"{"n":7,"half":0.5}"#,
+        ]
+    );
+    assert_eq!(
+        *stub.accepted.lock().unwrap(),
+        ["12345678901234567890123", "-0", "7"]
+    );
+    let calls = stub.received.load(Ordering::SeqCst);
+
+    // What this request holds is what failed: 400 naming it, no upstream call. The template's
+    // text is not shown.
+    let many: Vec<_> = (0..1001).map(|i| json!({ "n": i })).collect();
+    for (path, body, says) in [
+        (
+            "/v1/events",
+            json!({"events": []}).to_string(),
+            "Records must hold 1 to 500 records, not 0",
+        ),
+        (
+            "/v1/events",
+            json!({ "events": many }).to_string(),
+            "#foreach over 1001 items",
+        ),
+        ("/v1/short", json!({"id": "ab"}).to_string(), "substring"),
+    ] {
+        let resp = gw.post_json(path, &body);
+        assert_eq!(resp.status, 400, "{path}: {}", resp.text());
+        let message = resp.json()["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("could not be mapped") && message.contains(says),
+            "{message}"
+        );
+        assert!(!message.contains(".vtl"), "{message}");
+        assert_eq!(resp.header("x-amzn-errortype"), Some("BadRequestException"));
+    }
+    assert_eq!(
+        stub.received.load(Ordering::SeqCst),
+        calls,
+        "no upstream call"
+    );
+    let resp = gw.post_json("/v1/short", &json!({"id": "abcdef"}).to_string());
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    gw.stop_cleanly();
+}
+
+/// A batched route whose service keeps failing, behind a two-second whole-request deadline
+/// that a slow body has used most of.
+const DEADLINE_CONFIG: &str = r#"
+[server]
+request_timeout = "2s"
+
+[[routes]]
+method = "POST"
+path = "/v1/events"
+action = "kinesis:PutRecords"
+target = "s"
+request_templates = { "application/json" = "records.vtl" }
+timeout = "2s"
+batch = { linger = "10ms" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_outlives_the_answer_to_its_request() {
+    use std::io::{Read as _, Write as _};
+    let stub = support::stub_kinesis().await;
+    stub.outage.store(true, Ordering::SeqCst);
+    let p = support::Project::custom("deadline", DEADLINE_CONFIG, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    let received = stub.received.clone();
+    let addr = gw.addr.clone();
+    let (waited, text, at_answer) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let body = events(&[("late", 10)]);
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let started = std::time::Instant::now();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body.as_bytes()[..4]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        s.write_all(&body.as_bytes()[4..]).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let at_answer = received.load(Ordering::SeqCst);
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&raw).into_owned(),
+            at_answer,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(text.starts_with("HTTP/1.1 5"), "{text}");
+    assert!(
+        waited < std::time::Duration::from_millis(2000),
+        "answered before the request's deadline: {waited:?}"
+    );
+    assert!(at_answer >= 1, "the service was tried");
+    // The client was told its records were not taken: nothing may try to deliver them now.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        stub.received.load(Ordering::SeqCst),
+        at_answer,
+        "calls after the client was answered"
+    );
+    stub.outage.store(false, Ordering::SeqCst);
+    assert!(stub.accepted.lock().unwrap().is_empty());
+    gw.stop_cleanly();
+}

@@ -251,7 +251,7 @@ async fn invalid_utf8_bodies_are_400() {
 }
 
 #[tokio::test]
-async fn template_and_rendering_failures_are_500_without_an_upstream_call() {
+async fn template_and_rendering_failures_without_an_upstream_call() {
     let gw = gateway(&closed_port()).await;
     // 1,001 events exceed the #foreach limit.
     let events: Vec<Json> = (0..1001).map(|i| json!({"i": i})).collect();
@@ -269,14 +269,15 @@ async fn template_and_rendering_failures_are_500_without_an_upstream_call() {
             .expect("the gateway starts"),
         )
     };
+    // What the request holds made the template fail: the client's 400, saying what.
     let r = send(&gw_big, post("/v1/events", Some("application/json"), big)).await;
     assert_error(
         &r,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "Internal server error",
-        "InternalServerErrorException",
+        StatusCode::BAD_REQUEST,
+        "The request body could not be mapped: #foreach over 1001 items; at most 1000 iterations are allowed",
+        "BadRequestException",
     );
-    // A template that renders something Kinesis cannot take.
+    // A template that renders something Kinesis cannot take, whatever the request: 500.
     let r = send(&gw, post("/v1/broken", Some("application/json"), "{}")).await;
     assert_error(
         &r,
@@ -284,7 +285,7 @@ async fn template_and_rendering_failures_are_500_without_an_upstream_call() {
         "Internal server error",
         "InternalServerErrorException",
     );
-    // An empty batch renders zero records, which PutRecords does not accept.
+    // An empty batch renders zero records, which PutRecords does not accept: the client's.
     let r = send(
         &gw,
         post("/v1/events", Some("application/json"), r#"{"events": []}"#),
@@ -292,9 +293,9 @@ async fn template_and_rendering_failures_are_500_without_an_upstream_call() {
     .await;
     assert_error(
         &r,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "Internal server error",
-        "InternalServerErrorException",
+        StatusCode::BAD_REQUEST,
+        "The request could not be mapped to a kinesis:PutRecords request: Records must hold 1 to 500 records, not 0",
+        "BadRequestException",
     );
     assert!(r.headers.get("retry-after").is_none());
 }

@@ -44,11 +44,13 @@ pub enum Dispatched {
     Spooled { spooled: usize, records: usize },
 }
 
-/// Sends a rendered request to its upstream, or its records to the spool.
+/// Sends a rendered request to its upstream, or its records to the spool, within `timeout`
+/// (the route's, or less when the request's own deadline is nearer).
 pub async fn dispatch(
     upstream: &Upstream,
     clients: &Clients,
     rendered: &str,
+    timeout: Duration,
 ) -> Result<Dispatched, GatewayError> {
     let Some(batched) = &upstream.batched else {
         let call = integrations::call(
@@ -57,7 +59,7 @@ pub async fn dispatch(
             upstream.action,
             upstream.target.as_deref(),
             rendered,
-            upstream.timeout,
+            timeout,
         );
         let (result, headers) = if upstream.capture_headers {
             integrations::headers::capturing(call).await
@@ -72,7 +74,7 @@ pub async fn dispatch(
     };
     let Some((spool, mode)) = &upstream.spool else {
         let submitted = batched
-            .submit(rendered, upstream.timeout, false)
+            .submit(rendered, timeout, false)
             .await
             .map_err(|e| overloaded(&e))?;
         return Ok(match submitted {
@@ -80,7 +82,7 @@ pub async fn dispatch(
             // Without `keep`, everything is answered.
             Submitted::Undelivered { .. } => answered(Err(IntegrationError::Timeout {
                 action: upstream.action,
-                timeout: upstream.timeout,
+                timeout,
             })),
         });
     };
@@ -92,7 +94,7 @@ pub async fn dispatch(
         let records = payloads.len();
         return append(spool, payloads, records).await;
     }
-    match batched.submit(rendered, upstream.timeout, true).await {
+    match batched.submit(rendered, timeout, true).await {
         Ok(Submitted::Answered(result)) => Ok(answered(result)),
         Ok(Submitted::Undelivered { payloads, records }) => {
             spool.upstream_failing();

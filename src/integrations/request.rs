@@ -22,6 +22,15 @@ pub fn invalid(action: Action, detail: impl Into<String>) -> IntegrationError {
     }
 }
 
+/// A rendered request this request's content made invalid (no records, ids that repeat):
+/// the client's to fix (400), unlike a template that renders nonsense for every request.
+pub fn unmappable(action: Action, detail: impl Into<String>) -> IntegrationError {
+    IntegrationError::Unmappable {
+        action,
+        detail: detail.into(),
+    }
+}
+
 /// A batch request's list field (`Records`, `Entries`): an array of 1 to `max` items, each
 /// called a `noun` in the error.
 pub fn batch_items<'a>(
@@ -35,7 +44,7 @@ pub fn batch_items<'a>(
         return Err(invalid(action, format!("{field} must be an array")));
     };
     if items.is_empty() || items.len() > max {
-        return Err(invalid(
+        return Err(unmappable(
             action,
             format!("{field} must hold 1 to {max} {noun}, not {}", items.len()),
         ));
@@ -272,7 +281,8 @@ mod tests {
     fn batch_lists_are_bounded_arrays_of_objects() {
         let action = Action::KinesisPutRecords;
         let detail = |e: IntegrationError| match e {
-            IntegrationError::InvalidRequest { detail, .. } => detail,
+            IntegrationError::InvalidRequest { detail, .. }
+            | IntegrationError::Unmappable { detail, .. } => detail,
             other => panic!("{other:?}"),
         };
         let m = |text: &str| json_object(action, text).unwrap();

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::batched::{self, BatchSink, Batched};
 use super::request::{
     batch_item, batch_items, calls, form_pairs, invalid, json_object, opt_string, resolve_target,
-    string, too_large,
+    string, too_large, unmappable,
 };
 use super::{
     Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, Integration, IntegrationError,
@@ -459,13 +459,13 @@ pub fn parse_send_message_batch(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(invalid(
+            return Err(unmappable(
                 action,
                 format!("Entries[{i}].Id must be 1 to 80 letters, digits, '-' or '_'"),
             ));
         }
         if entries.iter().any(|e| e.id() == id) {
-            return Err(invalid(
+            return Err(unmappable(
                 action,
                 format!("Entries[{i}].Id {id:?} is not distinct"),
             ));

@@ -10,7 +10,7 @@
 pub mod gateway;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Response;
@@ -119,7 +119,9 @@ async fn run(
     // dispatch (the account throttle counts only what gets this far)
     authorize::admit_to_upstream(&gw.auth)?;
     let started = Instant::now();
-    let dispatched = dispatch::dispatch(&gw.upstreams[i], &gw.clients, &rendered.body).await?;
+    let upstream = &gw.upstreams[i];
+    let timeout = upstream_timeout(upstream.timeout, req.received, gw.config.request_timeout);
+    let dispatched = dispatch::dispatch(upstream, &gw.clients, &rendered.body, timeout).await?;
     outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
     let (result, upstream_headers) = match dispatched {
         Dispatched::Spooled { spooled, records } => {
@@ -141,3 +143,16 @@ async fn run(
     };
     respond::integration::integration(&answer, result, &upstream_headers)
 }
+
+/// What is left of the request's whole deadline when it reaches its upstream is kept for
+/// the answer: the upstream call is given the route's timeout or, if less, the request's time
+/// left less [`ANSWER_MARGIN`]. So every call, with its retries, is over before the client is
+/// answered: a 504 from the server's deadline never leaves a call running that could still
+/// deliver what the client was told timed out.
+fn upstream_timeout(route: Duration, received: Instant, request_timeout: Duration) -> Duration {
+    let left = (received + request_timeout).saturating_duration_since(Instant::now());
+    route.min(left.saturating_sub(ANSWER_MARGIN))
+}
+
+/// Time kept back from the request's deadline to build and send the answer.
+const ANSWER_MARGIN: Duration = Duration::from_millis(100);

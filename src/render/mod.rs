@@ -11,7 +11,7 @@ use crate::config::{Config, Passthrough, RouteConfig};
 use crate::error::{ErrorKind, GatewayError};
 use crate::mapping::{self, MappingInput};
 use crate::validate::body::Body;
-use crate::vtl::Template;
+use crate::vtl::{self, Template};
 pub use context::RequestView;
 
 /// A request template's output: what is sent upstream, and its `$context.responseOverride`.
@@ -46,6 +46,19 @@ pub fn choose_template<'a>(
     }
 }
 
+/// A render failure: a template that does not compile is the configuration's fault (500);
+/// one that compiled but failed on this request failed on what the request holds (400, with
+/// the reason but not the template's text; the log has both).
+fn render_error(e: &vtl::Error) -> GatewayError {
+    let kind = match e.kind() {
+        vtl::ErrorKind::Syntax => ErrorKind::Template,
+        _ => ErrorKind::Unmappable {
+            message: format!("The request body could not be mapped: {}", e.detail()),
+        },
+    };
+    GatewayError::new(kind, format!("{e}"))
+}
+
 /// Renders the request template over the body (or passes the body through without one).
 pub fn request(
     template: Option<&Template>,
@@ -71,7 +84,7 @@ pub fn request(
         Some(d) => mapping::render_document(t, &input, d, &config.limits),
         None => mapping::render(t, &input, &config.limits),
     }
-    .map_err(|e| GatewayError::new(ErrorKind::Template, format!("{e}")))?;
+    .map_err(|e| render_error(&e))?;
     let overrides = r.context.as_ref().map(|c| c["responseOverride"].clone());
     Ok(Rendered {
         body: r.body,

@@ -54,7 +54,7 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "Request Too Long",
             "RequestTooLongException",
         ),
-        ErrorKind::RecordRefused { .. } => (
+        ErrorKind::RecordRefused { .. } | ErrorKind::Unmappable { .. } => (
             StatusCode::BAD_REQUEST,
             "Bad Request",
             "BadRequestException",
@@ -137,7 +137,7 @@ pub fn error(e: &GatewayError, request_id: &str) -> Response<Body> {
             ));
             body.to_string()
         }
-        ErrorKind::RecordRefused { message, .. } => {
+        ErrorKind::RecordRefused { message, .. } | ErrorKind::Unmappable { message } => {
             serde_json::json!({ "message": message }).to_string()
         }
         ErrorKind::Invalid(i) => {
@@ -242,7 +242,7 @@ pub fn response_type(e: &GatewayError) -> &'static str {
         | ErrorKind::RecordRefused {
             too_large: true, ..
         } => "REQUEST_TOO_LARGE",
-        ErrorKind::RecordRefused { .. } => "BAD_REQUEST_BODY",
+        ErrorKind::RecordRefused { .. } | ErrorKind::Unmappable { .. } => "BAD_REQUEST_BODY",
         ErrorKind::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
         ErrorKind::InvalidBody => "BAD_REQUEST_BODY",
         ErrorKind::Invalid(i) if i.message.starts_with("Missing required request parameters") => {
@@ -266,7 +266,9 @@ pub fn response_type(e: &GatewayError) -> &'static str {
 pub fn error_message(e: &GatewayError) -> String {
     match &e.kind {
         ErrorKind::Invalid(i) => i.message.clone(),
-        ErrorKind::RecordRefused { message, .. } => message.clone(),
+        ErrorKind::RecordRefused { message, .. } | ErrorKind::Unmappable { message } => {
+            message.clone()
+        }
         _ => error_parts(e).1.to_string(),
     }
 }

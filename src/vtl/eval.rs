@@ -585,6 +585,10 @@ impl<'t> Eval<'t> {
                     .checked_neg()
                     .map_or(Value::Float(-(i as f64)), Value::Int),
                 Value::Float(f) => Value::Float(-f),
+                Value::Exact(text) => match text.strip_prefix('-') {
+                    Some(rest) => Value::Exact(Rc::from(rest)),
+                    None => Value::Exact(Rc::from(format!("-{text}"))),
+                },
                 _ => Value::Null,
             },
             Expr::Binary(op, l, r, span) => self.binary(*op, l, r).map_err(|e| e.at(*span))?,

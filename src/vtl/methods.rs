@@ -27,7 +27,7 @@ fn out_of_range(method: &str, index: i64, len: usize) -> Error {
 pub(crate) fn call(ev: &mut Eval<'_>, recv: &Value, name: &str, args: &[Value]) -> Call {
     match recv {
         Value::Str(s) => string_method(ev, s, name, args),
-        Value::Int(_) | Value::Float(_) => number_method(recv, name, args),
+        Value::Int(_) | Value::Float(_) | Value::Exact(_) => number_method(recv, name, args),
         Value::Bool(b) => Ok(match (name, args) {
             ("toString", []) => Some(Value::str(if *b { "true" } else { "false" })),
             ("booleanValue", []) => Some(Value::Bool(*b)),
@@ -178,12 +178,14 @@ fn number_method(n: &Value, name: &str, args: &[Value]) -> Call {
         ("toString", []) => Value::string(n.to_java_string()?),
         ("intValue" | "longValue" | "shortValue", []) => match n {
             Value::Float(f) => Value::Int(*f as i64),
+            Value::Exact(_) => Value::Int(n.as_f64().unwrap_or(0.0) as i64),
             other => other.clone(),
         },
         ("doubleValue" | "floatValue", []) => Value::Float(n.as_f64().unwrap_or(0.0)),
         ("equals", [o]) => Value::Bool(match (n, o) {
             (Value::Int(a), Value::Int(b)) => a == b,
             (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Exact(a), Value::Exact(b)) => a == b,
             _ => false,
         }),
         ("compareTo", [o]) => match (n.as_f64(), o.as_f64()) {

@@ -34,6 +34,10 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
+    /// A number from a JSON document that no `i64` or double holds exactly (an integer past
+    /// 64 bits, more digits than a double keeps, `-0`, `2e-400`): it prints as it was sent
+    /// and computes as the nearest double, so data passing through is never altered.
+    Exact(Rc<str>),
     Str(Rc<str>),
     List(List),
     Map(Map),
@@ -96,12 +100,13 @@ impl Value {
         match self {
             Value::Int(i) => Some(*i as f64),
             Value::Float(f) => Some(*f),
+            Value::Exact(text) => text.parse().ok(),
             _ => None,
         }
     }
 
     pub fn is_number(&self) -> bool {
-        matches!(self, Value::Int(_) | Value::Float(_))
+        matches!(self, Value::Int(_) | Value::Float(_) | Value::Exact(_))
     }
 
     /// Java's `toString()` of the value; null prints as `null`.
@@ -140,14 +145,57 @@ impl Value {
         match node {
             Json::Null => Value::Null,
             Json::Bool(b) => Value::Bool(*b),
-            Json::Number(n) => match n.as_i64() {
-                Some(i) => Value::Int(i),
-                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-            },
+            Json::Number(n) => Value::from_json_number(n),
             Json::String(s) => Value::str(s),
             Json::Array(_) | Json::Object(_) => Value::Null,
         }
     }
+}
+
+impl Value {
+    /// A JSON number as the closest Java type that holds it exactly: a long, a double, or (when
+    /// neither does) the text itself.
+    pub fn from_json_number(n: &serde_json::Number) -> Value {
+        let text = n.as_str();
+        if !text.contains(['.', 'e', 'E']) {
+            return match text.parse::<i64>() {
+                Ok(i) if text != "-0" => Value::Int(i),
+                _ => Value::Exact(Rc::from(text)),
+            };
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() && same_decimal(text, &format!("{f:e}")) => Value::Float(f),
+            _ => Value::Exact(Rc::from(text)),
+        }
+    }
+}
+
+/// Whether two decimal literals denote the same number (a double's shortest form against the
+/// text it was parsed from).
+fn same_decimal(a: &str, b: &str) -> bool {
+    decimal_parts(a) == decimal_parts(b)
+}
+
+/// A decimal literal as (negative, significant digits, exponent of the first digit); zero has
+/// no digits and no sign.
+fn decimal_parts(text: &str) -> Option<(bool, String, i64)> {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exp) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], text[i + 1..].parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = int.chars().chain(frac.chars()).collect();
+    let leading = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_matches('0');
+    if digits.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    let point = i64::try_from(int.len()).ok()? - i64::try_from(leading).ok()?;
+    Some((negative, digits.to_string(), exp.checked_add(point)?))
 }
 
 /// A shared, mutable JSON document that remembers whether a template changed it.
@@ -300,6 +348,10 @@ fn to_json(v: &Value, depth: usize) -> Result<Json, Error> {
         Value::Bool(b) => Json::Bool(*b),
         Value::Int(i) => Json::from(*i),
         Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        // The text came from a parsed JSON number.
+        Value::Exact(text) => {
+            Json::Number(serde_json::Number::from_string_unchecked(text.to_string()))
+        }
         Value::Str(s) => Json::String(s.to_string()),
         Value::List(l) => Json::Array(
             l.borrow()
@@ -336,6 +388,7 @@ pub(crate) fn write_java(v: &Value, out: &mut String, depth: usize) -> Result<()
             let _ = write!(out, "{i}");
         }
         Value::Float(f) => write_java_double(*f, out),
+        Value::Exact(text) => out.push_str(text),
         Value::Str(s) => out.push_str(s),
         Value::List(l) => {
             out.push('[');
@@ -408,10 +461,12 @@ fn write_json_java(node: &Json, out: &mut String, depth: usize) -> Result<(), Er
 }
 
 fn write_json_number(n: &serde_json::Number, out: &mut String) {
-    if n.is_f64() {
-        write_java_double(n.as_f64().unwrap_or(f64::NAN), out);
-    } else {
-        let _ = write!(out, "{n}");
+    match Value::from_json_number(n) {
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) => write_java_double(f, out),
+        _ => out.push_str(n.as_str()),
     }
 }
 
@@ -470,6 +525,49 @@ mod tests {
         let mut s = String::new();
         write_java_double(f, &mut s);
         s
+    }
+
+    fn num(text: &str) -> Value {
+        Value::from_json_number(&text.parse().unwrap())
+    }
+
+    #[test]
+    fn json_numbers_keep_their_value() {
+        assert!(matches!(num("42"), Value::Int(42)));
+        assert!(matches!(num("-7"), Value::Int(-7)));
+        assert!(matches!(num("1.5"), Value::Float(f) if f == 1.5));
+        assert!(matches!(num("1.50"), Value::Float(f) if f == 1.5));
+        assert!(matches!(num("1e5"), Value::Float(f) if f == 1e5));
+        assert!(matches!(num("0.1"), Value::Float(f) if f == 0.1));
+        assert!(matches!(num("-0.0"), Value::Float(f) if f == 0.0 && f.is_sign_negative()));
+        for exact in [
+            "12345678901234567890123",
+            "18446744073709551615",
+            "-0",
+            "2e-400",
+            "1e+400",
+            "0.10000000000000000001",
+            "3.141592653589793238462643",
+        ] {
+            let v = num(exact);
+            assert!(matches!(v, Value::Exact(_)), "{exact}: {v:?}");
+            assert_eq!(v.to_java_string().unwrap(), exact);
+            assert_eq!(v.to_json().unwrap().to_string(), exact);
+        }
+        assert_eq!(
+            num("12345678901234567890123").as_f64(),
+            Some(1.2345678901234568e22)
+        );
+    }
+
+    #[test]
+    fn decimal_literals_compare_by_value() {
+        assert!(same_decimal("100", "1e2"));
+        assert!(same_decimal("0.00150", "1.5e-3"));
+        assert!(same_decimal("-0.0", "0e0"));
+        assert!(!same_decimal("2e-400", "0e0"));
+        assert!(!same_decimal("1.00000000000000000001", "1e0"));
+        assert!(!same_decimal("-1", "1e0"));
     }
 
     #[test]

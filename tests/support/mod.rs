@@ -507,6 +507,8 @@ pub struct StubKinesis {
     pub records: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Partition keys of the records it accepted, in arrival order.
     pub accepted: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The data of the records it accepted (decoded), in arrival order.
+    pub data: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// While set, every call fails with 500 `InternalFailure` and nothing is accepted.
     pub outage: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Calls that arrived, answered or not (`calls` counts them once answered).
@@ -529,11 +531,13 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
 
     use axum::body::Bytes;
     use axum::routing::post;
+    use base64::Engine as _;
 
     let calls = Arc::new(AtomicUsize::new(0));
     let records = Arc::new(AtomicUsize::new(0));
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
     let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let data: Arc<Mutex<Vec<String>>> = Arc::default();
     let outage: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let received = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
@@ -545,12 +549,14 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         received.clone(),
     );
     let rf = refused.clone();
+    let dt = data.clone();
     let poison = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let ps = poison.clone();
     let app = axum::Router::new().fallback(post(move |body: Bytes| {
         let (calls, records, seen, accepted) = (c.clone(), r.clone(), seen.clone(), a.clone());
         let outage = o.clone();
         let refused = rf.clone();
+        let kept = dt.clone();
         let poisoned = ps.load(Ordering::SeqCst);
         rc.fetch_add(1, Ordering::SeqCst);
         async move {
@@ -592,12 +598,14 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
                 records.fetch_add(1, Ordering::SeqCst);
                 let pk = rec["PartitionKey"].as_str().unwrap_or("");
                 let data = rec["Data"].as_str().unwrap_or("").to_string();
-                let fail = pk.starts_with("always-") || (pk.starts_with("flaky-") && seen.lock().unwrap().insert(data));
+                let fail = pk.starts_with("always-") || (pk.starts_with("flaky-") && seen.lock().unwrap().insert(data.clone()));
                 if fail {
                     failed += 1;
                     out.push(serde_json::json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"}));
                 } else {
                     accepted.lock().unwrap().push(pk.to_string());
+                    let decoded = base64::engine::general_purpose::STANDARD.decode(&data).unwrap_or_default();
+                    kept.lock().unwrap().push(String::from_utf8_lossy(&decoded).into_owned());
                     out.push(serde_json::json!({"SequenceNumber": format!("{}{i}", calls.load(Ordering::SeqCst)), "ShardId": "shardId-000000000000"}));
                 }
             }
@@ -615,6 +623,7 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         calls,
         records,
         accepted,
+        data,
         outage,
         received,
         refused,
