@@ -1,18 +1,62 @@
 //! Key material: generation, hashing, constant-time comparison. Keys are never stored or
-//! logged; only their SHA-256 hashes are.
+//! logged; only their keyed hashes are: HMAC-SHA256 under the store's own secret of the key's
+//! SHA-256, so a copy of the store without the secret cannot be searched for weak
+//! operator-chosen values offline, and a store of plain SHA-256 hashes (older versions)
+//! migrates without knowing the keys.
 
 use base64::Engine as _;
+use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A key's SHA-256 hash.
+/// A key's keyed hash.
 pub type KeyHash = [u8; 32];
+
+/// A store's secret: 32 random bytes.
+pub type Secret = [u8; 32];
+
+/// Hashes keys under one store's secret.
+#[derive(Clone, Default)]
+pub struct Hasher {
+    secret: Secret,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hasher(..)")
+    }
+}
+
+impl Hasher {
+    pub fn new(secret: Secret) -> Hasher {
+        Hasher { secret }
+    }
+
+    /// The stored hash of a key.
+    pub fn hash(&self, key: &str) -> KeyHash {
+        self.rehash(&Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// The stored hash for a key's plain SHA-256 (what older stores hold).
+    pub fn rehash(&self, sha256: &KeyHash) -> KeyHash {
+        // HMAC takes a key of any length.
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
+        mac.update(sha256);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// A new store secret.
+pub fn generate_secret() -> Secret {
+    random_bytes::<32>()
+}
 
 /// Shortest and longest key values accepted (API Gateway: 20-128 characters).
 pub const MIN_KEY_LEN: usize = 20;
 pub const MAX_KEY_LEN: usize = 128;
 
-pub fn hash(key: &str) -> KeyHash {
+/// A key's plain SHA-256, as stores before keyed hashes held it.
+pub fn sha256(key: &str) -> KeyHash {
     Sha256::digest(key.as_bytes()).into()
 }
 
@@ -74,8 +118,16 @@ mod tests {
 
     #[test]
     fn hashing_and_validation() {
-        assert!(same(&hash("a"), &hash("a")));
-        assert!(!same(&hash("a"), &hash("b")));
+        let h = Hasher::new([7; 32]);
+        assert!(same(&h.hash("a"), &h.hash("a")));
+        assert!(!same(&h.hash("a"), &h.hash("b")));
+        assert_eq!(h.hash("a"), h.rehash(&sha256("a")));
+        assert_ne!(h.hash("a"), sha256("a"));
+        assert_ne!(
+            h.hash("a"),
+            Hasher::new([8; 32]).hash("a"),
+            "the secret matters"
+        );
         assert!(validate("short").is_err());
         assert!(validate(&"x".repeat(129)).is_err());
         assert!(validate("has a space in the middle of it").is_err());

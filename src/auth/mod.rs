@@ -27,7 +27,7 @@ use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota as Bucket, RateLimiter};
 
-use keys::KeyHash;
+use keys::{Hasher, KeyHash};
 use plans::{Quota, Throttle, UsagePlan, day_label, retry_after_seconds};
 use store::KeyRecord;
 
@@ -54,10 +54,12 @@ pub struct KeyEntry {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     by_hash: HashMap<KeyHash, (KeyHash, Option<i64>, Arc<KeyEntry>)>,
+    /// The store's: presented keys are hashed as the store hashed them.
+    hasher: Hasher,
 }
 
 impl Snapshot {
-    pub fn from_records(records: Vec<KeyRecord>) -> Snapshot {
+    pub fn from_records(records: Vec<KeyRecord>, hasher: Hasher) -> Snapshot {
         let mut by_hash = HashMap::with_capacity(records.len() * 2);
         for r in records {
             let entry = Arc::new(KeyEntry {
@@ -69,12 +71,12 @@ impl Snapshot {
                 expires_at: r.expires_at,
                 customer: r.customer,
             });
-            if let Some((old, until)) = r.previous {
+            for (old, until) in r.previous {
                 by_hash.insert(old, (old, Some(until), entry.clone()));
             }
             by_hash.insert(r.hash, (r.hash, None, entry));
         }
-        Snapshot { by_hash }
+        Snapshot { by_hash, hasher }
     }
 
     pub fn len(&self) -> usize {
@@ -87,7 +89,7 @@ impl Snapshot {
 
     /// The key a client presented, if it is known and usable at `now_ms`.
     fn lookup(&self, presented: &str, now_ms: i64) -> Result<&Arc<KeyEntry>, &'static str> {
-        let h = keys::hash(presented);
+        let h = self.hasher.hash(presented);
         let Some((stored, valid_until, entry)) = self.by_hash.get(&h) else {
             return Err("unknown key");
         };

@@ -1,7 +1,11 @@
 //! The embedded key store: one SQLite file (WAL) shared by the server and the CLI.
 //!
-//! Keys are stored as SHA-256 hashes only. The server never reads this file on the request
-//! path: it loads a snapshot and reloads it when `PRAGMA data_version` says another
+//! Keys are stored as keyed hashes only (see `keys`), under a secret kept beside the store
+//! (`<store>.secret`, 0600, made with the store; back the two up together: without the
+//! secret no key can be checked). A store of plain SHA-256 hashes from an older version is
+//! migrated when it is opened. Every value ever issued stays recorded: a rotated key's
+//! previous values work until each one's own grace ends, and a revoked or retired value can
+//! never be issued again. The server never reads this file on the request path: it loads a snapshot and reloads it when `PRAGMA data_version` says another
 //! connection (the CLI) committed. Usage counts are kept per key and UTC day.
 //!
 //! Synchronous: the server calls it from blocking tasks.
@@ -11,7 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::keys::{self, KeyHash};
+use super::keys::{self, Hasher, KeyHash, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,8 +42,8 @@ pub struct KeyRecord {
     pub expires_at: Option<i64>,
     pub description: Option<String>,
     pub customer: Option<String>,
-    /// After a rotation, the previous secret's hash and until when it still works.
-    pub previous: Option<(KeyHash, i64)>,
+    /// After rotations, each previous value's hash and until when it still works.
+    pub previous: Vec<(KeyHash, i64)>,
 }
 
 /// What `create` needs.
@@ -57,7 +61,11 @@ pub struct NewKey {
 
 pub struct KeyStore {
     conn: Connection,
+    hasher: Hasher,
 }
+
+/// How the store's hashes are made: HMAC-SHA256 under the store's secret of the key's SHA-256.
+const HASH_SCHEME: &str = "hmac-sha256(sha256)";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -72,6 +80,20 @@ CREATE TABLE IF NOT EXISTS api_keys (
     customer TEXT,
     previous_hash BLOB,
     previous_valid_until INTEGER
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS previous_keys (
+    key_id TEXT NOT NULL,
+    key_hash BLOB NOT NULL UNIQUE,
+    valid_until INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retired_keys (
+    key_hash BLOB PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    retired_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS usage (
     key_id TEXT NOT NULL,
@@ -92,13 +114,6 @@ fn hash_from(blob: Vec<u8>) -> rusqlite::Result<KeyHash> {
 }
 
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
-    let previous = match (
-        row.get::<_, Option<Vec<u8>>>(9)?,
-        row.get::<_, Option<i64>>(10)?,
-    ) {
-        (Some(h), Some(until)) => Some((hash_from(h)?, until)),
-        _ => None,
-    };
     Ok(KeyRecord {
         id: row.get(0)?,
         name: row.get(1)?,
@@ -109,8 +124,65 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
         expires_at: row.get(6)?,
         description: row.get(7)?,
         customer: row.get(8)?,
-        previous,
+        previous: Vec::new(),
     })
+}
+
+/// The secret's file, beside the store.
+pub fn secret_path(store: &Path) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}.secret", store.display()))
+}
+
+/// Reads the store's secret, or (when `create`) makes it if there is none yet.
+fn secret(store: &Path, create: bool) -> Result<Secret> {
+    let path = secret_path(store);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_secret(&text).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "{} is not a key store secret (64 hex digits)",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let made = keys::generate_secret();
+            let text: String = made.iter().map(|b| format!("{b:02x}")).collect();
+            match write_private(&path, format!("{text}\n").as_bytes()) {
+                Ok(()) => Ok(made),
+                // Another process made it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => secret(store, false),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Invalid(format!(
+            "the key store's secret {} is missing: no key can be checked without it (restore it from the backup made with the store)",
+            path.display()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn parse_secret(text: &str) -> Option<Secret> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Writes a new file only its owner can read; fails if it exists.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// The store is readable by the gateway's user alone: created 0600 before SQLite opens it
@@ -160,6 +232,74 @@ fn check_text(text: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Brings a store to the current hash scheme and returns its secret. A new store gets a
+/// secret; a store of plain SHA-256 hashes (no scheme recorded) has each hash replaced by its
+/// keyed hash, and its one-slot previous values moved to `previous_keys`, in one
+/// transaction that a concurrent opener waits for.
+fn migrate(conn: &Connection, path: &Path) -> Result<Secret> {
+    let scheme = |conn: &Connection| -> Result<Option<String>> {
+        Ok(conn
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'hash_scheme'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    };
+    match scheme(conn)?.as_deref() {
+        Some(HASH_SCHEME) => return secret(path, false),
+        Some(other) => {
+            return Err(StoreError::Invalid(format!(
+                "the key store uses hash scheme {other:?}, which this version does not know"
+            )));
+        }
+        None => {}
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let done = (|| {
+        if scheme(conn)?.is_some() {
+            return secret(path, false);
+        }
+        let secret = secret(path, true)?;
+        let hasher = Hasher::new(secret);
+        let legacy: Vec<LegacyRow> = conn
+            .prepare("SELECT id, key_hash, previous_hash, previous_valid_until FROM api_keys")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, hash, previous, until) in legacy {
+            let rehash = |h: Vec<u8>| hash_from(h).map(|h| hasher.rehash(&h));
+            conn.execute(
+                "UPDATE api_keys SET key_hash = ?2, previous_hash = NULL, previous_valid_until = NULL WHERE id = ?1",
+                params![id, rehash(hash)?.as_slice()],
+            )?;
+            if let (Some(previous), Some(until)) = (previous, until) {
+                conn.execute(
+                    "INSERT INTO previous_keys (key_id, key_hash, valid_until) VALUES (?1, ?2, ?3)",
+                    params![id, rehash(previous)?.as_slice(), until],
+                )?;
+            }
+        }
+        conn.execute(
+            "INSERT INTO meta (name, value) VALUES ('hash_scheme', ?1)",
+            [HASH_SCHEME],
+        )?;
+        Ok(secret)
+    })();
+    match done {
+        Ok(secret) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(secret)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// A key as an older store holds it: id, SHA-256 hash, previous hash and its grace.
+type LegacyRow = (String, Vec<u8>, Option<Vec<u8>>, Option<i64>);
+
 const COLUMNS: &str = "id, name, plan, key_hash, enabled, created_at, expires_at, description, customer, previous_hash, previous_valid_until";
 
 impl KeyStore {
@@ -171,7 +311,53 @@ impl KeyStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(KeyStore { conn })
+        let hasher = Hasher::new(migrate(&conn, path)?);
+        Ok(KeyStore { conn, hasher })
+    }
+
+    /// Hashes keys the way this store does.
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    /// Why a value cannot be issued: it is, or was, some key's.
+    fn check_unused(conn: &Connection, hash: &KeyHash) -> Result<()> {
+        let retired: Option<String> = conn
+            .query_row(
+                "SELECT key_id FROM retired_keys WHERE key_hash = ?1",
+                [hash.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = retired {
+            return Err(StoreError::Invalid(format!(
+                "this value was key {id}'s, which was revoked or rotated away; a value is never issued twice"
+            )));
+        }
+        let taken: i64 = conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM api_keys WHERE key_hash = ?1) + (SELECT COUNT(*) FROM previous_keys WHERE key_hash = ?1)",
+            [hash.as_slice()],
+            |r| r.get(0),
+        )?;
+        if taken > 0 {
+            return Err(StoreError::Invalid(
+                "a key with this value already exists".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Each key's previous values, still in their grace or not.
+    fn previous_of(&self, records: &mut [KeyRecord]) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key_hash, valid_until FROM previous_keys WHERE key_id = ?1 ORDER BY valid_until",
+        )?;
+        for r in records {
+            r.previous = stmt
+                .query_map([&r.id], |row| Ok((hash_from(row.get(0)?)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+        }
+        Ok(())
     }
 
     /// Changes whenever another connection commits (cheap; used to detect CLI changes).
@@ -194,17 +380,19 @@ impl KeyStore {
             }
             None => keys::generate(),
         };
+        let hash = self.hasher.hash(&value);
+        Self::check_unused(&self.conn, &hash)?;
         let record = KeyRecord {
             id: keys::generate_id(),
             name: new.name.clone(),
             plan: new.plan.clone(),
-            hash: keys::hash(&value),
+            hash,
             enabled: new.enabled,
             created_at: now_ms,
             expires_at: new.expires_at,
             description: new.description.clone(),
             customer: new.customer.clone(),
-            previous: None,
+            previous: Vec::new(),
         };
         let inserted = self.conn.execute(
             "INSERT INTO api_keys (id, name, plan, key_hash, enabled, created_at, expires_at, description, customer)
@@ -244,11 +432,13 @@ impl KeyStore {
             for (new, value) in keys {
                 check_text(&new.name, "name")?;
                 keys::validate(value).map_err(StoreError::Invalid)?;
+                let hash = self.hasher.hash(value);
+                Self::check_unused(&tx, &hash)?;
                 stmt.execute(params![
                     keys::generate_id(),
                     new.name,
                     new.plan,
-                    keys::hash(value).as_slice(),
+                    hash.as_slice(),
                     i64::from(new.enabled),
                     now_ms
                 ])?;
@@ -262,21 +452,26 @@ impl KeyStore {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
         ))?;
-        let rows = stmt
+        let mut rows = stmt
             .query_map([], record)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        self.previous_of(&mut rows)?;
         Ok(rows)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<KeyRecord>> {
-        Ok(self
+        let found = self
             .conn
             .query_row(
                 &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"),
                 [id],
                 record,
             )
-            .optional()?)
+            .optional()?;
+        let mut rows: Vec<KeyRecord> = found.into_iter().collect();
+        self.previous_of(&mut rows)?;
+        Ok(rows.pop())
     }
 
     /// Enables or disables a key; false if there is no such key.
@@ -287,31 +482,62 @@ impl KeyStore {
         )? == 1)
     }
 
-    /// Deletes a key for good (its usage history stays); false if there is no such key.
-    pub fn revoke(&self, id: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM api_keys WHERE id = ?1", [id])?
-            == 1)
+    /// Deletes a key for good: its values (current and previous) are retired, so none can be
+    /// issued again, and its usage history stays. False if there is no such key.
+    pub fn revoke(&mut self, id: &str, now_ms: i64) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO retired_keys (key_hash, key_id, retired_at)
+             SELECT key_hash, id, ?2 FROM api_keys WHERE id = ?1
+             UNION ALL SELECT key_hash, key_id, ?2 FROM previous_keys WHERE key_id = ?1",
+            params![id, now_ms],
+        )?;
+        tx.execute("DELETE FROM previous_keys WHERE key_id = ?1", [id])?;
+        let deleted = tx.execute("DELETE FROM api_keys WHERE id = ?1", [id])? == 1;
+        tx.commit()?;
+        Ok(deleted)
     }
 
-    /// Gives a key a new secret; the old one keeps working until `now + grace`. Returns the
-    /// new key, or `None` if there is no such key.
-    pub fn rotate(&self, id: &str, grace_ms: i64, now_ms: i64) -> Result<Option<String>> {
-        let Some(current) = self.get(id)? else {
+    /// Gives a key a new value; the current one keeps working until `now + grace` (each
+    /// previous value keeps its own grace, so rotating twice cuts no one short). Values past
+    /// their grace are retired. Returns the new key, or `None` if there is no such key.
+    pub fn rotate(&mut self, id: &str, grace_ms: i64, now_ms: i64) -> Result<Option<String>> {
+        let value = keys::generate();
+        let hash = self.hasher.hash(&value);
+        let tx = self.conn.transaction()?;
+        let current: Option<Vec<u8>> = tx
+            .query_row("SELECT key_hash FROM api_keys WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(current) = current else {
             return Ok(None);
         };
-        let value = keys::generate();
-        let previous_until = (grace_ms > 0).then_some(now_ms + grace_ms);
-        self.conn.execute(
-            "UPDATE api_keys SET key_hash = ?2, previous_hash = ?3, previous_valid_until = ?4 WHERE id = ?1",
-            params![
-                id,
-                keys::hash(&value).as_slice(),
-                previous_until.map(|_| current.hash.to_vec()),
-                previous_until
-            ],
+        if grace_ms > 0 {
+            tx.execute(
+                "INSERT INTO previous_keys (key_id, key_hash, valid_until) VALUES (?1, ?2, ?3)",
+                params![id, current, now_ms.saturating_add(grace_ms)],
+            )?;
+        } else {
+            tx.execute(
+                "INSERT OR IGNORE INTO retired_keys (key_hash, key_id, retired_at) VALUES (?1, ?2, ?3)",
+                params![current, id, now_ms],
+            )?;
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO retired_keys (key_hash, key_id, retired_at)
+             SELECT key_hash, key_id, ?2 FROM previous_keys WHERE key_id = ?1 AND valid_until <= ?2",
+            params![id, now_ms],
         )?;
+        tx.execute(
+            "DELETE FROM previous_keys WHERE key_id = ?1 AND valid_until <= ?2",
+            params![id, now_ms],
+        )?;
+        tx.execute(
+            "UPDATE api_keys SET key_hash = ?2 WHERE id = ?1",
+            params![id, hash.as_slice()],
+        )?;
+        tx.commit()?;
         Ok(Some(value))
     }
 
@@ -378,7 +604,8 @@ mod tests {
             ..NewKey::default()
         };
         let (rec, value) = s.create(&new, 1_000).unwrap();
-        assert_eq!(rec.hash, keys::hash(&value));
+        assert_eq!(rec.hash, s.hasher().hash(&value));
+        assert_ne!(rec.hash, keys::sha256(&value), "keyed, not plain SHA-256");
         assert_eq!(s.get(&rec.id).unwrap().unwrap(), rec);
         drop(s);
         let bytes = std::fs::read(&path).unwrap();
@@ -408,8 +635,8 @@ mod tests {
         assert!(!s.get(&rec.id).unwrap().unwrap().enabled);
         let rotated = s.rotate(&rec.id, 60_000, 10).unwrap().unwrap();
         let after = s.get(&rec.id).unwrap().unwrap();
-        assert_eq!(after.hash, keys::hash(&rotated));
-        assert_eq!(after.previous, Some((rec.hash, 60_010)));
+        assert_eq!(after.hash, s.hasher().hash(&rotated));
+        assert_eq!(after.previous, vec![(rec.hash, 60_010)]);
         s.add_usage(&[
             (rec.id.clone(), "2026-11-25".into(), 3),
             (rec.id.clone(), "2026-11-26".into(), 1),
@@ -424,9 +651,112 @@ mod tests {
                 (rec.id.clone(), "2026-11-26".into(), 1)
             ]
         );
-        assert!(s.revoke(&rec.id).unwrap());
+        assert!(s.revoke(&rec.id, 20).unwrap());
         assert!(s.get(&rec.id).unwrap().is_none());
-        assert!(!s.revoke(&rec.id).unwrap());
+        assert!(!s.revoke(&rec.id, 20).unwrap());
         let _ = v0;
+    }
+
+    fn new_key(value: &str) -> NewKey {
+        NewKey {
+            name: "n".into(),
+            plan: "p".into(),
+            value: Some(value.into()),
+            enabled: true,
+            ..NewKey::default()
+        }
+    }
+
+    #[test]
+    fn a_value_once_issued_is_never_issued_again() {
+        let (mut s, _) = store();
+        let (rec, _) = s.create(&new_key("a-value-revoked-later-0001"), 0).unwrap();
+        assert!(s.revoke(&rec.id, 5).unwrap());
+        let err = s
+            .create(&new_key("a-value-revoked-later-0001"), 6)
+            .unwrap_err();
+        assert!(err.to_string().contains("never issued twice"), "{err}");
+        // Nor a value rotated away without grace, nor one still in its grace.
+        let (rec, first) = s.create(&new_key("a-value-rotated-away-0002"), 0).unwrap();
+        let second = s.rotate(&rec.id, 0, 10).unwrap().unwrap();
+        assert!(
+            s.create(&new_key("a-value-rotated-away-0002"), 11).is_err(),
+            "{first}"
+        );
+        s.rotate(&rec.id, 60_000, 20).unwrap().unwrap();
+        let err = s.create(&new_key(&second), 21).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+    }
+
+    #[test]
+    fn each_previous_value_keeps_its_own_grace() {
+        let (mut s, _) = store();
+        let (rec, _) = s
+            .create(&new_key("the-first-value-of-key-0003"), 0)
+            .unwrap();
+        s.rotate(&rec.id, 100_000, 1_000).unwrap().unwrap();
+        let first_grace = s.get(&rec.id).unwrap().unwrap().previous;
+        assert_eq!(first_grace, vec![(rec.hash, 101_000)]);
+        s.rotate(&rec.id, 10_000, 2_000).unwrap().unwrap();
+        let both = s.get(&rec.id).unwrap().unwrap().previous;
+        assert_eq!(both.len(), 2);
+        assert!(
+            both.contains(&(rec.hash, 101_000)),
+            "the first kept its grace: {both:?}"
+        );
+        // A rotation after a grace ended retires that value.
+        s.rotate(&rec.id, 10_000, 200_000).unwrap().unwrap();
+        assert_eq!(s.get(&rec.id).unwrap().unwrap().previous.len(), 1);
+        assert!(
+            s.create(&new_key("the-first-value-of-key-0003"), 200_001)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_store_of_plain_sha256_hashes_is_migrated_in_place() {
+        let dir =
+            std::env::temp_dir().join(format!("ingest-gateway-legacy-{}", keys::generate_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.db");
+        {
+            // The layout and hashes of a store made before keyed hashes.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&SCHEMA[..SCHEMA.find("CREATE TABLE IF NOT EXISTS meta").unwrap()])
+                .unwrap();
+            conn.execute(
+                "INSERT INTO api_keys (id, name, plan, key_hash, enabled, created_at, previous_hash, previous_valid_until)
+                 VALUES ('k1', 'old', 'p', ?1, 1, 0, ?2, 99000)",
+                params![
+                    keys::sha256("legacy-current-value-0004").as_slice(),
+                    keys::sha256("legacy-previous-value-0005").as_slice()
+                ],
+            )
+            .unwrap();
+        }
+        let s = KeyStore::open(&path).unwrap();
+        let rec = s.get("k1").unwrap().unwrap();
+        assert_eq!(rec.hash, s.hasher().hash("legacy-current-value-0004"));
+        assert_eq!(
+            rec.previous,
+            vec![(s.hasher().hash("legacy-previous-value-0005"), 99_000)]
+        );
+        drop(s);
+        // Opening again changes nothing; without the secret the store refuses to open.
+        let again = KeyStore::open(&path).unwrap();
+        assert_eq!(again.get("k1").unwrap().unwrap(), rec);
+        drop(again);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(secret_path(&path))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_file(secret_path(&path)).unwrap();
+        let err = KeyStore::open(&path).err().unwrap();
+        assert!(err.to_string().contains("secret"), "{err}");
     }
 }

@@ -29,7 +29,7 @@ pub struct Loaded {
 
 pub fn load(store: &KeyStore, now_ms: i64) -> Result<Loaded, StoreError> {
     let version = store.data_version()?;
-    let snapshot = Snapshot::from_records(store.list()?);
+    let snapshot = Snapshot::from_records(store.list()?, store.hasher().clone());
     let from = day_label(now_ms - USAGE_DAYS * 86_400_000);
     let usage = store.usage(None, &from, "9999-12-31")?;
     Ok(Loaded {
@@ -81,7 +81,10 @@ async fn reload_if_changed(
             if now == version {
                 return Ok(None);
             }
-            Ok(Some((now, Snapshot::from_records(s.list()?))))
+            Ok(Some((
+                now,
+                Snapshot::from_records(s.list()?, s.hasher().clone()),
+            )))
         })
         .await
         .map_err(|e| StoreError::Invalid(e.to_string()))??;

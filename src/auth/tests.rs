@@ -8,18 +8,22 @@ use super::*;
 
 const KEY: &str = "partner-key-0123456789abcdef";
 
+fn hasher() -> keys::Hasher {
+    keys::Hasher::new([3; 32])
+}
+
 fn record(id: &str, value: &str, plan: &str) -> KeyRecord {
     KeyRecord {
         id: id.into(),
         name: id.into(),
         plan: plan.into(),
-        hash: keys::hash(value),
+        hash: hasher().hash(value),
         enabled: true,
         created_at: 0,
         expires_at: None,
         description: None,
         customer: None,
-        previous: None,
+        previous: Vec::new(),
     }
 }
 
@@ -59,7 +63,7 @@ fn authorizer(
         plans,
         vec![keyed_route()],
         None,
-        Snapshot::from_records(records),
+        Snapshot::from_records(records, hasher()),
         vec![],
     );
     (a, clock)
@@ -205,7 +209,7 @@ fn counts_persisted_before_a_restart_still_count() {
         vec![plan("p", None, Some((5, Period::Month, 0)))],
         vec![keyed_route()],
         None,
-        Snapshot::from_records(vec![record("k1", KEY, "p")]),
+        Snapshot::from_records(vec![record("k1", KEY, "p")], hasher()),
         vec![
             ("k1".into(), "2026-11-02".into(), 3),
             ("k1".into(), "2026-10-31".into(), 99),
@@ -274,7 +278,7 @@ fn unusable_keys_are_forbidden() {
 #[test]
 fn rotated_keys_keep_working_for_the_grace_period() {
     let mut rec = record("k1", "new-secret-0123456789abcdef", "p");
-    rec.previous = Some((keys::hash(KEY), 10_000));
+    rec.previous = vec![(hasher().hash(KEY), 10_000)];
     let (a, _) = authorizer(vec![plan("p", None, None)], vec![rec]);
     assert!(a.authorize(0, Some(KEY), 9_999).is_ok());
     assert_eq!(
@@ -291,7 +295,10 @@ fn rotated_keys_keep_working_for_the_grace_period() {
 fn hot_snapshot_replacement() {
     let (a, _) = authorizer(vec![plan("p", None, None)], vec![]);
     assert!(a.authorize(0, Some(KEY), 0).is_err());
-    a.replace_snapshot(Snapshot::from_records(vec![record("k1", KEY, "p")]));
+    a.replace_snapshot(Snapshot::from_records(
+        vec![record("k1", KEY, "p")],
+        hasher(),
+    ));
     assert!(a.authorize(0, Some(KEY), 0).is_ok());
     a.replace_snapshot(Snapshot::default());
     assert_eq!(
@@ -335,7 +342,7 @@ fn route_overrides_route_throttles_and_the_account_throttle() {
             rate: 1.0,
             burst: 6,
         }),
-        Snapshot::from_records(vec![record("k1", KEY, "p")]),
+        Snapshot::from_records(vec![record("k1", KEY, "p")], hasher()),
         vec![],
     );
     assert!(a.authorize(0, Some(KEY), 0).is_ok());

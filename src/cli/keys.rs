@@ -111,12 +111,13 @@ fn describe(k: &KeyRecord) -> serde_json::Value {
         "expires": k.expires_at.map(time),
         "description": k.description,
         "customer": k.customer,
-        "previous_value_valid_until": k.previous.map(|(_, until)| time(until)),
+        "previous_value_valid_until": k.previous.iter().map(|(_, until)| *until).max().map(time),
+        "previous_values": k.previous.len(),
     })
 }
 
 pub fn run(config_path: &Path, command: &KeysCommand) -> anyhow::Result<bool> {
-    let (config, store) = open(config_path)?;
+    let (config, mut store) = open(config_path)?;
     let now = epoch_ms();
     match command {
         KeysCommand::Create {
@@ -185,7 +186,7 @@ pub fn run(config_path: &Path, command: &KeysCommand) -> anyhow::Result<bool> {
             eprintln!("{} key {id}", if enable { "enabled" } else { "disabled" });
         }
         KeysCommand::Revoke { id } => {
-            if !store.revoke(id)? {
+            if !store.revoke(id, now)? {
                 bail!("no key {id}");
             }
             eprintln!("revoked key {id}");
