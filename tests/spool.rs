@@ -548,3 +548,35 @@ fn peek_reads_a_spool_in_use_without_changing_it() {
         }
     );
 }
+
+/// A drained active segment is replaced by a new one (its space comes back at once), and a
+/// reader holding the old segment's end reads on into the new one: positions only grow.
+#[test]
+fn a_drained_active_segment_is_replaced_and_reading_on_loses_nothing() {
+    let dir = fresh_dir("drained");
+    let options = Options {
+        segment_bytes: 4096,
+        max_bytes: 1 << 20,
+    };
+    let (mut log, _) = Log::open(&dir, options).unwrap();
+    log.append(&[vec![1u8; 600], vec![2u8; 600]]).unwrap();
+    log.sync().unwrap();
+    let frames = log.read(10, 1 << 20).unwrap();
+    let end = frames.last().unwrap().end;
+    let first = newest_segment(&dir);
+    log.ack(end, 2, frame_bytes(&[vec![1u8; 600], vec![2u8; 600]]))
+        .unwrap();
+    assert!(!first.exists(), "the drained segment is gone");
+    assert_ne!(newest_segment(&dir), first);
+    assert_eq!(log.status().records, 0);
+    log.append(&[vec![3u8; 10]]).unwrap();
+    log.sync().unwrap();
+    let next = log.read_from(end, 10, 1 << 20).unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].payload, vec![3u8; 10]);
+    drop(log);
+    // And a restart finds just that record waiting.
+    let (log, recovered) = Log::open(&dir, options).unwrap();
+    assert_eq!(recovered.records, 1);
+    assert_eq!(log.read(10, 1 << 20).unwrap()[0].payload, vec![3u8; 10]);
+}

@@ -76,8 +76,19 @@ pub struct Log {
     bytes: u64,
     /// Written since the last sync.
     dirty: bool,
+    /// The active segment was drained and emptied to make room, and no new one could be
+    /// started yet: the next append starts one first (and fails if it cannot).
+    needs_segment: bool,
+    /// An append found the disk full: a drained active segment is replaced whatever its size.
+    short_of_space: bool,
     _lock: File,
 }
+
+/// A drained active segment at least this long (or a quarter of `segment_bytes`, if less) is
+/// replaced by a new one when the cursor reaches its end; smaller ones are left to fill, so
+/// a spool that keeps up does not start a file per batch. Once the disk has run out of
+/// space, one of any length is.
+const RECLAIM_AT: u64 = 1 << 20;
 
 impl Log {
     /// Opens (creating) the spool in `dir`: takes its lock, cuts a torn tail, and counts what
@@ -203,6 +214,8 @@ impl Log {
             records: recovered.records,
             bytes: recovered.bytes,
             dirty: false,
+            needs_segment: false,
+            short_of_space: false,
             _lock: lock,
         };
         Ok((log, recovered))
@@ -224,6 +237,9 @@ impl Log {
         if self.bytes + total > self.options.max_bytes {
             return Err(AppendError::Full);
         }
+        if self.needs_segment {
+            self.replace_drained_active()?;
+        }
         let len = self.active_len();
         if len > HEADER && len + total > self.options.segment_bytes {
             self.roll()?;
@@ -236,6 +252,7 @@ impl Log {
         if let Err(e) = self.active.write_all(&buf) {
             // Leave no partial frame behind for the next append to follow.
             let _ = self.active.set_len(len);
+            self.short_of_space |= out_of_space(&e);
             return Err(e.into());
         }
         if let Some(back) = self.segments.back_mut() {
@@ -317,7 +334,13 @@ impl Log {
     }
 
     /// Moves the cursor past delivered records (the first `records` from the cursor, whose
-    /// frames take `bytes`, ending at `to`) and deletes segments left wholly behind.
+    /// frames take `bytes`, ending at `to`), deletes segments left wholly behind, and replaces
+    /// a drained active segment by a new one so its space comes back.
+    ///
+    /// On a full disk the cursor still moves: if writing it fails, the delivered segments are
+    /// deleted first and it is written again (a crash in between replays a segment's
+    /// delivered frames again, never skips one). If it still cannot be written the records
+    /// stay delivered here and the next ack writes it.
     pub fn ack(&mut self, to: Position, records: u64, bytes: u64) -> io::Result<()> {
         self.cursor = to;
         self.records = self.records.saturating_sub(records);
@@ -339,14 +362,88 @@ impl Log {
                 break;
             }
         }
+        let mut drained = None;
+        let reclaim_at = RECLAIM_AT.min(self.options.segment_bytes / 4);
+        if self.active_drained() && (self.active_len() >= reclaim_at || self.short_of_space) {
+            let old = self.active_id();
+            match self.roll() {
+                Ok(()) => {
+                    self.segments.pop_front();
+                    self.cursor = Position {
+                        segment: self.active_id(),
+                        offset: HEADER,
+                    };
+                    self.short_of_space = false;
+                    drained = Some(old);
+                }
+                // No room for even a new segment: empty the drained one to make some.
+                Err(e) if out_of_space(&e) => self.replace_drained_active()?,
+                Err(e) => return Err(e),
+            }
+        }
         // The cursor first: a crash between the two leaves a delivered segment to delete
-        // next time, never a cursor into a deleted one.
-        let tmp = self.dir.join("cursor.tmp");
-        write_private(&tmp, &encode_cursor(self.cursor))?;
-        fs::rename(&tmp, self.dir.join("cursor"))?;
-        for id in finished {
+        // next time, never a cursor into a deleted one. Out of space, the segments go first
+        // to make room for it.
+        match self.write_cursor() {
+            Ok(()) => {}
+            Err(e) if out_of_space(&e) => {
+                for id in finished.drain(..).chain(drained.take()) {
+                    fs::remove_file(self.dir.join(segment_name(id)))?;
+                }
+                self.write_cursor()?;
+            }
+            Err(e) => return Err(e),
+        }
+        for id in finished.into_iter().chain(drained) {
             fs::remove_file(self.dir.join(segment_name(id)))?;
         }
+        Ok(())
+    }
+
+    /// Writes the cursor file (a new file renamed over the old, so it is always one or the
+    /// other); a failed write leaves no partial file behind.
+    fn write_cursor(&self) -> io::Result<()> {
+        let tmp = self.dir.join("cursor.tmp");
+        let written = write_private(&tmp, &encode_cursor(self.cursor))
+            .and_then(|()| fs::rename(&tmp, self.dir.join("cursor")));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Whether every record was delivered and the cursor is at the active segment's end.
+    fn active_drained(&self) -> bool {
+        self.records == 0
+            && self.segments.len() == 1
+            && self.cursor.segment == self.active_id()
+            && self.cursor.offset >= self.active_len()
+            && self.active_len() > HEADER
+    }
+
+    fn active_id(&self) -> u64 {
+        self.segments.back().map_or(0, |s| s.0)
+    }
+
+    /// Empties the drained active segment (its space comes back at once) and starts the next
+    /// one. Positions only grow, so a reader holding the old segment's end reads on from the
+    /// new one's start. If the new one cannot be made, appends wait for it.
+    fn replace_drained_active(&mut self) -> io::Result<()> {
+        if !self.needs_segment {
+            let old = self.active_id();
+            self.active.set_len(0)?;
+            fs::remove_file(self.dir.join(segment_name(old)))?;
+            self.needs_segment = true;
+        }
+        self.dirty = false;
+        self.roll()?;
+        self.segments.pop_front();
+        self.cursor = Position {
+            segment: self.active_id(),
+            offset: HEADER,
+        };
+        self.needs_segment = false;
+        self.short_of_space = false;
         Ok(())
     }
 
@@ -473,6 +570,14 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     }
     #[cfg(not(unix))]
     builder.create(dir)
+}
+
+/// Whether an error is the disk (or its quota) being full.
+fn out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
