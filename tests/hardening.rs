@@ -672,6 +672,18 @@ fn a_configuration_cannot_read_any_file_or_shadow_the_gateways_own_paths() {
         &[("big.vtl", &big)],
     );
     assert!(!ok && err.contains("at most 1048576 are read"), "{err}");
+    // A state machine definition is confined the same way.
+    let (ok, err) = check(
+        &format!(
+            "{}[[resources.state_machines]]\nname = \"m\"\ndefinition = \"/etc/passwd\"\nrole_arn = \"arn:aws:iam::1:role/r\"\n",
+            route("")
+        ),
+        &[],
+    );
+    assert!(
+        !ok && err.contains("state machine definition /etc/passwd is outside"),
+        "{err}"
+    );
     // The gateway's own paths.
     let (ok, err) = check(&route("").replace("/v1/events", "/metrics"), &[]);
     assert!(!ok && err.contains("is the gateway's own"), "{err}");
@@ -962,5 +974,99 @@ async fn no_call_outlives_the_answer_to_its_request() {
     );
     stub.outage.store(false, Ordering::SeqCst);
     assert!(stub.accepted.lock().unwrap().is_empty());
+    gw.stop_cleanly();
+}
+
+/// A tmpfs mounted for one test (the gateway's tests run as root), unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("mount(8)");
+        assert!(
+            out.status.success(),
+            "mounting a {size} tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_on_a_full_disk_recovers_once_delivered_and_sends_nothing_twice() {
+    let stub = support::stub_kinesis().await;
+    stub.outage.store(true, Ordering::SeqCst);
+    // One segment larger than the disk, a spool bound larger still: the disk fills first.
+    let config = CONFIG.replace("timeout = \"5s\"", "timeout = \"5s\"\nspool = \"always\"")
+        + "[spool]\ndir = \"spool\"\nsegment_bytes = 67108864\nmax_bytes = 134217728\n";
+    let p = support::Project::custom("spool-full", &config, &[("records.vtl", TEMPLATE)]);
+    let _disk = SmallDisk::mount(&p.dir.join("spool"), "3m");
+    let mut gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    // 64 KiB records until the disk is full: 202 while they fit, then 503.
+    let fill = |gw: &support::Gateway, round: &str| {
+        let mut spooled = 0;
+        for i in 0..200 {
+            let pk = format!("{round}-{i}");
+            let resp = gw.post_json("/v1/events", &events(&[(&pk, 64 << 10)]));
+            match resp.status {
+                202 => spooled += 1,
+                503 => break,
+                other => panic!("{other}: {}", resp.text()),
+            }
+        }
+        spooled
+    };
+    let first = fill(&gw, "a");
+    assert!((10..60).contains(&first), "{first} records fit on 3 MiB");
+    // The service comes back: everything spooled is delivered, and the space with it.
+    stub.outage.store(false, Ordering::SeqCst);
+    let delivered = |n: usize| {
+        let accepted = stub.accepted.clone();
+        async move {
+            support::eventually(30, || async {
+                let got = accepted.lock().unwrap().len();
+                (got >= n).then_some(got)
+            })
+            .await
+        }
+    };
+    assert_eq!(delivered(first).await, Some(first));
+    stub.outage.store(true, Ordering::SeqCst);
+    let second = fill(&gw, "b");
+    let sent = first + second;
+    assert!(
+        second * 10 >= first * 8,
+        "the drained space came back: {second} records fit after {first}"
+    );
+    stub.outage.store(false, Ordering::SeqCst);
+    assert_eq!(delivered(sent).await, Some(sent));
+    // A restart sends nothing again: the cursor was written in spite of the full disk.
+    gw.stop_cleanly();
+    gw = support::Gateway::start_against(&p.config, &stub.endpoint);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let accepted = stub.accepted.lock().unwrap().clone();
+    let unique: std::collections::HashSet<_> = accepted.iter().collect();
+    assert_eq!(accepted.len(), sent, "sent again after the restart");
+    assert_eq!(unique.len(), sent, "{accepted:?}");
     gw.stop_cleanly();
 }

@@ -279,6 +279,95 @@ fn rotation_keeps_the_old_key_for_the_grace_period() {
     });
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(call(&gw, Some(&newest)).status, 502);
+    // The plan allows one request a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        call(&gw, Some(&old)).status,
+        502,
+        "the first value keeps its own hour of grace through the second rotation"
+    );
+    // A value rotated away can never be issued again, to this key or another.
+    let out = project.cli(&[
+        "keys", "create", "--name", "again", "--plan", "slow", "--value", &new,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("never issued twice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A store written before keys were hashed with a secret (plain SHA-256, one previous
+/// value per key) is migrated when the gateway opens it: its keys keep working, a copy of
+/// the store alone no longer matches them, and a revoked value is never issued again.
+#[test]
+fn an_older_store_migrates_and_a_revoked_value_stays_revoked() {
+    use sha2::Digest as _;
+    let project = Project::custom("legacy-store", CONFIG, &[RECORD]);
+    let value = "an-operator-chosen-value-01";
+    let store = project.dir.join("keys.db");
+    {
+        let conn = rusqlite::Connection::open(&store).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, plan TEXT NOT NULL,
+                 key_hash BLOB NOT NULL UNIQUE, enabled INTEGER NOT NULL, created_at INTEGER NOT NULL,
+                 expires_at INTEGER, description TEXT, customer TEXT, previous_hash BLOB,
+                 previous_valid_until INTEGER);
+             CREATE TABLE usage (key_id TEXT NOT NULL, day TEXT NOT NULL, count INTEGER NOT NULL,
+                 PRIMARY KEY (key_id, day));",
+        )
+        .unwrap();
+        let hash: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
+        conn.execute(
+            "INSERT INTO api_keys (id, name, plan, key_hash, enabled, created_at) VALUES ('legacy0001', 'old', 'gold', ?1, 1, 0)",
+            [hash.as_slice()],
+        )
+        .unwrap();
+    }
+    let gw = start(&project);
+    assert_eq!(
+        call(&gw, Some(value)).status,
+        502,
+        "the old key still works"
+    );
+    let secret = project.dir.join("keys.db.secret");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let stored: Vec<u8> = rusqlite::Connection::open(&store)
+        .unwrap()
+        .query_row("SELECT key_hash FROM api_keys", [], |r| r.get(0))
+        .unwrap();
+    let plain: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
+    assert_ne!(
+        stored,
+        plain.to_vec(),
+        "the store no longer holds plain SHA-256"
+    );
+
+    let out = project.cli(&["keys", "revoke", "legacy0001"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    within(Duration::from_secs(3), || {
+        call(&gw, Some(value)).status == 403
+    });
+    let out = project.cli(&[
+        "keys", "create", "--name", "x", "--plan", "gold", "--value", value,
+    ]);
+    assert!(!out.status.success(), "a revoked value was issued again");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("never issued twice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_forbidden(&call(&gw, Some(value)));
 }
 
 #[test]

@@ -278,7 +278,7 @@ impl Validator<'_> {
         let server = self.server(&raw.server, &raw.templates);
         let (spool, spool_mode) = self.spool(&raw.spool, base);
         let routes = self.routes(&raw.routes, base, &server, spool_mode);
-        self.resources(&raw.resources);
+        self.resources(&raw.resources, base);
         let route_names: Vec<String> = routes.iter().map(RouteConfig::name).collect();
         let (key_store, account_throttle, usage_plans) =
             self.auth(&raw.auth, &raw.usage_plans, &route_names, base);

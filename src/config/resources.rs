@@ -1,11 +1,16 @@
 //! `[resources]`: what `ingest-gateway provision` creates, checked for references that do
 //! not resolve (the declarations themselves are `integrations::provision`'s).
 
+use std::path::Path;
+
 use super::Validator;
 use crate::integrations::provision::Resources;
 
+/// A state machine definition is read whole by `provision`.
+const MAX_DEFINITION_BYTES: u64 = 1 << 20;
+
 impl Validator<'_> {
-    pub(super) fn resources(&mut self, res: &Resources) {
+    pub(super) fn resources(&mut self, res: &Resources, base: &Path) {
         let streams: Vec<&str> = res
             .kinesis_streams
             .iter()
@@ -67,6 +72,14 @@ impl Validator<'_> {
             }
         }
         for m in &res.state_machines {
+            // Confined and bounded like templates and models.
+            self.named_file(
+                Some(m.span()),
+                base,
+                &m.get_ref().definition,
+                "state machine definition",
+                Some(MAX_DEFINITION_BYTES),
+            );
             let kind = m.get_ref().kind.as_deref().unwrap_or("STANDARD");
             if kind != "STANDARD" && kind != "EXPRESS" {
                 self.error(
