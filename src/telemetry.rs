@@ -18,6 +18,7 @@ pub mod names {
     pub const AGGREGATED_RECORDS: &str = "gateway_kpl_user_records_total";
     pub const AGGREGATES: &str = "gateway_kpl_aggregated_records_total";
     pub const RETRIES: &str = "gateway_upstream_retries_total";
+    pub const KEY_MISS_CHECKS: &str = "gateway_key_miss_checks_total";
     pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
     pub const BISECTED_CALLS: &str = "gateway_upstream_bisected_calls_total";
     pub const CONNECTIONS_OPEN: &str = "gateway_connections_open";
@@ -179,6 +180,12 @@ pub fn connection_refused(listener: &'static str, reason: &'static str) {
 }
 
 /// Items sent again after a transient failure.
+/// A request presented a key the snapshot did not know: what the store check did
+/// (`reloaded`, `unchanged`, `remembered` as missing, or `over_budget`).
+pub fn key_miss_check(result: &'static str) {
+    metrics::counter!(names::KEY_MISS_CHECKS, "result" => result).increment(1);
+}
+
 pub fn retried(action: &'static str, items: usize) {
     metrics::counter!(names::RETRIES, "action" => action).increment(items as u64);
 }

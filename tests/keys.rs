@@ -445,3 +445,53 @@ fn keys_cli_contract() {
         (Some("slow"), Some(false))
     );
 }
+
+/// A key works on its first request, however soon after it was issued: a key the gateway's
+/// snapshot does not know is looked up in the store before it is refused.
+#[test]
+fn a_key_just_issued_works_on_its_first_request() {
+    let project = Project::custom("first-request", CONFIG, &[RECORD]);
+    let gw = start(&project);
+    for i in 0..5 {
+        let key = project.named_key(&format!("fresh-{i}"), "gold");
+        let r = call(&gw, Some(&key));
+        assert_eq!(r.status, 502, "issued key {i} refused: {}", r.text());
+    }
+}
+
+/// Made-up keys cannot turn into store reads: the node checks the store for unknown keys at
+/// most ten times a second, and not again for a key that just missed.
+#[test]
+fn made_up_keys_cost_a_bounded_number_of_store_checks() {
+    let project = Project::custom("miss-budget", CONFIG, &[RECORD]);
+    let gw = start(&project);
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_forbidden(&call(&gw, Some("the-same-made-up-key-xxxxxxxx")));
+    }
+    for i in 0..300 {
+        assert_forbidden(&call(
+            &gw,
+            Some(&format!("made-up-key-{i:04}-xxxxxxxxxxxx")),
+        ));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let metrics = gw.request("GET", "/metrics", &[], b"").text();
+    let count = |result: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("gateway_key_miss_checks_total")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let checked = count("unchanged") + count("reloaded");
+    assert!(
+        checked >= 1.0 && checked <= 10.0 * (elapsed + 1.0),
+        "{checked} store checks in {elapsed:.1}s:\n{metrics}"
+    );
+    assert!(count("over_budget") > 0.0, "{metrics}");
+    assert!(count("remembered") > 0.0, "{metrics}");
+}

@@ -49,6 +49,10 @@ pub struct KeyEntry {
     pub customer: Option<String>,
 }
 
+/// Why a key is refused when the snapshot does not know it (the store may, if it was issued
+/// a moment ago: see `sync::KeySync::recheck`).
+pub const UNKNOWN_KEY: &str = "unknown key";
+
 /// The keys, by hash. A rotated key's previous hash maps to the same entry until its grace
 /// period ends.
 #[derive(Debug, Default)]
@@ -91,10 +95,10 @@ impl Snapshot {
     fn lookup(&self, presented: &str, now_ms: i64) -> Result<&Arc<KeyEntry>, &'static str> {
         let h = self.hasher.hash(presented);
         let Some((stored, valid_until, entry)) = self.by_hash.get(&h) else {
-            return Err("unknown key");
+            return Err(UNKNOWN_KEY);
         };
         if !keys::same(stored, &h) {
-            return Err("unknown key");
+            return Err(UNKNOWN_KEY);
         }
         if valid_until.is_some_and(|until| now_ms >= until) {
             return Err("rotated key past its grace period");

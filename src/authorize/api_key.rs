@@ -4,14 +4,16 @@
 //! key. A route with `customer_param` also requires its path to name the key's customer.
 
 use super::Identity;
-use crate::auth::{Authorizer, Denied};
+use crate::auth::sync::KeySync;
+use crate::auth::{Authorizer, Denied, UNKNOWN_KEY};
 use crate::config::RouteConfig;
 use crate::error::{ErrorKind, GatewayError};
 use crate::request::Request;
 
 /// Admits the request or refuses it (403, 429); records the key in `identity`.
-pub fn authorize(
+pub async fn authorize(
     auth: &Authorizer,
+    keys: Option<&KeySync>,
     route: usize,
     config: &RouteConfig,
     req: &Request,
@@ -19,9 +21,16 @@ pub fn authorize(
     identity: &mut Identity,
 ) -> Result<(), GatewayError> {
     let presented = presented(req, config);
-    let admitted = auth
-        .authorize(route, presented.as_deref(), req.received_epoch_ms)
-        .map_err(denied)?;
+    let now = req.received_epoch_ms;
+    let mut admitted = auth.authorize(route, presented.as_deref(), now);
+    // A key issued a moment ago is in the store before the next periodic reload.
+    if let (Err(Denied::Forbidden(UNKNOWN_KEY)), Some(keys), Some(key)) =
+        (&admitted, keys, presented.as_deref())
+        && keys.recheck(key).await
+    {
+        admitted = auth.authorize(route, Some(key), now);
+    }
+    let admitted = admitted.map_err(denied)?;
     if let (Some(param), Some(key)) = (&config.customer_param, &admitted.key) {
         let named = path_params
             .iter()

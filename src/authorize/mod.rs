@@ -9,6 +9,7 @@
 
 pub mod api_key;
 
+use crate::auth::sync::KeySync;
 use crate::auth::{Authorizer, QuotaStatus};
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
@@ -29,14 +30,16 @@ pub struct Identity {
 
 /// Runs the route's authorizers; `route` is the route's index in `auth`, `path_params` what
 /// its path matched.
-pub fn authorize(
+/// `keys` is the store behind `auth`, checked for a key the snapshot does not know.
+pub async fn authorize(
     auth: &Authorizer,
+    keys: Option<&KeySync>,
     route: usize,
     config: &RouteConfig,
     req: &Request,
     path_params: &[(String, String)],
 ) -> Result<Identity, GatewayError> {
     let mut identity = Identity::default();
-    api_key::authorize(auth, route, config, req, path_params, &mut identity)?;
+    api_key::authorize(auth, keys, route, config, req, path_params, &mut identity).await?;
     Ok(identity)
 }

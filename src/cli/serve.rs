@@ -43,15 +43,13 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     };
     tracing::info!(address = %local, routes = config.routes.len(), stage = %config.stage, "Listening.");
     println!("listening on http://{local}");
-    let gw = Arc::new(Gateway::new(config, compiled, clients, auth.clone())?);
+    let keys = Arc::new(sync::KeySync::new(store, auth.clone(), loaded.version));
+    let mut gw = Gateway::new(config, compiled, clients, auth)?;
+    gw.keys = Some(keys.clone());
+    let gw = Arc::new(gw);
     telemetry::spawn_upkeep();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let sync_task = tokio::spawn(sync::run(
-        Arc::new(std::sync::Mutex::new(store)),
-        auth,
-        loaded.version,
-        stopped,
-    ));
+    let sync_task = tokio::spawn(sync::run(keys, stopped));
     let served = server::run_with_admin(gw, listener, admin).await;
     // The last usage counts reach the store before the process exits.
     let _ = stop.send(true);

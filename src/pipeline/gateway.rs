@@ -26,6 +26,9 @@ pub struct Gateway {
     pub compiled: Vec<CompiledRoute>,
     pub clients: Clients,
     pub auth: Arc<Authorizer>,
+    /// The key store behind `auth`, when there is one: a key the snapshot does not know is
+    /// looked up there before it is refused.
+    pub keys: Option<Arc<crate::auth::sync::KeySync>>,
     /// By route index: how each route reaches its upstream.
     pub upstreams: Vec<Upstream>,
     /// False once shutdown begins: `/readyz` fails so balancers stop sending traffic.
@@ -83,6 +86,7 @@ impl Gateway {
             compiled,
             clients,
             auth,
+            keys: None,
             upstreams,
             ready: AtomicBool::new(true),
             metrics,

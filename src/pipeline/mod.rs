@@ -79,7 +79,8 @@ async fn run(
     outcome.route = Some(i);
 
     // authorize
-    let identity = authorize::authorize(&gw.auth, i, route, req, &matched.params)?;
+    let identity =
+        authorize::authorize(&gw.auth, gw.keys.as_deref(), i, route, req, &matched.params).await?;
     outcome.key_id.clone_from(&identity.api_key_id);
     if route.rate_limit_headers {
         outcome.quota = identity.quota;
