@@ -33,7 +33,7 @@ pub enum ErrorKind {
     /// The body is larger than the configured limit.
     PayloadTooLarge { limit: usize },
     /// The route has templates but none for this content type (and passthrough is off).
-    UnsupportedMediaType,
+    UnsupportedMediaType { accepted: Vec<String> },
     /// The body cannot be read as the route needs (not UTF-8, for instance).
     InvalidBody,
     /// The client did not send its whole body within the body read timeout.
@@ -113,7 +113,7 @@ impl GatewayError {
             | ErrorKind::Throttled { .. }
             | ErrorKind::QuotaExceeded { .. }
             | ErrorKind::PayloadTooLarge { .. }
-            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::UnsupportedMediaType { .. }
             | ErrorKind::InvalidBody
             | ErrorKind::BodyTimeout
             | ErrorKind::Invalid(_)

@@ -87,7 +87,7 @@ enum Command {
 fn main() -> ExitCode {
     let args = Cli::parse();
     let result = match &args.command {
-        Command::Render(r) => cli::render::run(r),
+        Command::Render(r) => cli::render::run(&args.config, r),
         Command::CheckConfig => Ok(cli::check_config::run(&args.config)),
         Command::Serve { listen } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

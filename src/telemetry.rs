@@ -19,6 +19,7 @@ pub mod names {
     pub const AGGREGATES: &str = "gateway_kpl_aggregated_records_total";
     pub const RETRIES: &str = "gateway_upstream_retries_total";
     pub const KEY_MISS_CHECKS: &str = "gateway_key_miss_checks_total";
+    pub const UPSTREAM_READY: &str = "gateway_upstream_ready";
     pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
     pub const BISECTED_CALLS: &str = "gateway_upstream_bisected_calls_total";
     pub const CONNECTIONS_OPEN: &str = "gateway_connections_open";
@@ -182,6 +183,12 @@ pub fn connection_refused(listener: &'static str, reason: &'static str) {
 /// Items sent again after a transient failure.
 /// A request presented a key the snapshot did not know: what the store check did
 /// (`reloaded`, `unchanged`, `remembered` as missing, or `over_budget`).
+/// Whether a route's upstream was found (1) or not (0) by the last check.
+pub fn upstream_ready(route: &str, ready: bool) {
+    metrics::gauge!(names::UPSTREAM_READY, "route" => route.to_string())
+        .set(f64::from(u8::from(ready)));
+}
+
 pub fn key_miss_check(result: &'static str) {
     metrics::counter!(names::KEY_MISS_CHECKS, "result" => result).increment(1);
 }

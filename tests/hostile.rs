@@ -101,7 +101,12 @@ async fn hostile_input_is_refused_without_an_upstream_call() {
         // Wrong content types: no template and passthrough "never".
         for ct in ["text/plain", "application/x-www-form-urlencoded", "*/*", "application/jsonx"] {
             let r = post(&gw, "/v1/events", Some(ct), br#"{"pk": "a"}"#);
-            assert_error(&r, 415, "Unsupported Media Type", "UnsupportedMediaTypeException");
+            assert_eq!(r.status, 415, "{ct}: {}", r.text());
+            assert_eq!(
+                r.json(),
+                json!({"message": "Unsupported Media Type", "acceptedContentTypes": ["application/json"]})
+            );
+            assert_eq!(r.header("x-amzn-ErrorType"), Some("UnsupportedMediaTypeException"));
             no_new_call(before, ct);
         }
 

@@ -203,11 +203,15 @@ async fn content_types_follow_passthrough_rules() {
     // passthrough = never: no template for the type is a 415, before any upstream call.
     for ct in ["text/csv", "application/x-www-form-urlencoded"] {
         let r = send(&gw, post("/v1/events", Some(ct), "a,b")).await;
-        assert_error(
-            &r,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Media Type",
-            "UnsupportedMediaTypeException",
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(r.json()["message"], "Unsupported Media Type");
+        assert_eq!(
+            r.json()["acceptedContentTypes"],
+            json!(["application/json"])
+        );
+        assert_eq!(
+            r.headers["x-amzn-errortype"],
+            "UnsupportedMediaTypeException"
         );
     }
     // No content type means application/json; parameters and case are ignored.

@@ -166,3 +166,87 @@ fn reference_cases_through_the_binary() {
         assert_eq!(String::from_utf8(out.stdout).unwrap(), want, "{name}");
     }
 }
+
+/// `render --route` renders a route's template as the gateway would: the template for the
+/// content type, with the configuration's stage variables; so does a TEMPLATE a route uses.
+#[test]
+fn a_route_renders_with_its_configuration() {
+    let dir = temp_dir();
+    let body = dir.join("event.json");
+    std::fs::write(&body, r#"{"type": "click", "userId": "u-1"}"#).unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml");
+    let out = run(
+        &[
+            "--config",
+            config,
+            "render",
+            "--route",
+            "POST /v1/events",
+            "--body",
+            body.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rendered["StreamName"], "clickstream-events");
+    assert_eq!(rendered["Records"][0]["PartitionKey"], "u-1");
+
+    // The template file itself, as a route of the configuration uses it.
+    let template = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/mappings/clickstream-put-records.vtl"
+    );
+    let request = dir.join("request.json");
+    std::fs::write(&request, r#"{"body": "{\"type\": \"view\"}"}"#).unwrap();
+    let out = run(
+        &[
+            "--config",
+            config,
+            "render",
+            template,
+            "--request",
+            request.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rendered["StreamName"], "clickstream-events");
+
+    // A route that is not there: the routes that are.
+    let out = run(
+        &["--config", config, "render", "--route", "POST /v2/nothing"],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no route") && err.contains("POST /v1/events"),
+        "{err}"
+    );
+    // A content type the route has no template for: the ones it has.
+    let out = run(
+        &[
+            "--config",
+            config,
+            "render",
+            "--route",
+            "POST /v1/events",
+            "--content-type",
+            "text/plain",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("application/json"), "{err}");
+}

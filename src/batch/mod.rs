@@ -101,7 +101,13 @@ impl<S: Sink> Batcher<S> {
     pub fn spawn(sink: S, policy: BatchPolicy, route: String) -> Batcher<S> {
         let (tx, rx) = mpsc::channel(policy.queue.max(1));
         let depth = telemetry::batch_queue_depth(&route);
-        tokio::spawn(run(rx, Arc::new(sink), policy, route.clone()));
+        tokio::spawn(run(
+            rx,
+            Arc::new(sink),
+            policy,
+            route.clone(),
+            depth.clone(),
+        ));
         Batcher {
             tx,
             route: Arc::from(route),
@@ -138,6 +144,7 @@ async fn run<S: Sink>(
     sink: Arc<S>,
     policy: BatchPolicy,
     route: String,
+    depth: metrics::Gauge,
 ) {
     sink.prepare().await;
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -153,6 +160,8 @@ async fn run<S: Sink>(
         tokio::select! {
             received = rx.recv() => {
                 let Some(sub) = received else { break };
+                // What still waits behind it (submitters set it as they add).
+                depth.set(rx.len() as f64);
                 let (records, bytes) = (sub.entries.len(), sub.entries.iter().map(S::size).sum());
                 if !batch.fits(&policy, records, bytes) {
                     flush(&mut batch, &in_flight, &sink, &route).await;

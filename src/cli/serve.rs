@@ -47,6 +47,7 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     let mut gw = Gateway::new(config, compiled, clients, auth)?;
     gw.keys = Some(keys.clone());
     let gw = Arc::new(gw);
+    tokio::spawn(pipeline::readiness::watch(gw.clone()));
     telemetry::spawn_upkeep();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sync_task = tokio::spawn(sync::run(keys, stopped));

@@ -61,6 +61,8 @@ pub struct Config {
     /// Where `GET` serves the OpenAPI document, if anywhere.
     pub openapi_path: Option<String>,
     pub openapi_extensions: bool,
+    /// `/readyz` fails until every route's target was found.
+    pub require_upstreams: bool,
     pub max_headers: usize,
     /// Connections open at once on the main listener, in all and per client address.
     pub max_connections: usize,
@@ -302,6 +304,7 @@ impl Validator<'_> {
             binary_media_types: server.binary_media_types,
             openapi_path: server.openapi_path,
             openapi_extensions: server.openapi_extensions,
+            require_upstreams: server.require_upstreams,
             max_headers: server.max_headers,
             max_connections: server.max_connections,
             max_connections_per_ip: server.max_connections_per_ip,

@@ -74,6 +74,9 @@ pub struct RawServer {
     /// the document describes the API for clients only, since anyone who reaches the
     /// listener can read it; `ingest-gateway export-openapi` always prints the full one).
     pub openapi_extensions: Option<bool>,
+    /// `/readyz` fails until every route's target was found (default `false`: a missing or
+    /// unreachable target is only logged and shown in `gateway_upstream_ready`).
+    pub require_upstreams: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -123,6 +126,7 @@ pub(super) struct Server {
     pub limits: Limits,
     pub openapi_path: Option<String>,
     pub openapi_extensions: bool,
+    pub require_upstreams: bool,
     pub binary_media_types: Vec<String>,
 }
 
@@ -310,6 +314,7 @@ impl Validator<'_> {
             limits,
             openapi_path,
             openapi_extensions: raw.openapi_extensions.unwrap_or(false),
+            require_upstreams: raw.require_upstreams.unwrap_or(false),
             binary_media_types: raw
                 .binary_media_types
                 .iter()

@@ -13,8 +13,8 @@ use super::request::{
     too_large,
 };
 use super::{
-    Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, Integration, IntegrationError,
-    ReplayFuture, classify,
+    Action, BatchCaps, BatchRoute, Call, CallFuture, CheckFuture, Clients, Integration,
+    IntegrationError, ReplayFuture, classify,
 };
 use crate::batch::Sink;
 use crate::batch::retry::{self, Outcome};
@@ -27,6 +27,25 @@ pub struct Firehose;
 impl Integration for Firehose {
     fn actions(&self) -> &'static [Action] {
         &[Action::FirehosePutRecord, Action::FirehosePutRecordBatch]
+    }
+
+    fn check<'a>(
+        &'a self,
+        clients: &'a Clients,
+        action: Action,
+        target: &'a str,
+    ) -> CheckFuture<'a> {
+        Box::pin(async move {
+            let name = target.rsplit('/').next().unwrap_or(target);
+            clients
+                .firehose
+                .describe_delivery_stream()
+                .delivery_stream_name(name)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(action, e))
+        })
     }
 
     fn batch_caps(&self, action: Action, _aggregate: bool) -> Option<BatchCaps> {

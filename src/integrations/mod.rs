@@ -98,6 +98,17 @@ pub trait Integration: Send + Sync + 'static {
     /// One call with a rendered request. Retries of failed items stop at `call.deadline`.
     fn call<'a>(&'a self, clients: &'a Clients, call: Call<'a>) -> CallFuture<'a>;
 
+    /// Whether `target` exists and answers, by a cheap read (`DescribeStreamSummary`,
+    /// `GetQueueUrl`, ...): the check of each route's upstream at start-up.
+    fn check<'a>(
+        &'a self,
+        _clients: &'a Clients,
+        _action: Action,
+        _target: &'a str,
+    ) -> CheckFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Starts the batcher of a batched route (on the current tokio runtime); with a spool,
     /// also its replayer, which sends through a sink of its own to the same target.
     /// `None` for an action that does not batch.
@@ -122,6 +133,9 @@ pub trait Integration: Send + Sync + 'static {
         None
     }
 }
+
+/// An upstream check's future (see [`Integration::check`]).
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), IntegrationError>> + Send + 'a>>;
 
 /// A spool replay's future.
 pub type ReplayFuture<'a> =

@@ -23,8 +23,8 @@ use super::request::{
     string, too_large, unmappable,
 };
 use super::{
-    Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, Integration, IntegrationError,
-    Permissions, classify,
+    Action, BatchCaps, BatchRoute, Call, CallFuture, CheckFuture, Clients, Integration,
+    IntegrationError, Permissions, classify,
 };
 use crate::batch::Sink;
 use crate::batch::retry::{self, Outcome};
@@ -36,6 +36,27 @@ pub struct SqsIntegration;
 impl Integration for SqsIntegration {
     fn actions(&self) -> &'static [Action] {
         &[Action::SqsSendMessage, Action::SqsSendMessageBatch]
+    }
+
+    fn check<'a>(
+        &'a self,
+        clients: &'a Clients,
+        action: Action,
+        target: &'a str,
+    ) -> CheckFuture<'a> {
+        Box::pin(async move {
+            let url = clients.sqs.url(action, target).await?;
+            // A URL given as the target is not looked up; read the queue to see it is there.
+            clients
+                .sqs
+                .client
+                .get_queue_attributes()
+                .queue_url(url)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(action, e))
+        })
     }
 
     fn batch_caps(&self, action: Action, _aggregate: bool) -> Option<BatchCaps> {

@@ -11,13 +11,34 @@ use serde_json::{Map, Value as Json, json};
 
 use super::request::{invalid, json_object, opt_string, resolve_target};
 use super::{
-    Action, Call, CallFuture, Clients, Integration, IntegrationError, Permissions, classify,
+    Action, Call, CallFuture, CheckFuture, Clients, Integration, IntegrationError, Permissions,
+    classify,
 };
 
 /// The Step Functions integration (no batching: an execution is one request's).
 pub struct StepFunctions;
 
 impl Integration for StepFunctions {
+    fn check<'a>(
+        &'a self,
+        clients: &'a Clients,
+        action: Action,
+        target: &'a str,
+    ) -> CheckFuture<'a> {
+        Box::pin(async move {
+            let arn = clients.sfn.arn(action, target).await?;
+            clients
+                .sfn
+                .client
+                .describe_state_machine()
+                .state_machine_arn(arn)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(action, e))
+        })
+    }
+
     fn actions(&self) -> &'static [Action] {
         &[
             Action::StatesStartExecution,

@@ -31,6 +31,8 @@ pub struct Gateway {
     pub keys: Option<Arc<crate::auth::sync::KeySync>>,
     /// By route index: how each route reaches its upstream.
     pub upstreams: Vec<Upstream>,
+    /// Whether each route's upstream was found (see `readiness`).
+    pub upstream_state: super::readiness::Upstreams,
     /// False once shutdown begins: `/readyz` fails so balancers stop sending traffic.
     pub ready: AtomicBool,
     /// By route index.
@@ -87,6 +89,7 @@ impl Gateway {
             clients,
             auth,
             keys: None,
+            upstream_state: super::readiness::Upstreams::new(upstreams.len()),
             upstreams,
             ready: AtomicBool::new(true),
             metrics,

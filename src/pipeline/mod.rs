@@ -8,6 +8,7 @@
 //! module of its own. The gateway they run in is built once, in [`gateway`].
 
 pub mod gateway;
+pub mod readiness;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -40,7 +40,9 @@ pub fn choose_template<'a>(
         Ok(None)
     } else {
         Err(GatewayError::new(
-            ErrorKind::UnsupportedMediaType,
+            ErrorKind::UnsupportedMediaType {
+                accepted: templates.iter().map(|(m, _)| m.clone()).collect(),
+            },
             format!("no request template for {media}"),
         ))
     }

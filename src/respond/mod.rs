@@ -59,7 +59,7 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "Bad Request",
             "BadRequestException",
         ),
-        ErrorKind::UnsupportedMediaType => (
+        ErrorKind::UnsupportedMediaType { .. } => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported Media Type",
             "UnsupportedMediaTypeException",
@@ -139,6 +139,10 @@ pub fn error(e: &GatewayError, request_id: &str) -> Response<Body> {
         }
         ErrorKind::RecordRefused { message, .. } | ErrorKind::Unmappable { message } => {
             serde_json::json!({ "message": message }).to_string()
+        }
+        // API Gateway's message, and what the route takes instead.
+        ErrorKind::UnsupportedMediaType { accepted } => {
+            serde_json::json!({ "message": message, "acceptedContentTypes": accepted }).to_string()
         }
         ErrorKind::Invalid(i) => {
             let mut body = serde_json::json!({ "message": i.message });
@@ -243,7 +247,7 @@ pub fn response_type(e: &GatewayError) -> &'static str {
             too_large: true, ..
         } => "REQUEST_TOO_LARGE",
         ErrorKind::RecordRefused { .. } | ErrorKind::Unmappable { .. } => "BAD_REQUEST_BODY",
-        ErrorKind::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+        ErrorKind::UnsupportedMediaType { .. } => "UNSUPPORTED_MEDIA_TYPE",
         ErrorKind::InvalidBody => "BAD_REQUEST_BODY",
         ErrorKind::Invalid(i) if i.message.starts_with("Missing required request parameters") => {
             "BAD_REQUEST_PARAMETERS"

@@ -69,12 +69,26 @@ const ADMIN_CONNECTIONS: (usize, usize) = (256, 64);
 /// AWS clients' connections, the admin listener.
 const RESERVED_FILES: u64 = 512;
 
-async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, &'static str) {
-    if gw.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, String) {
+    if !gw.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     }
+    if gw.config.require_upstreams && !gw.upstream_state.all_ready() {
+        let missing: Vec<String> = gw
+            .upstream_state
+            .not_ready(&gw)
+            .into_iter()
+            .map(|(route, why)| format!("{route}: {why}"))
+            .collect();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "upstreams not ready (server.require_upstreams):\n{}",
+                missing.join("\n")
+            ),
+        );
+    }
+    (StatusCode::OK, "ready".into())
 }
 
 async fn openapi(State(gw): State<Arc<Gateway>>) -> Response<Body> {

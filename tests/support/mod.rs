@@ -552,14 +552,29 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
     let dt = data.clone();
     let poison = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let ps = poison.clone();
-    let app = axum::Router::new().fallback(post(move |body: Bytes| {
+    let app = axum::Router::new().fallback(post(move |headers: axum::http::HeaderMap, body: Bytes| {
+        // The gateway's start-up check of its upstream is not a call the tests count.
+        let describe = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| !t.ends_with(".PutRecords") && !t.ends_with(".PutRecord"));
         let (calls, records, seen, accepted) = (c.clone(), r.clone(), seen.clone(), a.clone());
         let outage = o.clone();
         let refused = rf.clone();
         let kept = dt.clone();
         let poisoned = ps.load(Ordering::SeqCst);
-        rc.fetch_add(1, Ordering::SeqCst);
+        if !describe {
+            rc.fetch_add(1, Ordering::SeqCst);
+        }
         async move {
+            if describe {
+                let body = r#"{"StreamDescriptionSummary": {"StreamName": "s", "StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s", "StreamStatus": "ACTIVE", "RetentionPeriodHours": 24, "StreamCreationTimestamp": 0, "EnhancedMonitoring": [], "OpenShardCount": 1}}"#.to_string();
+                return (
+                    axum::http::StatusCode::OK,
+                    [("content-type", "application/x-amz-json-1.1")],
+                    body,
+                );
+            }
             tokio::time::sleep(latency).await;
             calls.fetch_add(1, Ordering::SeqCst);
             if outage.load(Ordering::SeqCst) {

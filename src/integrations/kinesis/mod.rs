@@ -19,8 +19,8 @@ use super::request::{
     too_large,
 };
 use super::{
-    Action, BatchCaps, BatchRoute, Call, CallFuture, Clients, Integration, IntegrationError,
-    ReplayFuture, classify,
+    Action, BatchCaps, BatchRoute, Call, CallFuture, CheckFuture, Clients, Integration,
+    IntegrationError, ReplayFuture, classify,
 };
 use sink::KinesisSink;
 
@@ -30,6 +30,26 @@ pub struct Kinesis;
 impl Integration for Kinesis {
     fn actions(&self) -> &'static [Action] {
         &[Action::KinesisPutRecord, Action::KinesisPutRecords]
+    }
+
+    fn check<'a>(
+        &'a self,
+        clients: &'a Clients,
+        action: Action,
+        target: &'a str,
+    ) -> CheckFuture<'a> {
+        Box::pin(async move {
+            let call = clients.kinesis.describe_stream_summary();
+            let call = if target.starts_with("arn:") {
+                call.stream_arn(target)
+            } else {
+                call.stream_name(target)
+            };
+            call.send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(action, e))
+        })
     }
 
     fn batch_caps(&self, action: Action, aggregate: bool) -> Option<BatchCaps> {
