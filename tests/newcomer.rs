@@ -173,3 +173,46 @@ async fn missing_upstreams_are_named_at_start_and_keep_readyz_failing() {
         "{log}"
     );
 }
+
+/// `check-config` reports every problem of a run once: a missing template does not hide a
+/// syntax error in another, a template two routes use is reported once, and an error on
+/// the last line points at it, with a caret.
+#[test]
+fn check_config_reports_every_problem_once_with_a_caret() {
+    let route = |path: &str, template: &str| {
+        format!(
+            "[[routes]]\nmethod = \"POST\"\npath = \"{path}\"\naction = \"kinesis:PutRecords\"\ntarget = \"s\"\nrequest_templates = {{ \"application/json\" = \"{template}\" }}\n"
+        )
+    };
+    let config = format!(
+        "{}{}{}{}timeout = \"soon\"\n",
+        route("/a", "missing.vtl"),
+        route("/b", "broken.vtl"),
+        route("/c", "broken.vtl"),
+        route("/d", "fine.vtl"),
+    );
+    let p = support::Project::custom(
+        "check-all",
+        &config,
+        &[("broken.vtl", "#if($x)\nno end"), ("fine.vtl", "{}")],
+    );
+    let out = p.cli(&["check-config"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("missing.vtl does not exist"), "{err}");
+    assert_eq!(
+        err.matches("broken.vtl:").count(),
+        1,
+        "reported once:\n{err}"
+    );
+    let last_line = config.lines().count();
+    assert!(
+        err.contains(&format!("gateway.toml:{last_line}:")),
+        "the last line, not the one after it:\n{err}"
+    );
+    assert!(
+        err.contains("  timeout = \"soon\"\n  "),
+        "the line, then a caret:\n{err}"
+    );
+    assert!(err.contains("3 problems"), "{err}");
+}

@@ -144,6 +144,33 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Parses and validates configuration text; `file` names it in errors and `base_dir`
 /// anchors relative paths.
 pub fn parse(file: &Path, text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    match parse_all(file, text, base_dir) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Reads a configuration file for `check-config`: every problem, and the configuration as
+/// far as it could be built (none when the file is not TOML of the right shape), so the
+/// templates that do exist can be compiled and their problems reported in the same run.
+pub fn load_all(path: &Path) -> (Option<Config>, Vec<ConfigError>) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            parse_all(path, &text, &base)
+        }
+        Err(e) => (
+            None,
+            vec![ConfigError {
+                file: path.to_path_buf(),
+                at: None,
+                message: format!("cannot read the configuration: {e}"),
+            }],
+        ),
+    }
+}
+
+fn parse_all(file: &Path, text: &str, base_dir: &Path) -> (Option<Config>, Vec<ConfigError>) {
     let mut v = Validator {
         file,
         text,
@@ -155,20 +182,19 @@ pub fn parse(file: &Path, text: &str, base_dir: &Path) -> Result<Config, ConfigE
         Err(e) => {
             let message = e.message().to_string();
             let at = e.span().map(|s| line_col(text, s.start));
-            return Err(ConfigErrors(vec![ConfigError {
-                file: file.to_path_buf(),
-                at,
-                message,
-            }]));
+            return (
+                None,
+                vec![ConfigError {
+                    file: file.to_path_buf(),
+                    at,
+                    message,
+                }],
+            );
         }
     };
     v.allow_outside = raw.allow_paths_outside;
     let config = v.validate(raw, base_dir);
-    if v.errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(v.errors))
-    }
+    (Some(config), v.errors)
 }
 
 /// Whether `path` lies in `dir` once both are resolved (symbolic links and `..` included).
@@ -185,7 +211,16 @@ fn inside(path: &Path, dir: &Path) -> bool {
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
+    // An error at the end (a value missing after the last key) points at the last text,
+    // not at the empty line after it.
+    let content = text.trim_end().len();
+    let mut offset = offset.min(text.len());
+    if offset >= content && content > 0 {
+        offset = content - 1;
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+    }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
