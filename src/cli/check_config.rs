@@ -11,7 +11,7 @@ use crate::pipeline;
 /// Returns whether the configuration is valid.
 pub fn run(path: &Path) -> bool {
     let (config, errors) = config::load_all(path);
-    let mut problems: Vec<String> = errors.iter().map(|e| located(e)).collect();
+    let mut problems: Vec<String> = errors.iter().map(located).collect();
     let mut summary = None;
     if let Some(config) = config {
         // A file the configuration could not use was reported already.
