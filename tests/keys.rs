@@ -287,8 +287,10 @@ fn rotation_keeps_the_old_key_for_the_grace_period() {
         "the first value keeps its own hour of grace through the second rotation"
     );
     // A value rotated away can never be issued again, to this key or another.
+    // `--value=...`: an old value may start with `-`.
+    let value = format!("--value={new}");
     let out = project.cli(&[
-        "keys", "create", "--name", "again", "--plan", "slow", "--value", &new,
+        "keys", "create", "--name", "again", "--plan", "slow", &value,
     ]);
     assert!(!out.status.success());
     assert!(

@@ -71,9 +71,15 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     buf
 }
 
-/// A new key: 40 random URL-safe characters (240 bits).
+/// A new key: 40 random URL-safe characters (240 bits), never starting with `-`, so it can
+/// follow a command-line option (`--value KEY`) as it is.
 pub fn generate() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<30>())
+    loop {
+        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<30>());
+        if !key.starts_with('-') {
+            return key;
+        }
+    }
 }
 
 /// A new key id: 10 random lower-case letters and digits.
@@ -112,6 +118,7 @@ mod tests {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         );
         assert_ne!(k, generate());
+        assert!((0..200).all(|_| !generate().starts_with('-')));
         assert!(validate(&k).is_ok());
         assert_eq!(generate_id().len(), 10);
     }
