@@ -174,8 +174,8 @@ async fn missing_upstreams_are_named_at_start_and_keep_readyz_failing() {
     );
 }
 
-/// `check-config` reports every problem of a run once: a missing template does not hide a
-/// syntax error in another, a template two routes use is reported once, and an error on
+/// `check-config` reports every problem of a run once: an unknown field and a missing
+/// template do not hide a syntax error in another, a template two routes use is reported once, and an error on
 /// the last line points at it, with a caret.
 #[test]
 fn check_config_reports_every_problem_once_with_a_caret() {
@@ -185,7 +185,7 @@ fn check_config_reports_every_problem_once_with_a_caret() {
         )
     };
     let config = format!(
-        "{}{}{}{}timeout = \"soon\"\n",
+        "{}{}targett = \"x\"\n{}{}timeout = \"soon\"\n",
         route("/a", "missing.vtl"),
         route("/b", "broken.vtl"),
         route("/c", "broken.vtl"),
@@ -200,6 +200,10 @@ fn check_config_reports_every_problem_once_with_a_caret() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.contains("missing.vtl does not exist"), "{err}");
+    assert!(
+        err.contains("gateway.toml:13:1: unknown field `targett` in routes[1]"),
+        "{err}"
+    );
     assert_eq!(
         err.matches("broken.vtl:").count(),
         1,
@@ -214,5 +218,5 @@ fn check_config_reports_every_problem_once_with_a_caret() {
         err.contains("  timeout = \"soon\"\n  "),
         "the line, then a caret:\n{err}"
     );
-    assert!(err.contains("3 problems"), "{err}");
+    assert!(err.contains("4 problems"), "{err}");
 }

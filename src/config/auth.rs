@@ -9,7 +9,6 @@ use super::Validator;
 use crate::auth::plans::{Period, Quota, Throttle, UsagePlan};
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawAuth {
     /// The SQLite key store (default `keys.db` next to this file). The CLI's `keys`
     /// commands write it; the server picks changes up within a second.
@@ -20,7 +19,6 @@ pub struct RawAuth {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawUsagePlan {
     /// Per key: steady rate and burst.
     pub throttle: Option<RawThrottle>,
@@ -35,7 +33,6 @@ pub struct RawUsagePlan {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawQuota {
     /// Requests per period.
     pub limit: u64,
@@ -47,7 +44,6 @@ pub struct RawQuota {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawThrottle {
     /// Requests per second refilled (fractions allowed).
     pub rate: f64,

@@ -10,7 +10,6 @@ use toml::Spanned;
 use super::Validator;
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawGatewayResponse {
     /// The status instead of the default one.
     pub status: Option<u16>,

@@ -177,7 +177,12 @@ fn parse_all(file: &Path, text: &str, base_dir: &Path) -> (Option<Config>, Vec<C
         errors: Vec::new(),
         allow_outside: false,
     };
-    let raw: RawConfig = match toml::from_str(text) {
+    // Unknown keys are collected (with where they are) rather than stopping the parse, so
+    // one misspelt key does not hide every other problem.
+    let mut unknown = Vec::new();
+    let parsed = toml::Deserializer::parse(text)
+        .and_then(|de| serde_ignored::deserialize(de, |path| unknown.push(path.to_string())));
+    let raw: RawConfig = match parsed {
         Ok(raw) => raw,
         Err(e) => {
             let message = e.message().to_string();
@@ -192,9 +197,121 @@ fn parse_all(file: &Path, text: &str, base_dir: &Path) -> (Option<Config>, Vec<C
             );
         }
     };
+    unknown.sort_by_key(|path| locate_key(text, path));
+    for path in unknown {
+        // A `Spanned` value's own wrapper is not part of what the user wrote.
+        let path = path
+            .split('.')
+            .filter(|s| !s.starts_with("$__serde_spanned"))
+            .collect::<Vec<_>>()
+            .join(".");
+        let at = locate_key(text, &path).map(|offset| line_col(text, offset));
+        v.errors.push(ConfigError {
+            file: file.to_path_buf(),
+            at,
+            message: match path.rsplit_once('.') {
+                Some((table, key)) => format!("unknown field `{key}` in {}", display_path(table)),
+                None => format!("unknown field `{path}`"),
+            },
+        });
+    }
     v.allow_outside = raw.allow_paths_outside;
     let config = v.validate(raw, base_dir);
     (Some(config), v.errors)
+}
+
+/// `routes.2.batchh` as `routes[2].batchh`.
+fn display_path(path: &str) -> String {
+    let mut out = String::new();
+    for seg in path.split('.') {
+        if seg.chars().all(|c| c.is_ascii_digit()) && !seg.is_empty() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// Where an unknown key (a path such as `routes.2.batchh` or `server.listenn`) is written:
+/// after the header of its table (the nth `[[routes]]` for an index), the first line that
+/// sets it, or the header itself when the key is a table. `None` when it cannot be found.
+fn locate_key(text: &str, path: &str) -> Option<usize> {
+    let segs: Vec<&str> = path.split('.').collect();
+    let (key, parents) = segs.split_last()?;
+    // The header the key lives under, if any: `[a.b]` or the nth `[[a]]`.
+    let mut from = 0;
+    let mut table = String::new();
+    let mut i = 0;
+    while i < parents.len() {
+        let name = parents[i];
+        if !table.is_empty() {
+            table.push('.');
+        }
+        table.push_str(name);
+        if let Some(n) = parents.get(i + 1).and_then(|s| s.parse::<usize>().ok()) {
+            let header = format!("[[{table}]]");
+            from = nth_line_starting(text, from, &header, n)?;
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    let lines_from = |start: usize| {
+        text[start..]
+            .split_inclusive('\n')
+            .scan(start, |at, line| {
+                let here = *at;
+                *at += line.len();
+                Some((here, line))
+            })
+            .collect::<Vec<_>>()
+    };
+    let full = if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    };
+    for (at, line) in lines_from(from) {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        // The key set on its own line, or a table header naming it.
+        if trimmed.starts_with(&format!("{key} ")) || trimmed.starts_with(&format!("{key}=")) {
+            return Some(at + indent);
+        }
+        if trimmed.starts_with(&format!("[{full}]")) || trimmed.starts_with(&format!("[[{full}]]"))
+        {
+            return Some(at + indent);
+        }
+        // Inside an inline table: `batch = { lingerr = "5ms" }`.
+        if let Some(col) = line
+            .find(&format!("{{ {key} "))
+            .or_else(|| line.find(&format!(", {key} ")))
+        {
+            return Some(at + col + 2);
+        }
+    }
+    None
+}
+
+/// The offset of the line starting with `header` (after whitespace) that is the `n`th (from
+/// 0) such line at or after `from`.
+fn nth_line_starting(text: &str, from: usize, header: &str, n: usize) -> Option<usize> {
+    let mut seen = 0;
+    let mut at = from;
+    for line in text[from..].split_inclusive('\n') {
+        if line.trim_start().starts_with(header) {
+            if seen == n {
+                return Some(at);
+            }
+            seen += 1;
+        }
+        at += line.len();
+    }
+    None
 }
 
 /// Whether `path` lies in `dir` once both are resolved (symbolic links and `..` included).

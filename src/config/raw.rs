@@ -16,7 +16,6 @@ pub use super::spool::RawSpool;
 pub use crate::integrations::provision::Resources as RawResources;
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Templates, models and definitions may lie outside this file's directory (default
     /// `false`: a configuration names files beside it, so it cannot make the gateway read any

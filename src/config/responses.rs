@@ -12,7 +12,6 @@ use super::Validator;
 /// An integration response, as API Gateway's: selected by a regular expression over the
 /// service's HTTP status (`"200"`, `"400"`); the one without a pattern is the default.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawResponse {
     /// Matched against the whole status text, e.g. `"4\\d{2}"`. Absent (and no
     /// `error_pattern`): the default.

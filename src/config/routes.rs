@@ -21,7 +21,6 @@ use crate::route::PathTemplate;
 pub const RESERVED_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// HTTP method (`GET`, `POST`, ... or `ANY`).
     pub method: Spanned<String>,
@@ -82,7 +81,6 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawRequiredParameters {
     #[serde(default)]
     pub path: Vec<String>,

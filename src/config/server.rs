@@ -12,7 +12,6 @@ use crate::integrations::AwsSettings;
 use crate::vtl::Limits;
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Address to listen on (default `127.0.0.1:8080`); `serve --listen` overrides it.
     pub listen: Option<Spanned<String>>,
@@ -80,7 +79,6 @@ pub struct RawServer {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawAws {
     /// AWS region (default: the standard chain, then `us-east-1`).
     pub region: Option<String>,
@@ -94,7 +92,6 @@ pub struct RawAws {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawTemplateLimits {
     /// `#foreach` iterations per loop (default 1000, as API Gateway).
     pub max_loop_iterations: Option<usize>,

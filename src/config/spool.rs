@@ -10,7 +10,6 @@ use super::{Validator, parse_duration};
 use crate::spool::{Fsync, Mode, Settings};
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawSpool {
     /// `off` (the default), `fallback` or `always`, for every route that can spool
     /// (`kinesis:PutRecords` and `firehose:PutRecordBatch` routes that batch). A route's own

@@ -22,7 +22,6 @@ use serde::Deserialize;
 use toml::Spanned;
 
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 /// `[resources]` as declared in `gateway.toml`.
 pub struct Resources {
     #[serde(default)]
@@ -38,7 +37,6 @@ pub struct Resources {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Stream {
     pub name: String,
     /// Provisioned shard count; absent means on-demand capacity.
@@ -46,13 +44,11 @@ pub struct Stream {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Bucket {
     pub name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeliveryStream {
     pub name: String,
     /// The Kinesis stream it reads (declared under `kinesis_streams`); without one, the
@@ -71,7 +67,6 @@ pub struct DeliveryStream {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Queue {
     /// Queue name; FIFO queues end in `.fifo`.
     pub name: String,
@@ -84,7 +79,6 @@ pub struct Queue {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StateMachine {
     pub name: String,
     /// `STANDARD` (default) or `EXPRESS` (required for `states:StartSyncExecution`).
