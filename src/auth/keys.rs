@@ -15,10 +15,16 @@ pub type KeyHash = [u8; 32];
 /// A store's secret: 32 random bytes.
 pub type Secret = [u8; 32];
 
-/// Hashes keys under one store's secret.
-#[derive(Clone, Default)]
+/// Hashes keys under one store's secret: the HMAC keyed once, cloned for each key.
+#[derive(Clone)]
 pub struct Hasher {
-    secret: Secret,
+    mac: hmac::Hmac<Sha256>,
+}
+
+impl Default for Hasher {
+    fn default() -> Hasher {
+        Hasher::new([0; 32])
+    }
 }
 
 impl std::fmt::Debug for Hasher {
@@ -29,7 +35,10 @@ impl std::fmt::Debug for Hasher {
 
 impl Hasher {
     pub fn new(secret: Secret) -> Hasher {
-        Hasher { secret }
+        Hasher {
+            // HMAC takes a key of any length.
+            mac: hmac::Hmac::<Sha256>::new_from_slice(&secret).expect("any key length"),
+        }
     }
 
     /// The stored hash of a key.
@@ -39,8 +48,7 @@ impl Hasher {
 
     /// The stored hash for a key's plain SHA-256 (what older stores hold).
     pub fn rehash(&self, sha256: &KeyHash) -> KeyHash {
-        // HMAC takes a key of any length.
-        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
+        let mut mac = self.mac.clone();
         mac.update(sha256);
         mac.finalize().into_bytes().into()
     }

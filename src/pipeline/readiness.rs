@@ -89,6 +89,7 @@ pub async fn watch(gw: Arc<Gateway>) {
                 Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
             };
             let was = gw.upstream_state.state[i].load(Ordering::Relaxed);
+            crate::telemetry::upstream_ready(&route, result.is_ok());
             match result {
                 Ok(()) => {
                     if was == FAILING {
@@ -104,15 +105,10 @@ pub async fn watch(gw: Arc<Gateway>) {
                         .set(i, FAILING, Some(format!("{target}: {e}")));
                 }
             }
-            crate::telemetry::upstream_ready(&route, result_ready(&gw, i));
         }
         if gw.upstream_state.all_ready() {
             return;
         }
         tokio::time::sleep(RECHECK_EVERY).await;
     }
-}
-
-fn result_ready(gw: &Gateway, route: usize) -> bool {
-    gw.upstream_state.state[route].load(Ordering::Relaxed) == READY
 }
