@@ -21,6 +21,9 @@ pub enum ErrorKind {
     NoRoute,
     /// The route needs an API key and none usable was presented.
     Forbidden,
+    /// A policy refuses this client (its address, or the page's origin): API Gateway's
+    /// resource-policy denial. The message says what was refused.
+    AccessDenied { message: String },
     /// A throttle refused the request; seconds until it may try again.
     Throttled { retry_after: u64 },
     /// The key's quota for the period is spent; seconds until the next period.
@@ -36,6 +39,11 @@ pub enum ErrorKind {
     UnsupportedMediaType { accepted: Vec<String> },
     /// The body cannot be read as the route needs (not UTF-8, for instance).
     InvalidBody,
+    /// A `Content-Encoding` the gateway does not decode.
+    UnsupportedEncoding { encoding: String },
+    /// The body could not be decoded (a corrupt or truncated compressed stream, an
+    /// NDJSON line that is not JSON); the message says where.
+    UndecodableBody { message: String },
     /// The client did not send its whole body within the body read timeout.
     BodyTimeout,
     /// A mapping template failed to render.
@@ -110,6 +118,9 @@ impl GatewayError {
         match self.kind {
             ErrorKind::NoRoute
             | ErrorKind::Forbidden
+            | ErrorKind::AccessDenied { .. }
+            | ErrorKind::UnsupportedEncoding { .. }
+            | ErrorKind::UndecodableBody { .. }
             | ErrorKind::Throttled { .. }
             | ErrorKind::QuotaExceeded { .. }
             | ErrorKind::PayloadTooLarge { .. }

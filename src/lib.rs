@@ -1,13 +1,16 @@
 //! ingest-gateway: a self-hosted ingestion gateway.
 //!
 //! ```text
-//! server -> route -> authorize -> validate -> render (VTL) -> dispatch -> respond
+//! server -> edge -> route -> authorize -> validate -> render (VTL) -> dispatch -> respond
 //! ```
 //!
 //! The stages, in the order a request meets them ([`pipeline`] runs them and decides
 //! nothing else; each reads the [`request`] and hands its result to the next):
 //! - [`server`]: the HTTP shell (connections and their timers, body limits, health). It
 //!   turns HTTP into a [`request::Request`] and a response back.
+//! - [`edge`]: what a request meets before routing and every response carries back to a
+//!   browser: TLS, the client's address behind proxies, IP policy and the per-address
+//!   throttle, CORS, compressed and NDJSON bodies, the tracker script and pixels.
 //! - [`route`]: the route table.
 //! - [`authorize`]: the route's authorizers (API keys and usage plans today), giving the
 //!   request's identity or its 403/429.
@@ -39,6 +42,7 @@ pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod edge;
 pub mod error;
 pub mod integrations;
 pub mod mapping;

@@ -18,7 +18,12 @@ pub struct Request {
     pub headers: HeaderMap,
     /// Empty until the pipeline reads the [`PendingBody`].
     pub body: Bytes,
+    /// `$context.identity.sourceIp`: the socket's peer, or behind trusted proxies the
+    /// address they forwarded (see `edge::client_ip`).
     pub source_ip: String,
+    pub client_ip: std::net::IpAddr,
+    /// The certificate a mutual-TLS client presented.
+    pub client_cert: Option<std::sync::Arc<crate::edge::tls::ClientCert>>,
     pub request_id: String,
     pub received: Instant,
     pub received_epoch_ms: i64,

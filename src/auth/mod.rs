@@ -47,6 +47,18 @@ pub struct KeyEntry {
     /// The customer the key was issued to (`keys create --customer`), which a route can
     /// require its path to name.
     pub customer: Option<String>,
+    /// A browser key's origins; empty: any client.
+    pub origins: Vec<String>,
+    pub allow_no_origin: bool,
+}
+
+/// What the authorizer knows of the caller beside its key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    /// The request's `Origin` header.
+    pub origin: Option<&'a str>,
+    /// The client's address (for plans that throttle by it).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Why a key is refused when the snapshot does not know it (the store may, if it was issued
@@ -74,6 +86,8 @@ impl Snapshot {
                 created_at: r.created_at,
                 expires_at: r.expires_at,
                 customer: r.customer,
+                origins: r.origins,
+                allow_no_origin: r.allow_no_origin,
             });
             for (old, until) in r.previous {
                 by_hash.insert(old, (old, Some(until), entry.clone()));
@@ -161,6 +175,11 @@ struct PlanLimits<C: Clock> {
     throttle: Option<Keyed<C>>,
     /// By route index.
     route_throttles: HashMap<usize, Keyed<C>>,
+    /// By key and client address (`throttle_by` names `source_ip`), per route or for all.
+    ip_throttles: HashMap<usize, Keyed<C>>,
+    ip_throttle: Option<Keyed<C>>,
+    /// Checks of the address throttles, for their sweeps.
+    ip_checks: std::sync::atomic::AtomicU64,
 }
 
 struct QuotaCounter {
@@ -228,10 +247,34 @@ impl<C: Clock + Clone> Authorizer<C> {
                         .filter_map(|name| routes.iter().position(|r| &r.name == name))
                         .collect()
                 });
+                let (ip_throttle, ip_throttles) = if p.throttle_by_ip {
+                    let per_route = p
+                        .route_throttles
+                        .iter()
+                        .filter_map(|(name, t)| {
+                            let i = routes.iter().position(|r| &r.name == name)?;
+                            Some((i, keyed(*t)?))
+                        })
+                        .collect();
+                    (p.throttle.and_then(keyed), per_route)
+                } else {
+                    (None, HashMap::new())
+                };
                 let limits = PlanLimits {
                     grants,
-                    throttle: p.throttle.and_then(keyed),
-                    route_throttles,
+                    throttle: if p.throttle_by_key {
+                        p.throttle.and_then(keyed)
+                    } else {
+                        None
+                    },
+                    route_throttles: if p.throttle_by_key {
+                        route_throttles
+                    } else {
+                        HashMap::new()
+                    },
+                    ip_throttles,
+                    ip_throttle,
+                    ip_checks: std::sync::atomic::AtomicU64::new(0),
                     plan: p,
                 };
                 (limits.plan.name.clone(), limits)
@@ -276,6 +319,18 @@ impl<C: Clock + Clone> Authorizer<C> {
         key: Option<&str>,
         now_ms: i64,
     ) -> Result<Admitted, Denied> {
+        self.authorize_caller(route, key, now_ms, Caller::default())
+    }
+
+    /// As [`Authorizer::authorize`], for a caller whose origin and address are known: a
+    /// browser key is refused from other origins, and plans that throttle by address do.
+    pub fn authorize_caller(
+        &self,
+        route: usize,
+        key: Option<&str>,
+        now_ms: i64,
+        caller: Caller<'_>,
+    ) -> Result<Admitted, Denied> {
         let Some((route_auth, route_limiter)) = self.routes.get(route) else {
             return Ok(Admitted::default());
         };
@@ -301,6 +356,18 @@ impl<C: Clock + Clone> Authorizer<C> {
                     "key's usage plan does not grant this route",
                 ));
             }
+            if !entry.origins.is_empty() {
+                match caller.origin {
+                    Some(o) if entry.origins.iter().any(|a| a.eq_ignore_ascii_case(o)) => {}
+                    Some(_) => return Err(Denied::Forbidden("key is bound to other origins")),
+                    None if entry.allow_no_origin => {}
+                    None => {
+                        return Err(Denied::Forbidden(
+                            "key is bound to origins and the request sent no Origin",
+                        ));
+                    }
+                }
+            }
             let limiter = plan.route_throttles.get(&route).or(plan.throttle.as_ref());
             if let Some(l) = limiter
                 && let Err(nu) = l.check_key(&entry.id)
@@ -309,6 +376,23 @@ impl<C: Clock + Clone> Authorizer<C> {
                     retry_after: wait(&nu, self.clock.now()),
                     scope: "usage plan",
                 });
+            }
+            let by_ip = plan.ip_throttles.get(&route).or(plan.ip_throttle.as_ref());
+            if let (Some(l), Some(ip)) = (by_ip, caller.ip) {
+                let n = plan
+                    .ip_checks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % (1 << 16) == (1 << 16) - 1 {
+                    l.retain_recent();
+                    l.shrink_to_fit();
+                }
+                let ip = plans::address_bucket(ip);
+                if let Err(nu) = l.check_key(&format!("{}|{ip}", entry.id)) {
+                    return Err(Denied::Throttled {
+                        retry_after: wait(&nu, self.clock.now()),
+                        scope: "usage plan (per client address)",
+                    });
+                }
             }
             plan_quota = plan.plan.quota;
             admitted.key = Some(entry);

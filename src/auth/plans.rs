@@ -101,6 +101,27 @@ pub struct UsagePlan {
     pub quota: Option<Quota>,
     /// The routes its keys may call, by `"METHOD /path"`; `None`: every route.
     pub routes: Option<Vec<String>>,
+    /// Whether the throttles count per key (the default) and per key and client address
+    /// (`throttle_by = ["key", "source_ip"]`: a browser key is shared by a site's visitors).
+    pub throttle_by_key: bool,
+    pub throttle_by_ip: bool,
+}
+
+/// The address a client is counted under by address throttles: IPv4 (and IPv4-mapped
+/// IPv6) as the IPv4 address, IPv6 by its /64 (one subscriber's prefix, so rotating
+/// addresses within it does not multiply the allowance).
+pub fn address_bucket(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// Seconds to tell a client in `Retry-After`: at least 1, rounded up.

@@ -44,6 +44,11 @@ pub struct KeyRecord {
     pub customer: Option<String>,
     /// After rotations, each previous value's hash and until when it still works.
     pub previous: Vec<(KeyHash, i64)>,
+    /// A browser key's origins (`keys create --origins`): requests from other pages are
+    /// refused. Empty: any client.
+    pub origins: Vec<String>,
+    /// A browser key is also accepted from clients that send no `Origin`.
+    pub allow_no_origin: bool,
 }
 
 /// What `create` needs.
@@ -57,6 +62,9 @@ pub struct NewKey {
     pub description: Option<String>,
     pub customer: Option<String>,
     pub enabled: bool,
+    /// Origins the key is bound to (lower-case `scheme://host[:port]`).
+    pub origins: Vec<String>,
+    pub allow_no_origin: bool,
 }
 
 pub struct KeyStore {
@@ -95,6 +103,11 @@ CREATE TABLE IF NOT EXISTS retired_keys (
     key_id TEXT NOT NULL,
     retired_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS key_origins (
+    key_id TEXT PRIMARY KEY,
+    origins TEXT NOT NULL,
+    allow_no_origin INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS usage (
     key_id TEXT NOT NULL,
     day TEXT NOT NULL,
@@ -125,6 +138,8 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
         description: row.get(7)?,
         customer: row.get(8)?,
         previous: Vec::new(),
+        origins: Vec::new(),
+        allow_no_origin: false,
     })
 }
 
@@ -213,6 +228,26 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+/// An origin a browser key is bound to: `scheme://host[:port]`, lower-case, as browsers
+/// send `Origin`.
+fn check_origin(o: &str) -> Result<()> {
+    let ok = o.split_once("://").is_some_and(|(scheme, host)| {
+        !scheme.is_empty()
+            && scheme.bytes().all(|b| b.is_ascii_lowercase())
+            && !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:[]".contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{o:?} is not an origin (scheme://host[:port], lower-case, no path)"
+        )))
+    }
 }
 
 /// A key's name or customer: printed by `keys list` and written to logs, so control
@@ -347,15 +382,27 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Each key's previous values, still in their grace or not.
+    /// Each key's previous values, still in their grace or not, and its origins.
     fn previous_of(&self, records: &mut [KeyRecord]) -> Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key_hash, valid_until FROM previous_keys WHERE key_id = ?1 ORDER BY valid_until",
+        )?;
+        let mut origins = self.conn.prepare_cached(
+            "SELECT origins, allow_no_origin FROM key_origins WHERE key_id = ?1",
         )?;
         for r in records {
             r.previous = stmt
                 .query_map([&r.id], |row| Ok((hash_from(row.get(0)?)?, row.get(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            if let Some((list, no_origin)) = origins
+                .query_row([&r.id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? != 0))
+                })
+                .optional()?
+            {
+                r.origins = list.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+                r.allow_no_origin = no_origin;
+            }
         }
         Ok(())
     }
@@ -393,7 +440,12 @@ impl KeyStore {
             description: new.description.clone(),
             customer: new.customer.clone(),
             previous: Vec::new(),
+            origins: new.origins.clone(),
+            allow_no_origin: new.allow_no_origin,
         };
+        for o in &record.origins {
+            check_origin(o)?;
+        }
         let inserted = self.conn.execute(
             "INSERT INTO api_keys (id, name, plan, key_hash, enabled, created_at, expires_at, description, customer)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -409,6 +461,16 @@ impl KeyStore {
                 record.customer
             ],
         );
+        if inserted.is_ok() && !record.origins.is_empty() {
+            self.conn.execute(
+                "INSERT OR REPLACE INTO key_origins (key_id, origins, allow_no_origin) VALUES (?1, ?2, ?3)",
+                params![
+                    record.id,
+                    record.origins.join(" "),
+                    i64::from(record.allow_no_origin)
+                ],
+            )?;
+        }
         match inserted {
             Ok(_) => Ok((record, value)),
             Err(rusqlite::Error::SqliteFailure(e, _))

@@ -24,6 +24,8 @@ fn record(id: &str, value: &str, plan: &str) -> KeyRecord {
         description: None,
         customer: None,
         previous: Vec::new(),
+        origins: Vec::new(),
+        allow_no_origin: false,
     }
 }
 
@@ -37,6 +39,8 @@ fn plan(name: &str, throttle: Option<(f64, u32)>, quota: Option<(u64, Period, u6
         throttle: throttle.map(|(rate, burst)| Throttle { rate, burst }),
         route_throttles: Vec::new(),
         routes: None,
+        throttle_by_key: true,
+        throttle_by_ip: false,
         quota: quota.map(|(limit, period, offset)| Quota {
             limit,
             period,

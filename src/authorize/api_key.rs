@@ -5,7 +5,7 @@
 
 use super::Identity;
 use crate::auth::sync::KeySync;
-use crate::auth::{Authorizer, Denied, UNKNOWN_KEY};
+use crate::auth::{Authorizer, Caller, Denied, UNKNOWN_KEY};
 use crate::config::RouteConfig;
 use crate::error::{ErrorKind, GatewayError};
 use crate::request::Request;
@@ -22,13 +22,20 @@ pub async fn authorize(
 ) -> Result<(), GatewayError> {
     let presented = presented(req, config);
     let now = req.received_epoch_ms;
-    let mut admitted = auth.authorize(route, presented.as_deref(), now);
+    let caller = Caller {
+        origin: req
+            .headers
+            .get(http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok()),
+        ip: Some(req.client_ip),
+    };
+    let mut admitted = auth.authorize_caller(route, presented.as_deref(), now, caller);
     // A key issued a moment ago is in the store before the next periodic reload.
     if let (Err(Denied::Forbidden(UNKNOWN_KEY)), Some(keys), Some(key)) =
         (&admitted, keys, presented.as_deref())
         && keys.recheck(key).await
     {
-        admitted = auth.authorize(route, Some(key), now);
+        admitted = auth.authorize_caller(route, Some(key), now, caller);
     }
     let admitted = admitted.map_err(denied)?;
     if let (Some(param), Some(key)) = (&config.customer_param, &admitted.key) {

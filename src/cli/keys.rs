@@ -33,6 +33,13 @@ pub enum KeysCommand {
         description: Option<String>,
         #[arg(long)]
         customer: Option<String>,
+        /// A browser key: accepted only from pages of these origins (comma-separated,
+        /// `https://shop.example,https://www.shop.example`), by their `Origin` header.
+        #[arg(long, value_delimiter = ',')]
+        origins: Vec<String>,
+        /// With --origins: also accept requests that send no `Origin` (apps, servers).
+        #[arg(long, requires = "origins")]
+        allow_no_origin: bool,
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
@@ -111,6 +118,8 @@ fn describe(k: &KeyRecord) -> serde_json::Value {
         "expires": k.expires_at.map(time),
         "description": k.description,
         "customer": k.customer,
+        "origins": k.origins,
+        "allow_no_origin": k.allow_no_origin,
         "previous_value_valid_until": k.previous.iter().map(|(_, until)| *until).max().map(time),
         "previous_values": k.previous.len(),
     })
@@ -127,6 +136,8 @@ pub fn run(config_path: &Path, command: &KeysCommand) -> anyhow::Result<bool> {
             value,
             description,
             customer,
+            origins,
+            allow_no_origin,
             disabled,
         } => {
             check_plan(&config, plan)?;
@@ -146,6 +157,12 @@ pub fn run(config_path: &Path, command: &KeysCommand) -> anyhow::Result<bool> {
                 description: description.clone(),
                 customer: customer.clone(),
                 enabled: !disabled,
+                origins: origins
+                    .iter()
+                    .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+                allow_no_origin: *allow_no_origin,
             };
             let (rec, key) = store.create(&new, now)?;
             eprintln!("created key {} ({}) in plan {}", rec.id, rec.name, rec.plan);
@@ -273,6 +290,7 @@ fn import(
             description: get(desc_col),
             customer: None,
             enabled: get(enabled_col).is_none_or(|e| !e.eq_ignore_ascii_case("false")),
+            ..NewKey::default()
         };
         match store.create(&new, now) {
             Ok(_) => imported += 1,

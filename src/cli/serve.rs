@@ -42,9 +42,10 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
         }
     };
     tracing::info!(address = %local, routes = config.routes.len(), stage = %config.stage, "Listening.");
-    println!("listening on http://{local}");
     let keys = Arc::new(sync::KeySync::new(store, auth.clone(), loaded.version));
     let mut gw = Gateway::new(config, compiled, clients, auth)?;
+    let scheme = if gw.tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{local}");
     gw.keys = Some(keys.clone());
     let gw = Arc::new(gw);
     tokio::spawn(pipeline::readiness::watch(gw.clone()));

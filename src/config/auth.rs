@@ -30,6 +30,10 @@ pub struct RawUsagePlan {
     /// Gateway's plans bind keys to stages and methods); a key calling another route gets
     /// 403. Absent: every route that needs a key.
     pub routes: Option<Vec<String>>,
+    /// What the throttles count by: `["key"]` (the default), `["source_ip"]` or both,
+    /// `["key", "source_ip"]`: per key, and per key and client address (a browser key is
+    /// shared by every visitor of a site).
+    pub throttle_by: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,7 +143,26 @@ impl Validator<'_> {
             }
             names.clone()
         });
+        let (mut throttle_by_key, mut throttle_by_ip) = (true, false);
+        if let Some(by) = &r.throttle_by {
+            (throttle_by_key, throttle_by_ip) = (false, false);
+            for b in by {
+                match b.as_str() {
+                    "key" => throttle_by_key = true,
+                    "source_ip" => throttle_by_ip = true,
+                    other => self.error(
+                        span.clone(),
+                        format!("usage plan {name}: throttle_by: {other:?} is neither \"key\" nor \"source_ip\""),
+                    ),
+                }
+            }
+            if by.is_empty() {
+                self.error(span.clone(), format!("usage plan {name}: throttle_by must name \"key\", \"source_ip\" or both"));
+            }
+        }
         UsagePlan {
+            throttle_by_key,
+            throttle_by_ip,
             routes: grants,
             name: name.to_string(),
             throttle,

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod edge;
 pub mod gateway_responses;
 pub mod raw;
 pub mod resources;
@@ -85,6 +86,8 @@ pub struct Config {
     pub spool: crate::spool::Settings,
     /// Overrides of the gateway's error responses, by API Gateway's response type.
     pub gateway_responses: Vec<(String, GatewayResponse)>,
+    /// TLS, CORS, client addresses and the tracker.
+    pub edge: edge::Edge,
 }
 
 /// The deepest JSON body serde_json parses (its recursion limit), and the default bound.
@@ -430,6 +433,7 @@ impl Validator<'_> {
     fn validate(&mut self, raw: RawConfig, base: &Path) -> Config {
         // In the file's order of concerns; errors are reported in this order.
         let server = self.server(&raw.server, &raw.templates);
+        let edge = self.edge(&raw.server, base);
         let (spool, spool_mode) = self.spool(&raw.spool, base);
         let routes = self.routes(&raw.routes, base, &server, spool_mode);
         self.resources(&raw.resources, base);
@@ -470,6 +474,7 @@ impl Validator<'_> {
             base_dir: base.to_path_buf(),
             spool,
             gateway_responses,
+            edge,
         }
     }
 }

@@ -78,6 +78,18 @@ pub struct RawRoute {
     /// Validation failures also list what failed and where (`errors` in the 400 body).
     #[serde(default)]
     pub validation_details: bool,
+    /// `false`, or this route's own CORS table (default: `[server.cors]`).
+    pub cors: Option<super::edge::RawRouteCors>,
+    /// Client addresses (CIDRs) allowed on this route, beside `server.allow_ips`.
+    #[serde(default)]
+    pub allow_ips: Vec<Spanned<String>>,
+    /// Client addresses (CIDRs) refused on this route.
+    #[serde(default)]
+    pub deny_ips: Vec<Spanned<String>>,
+    /// A tracking pixel: a `GET` route answered with a 1x1 transparent GIF once its record
+    /// is accepted (or spooled).
+    #[serde(default)]
+    pub pixel: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -129,6 +141,10 @@ pub struct RouteConfig {
     pub required_parameters: RequiredParameters,
     /// Validation failures list what failed and where.
     pub validation_details: bool,
+    pub cors: super::edge::RouteCors,
+    pub ip_policy: crate::edge::client_ip::IpPolicy,
+    /// Answers with a 1x1 GIF.
+    pub pixel: bool,
 }
 
 /// Parameters a route's requests must carry (header names lower-case).
@@ -360,6 +376,15 @@ impl Validator<'_> {
         if self.errors.len() > errors_before {
             return None;
         }
+        let name = format!("{} {}", r.method.get_ref(), r.path.get_ref());
+        let cors = self.route_cors(r.cors.as_ref(), &name);
+        let ip_policy = crate::edge::client_ip::IpPolicy {
+            allow: self.nets(&r.allow_ips, &format!("route {name}: allow_ips")),
+            deny: self.nets(&r.deny_ips, &format!("route {name}: deny_ips")),
+        };
+        if r.pixel && method != Some(http::Method::GET) {
+            self.error(Some(r.method.span()), format!("route {name}: pixel routes answer GET requests (method = \"GET\")"));
+        }
         Some(RouteConfig {
             customer_param,
             max_body_bytes,
@@ -381,6 +406,9 @@ impl Validator<'_> {
             request_model,
             required_parameters,
             validation_details: r.validation_details,
+            cors,
+            ip_policy,
+            pixel: r.pixel,
         })
     }
 

@@ -76,6 +76,27 @@ pub struct RawServer {
     /// `/readyz` fails until every route's target was found (default `false`: a missing or
     /// unreachable target is only logged and shown in `gateway_upstream_ready`).
     pub require_upstreams: Option<bool>,
+    /// HTTPS: the certificate, its key, optional mutual TLS and SNI certificates (see
+    /// `docs/edge.md`).
+    pub tls: Option<super::edge::RawTls>,
+    /// CORS for browser pages, for every route (a route may set `cors = false` or its own).
+    pub cors: Option<super::edge::RawCors>,
+    /// Balancers and proxies (CIDRs) whose `X-Forwarded-For` / `Forwarded` is believed:
+    /// the client is the right-most address not in these (default none: the socket's peer).
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Client addresses (CIDRs) allowed; others get 403 (default: all).
+    #[serde(default)]
+    pub allow_ips: Vec<Spanned<String>>,
+    /// Client addresses (CIDRs) refused with 403, before anything else.
+    #[serde(default)]
+    pub deny_ips: Vec<Spanned<String>>,
+    /// A throttle per client address, before any key is looked up: `{ rate, burst }`; past
+    /// it, 429 with `Retry-After`.
+    pub ip_throttle: Option<Spanned<super::auth::RawThrottle>>,
+    /// Serve the JavaScript tracker at `GET /sdk/tracker.js` (default: when `[server.cors]`
+    /// is set).
+    pub tracker: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -24,6 +24,8 @@ pub struct RequestFacts {
     pub api_key_id: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub request_time_epoch_ms: i64,
+    /// `identity.clientCert`, for mutual-TLS clients.
+    pub client_cert: Option<Json>,
 }
 
 /// Builds the `$context` document. Absent values are JSON null, which templates render as
@@ -50,6 +52,9 @@ pub fn build(f: &RequestFacts) -> Json {
     }
     identity.insert("sourceIp".into(), json!(f.source_ip));
     identity.insert("userAgent".into(), opt(&f.user_agent));
+    if let Some(cert) = &f.client_cert {
+        identity.insert("clientCert".into(), cert.clone());
+    }
     if f.api_key.is_some() {
         identity.insert("apiKey".into(), opt(&f.api_key));
         identity.insert("apiKeyId".into(), opt(&f.api_key_id));

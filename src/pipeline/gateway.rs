@@ -45,6 +45,10 @@ pub struct Gateway {
     pub gateway_responses: GatewayResponses,
     /// Body bytes all requests may hold at once (`server.max_inflight_body_bytes`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// The listener's certificates, when it speaks HTTPS.
+    pub tls: Option<Arc<crate::edge::tls::Tls>>,
+    /// `server.ip_throttle`.
+    pub ip_throttle: Option<crate::edge::ip_throttle::IpThrottle>,
 }
 
 impl Gateway {
@@ -77,6 +81,16 @@ impl Gateway {
                     .to_string(),
             ),
         };
+        let tls = match &config.edge.tls {
+            None => None,
+            Some(files) => Some(Arc::new(
+                crate::edge::tls::Tls::load(files).map_err(std::io::Error::other)?,
+            )),
+        };
+        let ip_throttle = config
+            .edge
+            .ip_throttle
+            .and_then(crate::edge::ip_throttle::IpThrottle::new);
         let upstreams = upstreams(&config, &clients)?;
         let metrics = config
             .routes
@@ -97,6 +111,8 @@ impl Gateway {
             openapi,
             gateway_responses,
             body_budget: Arc::new(tokio::sync::Semaphore::new(config.max_inflight_body_bytes)),
+            tls,
+            ip_throttle,
             config,
         })
     }

@@ -22,6 +22,7 @@ use crate::render::{self, RequestView};
 pub use crate::request::{PendingBody, Request};
 use crate::respond::integration::Answer;
 use crate::validate::body::{self, BodyRules};
+use crate::edge::decode;
 use crate::{authorize, respond};
 pub use gateway::{CompiledRoute, Gateway, authorizer, compile_templates};
 
@@ -78,6 +79,9 @@ async fn run(
     let i = matched.route;
     let (route, compiled) = (&gw.config.routes[i], &gw.compiled[i]);
     outcome.route = Some(i);
+    if !route.ip_policy.admits(req.client_ip) {
+        return Err(access_denied(&req.method, &req.path, req.client_ip));
+    }
 
     // authorize
     let identity =
@@ -87,10 +91,27 @@ async fn run(
         outcome.quota = identity.quota;
     }
 
-    // the body: read only now that the route and the caller are known
+    // the body: read only now that the route and the caller are known, and decoded
     let limit = route.max_body_bytes.unwrap_or(gw.config.max_body_bytes);
+    let codings = decode::codings(req.headers.get(http::header::CONTENT_ENCODING))
+        .map_err(|e| decode_error(e, limit))?;
     let (bytes, _in_flight) = body.read(limit).await?;
-    req.body = bytes;
+    req.body = if codings.is_empty() {
+        bytes
+    } else {
+        decode::decode(bytes, &codings, limit).map_err(|e| decode_error(e, limit))?
+    };
+    let mut media = body::media_type(&req.headers);
+    if media == NDJSON {
+        let array = decode::ndjson_to_array(&req.body).map_err(|message| {
+            GatewayError::new(ErrorKind::UndecodableBody { message: message.clone() }, message)
+        })?;
+        req.body = array.into();
+        // Templates for JSON read the lines' array, unless the route has its own for NDJSON.
+        if !compiled.request_templates.iter().any(|(m, _)| m == NDJSON) {
+            media = "application/json".to_string();
+        }
+    }
     let req: &Request = req;
 
     // validate (parameters; then, once the template is known, the body)
@@ -99,7 +120,6 @@ async fn run(
         let checked = v.check_parameters(&matched.params, &req.query, &req.headers);
         checked.map_err(body::invalid)?;
     }
-    let media = body::media_type(&req.headers);
     let template = render::choose_template(route, &compiled.request_templates, &media)?;
     let rules = BodyRules {
         binary_media_types: &gw.config.binary_media_types,
@@ -127,7 +147,11 @@ async fn run(
     outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
     let (result, upstream_headers) = match dispatched {
         Dispatched::Spooled { spooled, records } => {
-            return Ok(respond::spooled(spooled, records, &req.request_id));
+            return Ok(if route.pixel {
+                respond::pixel(&req.request_id)
+            } else {
+                respond::spooled(spooled, records, &req.request_id)
+            });
         }
         Dispatched::Upstream { result, headers } => (result, headers),
     };
@@ -143,7 +167,48 @@ async fn run(
         params: &|| view.params(),
         context: &|| view.context(),
     };
-    respond::integration::integration(&answer, result, &upstream_headers)
+    let resp = respond::integration::integration(&answer, result, &upstream_headers)?;
+    Ok(if route.pixel && resp.status().is_success() {
+        respond::pixel(&req.request_id)
+    } else {
+        resp
+    })
+}
+
+const NDJSON: &str = "application/x-ndjson";
+
+/// API Gateway's resource-policy denial, for a client address a policy refuses.
+pub fn access_denied(method: &http::Method, path: &str, ip: std::net::IpAddr) -> GatewayError {
+    let message = format!(
+        "User: anonymous is not authorized to perform: execute-api:Invoke on resource: {method} {path} with an explicit deny (source IP {ip})"
+    );
+    GatewayError::new(
+        ErrorKind::AccessDenied {
+            message: message.clone(),
+        },
+        message,
+    )
+}
+
+fn decode_error(e: decode::DecodeError, limit: usize) -> GatewayError {
+    match e {
+        decode::DecodeError::Unsupported(encoding) => GatewayError::new(
+            ErrorKind::UnsupportedEncoding {
+                encoding: encoding.clone(),
+            },
+            format!("Content-Encoding {encoding:?} is not decoded"),
+        ),
+        decode::DecodeError::TooLarge => GatewayError::new(
+            ErrorKind::PayloadTooLarge { limit },
+            format!("the decoded body is larger than {limit} bytes"),
+        ),
+        decode::DecodeError::Corrupt(why) => GatewayError::new(
+            ErrorKind::UndecodableBody {
+                message: format!("The request body could not be decoded: {why}"),
+            },
+            why,
+        ),
+    }
 }
 
 /// What is left of the request's whole deadline when it reaches its upstream is kept for

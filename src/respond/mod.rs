@@ -21,6 +21,22 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "MissingAuthenticationTokenException",
         ),
         ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "Forbidden", "ForbiddenException"),
+        // The message is the policy's (see `error`).
+        ErrorKind::AccessDenied { .. } => (
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "AccessDeniedException",
+        ),
+        ErrorKind::UnsupportedEncoding { .. } => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+            "UnsupportedMediaTypeException",
+        ),
+        ErrorKind::UndecodableBody { .. } => (
+            StatusCode::BAD_REQUEST,
+            "Invalid request body",
+            "BadRequestException",
+        ),
         ErrorKind::Throttled { .. } => (
             StatusCode::TOO_MANY_REQUESTS,
             "Too Many Requests",
@@ -137,9 +153,20 @@ pub fn error(e: &GatewayError, request_id: &str) -> Response<Body> {
             ));
             body.to_string()
         }
-        ErrorKind::RecordRefused { message, .. } | ErrorKind::Unmappable { message } => {
+        ErrorKind::RecordRefused { message, .. }
+        | ErrorKind::Unmappable { message }
+        | ErrorKind::UndecodableBody { message } => {
             serde_json::json!({ "message": message }).to_string()
         }
+        // API Gateway's resource-policy denial writes `Message`.
+        ErrorKind::AccessDenied { message } => {
+            serde_json::json!({ "Message": message }).to_string()
+        }
+        ErrorKind::UnsupportedEncoding { encoding } => serde_json::json!({
+            "message": format!("Unsupported Content-Encoding {encoding:?}"),
+            "acceptedEncodings": crate::edge::decode::ENCODINGS,
+        })
+        .to_string(),
         // API Gateway's message, and what the route takes instead.
         ErrorKind::UnsupportedMediaType { accepted } => {
             serde_json::json!({ "message": message, "acceptedContentTypes": accepted }).to_string()
@@ -171,6 +198,21 @@ pub fn spooled(spooled: usize, records: usize, request_id: &str) -> Response<Bod
         "spooled": spooled,
     });
     json_response(StatusCode::ACCEPTED, body.to_string(), request_id)
+}
+
+/// A pixel route's answer: a 1x1 transparent GIF, never cached (each load is an event).
+pub fn pixel(request_id: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(&crate::edge::PIXEL_GIF[..]));
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"),
+    );
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    resp
 }
 
 /// A JSON response with the request id header.
@@ -240,6 +282,9 @@ pub fn response_type(e: &GatewayError) -> &'static str {
     match &e.kind {
         ErrorKind::NoRoute => "MISSING_AUTHENTICATION_TOKEN",
         ErrorKind::Forbidden => "INVALID_API_KEY",
+        ErrorKind::AccessDenied { .. } => "ACCESS_DENIED",
+        ErrorKind::UnsupportedEncoding { .. } => "UNSUPPORTED_MEDIA_TYPE",
+        ErrorKind::UndecodableBody { .. } => "BAD_REQUEST_BODY",
         ErrorKind::Throttled { .. } => "THROTTLED",
         ErrorKind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
         ErrorKind::PayloadTooLarge { .. }
@@ -270,9 +315,10 @@ pub fn response_type(e: &GatewayError) -> &'static str {
 pub fn error_message(e: &GatewayError) -> String {
     match &e.kind {
         ErrorKind::Invalid(i) => i.message.clone(),
-        ErrorKind::RecordRefused { message, .. } | ErrorKind::Unmappable { message } => {
-            message.clone()
-        }
+        ErrorKind::RecordRefused { message, .. }
+        | ErrorKind::Unmappable { message }
+        | ErrorKind::UndecodableBody { message }
+        | ErrorKind::AccessDenied { message } => message.clone(),
         _ => error_parts(e).1.to_string(),
     }
 }

@@ -6,7 +6,7 @@
 //! shutdown begins), `/metrics` (Prometheus text) and `server.openapi_path` (the OpenAPI
 //! document, `/openapi.json` by default).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{Response, StatusCode, header};
+use axum::http::{Method, Response, StatusCode, header};
 use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -27,6 +27,7 @@ pub mod conn;
 pub mod limits;
 pub mod strict;
 
+use crate::edge;
 use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::{self, Gateway};
 use crate::telemetry;
@@ -123,15 +124,52 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
     let received = Instant::now();
     let received_epoch_ms = epoch_ms();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let source_ip = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "127.0.0.1".to_string(), |c| c.0.ip().to_string());
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    let client_cert = req.extensions().get::<PeerCert>().map(|c| c.0.clone());
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
+    let edge = &gw.config.edge;
+    let client_ip = edge::client_ip::client_ip(peer, &parts.headers, &edge.trusted_proxies);
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let seen = Seen {
+        method: &method,
+        path: &path,
+        client_ip,
+        origin: origin.as_ref(),
+        client_cert: client_cert.as_deref(),
+    };
     if let Err(e) = strict::check(&parts.uri, &parts.headers) {
-        return refused(&gw, &e, &method, &path, received, &request_id);
+        return refused(&gw, &e, &seen, received, &request_id);
+    }
+    // The edge, before anything is looked up: the address policy, the per-address
+    // throttle, the tracker script and CORS preflights.
+    if !edge.ip_policy.admits(client_ip) {
+        let e = pipeline::access_denied(&method, &path, client_ip);
+        return refused(&gw, &e, &seen, received, &request_id);
+    }
+    if let Some(throttle) = &gw.ip_throttle
+        && let Err(retry_after) = throttle.check(client_ip)
+    {
+        let e = GatewayError::new(
+            ErrorKind::Throttled { retry_after },
+            format!("client address {client_ip} is over server.ip_throttle"),
+        );
+        return refused(&gw, &e, &seen, received, &request_id);
+    }
+    if edge.tracker && path == edge::TRACKER_PATH && method == Method::GET {
+        let resp = tracker_script(&request_id);
+        return served(&gw, None, resp, &seen, received, &request_id);
+    }
+    if edge::cors::is_preflight(&method, &parts.headers) {
+        match preflight(&gw, &parts.headers, &path, &request_id) {
+            Ok(Some((route, resp))) => return served(&gw, Some(route), resp, &seen, received, &request_id),
+            Ok(None) => {}
+            Err(e) => return refused(&gw, &e, &seen, received, &request_id),
+        }
     }
 
     // The whole request has `request_timeout`; the body its own share of it, read once the
@@ -150,12 +188,14 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         query: parse_query(parts.uri.query().unwrap_or("")),
         headers: parts.headers,
         body: Bytes::new(),
-        source_ip,
+        source_ip: client_ip.to_string(),
+        client_ip,
+        client_cert: client_cert.clone(),
         request_id: request_id.clone(),
         received,
         received_epoch_ms,
     };
-    let (resp, outcome) =
+    let (mut resp, outcome) =
         match tokio::time::timeout_at(deadline, pipeline::handle(&gw, request, body)).await {
             Ok(handled) => handled,
             Err(_) => {
@@ -174,6 +214,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
                 (resp, outcome)
             }
         };
+    cors(&gw, outcome.route, &seen, &mut resp);
     let done = Done {
         status: resp.status(),
         received,
@@ -182,16 +223,121 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         key_id: outcome.key_id.as_deref(),
         error: outcome.error.as_ref(),
     };
-    access_log(&gw, &method, &path, outcome.route, &done);
+    access_log(&gw, &seen, outcome.route, &done);
     resp
 }
 
-/// The answer for a request refused before the pipeline ran, logged.
+/// What the shell saw of a request, for its CORS headers and its access-log line.
+struct Seen<'a> {
+    method: &'a Method,
+    path: &'a str,
+    client_ip: IpAddr,
+    origin: Option<&'a header::HeaderValue>,
+    client_cert: Option<&'a edge::tls::ClientCert>,
+}
+
+/// A mutual-TLS client's certificate, on each of its connection's requests.
+#[derive(Debug, Clone)]
+pub struct PeerCert(pub Arc<edge::tls::ClientCert>);
+
+/// The CORS headers of the policy for `route` (the server's, for no route).
+fn cors(gw: &Gateway, route: Option<usize>, seen: &Seen<'_>, resp: &mut Response<Body>) {
+    let route_cors = route.and_then(|i| gw.config.routes.get(i)).map(|r| &r.cors);
+    if let Some(policy) = gw.config.edge.cors_for(route_cors) {
+        policy.decorate(resp.headers_mut(), seen.origin);
+    }
+}
+
+/// A CORS preflight for a route's path, answered here with no key, throttle or upstream
+/// call: `None` when no route on the path has CORS (the pipeline answers it, as any other
+/// request), an error for an origin the policy does not allow.
+fn preflight(
+    gw: &Gateway,
+    headers: &http::HeaderMap,
+    path: &str,
+    request_id: &str,
+) -> Result<Option<(usize, Response<Body>)>, GatewayError> {
+    let asked = headers
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+    let Some(asked) = asked else {
+        return Ok(None);
+    };
+    let Some(matched) = gw.routes.lookup(&asked, path) else {
+        return Ok(None);
+    };
+    let route = &gw.config.routes[matched.route];
+    let Some(policy) = gw.config.edge.cors_for(Some(&route.cors)) else {
+        return Ok(None);
+    };
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(None);
+    };
+    if !origin.to_str().is_ok_and(|o| policy.allows(o)) {
+        let shown = String::from_utf8_lossy(origin.as_bytes());
+        let message = format!("Origin {shown} is not allowed to call {asked} {path}");
+        return Err(GatewayError::new(
+            ErrorKind::AccessDenied {
+                message: message.clone(),
+            },
+            message,
+        ));
+    }
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let methods = format!("{asked}, OPTIONS");
+    policy.preflight(resp.headers_mut(), origin, &methods);
+    if let Ok(id) = header::HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", id);
+    }
+    Ok(Some((matched.route, resp)))
+}
+
+/// `GET /sdk/tracker.js`.
+fn tracker_script(request_id: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(edge::TRACKER_JS));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=300"),
+    );
+    if let Ok(id) = header::HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    resp
+}
+
+/// A response the shell made itself (the tracker, a preflight), with CORS and logged.
+fn served(
+    gw: &Gateway,
+    route: Option<usize>,
+    mut resp: Response<Body>,
+    seen: &Seen<'_>,
+    received: Instant,
+    request_id: &str,
+) -> Response<Body> {
+    cors(gw, route, seen, &mut resp);
+    let done = Done {
+        status: resp.status(),
+        received,
+        integration_ms: None,
+        request_id,
+        key_id: None,
+        error: None,
+    };
+    access_log(gw, seen, route, &done);
+    resp
+}
+
+/// The answer for a request refused before the pipeline ran, with CORS and logged.
 fn refused(
     gw: &Gateway,
     e: &GatewayError,
-    method: &axum::http::Method,
-    path: &str,
+    seen: &Seen<'_>,
     received: Instant,
     request_id: &str,
 ) -> Response<Body> {
@@ -206,6 +352,7 @@ fn refused(
             header::HeaderValue::from_static("close"),
         );
     }
+    cors(gw, None, seen, &mut resp);
     let done = Done {
         status: resp.status(),
         received,
@@ -214,7 +361,7 @@ fn refused(
         key_id: None,
         error: Some(e),
     };
-    access_log(gw, method, path, None, &done);
+    access_log(gw, seen, None, &done);
     resp
 }
 
@@ -240,13 +387,7 @@ struct Done<'a> {
     error: Option<&'a GatewayError>,
 }
 
-fn access_log(
-    gw: &Gateway,
-    method: &axum::http::Method,
-    path: &str,
-    route: Option<usize>,
-    done: &Done<'_>,
-) {
+fn access_log(gw: &Gateway, seen: &Seen<'_>, route: Option<usize>, done: &Done<'_>) {
     let latency = done.received.elapsed().as_secs_f64();
     let metrics = gw.route_metrics(route);
     metrics.request_done(done.status.as_u16(), latency);
@@ -257,6 +398,9 @@ fn access_log(
         done.request_id,
         done.key_id,
     );
+    let (method, path) = (seen.method, seen.path);
+    let source_ip = seen.client_ip;
+    let client_cert = seen.client_cert.map(|c| c.subject_dn.as_str());
     let error_detail = done.error.map(|e| e.detail.as_str());
     // One line per request; server errors at WARN so they stand out.
     macro_rules! line {
@@ -271,6 +415,8 @@ fn access_log(
                 request_id,
                 route,
                 key_id,
+                source_ip = %source_ip,
+                client_cert,
                 error = error_detail,
                 $message
             )
@@ -324,7 +470,7 @@ pub async fn run_with_admin(
         let (gw, stop) = (gw.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let connections = GracefulShutdown::new();
-            accept(&gw, admin, app, &limits, &connections, stop).await;
+            accept(&gw, admin, app, &limits, &connections, stop, None).await;
             let _ = tokio::time::timeout(grace, connections.shutdown()).await;
         });
     }
@@ -338,10 +484,13 @@ pub async fn run_with_admin(
         tokio::time::sleep(delay).await;
         let _ = stop_tx.send(true);
     };
+    if let Some(tls) = &gw.tls {
+        tls.watch();
+    }
     let app = app(gw.clone());
     tokio::select! {
         () = stop => {}
-        () = accept(&gw, listener, app, &main, &connections, stop_rx) => {}
+        () = accept(&gw, listener, app, &main, &connections, stop_rx, gw.tls.clone()) => {}
     }
     tracing::info!(
         grace_seconds = grace.as_secs_f64(),
@@ -370,6 +519,7 @@ async fn accept(
     limits: &Arc<limits::ConnectionLimits>,
     connections: &GracefulShutdown,
     stop: tokio::sync::watch::Receiver<bool>,
+    tls: Option<Arc<edge::tls::Tls>>,
 ) {
     let stopped = async move {
         let mut stop = stop;
@@ -404,41 +554,133 @@ async fn accept(
         };
         // No TCP_NODELAY: a response leaves in one write either way, and with it set the
         // gateway spent 16% more CPU per request under load (benches/RESULTS.md).
-        let activity = conn::Activity::new();
-        let io = conn::Watched::new(
-            stream,
-            activity.clone(),
-            gw.config.idle_timeout,
-            gw.config.header_read_timeout,
-        )
-        .first_byte_within(gw.config.first_byte_timeout);
-        let service = app
-            .clone()
-            .map_request(with_peer(peer))
-            .map_future(move |response| {
-                let in_flight = activity.begin();
-                async move {
-                    let response = response.await;
-                    drop(in_flight);
-                    response
-                }
-            });
-        let conn = http
-            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
-            .into_owned();
-        let conn = connections.watch(conn);
+        let timers = Timers {
+            idle: gw.config.idle_timeout,
+            head: gw.config.header_read_timeout,
+            first_byte: gw.config.first_byte_timeout,
+        };
+        let (http, app, tls) = (http.clone(), app.clone(), tls.clone());
+        let watcher = connections.watcher();
         tokio::spawn(async move {
             // Errors here are the client's: resets, timeouts, malformed requests.
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let activity = conn::Activity::new();
+                    let io = conn::Watched::new(stream, activity.clone(), timers.idle, timers.head)
+                        .first_byte_within(timers.first_byte);
+                    serve(http, io, app, peer, None, activity, watcher).await;
+                }
+                Some(tls) => {
+                    if let Some((io, cert, activity)) = handshake(stream, &tls, timers).await {
+                        serve(http, io, app, peer, cert, activity, watcher).await;
+                    }
+                }
+            }
             drop(place);
         });
     }
 }
 
-/// Tags each request with the client's address (`ConnectInfo`, as axum's own server does).
-fn with_peer<B>(peer: SocketAddr) -> impl Fn(http::Request<B>) -> http::Request<B> + Clone {
+/// A connection's waiting timers (see `conn`).
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    idle: Duration,
+    head: Duration,
+    first_byte: Duration,
+}
+
+/// What a client that speaks plain HTTP to the HTTPS listener is told before it is closed.
+const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 63\r\n\r\n{\"message\":\"This port speaks HTTPS: use https:// to reach it\"}\n";
+
+/// The TLS handshake of a new connection: its first byte within the first-byte timeout,
+/// then the handshake and the first request's head within the header timeout. Plain HTTP
+/// gets a 400 in plain text and is closed; a failed handshake is closed (and logged at
+/// debug: scanners make many).
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    tls: &edge::tls::Tls,
+    timers: Timers,
+) -> Option<(
+    tokio_rustls::server::TlsStream<conn::Watched<tokio::net::TcpStream>>,
+    Option<Arc<edge::tls::ClientCert>>,
+    Arc<conn::Activity>,
+)> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timers.first_byte, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return None,
+    }
+    if !edge::tls::looks_like_tls(&first) {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(timers.head, async {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = stream.write_all(PLAIN_TO_TLS).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        return None;
+    }
+    let activity = conn::Activity::new();
+    let io = conn::Watched::new(stream, activity.clone(), timers.idle, timers.head)
+        .first_byte_within(timers.first_byte);
+    let accepted = tokio::time::timeout(timers.head, tls.acceptor().accept(io)).await;
+    let stream = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "A TLS handshake failed.");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| edge::tls::ClientCert::from_der(c))
+        .map(Arc::new);
+    Some((stream, cert, activity))
+}
+
+/// Serves one connection's requests until it closes (or shutdown ends it).
+async fn serve<IO>(
+    http: auto::Builder<TokioExecutor>,
+    io: IO,
+    app: Router,
+    peer: SocketAddr,
+    cert: Option<Arc<edge::tls::ClientCert>>,
+    activity: Arc<conn::Activity>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = app
+        .map_request(with_peer(peer, cert))
+        .map_future(move |response| {
+            let in_flight = activity.begin();
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
+        });
+    let conn = http
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+        .into_owned();
+    let _ = watcher.watch(conn).await;
+}
+
+/// Tags each request with the client's address (`ConnectInfo`, as axum's own server does)
+/// and, for mutual TLS, its certificate.
+fn with_peer<B>(
+    peer: SocketAddr,
+    cert: Option<Arc<edge::tls::ClientCert>>,
+) -> impl Fn(http::Request<B>) -> http::Request<B> + Clone {
     move |mut req| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(cert) = &cert {
+            req.extensions_mut().insert(PeerCert(cert.clone()));
+        }
         req
     }
 }
