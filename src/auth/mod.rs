@@ -175,10 +175,11 @@ struct PlanLimits<C: Clock> {
     throttle: Option<Keyed<C>>,
     /// By route index.
     route_throttles: HashMap<usize, Keyed<C>>,
-    /// By key and client address (`throttle_by` names `source_ip`), per route or for all.
-    ip_throttles: HashMap<usize, Keyed<C>>,
-    ip_throttle: Option<Keyed<C>>,
-    /// Checks of the address throttles, for their sweeps.
+    /// The plan's throttles count by client address (`throttle_by` names `source_ip`): by
+    /// key and address, or by address alone.
+    by_ip: bool,
+    by_key: bool,
+    /// Checks of address-keyed throttles, for their sweeps.
     ip_checks: std::sync::atomic::AtomicU64,
 }
 
@@ -247,33 +248,12 @@ impl<C: Clock + Clone> Authorizer<C> {
                         .filter_map(|name| routes.iter().position(|r| &r.name == name))
                         .collect()
                 });
-                let (ip_throttle, ip_throttles) = if p.throttle_by_ip {
-                    let per_route = p
-                        .route_throttles
-                        .iter()
-                        .filter_map(|(name, t)| {
-                            let i = routes.iter().position(|r| &r.name == name)?;
-                            Some((i, keyed(*t)?))
-                        })
-                        .collect();
-                    (p.throttle.and_then(keyed), per_route)
-                } else {
-                    (None, HashMap::new())
-                };
                 let limits = PlanLimits {
                     grants,
-                    throttle: if p.throttle_by_key {
-                        p.throttle.and_then(keyed)
-                    } else {
-                        None
-                    },
-                    route_throttles: if p.throttle_by_key {
-                        route_throttles
-                    } else {
-                        HashMap::new()
-                    },
-                    ip_throttles,
-                    ip_throttle,
+                    throttle: p.throttle.and_then(keyed),
+                    route_throttles,
+                    by_ip: p.throttle_by_ip,
+                    by_key: p.throttle_by_key,
                     ip_checks: std::sync::atomic::AtomicU64::new(0),
                     plan: p,
                 };
@@ -369,28 +349,30 @@ impl<C: Clock + Clone> Authorizer<C> {
                 }
             }
             let limiter = plan.route_throttles.get(&route).or(plan.throttle.as_ref());
-            if let Some(l) = limiter
-                && let Err(nu) = l.check_key(&entry.id)
-            {
-                return Err(Denied::Throttled {
-                    retry_after: wait(&nu, self.clock.now()),
-                    scope: "usage plan",
-                });
-            }
-            let by_ip = plan.ip_throttles.get(&route).or(plan.ip_throttle.as_ref());
-            if let (Some(l), Some(ip)) = (by_ip, caller.ip) {
-                let n = plan
-                    .ip_checks
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n % (1 << 16) == (1 << 16) - 1 {
-                    l.retain_recent();
-                    l.shrink_to_fit();
-                }
-                let ip = plans::address_bucket(ip);
-                if let Err(nu) = l.check_key(&format!("{}|{ip}", entry.id)) {
+            if let Some(l) = limiter {
+                let checked = match (plan.by_ip, caller.ip) {
+                    (true, Some(ip)) => {
+                        let n = plan
+                            .ip_checks
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if n % (1 << 16) == (1 << 16) - 1 {
+                            l.retain_recent();
+                            l.shrink_to_fit();
+                        }
+                        let ip = plans::address_bucket(ip);
+                        let bucket = if plan.by_key {
+                            format!("{}|{ip}", entry.id)
+                        } else {
+                            ip.to_string()
+                        };
+                        l.check_key(&bucket)
+                    }
+                    _ => l.check_key(&entry.id),
+                };
+                if let Err(nu) = checked {
                     return Err(Denied::Throttled {
                         retry_after: wait(&nu, self.clock.now()),
-                        scope: "usage plan (per client address)",
+                        scope: "usage plan",
                     });
                 }
             }

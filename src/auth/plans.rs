@@ -101,8 +101,9 @@ pub struct UsagePlan {
     pub quota: Option<Quota>,
     /// The routes its keys may call, by `"METHOD /path"`; `None`: every route.
     pub routes: Option<Vec<String>>,
-    /// Whether the throttles count per key (the default) and per key and client address
-    /// (`throttle_by = ["key", "source_ip"]`: a browser key is shared by a site's visitors).
+    /// What the plan's throttles count by: per key (the default), per key and client
+    /// address together (`throttle_by = ["key", "source_ip"]`: a browser key is shared by a
+    /// site's visitors, each of whom gets the throttle), or per address alone.
     pub throttle_by_key: bool,
     pub throttle_by_ip: bool,
 }

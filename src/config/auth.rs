@@ -30,9 +30,10 @@ pub struct RawUsagePlan {
     /// Gateway's plans bind keys to stages and methods); a key calling another route gets
     /// 403. Absent: every route that needs a key.
     pub routes: Option<Vec<String>>,
-    /// What the throttles count by: `["key"]` (the default), `["source_ip"]` or both,
-    /// `["key", "source_ip"]`: per key, and per key and client address (a browser key is
-    /// shared by every visitor of a site).
+    /// What the throttles count by: `["key"]` (the default: each key has the throttle),
+    /// `["key", "source_ip"]` (each client address using a key has it: a browser key is
+    /// shared by every visitor of a site, and the quota still bounds the key), or
+    /// `["source_ip"]` (each address, whatever key of the plan it uses).
     pub throttle_by: Option<Vec<String>>,
 }
 

@@ -45,7 +45,7 @@ pub struct RawCors {
     /// Origins whose pages may read responses: `https://shop.example`, or
     /// `https://*.shop.example` for its subdomains (never the bare domain), or `*`.
     #[serde(default)]
-    pub allow_origins: Vec<Spanned<String>>,
+    pub allow_origins: Vec<String>,
     /// Request headers pages may send (default: content-type, x-api-key, content-encoding,
     /// authorization).
     pub allow_headers: Option<Vec<String>>,
@@ -53,18 +53,22 @@ pub struct RawCors {
     /// retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset).
     pub expose_headers: Option<Vec<String>>,
     /// How long a browser may keep a preflight's answer (default `10m`).
-    pub max_age: Option<Spanned<String>>,
+    pub max_age: Option<String>,
     /// `Access-Control-Allow-Credentials: true` (cookies); default `false`.
     pub allow_credentials: Option<bool>,
 }
 
-/// A route's `cors`: `false`, or a table replacing `[server.cors]` for the route.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RawRouteCors {
-    Enabled(bool),
-    Own(RawCors),
-}
+/// A route's `cors`: `false`, or a table replacing `[server.cors]` for the route (read
+/// from the TOML value, since a table and a boolean share the key).
+pub type RawRouteCors = toml::Value;
+
+const CORS_KEYS: [&str; 5] = [
+    "allow_origins",
+    "allow_headers",
+    "expose_headers",
+    "max_age",
+    "allow_credentials",
+];
 
 /// A route's CORS policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -183,9 +187,9 @@ impl Validator<'_> {
     pub(super) fn cors(&mut self, raw: &RawCors, what: &str) -> Option<Cors> {
         let mut origins = Vec::new();
         for o in &raw.allow_origins {
-            match OriginPattern::parse(o.get_ref().trim()) {
+            match OriginPattern::parse(o.trim()) {
                 Ok(p) => origins.push(p),
-                Err(e) => self.error(Some(o.span()), format!("{what}.allow_origins: {e}")),
+                Err(e) => self.error(None, format!("{what}.allow_origins: {e}")),
             }
         }
         if raw.allow_origins.is_empty() {
@@ -213,11 +217,14 @@ impl Validator<'_> {
                 self.error(None, format!("{what}: {h:?} is not a header name"));
             }
         }
-        let max_age = self.duration(
-            raw.max_age.as_ref(),
-            Duration::from_secs(600),
-            &format!("{what}.max_age"),
-        );
+        let max_age = match raw.max_age.as_deref().map(super::parse_duration) {
+            None => Duration::from_secs(600),
+            Some(Some(d)) => d,
+            Some(None) => {
+                self.error(None, format!("{what}.max_age: not a duration (use e.g. 10m, 600s)"));
+                Duration::from_secs(600)
+            }
+        };
         let allow_credentials = raw.allow_credentials.unwrap_or(false);
         if allow_credentials && origins.contains(&OriginPattern::Any) {
             self.error(
@@ -235,12 +242,29 @@ impl Validator<'_> {
     }
 
     pub(super) fn route_cors(&mut self, raw: Option<&RawRouteCors>, route: &str) -> RouteCors {
+        let what = format!("route {route}: cors");
         match raw {
-            None | Some(RawRouteCors::Enabled(true)) => RouteCors::Inherit,
-            Some(RawRouteCors::Enabled(false)) => RouteCors::Off,
-            Some(RawRouteCors::Own(c)) => self
-                .cors(c, &format!("route {route}: cors"))
-                .map_or(RouteCors::Inherit, |c| RouteCors::Own(Arc::new(c))),
+            None | Some(toml::Value::Boolean(true)) => RouteCors::Inherit,
+            Some(toml::Value::Boolean(false)) => RouteCors::Off,
+            Some(v @ toml::Value::Table(t)) => match v.clone().try_into::<RawCors>() {
+                Ok(_) if t.keys().any(|k| !CORS_KEYS.contains(&k.as_str())) => {
+                    for k in t.keys().filter(|k| !CORS_KEYS.contains(&k.as_str())) {
+                        self.error(None, format!("{what}: unknown field `{k}` (expected one of {})", CORS_KEYS.join(", ")));
+                    }
+                    RouteCors::Inherit
+                }
+                Ok(c) => self
+                    .cors(&c, &what)
+                    .map_or(RouteCors::Inherit, |c| RouteCors::Own(Arc::new(c))),
+                Err(e) => {
+                    self.error(None, format!("{what}: {}", e.message()));
+                    RouteCors::Inherit
+                }
+            },
+            Some(_) => {
+                self.error(None, format!("{what}: use false, or a table like [server.cors]"));
+                RouteCors::Inherit
+            }
         }
     }
 

@@ -249,8 +249,9 @@ fn cors(gw: &Gateway, route: Option<usize>, seen: &Seen<'_>, resp: &mut Response
 }
 
 /// A CORS preflight for a route's path, answered here with no key, throttle or upstream
-/// call: `None` when no route on the path has CORS (the pipeline answers it, as any other
-/// request), an error for an origin the policy does not allow.
+/// call: `None` when no route matches (the pipeline answers it, as any other request), API
+/// Gateway's 403 for a route without CORS, an error for an origin the policy does not
+/// allow.
 fn preflight(
     gw: &Gateway,
     headers: &http::HeaderMap,
@@ -268,7 +269,9 @@ fn preflight(
     };
     let route = &gw.config.routes[matched.route];
     let Some(policy) = gw.config.edge.cors_for(Some(&route.cors)) else {
-        return Ok(None);
+        // A route without CORS: what any OPTIONS for it gets, with no CORS headers.
+        let e = GatewayError::new(ErrorKind::NoRoute, format!("no CORS for {asked} {path}"));
+        return Ok(Some((matched.route, pipeline::error_response(gw, &e, request_id))));
     };
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(None);

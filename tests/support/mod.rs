@@ -219,6 +219,7 @@ impl Gateway {
         let Some(addr) = line
             .trim()
             .strip_prefix("listening on http://")
+            .or_else(|| line.trim().strip_prefix("listening on https://"))
             .map(str::to_string)
         else {
             let mut err = String::new();
@@ -263,6 +264,14 @@ impl Gateway {
             &[("content-type", "application/json"), ("x-api-key", key)],
             body.as_bytes(),
         )
+    }
+
+    /// Sends SIGHUP (the TLS certificates are reloaded).
+    pub fn hangup(&self) {
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     /// Sends SIGTERM without waiting.
@@ -382,7 +391,7 @@ pub fn try_request(
     Some(parse_response(&raw))
 }
 
-fn parse_response(raw: &[u8]) -> Response {
+pub fn parse_response(raw: &[u8]) -> Response {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
