@@ -47,10 +47,17 @@ impl Ca {
     }
 
     /// A leaf for `names` (server) or with a subject `cn` (client): (cert PEM, key PEM, DER).
-    fn leaf(&self, names: &[&str], cn: &str, client: bool) -> (String, String, CertificateDer<'static>) {
+    fn leaf(
+        &self,
+        names: &[&str],
+        cn: &str,
+        client: bool,
+    ) -> (String, String, CertificateDer<'static>) {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = rcgen::CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         params
             .distinguished_name
             .push(rcgen::DnType::OrganizationName, "Acme Partners");
@@ -86,9 +93,10 @@ fn client(
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             use rustls::pki_types::pem::PemObject as _;
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .unwrap();
             let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
             builder.with_client_auth_cert(chain, key).unwrap()
         }
@@ -115,7 +123,9 @@ async fn connect(
 
 /// The leaf certificate the server presented.
 fn presented(tls: &Tls) -> CertificateDer<'static> {
-    tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+    tls.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
 }
 
 /// One HTTP/1.1 request on a kept-alive connection; reads exactly its response.
@@ -237,9 +247,15 @@ key = "certs/shop.key"
     // Over HTTP/1.1: a request served, and its record delivered.
     let c = client(&ca, &rustls::version::TLS13, None, &[b"http/1.1"]);
     let mut kept = connect(&c, &gw.addr, "localhost").await.unwrap();
-    let r = exchange(&mut kept, "POST", "/v1/events", &[("content-type", "application/json")], br#"{"n": 1}"#)
-        .await
-        .unwrap();
+    let r = exchange(
+        &mut kept,
+        "POST",
+        "/v1/events",
+        &[("content-type", "application/json")],
+        br#"{"n": 1}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(stub.data.lock().unwrap()[0].contains(r#""n":1"#));
 
@@ -262,16 +278,32 @@ key = "certs/shop.key"
         (presented(&tls) == der2).then_some(())
     })
     .await;
-    assert!(renewed.is_some(), "the new certificate is served after SIGHUP");
-    let r = exchange(&mut kept, "GET", "/healthz", &[], b"").await.unwrap();
-    assert_eq!(r.status, 200, "the connection opened before the reload still works");
+    assert!(
+        renewed.is_some(),
+        "the new certificate is served after SIGHUP"
+    );
+    let r = exchange(&mut kept, "GET", "/healthz", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status, 200,
+        "the connection opened before the reload still works"
+    );
 
     // A broken certificate: the reload fails, the last good one stays, and the log says so.
-    write(&certs, "gateway.pem", "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n");
+    write(
+        &certs,
+        "gateway.pem",
+        "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
+    );
     gw.hangup();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tls = connect(&c, &gw.addr, "localhost").await.unwrap();
-    assert_eq!(presented(&tls), der2, "the previous certificate stays in use");
+    assert_eq!(
+        presented(&tls),
+        der2,
+        "the previous certificate stays in use"
+    );
 
     // Changed files are picked up without a signal too.
     let (cert3, key3, der3) = ca.leaf(&["localhost"], "localhost-3", false);
@@ -283,7 +315,9 @@ key = "certs/shop.key"
     })
     .await;
     assert!(watched.is_some(), "a changed certificate file is reloaded");
-    let r = exchange(&mut kept, "GET", "/healthz", &[], b"").await.unwrap();
+    let r = exchange(&mut kept, "GET", "/healthz", &[], b"")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
 
     let (status, log) = gw.stop();
@@ -328,12 +362,17 @@ client_ca = "partners.pem"
 
     let signed = client(&ca, v13, Some((&client_cert, &client_key)), &[b"http/1.1"]);
     let mut tls = connect(&signed, &gw.addr, "localhost").await.unwrap();
-    let r = exchange(&mut tls, "POST", "/v1/events", &[("content-type", "application/json")], b"{}")
-        .await
-        .unwrap();
+    let r = exchange(
+        &mut tls,
+        "POST",
+        "/v1/events",
+        &[("content-type", "application/json")],
+        b"{}",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    let record: serde_json::Value =
-        serde_json::from_str(&stub.data.lock().unwrap()[0]).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&stub.data.lock().unwrap()[0]).unwrap();
     assert_eq!(record["subject"], "CN=acme-ingest, O=Acme Partners");
     let (_, parsed) = x509_parser::parse_x509_certificate(&client_der).unwrap();
     assert_eq!(record["serial"], parsed.raw_serial_as_string());
@@ -346,7 +385,9 @@ client_ca = "partners.pem"
             let calls = stub.calls.load(Ordering::SeqCst);
             let refused = match connect(&c, &gw.addr, "localhost").await {
                 Err(_) => true,
-                Ok(mut tls) => exchange(&mut tls, "POST", "/v1/events", &[], b"{}").await.is_err(),
+                Ok(mut tls) => exchange(&mut tls, "POST", "/v1/events", &[], b"{}")
+                    .await
+                    .is_err(),
             };
             assert!(refused, "{version:?}, certificate {:?}", identity.is_some());
             assert_eq!(stub.calls.load(Ordering::SeqCst), calls, "no upstream call");
@@ -367,17 +408,27 @@ fn check_config_reports_a_key_that_is_not_its_certificates() {
     let project = support::Project::custom(
         "edge-tls-check",
         &config,
-        &[("gateway.pem", &cert), ("gateway.key", &other_key), ("record.vtl", &template)],
+        &[
+            ("gateway.pem", &cert),
+            ("gateway.key", &other_key),
+            ("record.vtl", &template),
+        ],
     );
     let out = project.cli(&["check-config"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("server.tls.client_ca") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("server.tls.client_ca") && err.contains("does not exist"),
+        "{err}"
+    );
     std::fs::write(project.dir.join("missing.pem"), &ca.pem).unwrap();
     let out = project.cli(&["check-config"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("server.tls:") && err.contains("gateway.key"), "{err}");
+    assert!(
+        err.contains("server.tls:") && err.contains("gateway.key"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -454,11 +505,18 @@ async fn cors_answers_preflights_and_lets_allowed_pages_read_every_error() {
             )
         };
         // Preflights: answered here, no key, no upstream call.
-        for origin in ["https://shop.example", "https://www.shop.example", "https://a.b.shop.example"] {
+        for origin in [
+            "https://shop.example",
+            "https://www.shop.example",
+            "https://a.b.shop.example",
+        ] {
             let r = preflight(origin, "/v1/events");
             assert_eq!(r.status, 204, "{origin}: {}", r.text());
             assert_eq!(r.header("access-control-allow-origin"), Some(origin));
-            assert_eq!(r.header("access-control-allow-methods"), Some("POST, OPTIONS"));
+            assert_eq!(
+                r.header("access-control-allow-methods"),
+                Some("POST, OPTIONS")
+            );
             assert_eq!(
                 r.header("access-control-allow-headers"),
                 Some("content-type, x-api-key, content-encoding, authorization")
@@ -479,7 +537,11 @@ async fn cors_answers_preflights_and_lets_allowed_pages_read_every_error() {
             assert_eq!(r.header("access-control-allow-origin"), None, "{origin}");
             assert_eq!(r.header("x-amzn-ErrorType"), Some("AccessDeniedException"));
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 0, "preflights make no upstream call");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "preflights make no upstream call"
+        );
 
         let page = |path: &str, origin: &str, key: Option<&str>, body: &[u8]| {
             let mut headers = vec![("origin", origin), ("content-type", "application/json")];
@@ -490,7 +552,11 @@ async fn cors_answers_preflights_and_lets_allowed_pages_read_every_error() {
         };
         let readable = |r: &support::Response, status: u16, origin: &str| {
             assert_eq!(r.status, status, "{}", r.text());
-            assert_eq!(r.header("access-control-allow-origin"), Some(origin), "{status}");
+            assert_eq!(
+                r.header("access-control-allow-origin"),
+                Some(origin),
+                "{status}"
+            );
             assert_eq!(r.header("vary"), Some("Origin"));
             assert_eq!(
                 r.header("access-control-expose-headers"),
@@ -500,7 +566,11 @@ async fn cors_answers_preflights_and_lets_allowed_pages_read_every_error() {
         let shop = "https://shop.example";
         // 403 without a key, 413, 200 (the two spend the burst), then 429: all readable.
         readable(&page("/v1/events", shop, None, b"{}"), 403, shop);
-        readable(&page("/v1/events", shop, Some(&key), &[b' '; 2048]), 413, shop);
+        readable(
+            &page("/v1/events", shop, Some(&key), &[b' '; 2048]),
+            413,
+            shop,
+        );
         readable(&page("/v1/events", shop, Some(&key), b"{}"), 200, shop);
         let throttled = page("/v1/events", shop, Some(&key), b"{}");
         readable(&throttled, 429, shop);
@@ -510,7 +580,10 @@ async fn cors_answers_preflights_and_lets_allowed_pages_read_every_error() {
         outage.store(true, Ordering::SeqCst);
         let failed = page("/v1/open", "https://m.shop.example", None, b"{}");
         assert!(failed.status >= 500, "{}", failed.text());
-        assert_eq!(failed.header("access-control-allow-origin"), Some("https://m.shop.example"));
+        assert_eq!(
+            failed.header("access-control-allow-origin"),
+            Some("https://m.shop.example")
+        );
         outage.store(false, Ordering::SeqCst);
         // Another origin reads nothing, whatever the answer.
         for path in ["/v1/events", "/v1/open", "/v1/nothing"] {
@@ -533,7 +606,11 @@ async fn cors_answers_preflights_and_lets_allowed_pages_read_every_error() {
         // The tracker is served when CORS is configured.
         let js = gw.request("GET", "/sdk/tracker.js", &[("origin", shop)], b"");
         assert_eq!(js.status, 200);
-        assert!(js.header("content-type").unwrap().starts_with("text/javascript"));
+        assert!(
+            js.header("content-type")
+                .unwrap()
+                .starts_with("text/javascript")
+        );
         assert!(js.text().contains("IngestTracker"));
         gw.stop_cleanly();
     })
@@ -566,14 +643,23 @@ async fn compressed_bodies_are_decoded_within_the_limit_and_bad_ones_are_refused
             gw.request(
                 "POST",
                 "/v1/events",
-                &[("content-type", "application/json"), ("content-encoding", encoding)],
+                &[
+                    ("content-type", "application/json"),
+                    ("content-encoding", encoding),
+                ],
                 body,
             )
         };
         let event = br#"{"kind": "compressed"}"#;
         let r = post("gzip", &gzip(event));
         assert_eq!(r.status, 200, "{}", r.text());
-        assert!(data.lock().unwrap().last().unwrap().contains(r#""kind":"compressed""#));
+        assert!(
+            data.lock()
+                .unwrap()
+                .last()
+                .unwrap()
+                .contains(r#""kind":"compressed""#)
+        );
         let before = calls.load(Ordering::SeqCst);
         let rss_before = gw.peak_rss_kib();
 
@@ -589,7 +675,11 @@ async fn compressed_bodies_are_decoded_within_the_limit_and_bad_ones_are_refused
         let r = post("gzip", &bomb);
         assert_eq!(r.status, 413, "{}", r.text());
         assert_eq!(r.json(), json!({"message": "Request Too Long"}));
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         let grown = gw.peak_rss_kib().saturating_sub(rss_before);
         assert!(grown < 64 * 1024, "peak memory grew {grown} KiB for a bomb");
 
@@ -597,20 +687,33 @@ async fn compressed_bodies_are_decoded_within_the_limit_and_bad_ones_are_refused
         let g = gzip(event);
         for (case, encoding, body) in [
             ("truncated", "gzip", g[..g.len() - 8].to_vec()),
-            ("corrupt", "gzip", b"\x1f\x8b\x08\x00garbage garbage garbage".to_vec()),
+            (
+                "corrupt",
+                "gzip",
+                b"\x1f\x8b\x08\x00garbage garbage garbage".to_vec(),
+            ),
             ("not deflate", "deflate", b"plain text".to_vec()),
             ("not br", "br", b"plain text, not brotli".to_vec()),
             ("not zstd", "zstd", b"plain text".to_vec()),
         ] {
             let r = post(encoding, &body);
             assert_eq!(r.status, 400, "{case}: {}", r.text());
-            assert!(r.json()["message"].as_str().unwrap().starts_with("The request body could not be decoded"), "{case}");
+            assert!(
+                r.json()["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("The request body could not be decoded"),
+                "{case}"
+            );
             assert_eq!(r.header("x-amzn-ErrorType"), Some("BadRequestException"));
         }
         for encoding in ["compress", "gzip, gzip, gzip, gzip", "x-unknown"] {
             let r = post(encoding, &g);
             assert_eq!(r.status, 415, "{encoding}: {}", r.text());
-            assert_eq!(r.json()["acceptedEncodings"], json!(["gzip", "deflate", "br", "zstd"]));
+            assert_eq!(
+                r.json()["acceptedEncodings"],
+                json!(["gzip", "deflate", "br", "zstd"])
+            );
         }
         // NDJSON: lines that are not JSON are the client's 400.
         let r = gw.request(
@@ -621,7 +724,11 @@ async fn compressed_bodies_are_decoded_within_the_limit_and_bad_ones_are_refused
         );
         assert_eq!(r.status, 400);
         assert!(r.text().contains("line 2"), "{}", r.text());
-        assert_eq!(calls.load(Ordering::SeqCst), before, "no upstream call for any of them");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before,
+            "no upstream call for any of them"
+        );
         gw.stop_cleanly();
     })
     .await
@@ -674,19 +781,41 @@ async fn client_addresses_policies_throttles_and_browser_keys() {
     let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
     let apps_key = project.key("apps");
     let out = project.cli(&[
-        "keys", "create", "--name", "site", "--plan", "site", "--origins", "https://shop.example,https://www.shop.example",
+        "keys",
+        "create",
+        "--name",
+        "site",
+        "--plan",
+        "site",
+        "--origins",
+        "https://shop.example,https://www.shop.example",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let site_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let out = project.cli(&[
-        "keys", "create", "--name", "hybrid", "--plan", "apps", "--origins", "https://shop.example", "--allow-no-origin",
+        "keys",
+        "create",
+        "--name",
+        "hybrid",
+        "--plan",
+        "apps",
+        "--origins",
+        "https://shop.example",
+        "--allow-no-origin",
     ]);
     let hybrid_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let calls = stub.calls.clone();
     let data = stub.data.clone();
     tokio::task::spawn_blocking(move || {
         let post = |path: &str, xff: &str, key: &str, origin: Option<&str>| {
-            let mut h = vec![("content-type", "application/json"), ("x-forwarded-for", xff)];
+            let mut h = vec![
+                ("content-type", "application/json"),
+                ("x-forwarded-for", xff),
+            ];
             if !key.is_empty() {
                 h.push(("x-api-key", key));
             }
@@ -701,7 +830,12 @@ async fn client_addresses_policies_throttles_and_browser_keys() {
             v["ip"].as_str().unwrap().to_string()
         };
         // The right-most address the proxies did not add; spoofed entries left of it ignored.
-        let r = post("/v1/events", "6.6.6.6, 203.0.113.7, 10.0.0.2", &apps_key, None);
+        let r = post(
+            "/v1/events",
+            "6.6.6.6, 203.0.113.7, 10.0.0.2",
+            &apps_key,
+            None,
+        );
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(last_ip(), "203.0.113.7");
         let r = post("/v1/events", "203.0.113.8", &apps_key, None);
@@ -713,13 +847,21 @@ async fn client_addresses_policies_throttles_and_browser_keys() {
         let r = post("/v1/events", "198.51.100.66", &apps_key, None);
         assert_eq!(r.status, 403);
         assert_eq!(r.header("x-amzn-ErrorType"), Some("AccessDeniedException"));
-        assert!(r.json()["Message"].as_str().unwrap().contains("not authorized to perform: execute-api:Invoke"));
+        assert!(
+            r.json()["Message"]
+                .as_str()
+                .unwrap()
+                .contains("not authorized to perform: execute-api:Invoke")
+        );
         let r = post("/v1/events", "198.51.100.66, 10.0.0.9", &apps_key, None);
         assert_eq!(r.status, 403, "the denied client behind a trusted proxy");
         let r = post("/v1/internal", "203.0.113.9", "", None);
         assert_eq!(r.status, 403, "outside the route's allow list");
         let r = post("/v1/internal", "10.1.2.3, 192.0.2.1", "", None);
-        assert_eq!(r.status, 403, "a spoofed allowed address left of the real one");
+        assert_eq!(
+            r.status, 403,
+            "a spoofed allowed address left of the real one"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), before, "no upstream call");
         let r = post("/v1/internal", "10.1.2.3", "", None);
         assert_eq!(r.status, 200, "{}", r.text());
@@ -736,19 +878,40 @@ async fn client_addresses_policies_throttles_and_browser_keys() {
         let r = post("/v1/events", "192.0.2.50", &apps_key, None);
         assert_eq!(r.status, 429);
         assert!(r.header("retry-after").is_some());
-        assert_eq!(post("/v1/events", "192.0.2.51", &apps_key, None).status, 200);
+        assert_eq!(
+            post("/v1/events", "192.0.2.51", &apps_key, None).status,
+            200
+        );
 
         // Browser keys: their origins only; no Origin unless the key allows it.
-        let site = |xff: &str, origin: Option<&str>| post("/v1/events", xff, &site_key, origin).status;
+        let site =
+            |xff: &str, origin: Option<&str>| post("/v1/events", xff, &site_key, origin).status;
         assert_eq!(site("192.0.2.60", Some("https://shop.example")), 200);
         assert_eq!(site("192.0.2.61", Some("https://www.shop.example")), 200);
         assert_eq!(site("192.0.2.62", Some("https://evil.example")), 403);
-        assert_eq!(site("192.0.2.63", Some("https://shop.example.evil.example")), 403);
+        assert_eq!(
+            site("192.0.2.63", Some("https://shop.example.evil.example")),
+            403
+        );
         assert_eq!(site("192.0.2.64", None), 403);
-        assert_eq!(post("/v1/events", "192.0.2.65", &hybrid_key, None).status, 200);
-        assert_eq!(post("/v1/events", "192.0.2.65", &hybrid_key, Some("https://evil.example")).status, 403);
+        assert_eq!(
+            post("/v1/events", "192.0.2.65", &hybrid_key, None).status,
+            200
+        );
+        assert_eq!(
+            post(
+                "/v1/events",
+                "192.0.2.65",
+                &hybrid_key,
+                Some("https://evil.example")
+            )
+            .status,
+            403
+        );
         // The site plan throttles per key and address: one visitor spends only their own.
-        let one: Vec<u16> = (0..3).map(|_| site("192.0.2.70", Some("https://shop.example"))).collect();
+        let one: Vec<u16> = (0..3)
+            .map(|_| site("192.0.2.70", Some("https://shop.example")))
+            .collect();
         assert_eq!(one, vec![200, 200, 429]);
         assert_eq!(site("192.0.2.71", Some("https://shop.example")), 200);
         gw.stop_cleanly();
@@ -791,4 +954,104 @@ target = "s"
     ] {
         assert!(err.contains(expected), "{expected}:\n{err}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The example API's browser-shaped requests, into a real Kinesis
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_shaped_requests_reach_kinesis() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    let project = support::Project::new("edge-e2e");
+    project.provision();
+    let key = project.key("clickstream");
+    let gw = support::Gateway::start(&project.config);
+    let stream = project.name("clickstream-events");
+    let k = key.clone();
+    tokio::task::spawn_blocking(move || {
+        let json = "application/json";
+        let post = |encoding: Option<&str>, content_type: &str, path: &str, body: &[u8]| {
+            let mut h = vec![("content-type", content_type), ("x-api-key", k.as_str())];
+            if let Some(e) = encoding {
+                h.push(("content-encoding", e));
+            }
+            gw.request("POST", path, &h, body)
+        };
+        let event = |marker: &str| format!(r#"{{"events": [{{"type": "click", "marker": "{marker}"}}]}}"#);
+        // Each encoding.
+        let r = post(Some("gzip"), json, "/v1/events", &gzip(event("gzip").as_bytes()));
+        assert_eq!(r.status, 200, "gzip: {}", r.text());
+        let deflate = {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(event("deflate").as_bytes()).unwrap();
+            e.finish().unwrap()
+        };
+        assert_eq!(post(Some("deflate"), json, "/v1/events", &deflate).status, 200);
+        let mut br = Vec::new();
+        brotli::BrotliCompress(&mut event("br").as_bytes(), &mut br, &Default::default()).unwrap();
+        assert_eq!(post(Some("br"), json, "/v1/events", &br).status, 200);
+        let zstd = zstd::stream::encode_all(event("zstd").as_bytes(), 3).unwrap();
+        assert_eq!(post(Some("zstd"), json, "/v1/events", &zstd).status, 200);
+        // A beacon: text/plain holding JSON, the key in the query string, no x-api-key.
+        let beacon = gw.request(
+            "POST",
+            &format!("/v1/events?api_key={k}"),
+            &[("content-type", "text/plain;charset=UTF-8"), ("origin", "http://localhost:3000")],
+            event("beacon").as_bytes(),
+        );
+        assert_eq!(beacon.status, 200, "beacon: {}", beacon.text());
+        assert_eq!(beacon.header("access-control-allow-origin"), Some("http://localhost:3000"));
+        let r = post(None, "text/plain;charset=UTF-8", "/v1/events", b"type=click&not=json");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["message"], "Invalid request body");
+        // NDJSON: one event per line.
+        let lines = "{\"type\": \"view\", \"marker\": \"ndjson-1\"}\n{\"type\": \"view\", \"marker\": \"ndjson-2\"}\r\n\n";
+        let r = post(None, "application/x-ndjson", "/v1/events", lines.as_bytes());
+        assert_eq!(r.status, 200, "ndjson: {}", r.text());
+        assert_eq!(r.json()["Records"].as_array().map(Vec::len), Some(2));
+        // The pixel: a GIF, never cached, once the record is in.
+        let pixel = gw.request(
+            "GET",
+            &format!("/v1/pixel?type=view&marker=pixel&page=%2Fhome%3Fa%3D%22b%22&api_key={k}"),
+            &[],
+            b"",
+        );
+        assert_eq!(pixel.status, 200, "pixel: {}", pixel.text());
+        assert_eq!(pixel.header("content-type"), Some("image/gif"));
+        assert_eq!(pixel.body.len(), 43);
+        assert!(pixel.body.starts_with(b"GIF89a"));
+        assert!(pixel.header("cache-control").unwrap().contains("no-store"));
+        let r = gw.request("GET", "/v1/pixel?type=view", &[], b"");
+        assert_eq!(r.status, 403, "no key, no pixel");
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+
+    let sdk = support::aws(&endpoint).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let records = support::stream_data(&kinesis, &stream).await;
+    let events: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| serde_json::from_slice(r).unwrap())
+        .collect();
+    let mut markers: Vec<&str> = events.iter().filter_map(|e| e["marker"].as_str()).collect();
+    markers.sort_unstable();
+    assert_eq!(
+        markers,
+        [
+            "beacon", "br", "deflate", "gzip", "ndjson-1", "ndjson-2", "pixel", "zstd"
+        ],
+        "every event exactly once"
+    );
+    let pixel = events.iter().find(|e| e["marker"] == "pixel").unwrap();
+    assert_eq!(pixel["page"], "/home?a=\"b\"");
+    assert_eq!(pixel["type"], "view");
+    assert!(
+        pixel.get("api_key").is_none(),
+        "the key is not an event field"
+    );
+    assert_eq!(pixel["ingest"]["sourceIp"], "127.0.0.1");
 }

@@ -387,9 +387,9 @@ impl KeyStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key_hash, valid_until FROM previous_keys WHERE key_id = ?1 ORDER BY valid_until",
         )?;
-        let mut origins = self.conn.prepare_cached(
-            "SELECT origins, allow_no_origin FROM key_origins WHERE key_id = ?1",
-        )?;
+        let mut origins = self
+            .conn
+            .prepare_cached("SELECT origins, allow_no_origin FROM key_origins WHERE key_id = ?1")?;
         for r in records {
             r.previous = stmt
                 .query_map([&r.id], |row| Ok((hash_from(row.get(0)?)?, row.get(1)?)))?
@@ -400,7 +400,11 @@ impl KeyStore {
                 })
                 .optional()?
             {
-                r.origins = list.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+                r.origins = list
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
                 r.allow_no_origin = no_origin;
             }
         }

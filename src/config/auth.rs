@@ -158,7 +158,12 @@ impl Validator<'_> {
                 }
             }
             if by.is_empty() {
-                self.error(span.clone(), format!("usage plan {name}: throttle_by must name \"key\", \"source_ip\" or both"));
+                self.error(
+                    span.clone(),
+                    format!(
+                        "usage plan {name}: throttle_by must name \"key\", \"source_ip\" or both"
+                    ),
+                );
             }
         }
         UsagePlan {

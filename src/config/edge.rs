@@ -50,7 +50,8 @@ pub struct RawCors {
     /// authorization).
     pub allow_headers: Option<Vec<String>>,
     /// Response headers pages may read beside the simple ones (default: x-amzn-requestid,
-    /// retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset).
+    /// x-amzn-errortype, retry-after, x-ratelimit-limit, x-ratelimit-remaining,
+    /// x-ratelimit-reset).
     pub expose_headers: Option<Vec<String>>,
     /// How long a browser may keep a preflight's answer (default `10m`).
     pub max_age: Option<String>,
@@ -165,7 +166,10 @@ impl Validator<'_> {
                 }
             }
             if names.is_empty() {
-                self.error(Some(s.span()), "server.tls.sni: names must list at least one name");
+                self.error(
+                    Some(s.span()),
+                    "server.tls.sni: names must list at least one name",
+                );
             }
             sni.push(SniFiles { names, cert, key });
         }
@@ -193,7 +197,10 @@ impl Validator<'_> {
             }
         }
         if raw.allow_origins.is_empty() {
-            self.error(None, format!("{what}: allow_origins must list at least one origin"));
+            self.error(
+                None,
+                format!("{what}: allow_origins must list at least one origin"),
+            );
         }
         let names = |v: &Option<Vec<String>>, default: &[&str]| -> Vec<String> {
             v.as_ref().map_or_else(
@@ -206,6 +213,7 @@ impl Validator<'_> {
             &raw.expose_headers,
             &[
                 "x-amzn-requestid",
+                "x-amzn-errortype",
                 "retry-after",
                 "x-ratelimit-limit",
                 "x-ratelimit-remaining",
@@ -221,7 +229,10 @@ impl Validator<'_> {
             None => Duration::from_secs(600),
             Some(Some(d)) => d,
             Some(None) => {
-                self.error(None, format!("{what}.max_age: not a duration (use e.g. 10m, 600s)"));
+                self.error(
+                    None,
+                    format!("{what}.max_age: not a duration (use e.g. 10m, 600s)"),
+                );
                 Duration::from_secs(600)
             }
         };
@@ -249,7 +260,13 @@ impl Validator<'_> {
             Some(v @ toml::Value::Table(t)) => match v.clone().try_into::<RawCors>() {
                 Ok(_) if t.keys().any(|k| !CORS_KEYS.contains(&k.as_str())) => {
                     for k in t.keys().filter(|k| !CORS_KEYS.contains(&k.as_str())) {
-                        self.error(None, format!("{what}: unknown field `{k}` (expected one of {})", CORS_KEYS.join(", ")));
+                        self.error(
+                            None,
+                            format!(
+                                "{what}: unknown field `{k}` (expected one of {})",
+                                CORS_KEYS.join(", ")
+                            ),
+                        );
                     }
                     RouteCors::Inherit
                 }
@@ -262,7 +279,10 @@ impl Validator<'_> {
                 }
             },
             Some(_) => {
-                self.error(None, format!("{what}: use false, or a table like [server.cors]"));
+                self.error(
+                    None,
+                    format!("{what}: use false, or a table like [server.cors]"),
+                );
                 RouteCors::Inherit
             }
         }

@@ -383,7 +383,10 @@ impl Validator<'_> {
             deny: self.nets(&r.deny_ips, &format!("route {name}: deny_ips")),
         };
         if r.pixel && method != Some(http::Method::GET) {
-            self.error(Some(r.method.span()), format!("route {name}: pixel routes answer GET requests (method = \"GET\")"));
+            self.error(
+                Some(r.method.span()),
+                format!("route {name}: pixel routes answer GET requests (method = \"GET\")"),
+            );
         }
         Some(RouteConfig {
             customer_param,

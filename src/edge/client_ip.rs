@@ -155,7 +155,10 @@ mod tests {
     fn an_untrusted_peer_is_the_client_even_with_a_forwarded_header() {
         let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
         let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(client_ip(ip("203.0.113.9"), &h, &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &h, &trusted),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]

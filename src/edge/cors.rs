@@ -12,8 +12,12 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, header};
 
 /// The default `allow_headers`.
-pub const DEFAULT_ALLOW_HEADERS: [&str; 4] =
-    ["content-type", "x-api-key", "content-encoding", "authorization"];
+pub const DEFAULT_ALLOW_HEADERS: [&str; 4] = [
+    "content-type",
+    "x-api-key",
+    "content-encoding",
+    "authorization",
+];
 
 /// A validated CORS policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,8 +166,10 @@ impl Cors {
 /// `Vary: Origin`, once, beside any other `Vary` the response has.
 fn append_vary_origin(headers: &mut HeaderMap) {
     let present = headers.get_all(header::VARY).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|s| s.trim().eq_ignore_ascii_case("origin")))
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|s| s.trim().eq_ignore_ascii_case("origin"))
+        })
     });
     if !present {
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
@@ -257,13 +263,19 @@ mod tests {
     fn allowed_origins_get_the_headers_and_others_only_vary() {
         let c = cors(&["https://shop.example"]);
         let mut h = HeaderMap::new();
-        c.decorate(&mut h, Some(&HeaderValue::from_static("https://shop.example")));
+        c.decorate(
+            &mut h,
+            Some(&HeaderValue::from_static("https://shop.example")),
+        );
         assert_eq!(h["access-control-allow-origin"], "https://shop.example");
         assert_eq!(h["access-control-expose-headers"], "x-amzn-requestid");
         assert_eq!(h["vary"], "Origin");
         let mut h = HeaderMap::new();
         h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-        c.decorate(&mut h, Some(&HeaderValue::from_static("https://evil.example")));
+        c.decorate(
+            &mut h,
+            Some(&HeaderValue::from_static("https://evil.example")),
+        );
         assert!(!h.contains_key("access-control-allow-origin"));
         assert_eq!(h.get_all("vary").iter().count(), 2);
         c.decorate(&mut h, None);

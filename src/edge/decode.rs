@@ -149,7 +149,10 @@ pub fn ndjson_to_array(raw: &[u8]) -> Result<Vec<u8>, String> {
             continue;
         }
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(line) {
-            return Err(format!("line {} of the NDJSON body is not JSON: {e}", n + 1));
+            return Err(format!(
+                "line {} of the NDJSON body is not JSON: {e}",
+                n + 1
+            ));
         }
         if !first {
             out.push(b',');
@@ -182,8 +185,7 @@ mod tests {
     #[test]
     fn every_encoding_round_trips() {
         let zlib = {
-            let mut e =
-                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
             e.write_all(TEXT).unwrap();
             e.finish().unwrap()
         };
@@ -209,7 +211,10 @@ mod tests {
         // Stacked: gzip first, then gzip again.
         let twice = gzip(&gzip(TEXT));
         let codings = codings(Some(&value("gzip, gzip"))).unwrap();
-        assert_eq!(&decode(Bytes::from(twice), &codings, 1024).unwrap()[..], TEXT);
+        assert_eq!(
+            &decode(Bytes::from(twice), &codings, 1024).unwrap()[..],
+            TEXT
+        );
     }
 
     #[test]
@@ -254,7 +259,10 @@ mod tests {
         );
         assert_eq!(ndjson_to_array(b"").unwrap(), b"[]".to_vec());
         let err = ndjson_to_array(b"{\"a\": 1}\n{\"b\": \n").unwrap_err();
-        assert!(err.starts_with("line 2 of the NDJSON body is not JSON"), "{err}");
+        assert!(
+            err.starts_with("line 2 of the NDJSON body is not JSON"),
+            "{err}"
+        );
         // Two documents on one line are not one line's document.
         assert!(ndjson_to_array(b"{} {}").is_err());
         assert!(ndjson_to_array(&[0xff, b'\n']).is_err());
@@ -263,10 +271,7 @@ mod tests {
     #[test]
     fn names_are_read_as_the_header_gives_them() {
         assert_eq!(codings(None).unwrap(), vec![]);
-        assert_eq!(
-            codings(Some(&value("GZIP"))).unwrap(),
-            vec![Coding::Gzip]
-        );
+        assert_eq!(codings(Some(&value("GZIP"))).unwrap(), vec![Coding::Gzip]);
         assert_eq!(
             codings(Some(&value("identity, x-gzip"))).unwrap(),
             vec![Coding::Gzip]

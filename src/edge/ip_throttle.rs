@@ -6,9 +6,9 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use governor::RateLimiter;
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DashMapStateStore;
-use governor::RateLimiter;
 
 use crate::auth::plans::{Throttle, retry_after_seconds};
 

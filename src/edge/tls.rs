@@ -226,13 +226,8 @@ fn certified_key(
     let chain = read_certs(cert)?;
     let der = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("{}: not a PEM private key: {e}", key.display()))?;
-    CertifiedKey::from_der(chain, der, provider).map_err(|e| {
-        format!(
-            "{} with {}: {e}",
-            cert.display(),
-            key.display()
-        )
-    })
+    CertifiedKey::from_der(chain, der, provider)
+        .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))
 }
 
 /// The certificate for a client hello: by SNI name (exact, then `*.` one label up), else
@@ -250,14 +245,10 @@ impl ResolvesServerCert for SniResolver {
         };
         let name = name.to_ascii_lowercase();
         let wildcard = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
-        let found = self
-            .by_name
-            .iter()
-            .find(|(n, _)| *n == name)
-            .or_else(|| {
-                let w = wildcard.as_deref()?;
-                self.by_name.iter().find(|(n, _)| n == w)
-            });
+        let found = self.by_name.iter().find(|(n, _)| *n == name).or_else(|| {
+            let w = wildcard.as_deref()?;
+            self.by_name.iter().find(|(n, _)| n == w)
+        });
         Some(found.map_or_else(|| self.default.clone(), |(_, k)| k.clone()))
     }
 }

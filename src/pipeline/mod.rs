@@ -17,12 +17,12 @@ use axum::body::Body;
 use axum::http::Response;
 
 use crate::dispatch::{self, Dispatched};
+use crate::edge::decode;
 use crate::error::{ErrorKind, GatewayError};
 use crate::render::{self, RequestView};
 pub use crate::request::{PendingBody, Request};
 use crate::respond::integration::Answer;
 use crate::validate::body::{self, BodyRules};
-use crate::edge::decode;
 use crate::{authorize, respond};
 pub use gateway::{CompiledRoute, Gateway, authorizer, compile_templates};
 
@@ -104,7 +104,12 @@ async fn run(
     let mut media = body::media_type(&req.headers);
     if media == NDJSON {
         let array = decode::ndjson_to_array(&req.body).map_err(|message| {
-            GatewayError::new(ErrorKind::UndecodableBody { message: message.clone() }, message)
+            GatewayError::new(
+                ErrorKind::UndecodableBody {
+                    message: message.clone(),
+                },
+                message,
+            )
         })?;
         req.body = array.into();
         // Templates for JSON read the lines' array, unless the route has its own for NDJSON.

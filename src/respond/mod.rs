@@ -22,11 +22,9 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
         ),
         ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "Forbidden", "ForbiddenException"),
         // The message is the policy's (see `error`).
-        ErrorKind::AccessDenied { .. } => (
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "AccessDeniedException",
-        ),
+        ErrorKind::AccessDenied { .. } => {
+            (StatusCode::FORBIDDEN, "Forbidden", "AccessDeniedException")
+        }
         ErrorKind::UnsupportedEncoding { .. } => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported Media Type",

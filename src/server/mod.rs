@@ -166,7 +166,9 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
     }
     if edge::cors::is_preflight(&method, &parts.headers) {
         match preflight(&gw, &parts.headers, &path, &request_id) {
-            Ok(Some((route, resp))) => return served(&gw, Some(route), resp, &seen, received, &request_id),
+            Ok(Some((route, resp))) => {
+                return served(&gw, Some(route), resp, &seen, received, &request_id);
+            }
             Ok(None) => {}
             Err(e) => return refused(&gw, &e, &seen, received, &request_id),
         }
@@ -271,7 +273,10 @@ fn preflight(
     let Some(policy) = gw.config.edge.cors_for(Some(&route.cors)) else {
         // A route without CORS: what any OPTIONS for it gets, with no CORS headers.
         let e = GatewayError::new(ErrorKind::NoRoute, format!("no CORS for {asked} {path}"));
-        return Ok(Some((matched.route, pipeline::error_response(gw, &e, request_id))));
+        return Ok(Some((
+            matched.route,
+            pipeline::error_response(gw, &e, request_id),
+        )));
     };
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(None);
