@@ -27,7 +27,7 @@ fn the_shipped_example_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (4 routes, 6 templates)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (5 routes, 8 templates)"));
 }
 
 #[test]

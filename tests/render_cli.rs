@@ -242,7 +242,7 @@ fn a_route_renders_with_its_configuration() {
             "--route",
             "POST /v1/events",
             "--content-type",
-            "text/plain",
+            "application/xml",
         ],
         None,
     );

@@ -33,7 +33,12 @@ pub fn policy(config: &Config, region: &str, account: &str) -> (Json, Vec<String
         let extra = integration.extra_permissions(route.target.as_deref());
         let mut actions = vec![name];
         actions.extend(extra.on_target);
-        statements.push(json!({"Effect": "Allow", "Action": actions, "Resource": resource}));
+        let statement = json!({"Effect": "Allow", "Action": actions, "Resource": resource});
+        // Routes sharing a target and an action (a POST and a pixel GET into one stream)
+        // need one grant.
+        if !statements.contains(&statement) {
+            statements.push(statement);
+        }
         for a in extra.anywhere {
             if !anywhere.contains(a) {
                 anywhere.push(a);

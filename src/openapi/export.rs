@@ -102,6 +102,50 @@ fn read(path: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A JSON Schema `type` list (`["object", "array"]`, `["string", "null"]`) as OpenAPI 3.0
+/// has it, which allows one type only: `null` as `nullable: true`, several as `anyOf` one
+/// type each (beside an `anyOf` already there, both under `allOf`).
+fn oas30_types(m: &mut Map<String, Json>) {
+    let Some(Json::Array(types)) = m.get("type") else {
+        return;
+    };
+    let mut names: Vec<String> = types
+        .iter()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    m.remove("type");
+    if names.iter().any(|t| t == "null") {
+        names.retain(|t| t != "null");
+        m.insert("nullable".into(), Json::Bool(true));
+    }
+    match names.as_slice() {
+        [] => {}
+        [one] => {
+            m.insert("type".into(), Json::String(one.clone()));
+        }
+        several => {
+            let any: Vec<Json> = several
+                .iter()
+                .map(|t| serde_json::json!({ "type": t }))
+                .collect();
+            match m.remove("anyOf") {
+                None => {
+                    m.insert("anyOf".into(), Json::Array(any));
+                }
+                Some(existing) => {
+                    let mut all = match m.remove("allOf") {
+                        Some(Json::Array(a)) => a,
+                        _ => Vec::new(),
+                    };
+                    all.push(serde_json::json!({ "anyOf": existing }));
+                    all.push(serde_json::json!({ "anyOf": any }));
+                    m.insert("allOf".into(), Json::Array(all));
+                }
+            }
+        }
+    }
+}
+
 /// A model as OpenAPI 3.0 schemas: the model under `name`, its `definitions` beside it (named
 /// `{name}_{definition}` where the plain name is taken by another schema), and `$ref`s
 /// pointing at them there.
@@ -109,6 +153,7 @@ fn add_model(name: &str, schema: &Json, schemas: &mut Map<String, Json>) {
     fn rewrite(v: &mut Json, renamed: &Map<String, Json>) {
         match v {
             Json::Object(m) => {
+                oas30_types(m);
                 for (k, inner) in m.iter_mut() {
                     if k == "$ref"
                         && let Some(n) = inner.as_str().and_then(super::ref_name)
@@ -350,4 +395,35 @@ fn operation(
     }
     op["x-ingest-gateway"] = own;
     Ok((key, op))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value as Json, json};
+
+    fn converted(v: Json) -> Json {
+        let mut m = v.as_object().cloned().unwrap();
+        super::oas30_types(&mut m);
+        Json::Object(m)
+    }
+
+    #[test]
+    fn type_lists_become_what_openapi_3_0_allows() {
+        assert_eq!(
+            converted(json!({"type": ["object", "array"], "items": {}})),
+            json!({"items": {}, "anyOf": [{"type": "object"}, {"type": "array"}]})
+        );
+        assert_eq!(
+            converted(json!({"type": ["string", "null"]})),
+            json!({"type": "string", "nullable": true})
+        );
+        assert_eq!(
+            converted(json!({"type": ["integer", "string"], "anyOf": [{"minimum": 1}]})),
+            json!({"allOf": [{"anyOf": [{"minimum": 1}]}, {"anyOf": [{"type": "integer"}, {"type": "string"}]}]})
+        );
+        assert_eq!(
+            converted(json!({"type": "object"})),
+            json!({"type": "object"})
+        );
+    }
 }
