@@ -36,6 +36,27 @@ fn named_files(snippet: &str) -> Vec<String> {
         .collect()
 }
 
+/// The certificate (`.pem`) and key (`.key`) files a snippet names.
+fn tls_files(snippet: &str) -> (Vec<String>, Vec<String>) {
+    let quoted: Vec<String> = snippet
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    let pems = quoted
+        .iter()
+        .filter(|s| s.ends_with(".pem"))
+        .cloned()
+        .collect();
+    let keys = quoted
+        .iter()
+        .filter(|s| s.ends_with(".key"))
+        .cloned()
+        .collect();
+    (pems, keys)
+}
+
 fn pages() -> Vec<PathBuf> {
     let root = support::repo();
     let mut pages: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
@@ -54,6 +75,20 @@ fn check(page: &Path, line: usize, snippet: &str) {
         let path = p.dir.join(&file);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, "{}").unwrap();
+    }
+    // TLS snippets name certificates and keys: one self-signed pair serves for all.
+    let (pems, keys) = tls_files(snippet);
+    if !pems.is_empty() || !keys.is_empty() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        for (files, text) in [(pems, cert.pem()), (keys, key.serialize_pem())] {
+            for file in files {
+                let path = p.dir.join(&file);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, &text).unwrap();
+            }
+        }
     }
     let out = p.cli(&["check-config"]);
     assert!(
