@@ -26,7 +26,16 @@ pub enum DecodeError {
     TooLarge,
     /// The stream is corrupt or truncated; the text says how.
     Corrupt(String),
+    /// The memory all bodies in flight may hold is taken: the decoded bytes did not fit.
+    Overloaded,
 }
+
+/// Takes room for `n` more decoded bytes from the bodies' shared budget; `false` when there
+/// is none.
+pub type Reserve<'a> = dyn FnMut(usize) -> bool + 'a;
+
+/// How much is decoded between two reservations.
+const CHUNK: usize = 64 << 10;
 
 /// A coding named by `Content-Encoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,20 +79,36 @@ pub fn codings(value: Option<&http::HeaderValue>) -> Result<Vec<Coding>, DecodeE
     Ok(out)
 }
 
-/// Decodes `body` (coded with `codings`, in that order) into at most `limit` bytes.
-pub fn decode(body: Bytes, codings: &[Coding], limit: usize) -> Result<Bytes, DecodeError> {
+/// Decodes `body` (coded with `codings`, in that order) into at most `limit` bytes, taking
+/// room for what it decodes from `reserve` as it goes (so many bodies inflating at once
+/// cannot hold more memory than the bodies' budget).
+pub fn decode(
+    body: Bytes,
+    codings: &[Coding],
+    limit: usize,
+    reserve: &mut Reserve<'_>,
+) -> Result<Bytes, DecodeError> {
     let mut body = body;
     for coding in codings.iter().rev() {
-        body = decode_one(&body, *coding, limit)?;
+        body = decode_one(&body, *coding, limit, reserve)?;
     }
     Ok(body)
 }
 
-fn decode_one(input: &[u8], coding: Coding, limit: usize) -> Result<Bytes, DecodeError> {
+fn decode_one(
+    input: &[u8],
+    coding: Coding,
+    limit: usize,
+    reserve: &mut Reserve<'_>,
+) -> Result<Bytes, DecodeError> {
     let corrupt = |what: &str, e: std::io::Error| DecodeError::Corrupt(format!("{what}: {e}"));
     match coding {
-        Coding::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(input), limit)
-            .map_err(|e| e.or_corrupt(|e| corrupt("gzip", e))),
+        Coding::Gzip => read_bounded(
+            &mut flate2::read::MultiGzDecoder::new(input),
+            limit,
+            reserve,
+        )
+        .map_err(|e| e.or_corrupt(|e| corrupt("gzip", e))),
         Coding::Deflate => {
             // RFC 9110's deflate is zlib; raw deflate is what some clients send for it. A
             // zlib stream starts with a header whose 16-bit value is a multiple of 31.
@@ -91,13 +116,17 @@ fn decode_one(input: &[u8], coding: Coding, limit: usize) -> Result<Bytes, Decod
                 && input[0] & 0x0f == 8
                 && (u16::from(input[0]) << 8 | u16::from(input[1])) % 31 == 0;
             if zlib {
-                read_bounded(flate2::read::ZlibDecoder::new(input), limit)
+                read_bounded(&mut flate2::read::ZlibDecoder::new(input), limit, reserve)
             } else {
-                read_bounded(flate2::read::DeflateDecoder::new(input), limit)
+                read_bounded(
+                    &mut flate2::read::DeflateDecoder::new(input),
+                    limit,
+                    reserve,
+                )
             }
             .map_err(|e| e.or_corrupt(|e| corrupt("deflate", e)))
         }
-        Coding::Brotli => read_bounded(brotli::Decompressor::new(input, 8192), limit)
+        Coding::Brotli => read_bounded(&mut brotli::Decompressor::new(input, 8192), limit, reserve)
             .map_err(|e| e.or_corrupt(|e| corrupt("br", e))),
         Coding::Zstd => {
             let mut decoder =
@@ -105,13 +134,15 @@ fn decode_one(input: &[u8], coding: Coding, limit: usize) -> Result<Bytes, Decod
             decoder
                 .window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| corrupt("zstd", e))?;
-            read_bounded(decoder, limit).map_err(|e| e.or_corrupt(|e| corrupt("zstd", e)))
+            read_bounded(&mut decoder, limit, reserve)
+                .map_err(|e| e.or_corrupt(|e| corrupt("zstd", e)))
         }
     }
 }
 
 enum ReadError {
     TooLarge,
+    Overloaded,
     Io(std::io::Error),
 }
 
@@ -119,18 +150,35 @@ impl ReadError {
     fn or_corrupt(self, f: impl FnOnce(std::io::Error) -> DecodeError) -> DecodeError {
         match self {
             ReadError::TooLarge => DecodeError::TooLarge,
+            ReadError::Overloaded => DecodeError::Overloaded,
             ReadError::Io(e) => f(e),
         }
     }
 }
 
-/// Reads all of `r`, failing as soon as it yields more than `limit` bytes.
-fn read_bounded(r: impl Read, limit: usize) -> Result<Bytes, ReadError> {
-    let mut out = Vec::new();
-    let mut bounded = r.take(limit as u64 + 1);
-    bounded.read_to_end(&mut out).map_err(ReadError::Io)?;
-    if out.len() > limit {
-        return Err(ReadError::TooLarge);
+/// Reads all of `r`, failing as soon as it yields more than `limit` bytes, and reserving
+/// room for each chunk before keeping it.
+fn read_bounded(
+    r: &mut dyn Read,
+    limit: usize,
+    reserve: &mut Reserve<'_>,
+) -> Result<Bytes, ReadError> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ReadError::Io(e)),
+        };
+        if out.len() + n > limit {
+            return Err(ReadError::TooLarge);
+        }
+        if !reserve(n) {
+            return Err(ReadError::Overloaded);
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
     Ok(Bytes::from(out))
 }
@@ -205,14 +253,14 @@ mod tests {
             (Coding::Deflate, raw),
             (Coding::Zstd, zstd),
         ] {
-            let out = decode(Bytes::from(data), &[coding], 1024).unwrap();
+            let out = decode(Bytes::from(data), &[coding], 1024, &mut |_| true).unwrap();
             assert_eq!(&out[..], TEXT, "{coding:?}");
         }
         // Stacked: gzip first, then gzip again.
         let twice = gzip(&gzip(TEXT));
         let codings = codings(Some(&value("gzip, gzip"))).unwrap();
         assert_eq!(
-            &decode(Bytes::from(twice), &codings, 1024).unwrap()[..],
+            &decode(Bytes::from(twice), &codings, 1024, &mut |_| true).unwrap()[..],
             TEXT
         );
     }
@@ -224,10 +272,34 @@ mod tests {
         assert!(bomb.len() < 128 << 10, "{} bytes", bomb.len());
         let started = std::time::Instant::now();
         assert_eq!(
-            decode(Bytes::from(bomb), &[Coding::Gzip], 1 << 20),
+            decode(Bytes::from(bomb), &[Coding::Gzip], 1 << 20, &mut |_| true),
             Err(DecodeError::TooLarge)
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn decoded_bytes_are_reserved_and_a_full_budget_refuses() {
+        let data = gzip(&vec![b'x'; 300 << 10]);
+        let mut taken = 0;
+        let out = decode(
+            Bytes::from(data.clone()),
+            &[Coding::Gzip],
+            1 << 20,
+            &mut |n| {
+                taken += n;
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(taken, out.len());
+        let mut room = 100 << 10;
+        let refused = decode(Bytes::from(data), &[Coding::Gzip], 1 << 20, &mut |n| {
+            let ok = n <= room;
+            room = room.saturating_sub(n);
+            ok
+        });
+        assert_eq!(refused, Err(DecodeError::Overloaded));
     }
 
     #[test]
@@ -235,14 +307,14 @@ mod tests {
         let g = gzip(TEXT);
         let truncated = Bytes::copy_from_slice(&g[..g.len() - 6]);
         assert!(matches!(
-            decode(truncated, &[Coding::Gzip], 1024),
+            decode(truncated, &[Coding::Gzip], 1024, &mut |_| true),
             Err(DecodeError::Corrupt(_))
         ));
         for coding in [Coding::Gzip, Coding::Deflate, Coding::Brotli, Coding::Zstd] {
             let garbage = Bytes::from_static(b"this is not compressed at all, not at all");
             assert!(
                 matches!(
-                    decode(garbage, &[coding], 1024),
+                    decode(garbage, &[coding], 1024, &mut |_| true),
                     Err(DecodeError::Corrupt(_))
                 ),
                 "{coding:?}"

@@ -96,10 +96,22 @@ async fn run(
     let codings = decode::codings(req.headers.get(http::header::CONTENT_ENCODING))
         .map_err(|e| decode_error(e, limit))?;
     let (bytes, _in_flight) = body.read(limit).await?;
+    // Decoded bytes count against the bodies' budget as the received ones do, so bodies
+    // inflating at once cannot hold more than `server.max_inflight_body_bytes`.
+    let mut decoded_room: Vec<tokio::sync::OwnedSemaphorePermit> = Vec::new();
     req.body = if codings.is_empty() {
         bytes
     } else {
-        decode::decode(bytes, &codings, limit).map_err(|e| decode_error(e, limit))?
+        let budget = &gw.body_budget;
+        let mut reserve = |n: usize| {
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            budget
+                .clone()
+                .try_acquire_many_owned(n)
+                .map(|p| decoded_room.push(p))
+                .is_ok()
+        };
+        decode::decode(bytes, &codings, limit, &mut reserve).map_err(|e| decode_error(e, limit))?
     };
     let mut media = body::media_type(&req.headers);
     if media == NDJSON {
@@ -206,6 +218,10 @@ fn decode_error(e: decode::DecodeError, limit: usize) -> GatewayError {
         decode::DecodeError::TooLarge => GatewayError::new(
             ErrorKind::PayloadTooLarge { limit },
             format!("the decoded body is larger than {limit} bytes"),
+        ),
+        decode::DecodeError::Overloaded => GatewayError::new(
+            ErrorKind::Overloaded,
+            "decoded body bytes in flight are at server.max_inflight_body_bytes",
         ),
         decode::DecodeError::Corrupt(why) => GatewayError::new(
             ErrorKind::UndecodableBody {
