@@ -95,7 +95,7 @@ async fn run(
     let limit = route.max_body_bytes.unwrap_or(gw.config.max_body_bytes);
     let codings = decode::codings(req.headers.get(http::header::CONTENT_ENCODING))
         .map_err(|e| decode_error(e, limit))?;
-    let (bytes, _in_flight) = body.read(limit).await?;
+    let (bytes, mut in_flight) = body.read(limit).await?;
     // Decoded bytes count against the bodies' budget as the received ones do, so bodies
     // inflating at once cannot hold more than `server.max_inflight_body_bytes`.
     let mut decoded_room: Vec<tokio::sync::OwnedSemaphorePermit> = Vec::new();
@@ -111,8 +111,13 @@ async fn run(
                 .map(|p| decoded_room.push(p))
                 .is_ok()
         };
-        decode::decode(bytes, &codings, limit, &mut reserve).map_err(|e| decode_error(e, limit))?
+        let decoded = decode::decode(bytes, &codings, limit, &mut reserve)
+            .map_err(|e| decode_error(e, limit))?;
+        // The compressed bytes are freed: their room goes back, the decoded bytes hold theirs.
+        in_flight = crate::request::BodyPermit::default();
+        decoded
     };
+    let _in_flight = in_flight;
     let mut media = body::media_type(&req.headers);
     if media == NDJSON {
         let array = decode::ndjson_to_array(&req.body).map_err(|message| {
