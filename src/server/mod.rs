@@ -580,6 +580,10 @@ async fn accept(
                 }
                 Some(tls) => {
                     if let Some((io, cert, activity)) = handshake(stream, &tls, timers).await {
+                        // A response's head and body in one buffer: one TLS record and one
+                        // write, not one of each per part (rustls encrypts each write).
+                        let mut http = http;
+                        http.http1().writev(false);
                         serve(http, io, app, peer, cert, activity, watcher).await;
                     }
                 }
