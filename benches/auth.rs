@@ -7,6 +7,8 @@
 //!   read, routing, template render, the Kinesis call to a stub upstream on loopback, the
 //!   response), on two routes that differ only in `api_key_required`.
 //! - `startup/load_100k_keys`: reading 100,000 keys from SQLite into a snapshot.
+//! - `authorize/jwt_es256`, `authorize/jwt_rs256`: a JWT authorizer's verification of a
+//!   token (keys cached, as after the first request): signature, times, issuer, audience.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -120,6 +122,7 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    jwt_benches(c, &rt);
     let endpoint = rt.block_on(stub_upstream());
     let sdk = rt.block_on(
         aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -171,6 +174,69 @@ fn benches(c: &mut Criterion) {
     }
     g.finish();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// JWT verification, ES256 and RS256, with the issuer's keys served on loopback and cached
+/// by the first verification.
+fn jwt_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use base64::Engine as _;
+    use ingest_gateway::authorize::jwt::JwtVerifier;
+    use ingest_gateway::config::authorizers::{JwtAuthorizer, TokenSource};
+    use rcgen::PublicKeyData as _;
+    use x509_parser::prelude::FromDer as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let raw = ec.public_key_raw();
+    let spki = rsa.subject_public_key_info();
+    let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).unwrap();
+    let Ok(x509_parser::public_key::PublicKey::RSA(pk)) = info.parsed() else {
+        panic!("an RSA key")
+    };
+    let strip = |b: &[u8]| b.iter().skip_while(|x| **x == 0).copied().collect::<Vec<u8>>();
+    let jwks = serde_json::json!({"keys": [
+        {"kty": "EC", "crv": "P-256", "kid": "ec", "alg": "ES256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65])},
+        {"kty": "RSA", "kid": "rsa", "alg": "RS256", "n": b64(&strip(pk.modulus)), "e": b64(&strip(pk.exponent))},
+    ]});
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/keys.json",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let verifier = JwtVerifier::new(JwtAuthorizer {
+        name: "bench".into(),
+        issuers: vec![(issuer.clone(), Some(format!("{issuer}/keys.json")))],
+        audiences: vec!["bench-client".into()],
+        source: TokenSource::Header("authorization".into()),
+        cognito: false,
+    })
+    .unwrap();
+    let claims = serde_json::json!({"iss": issuer, "sub": "user-1", "aud": "bench-client",
+        "exp": 4_000_000_000u64, "iat": 1_764_077_930u64, "scope": "telemetry/write"});
+    for (name, alg, kid, pem) in [
+        ("authorize/jwt_es256", jsonwebtoken::Algorithm::ES256, "ec", ec.serialize_pem()),
+        ("authorize/jwt_rs256", jsonwebtoken::Algorithm::RS256, "rsa", rsa.serialize_pem()),
+    ] {
+        let key = match alg {
+            jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()),
+            _ => jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()),
+        }
+        .unwrap();
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some(kid.into());
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        rt.block_on(verifier.verify(&token)).expect("the token verifies");
+        c.bench_function(name, |b| {
+            b.iter(|| black_box(rt.block_on(verifier.verify(&token)).unwrap()))
+        });
+    }
 }
 
 criterion_group! {

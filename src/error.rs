@@ -21,6 +21,11 @@ pub enum ErrorKind {
     NoRoute,
     /// The route needs an API key and none usable was presented.
     Forbidden,
+    /// The route's authorizer found no valid token (missing, malformed, expired, not signed by
+    /// the issuer): 401.
+    Unauthorized,
+    /// The token is valid but grants none of the route's scopes: 403.
+    ScopeDenied,
     /// A policy refuses this client (its address, or the page's origin): API Gateway's
     /// resource-policy denial. The message says what was refused.
     AccessDenied { message: String },
@@ -119,6 +124,8 @@ impl GatewayError {
             ErrorKind::NoRoute
             | ErrorKind::Forbidden
             | ErrorKind::AccessDenied { .. }
+            | ErrorKind::Unauthorized
+            | ErrorKind::ScopeDenied
             | ErrorKind::UnsupportedEncoding { .. }
             | ErrorKind::UndecodableBody { .. }
             | ErrorKind::Throttled { .. }

@@ -19,6 +19,8 @@ pub mod names {
     pub const AGGREGATES: &str = "gateway_kpl_aggregated_records_total";
     pub const RETRIES: &str = "gateway_upstream_retries_total";
     pub const KEY_MISS_CHECKS: &str = "gateway_key_miss_checks_total";
+    pub const AUTHORIZER_DECISIONS: &str = "gateway_authorizer_decisions_total";
+    pub const JWKS_FETCHES: &str = "gateway_authorizer_jwks_fetches_total";
     pub const UPSTREAM_READY: &str = "gateway_upstream_ready";
     pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
     pub const BISECTED_CALLS: &str = "gateway_upstream_bisected_calls_total";

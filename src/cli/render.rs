@@ -294,6 +294,7 @@ fn default_facts() -> context::RequestFacts {
         protocol: "HTTP/1.1".into(),
         source_ip: "127.0.0.1".into(),
         client_cert: None,
+        authorizer: None,
         user_agent: Some("ingest-gateway-render".into()),
         api_key: None,
         api_key_id: None,

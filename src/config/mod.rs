@@ -12,6 +12,7 @@
 //! This module reads files and parses; it never spawns tasks or builds AWS clients.
 
 pub mod auth;
+pub mod authorizers;
 pub mod batch;
 pub mod edge;
 pub mod gateway_responses;
@@ -88,6 +89,8 @@ pub struct Config {
     pub gateway_responses: Vec<(String, GatewayResponse)>,
     /// TLS, CORS, client addresses and the tracker.
     pub edge: edge::Edge,
+    /// The authorizers routes name, in the file's order.
+    pub authorizers: Vec<authorizers::JwtAuthorizer>,
 }
 
 /// The deepest JSON body serde_json parses (its recursion limit), and the default bound.
@@ -440,6 +443,32 @@ impl Validator<'_> {
         let route_names: Vec<String> = routes.iter().map(RouteConfig::name).collect();
         let (key_store, account_throttle, usage_plans) =
             self.auth(&raw.auth, &raw.usage_plans, &route_names, base);
+        let endpoint = raw.aws.endpoint_url.clone().or_else(|| {
+            std::env::var("AWS_ENDPOINT_URL")
+                .ok()
+                .filter(|e| !e.is_empty())
+        });
+        let authorizers = self.authorizers(&raw.authorizers, endpoint.as_deref());
+        for route in &routes {
+            let Some(name) = &route.authorizer else {
+                continue;
+            };
+            if !raw.authorizers.contains_key(name) {
+                let span = raw
+                    .routes
+                    .iter()
+                    .filter_map(|r| r.get_ref().authorizer.as_ref())
+                    .find(|a| a.get_ref() == name)
+                    .map(Spanned::span);
+                self.error(
+                    span,
+                    format!(
+                        "route {}: no authorizer {name:?} in [authorizers]",
+                        route.name()
+                    ),
+                );
+            }
+        }
         let aws = self.aws(raw.aws);
         let gateway_responses = self.gateway_responses(&raw.gateway_responses, base);
         Config {
@@ -475,6 +504,7 @@ impl Validator<'_> {
             spool,
             gateway_responses,
             edge,
+            authorizers,
         }
     }
 }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use super::auth::{RawAuth, RawQuota, RawThrottle, RawUsagePlan};
+pub use super::authorizers::RawAuthorizer;
 pub use super::batch::{RawBatch, RawBatchSettings};
 pub use super::gateway_responses::RawGatewayResponse;
 pub use super::responses::RawResponse;
@@ -35,6 +36,9 @@ pub struct RawConfig {
     /// API keys: where they are stored, and the gateway-wide throttle.
     #[serde(default)]
     pub auth: RawAuth,
+    /// Authorizers by name (JWT, Cognito user pools), for routes' `authorizer`.
+    #[serde(default)]
+    pub authorizers: IndexMap<String, Spanned<RawAuthorizer>>,
     /// Usage plans by name: throttle, per-route throttles and quota for the keys in them.
     #[serde(default)]
     pub usage_plans: IndexMap<String, Spanned<RawUsagePlan>>,

@@ -90,6 +90,12 @@ pub struct RawRoute {
     /// is accepted (or spooled).
     #[serde(default)]
     pub pixel: bool,
+    /// An authorizer of `[authorizers]` every request must pass (before its API key, as on
+    /// API Gateway).
+    pub authorizer: Option<Spanned<String>>,
+    /// With a JWT authorizer: the token must grant one of these (`scope` or `scp`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -145,6 +151,9 @@ pub struct RouteConfig {
     pub ip_policy: crate::edge::client_ip::IpPolicy,
     /// Answers with a 1x1 GIF.
     pub pixel: bool,
+    /// The authorizer's name (`Config::authorizers`).
+    pub authorizer: Option<String>,
+    pub scopes: Vec<String>,
 }
 
 /// Parameters a route's requests must carry (header names lower-case).
@@ -382,6 +391,12 @@ impl Validator<'_> {
             allow: self.nets(&r.allow_ips, &format!("route {name}: allow_ips")),
             deny: self.nets(&r.deny_ips, &format!("route {name}: deny_ips")),
         };
+        if !r.scopes.is_empty() && r.authorizer.is_none() {
+            self.error(
+                Some(route.span()),
+                format!("route {name}: scopes need an authorizer"),
+            );
+        }
         if r.pixel && method != Some(http::Method::GET) {
             self.error(
                 Some(r.method.span()),
@@ -412,6 +427,8 @@ impl Validator<'_> {
             cors,
             ip_policy,
             pixel: r.pixel,
+            authorizer: r.authorizer.as_ref().map(|a| a.get_ref().clone()),
+            scopes: r.scopes.clone(),
         })
     }
 

@@ -26,6 +26,8 @@ pub struct RequestFacts {
     pub request_time_epoch_ms: i64,
     /// `identity.clientCert`, for mutual-TLS clients.
     pub client_cert: Option<Json>,
+    /// `authorizer`: what the route's authorizer established (`claims`, `principalId`).
+    pub authorizer: Option<Json>,
 }
 
 /// Builds the `$context` document. Absent values are JSON null, which templates render as
@@ -78,7 +80,7 @@ pub fn build(f: &RequestFacts) -> Json {
         "deploymentId": Json::Null,
         "responseOverride": {"header": {}},
         "apiId": f.api_id,
-        "authorizer": {},
+        "authorizer": f.authorizer.clone().unwrap_or_else(|| json!({})),
     })
 }
 

@@ -49,6 +49,8 @@ pub struct Gateway {
     pub tls: Option<Arc<crate::edge::tls::Tls>>,
     /// `server.ip_throttle`.
     pub ip_throttle: Option<crate::edge::ip_throttle::IpThrottle>,
+    /// The configured authorizers.
+    pub authorizers: Vec<crate::authorize::jwt::JwtVerifier>,
 }
 
 impl Gateway {
@@ -91,6 +93,12 @@ impl Gateway {
             .edge
             .ip_throttle
             .and_then(crate::edge::ip_throttle::IpThrottle::new);
+        let authorizers = config
+            .authorizers
+            .iter()
+            .map(|a| crate::authorize::jwt::JwtVerifier::new(a.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(std::io::Error::other)?;
         let upstreams = upstreams(&config, &clients)?;
         let metrics = config
             .routes
@@ -113,6 +121,7 @@ impl Gateway {
             body_budget: Arc::new(tokio::sync::Semaphore::new(config.max_inflight_body_bytes)),
             tls,
             ip_throttle,
+            authorizers,
             config,
         })
     }

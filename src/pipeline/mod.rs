@@ -32,6 +32,8 @@ pub struct Outcome {
     /// The matched route's index.
     pub route: Option<usize>,
     pub key_id: Option<String>,
+    /// The authorizer's principal (never the token).
+    pub principal: Option<String>,
     /// The key's quota position, when the route sends `X-RateLimit-*` headers.
     pub quota: Option<crate::auth::QuotaStatus>,
     pub integration_ms: Option<f64>,
@@ -84,8 +86,17 @@ async fn run(
     }
 
     // authorize
-    let identity =
-        authorize::authorize(&gw.auth, gw.keys.as_deref(), i, route, req, &matched.params).await?;
+    let identity = authorize::authorize(
+        &gw.auth,
+        gw.keys.as_deref(),
+        &gw.authorizers,
+        i,
+        route,
+        req,
+        &matched.params,
+    )
+    .await?;
+    outcome.principal.clone_from(&identity.principal_id);
     outcome.key_id.clone_from(&identity.api_key_id);
     if route.rate_limit_headers {
         outcome.quota = identity.quota;

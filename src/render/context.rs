@@ -58,6 +58,7 @@ impl RequestView<'_> {
             api_key_id: self.identity.api_key_id.clone(),
             request_time_epoch_ms: req.received_epoch_ms,
             client_cert: req.client_cert.as_ref().map(|c| c.to_json()),
+            authorizer: self.identity.authorizer_context(),
         }
     }
 }

@@ -21,6 +21,12 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "MissingAuthenticationTokenException",
         ),
         ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "Forbidden", "ForbiddenException"),
+        ErrorKind::Unauthorized => (
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "UnauthorizedException",
+        ),
+        ErrorKind::ScopeDenied => (StatusCode::FORBIDDEN, "Forbidden", "AccessDeniedException"),
         // The message is the policy's (see `error`).
         ErrorKind::AccessDenied { .. } => {
             (StatusCode::FORBIDDEN, "Forbidden", "AccessDeniedException")
@@ -280,7 +286,8 @@ pub fn response_type(e: &GatewayError) -> &'static str {
     match &e.kind {
         ErrorKind::NoRoute => "MISSING_AUTHENTICATION_TOKEN",
         ErrorKind::Forbidden => "INVALID_API_KEY",
-        ErrorKind::AccessDenied { .. } => "ACCESS_DENIED",
+        ErrorKind::AccessDenied { .. } | ErrorKind::ScopeDenied => "ACCESS_DENIED",
+        ErrorKind::Unauthorized => "UNAUTHORIZED",
         ErrorKind::UnsupportedEncoding { .. } => "UNSUPPORTED_MEDIA_TYPE",
         ErrorKind::UndecodableBody { .. } => "BAD_REQUEST_BODY",
         ErrorKind::Throttled { .. } => "THROTTLED",

@@ -208,10 +208,8 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
                 let resp = pipeline::error_response(&gw, &e, &request_id);
                 let outcome = pipeline::Outcome {
                     route: gw.routes.lookup(&method, &path).map(|m| m.route),
-                    key_id: None,
-                    quota: None,
-                    integration_ms: None,
                     error: Some(e),
+                    ..pipeline::Outcome::default()
                 };
                 (resp, outcome)
             }
@@ -223,6 +221,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         integration_ms: outcome.integration_ms,
         request_id: &request_id,
         key_id: outcome.key_id.as_deref(),
+        principal: outcome.principal.as_deref(),
         error: outcome.error.as_ref(),
     };
     access_log(&gw, &seen, outcome.route, &done);
@@ -335,6 +334,7 @@ fn served(
         integration_ms: None,
         request_id,
         key_id: None,
+        principal: None,
         error: None,
     };
     access_log(gw, seen, route, &done);
@@ -367,6 +367,7 @@ fn refused(
         integration_ms: None,
         request_id,
         key_id: None,
+        principal: None,
         error: Some(e),
     };
     access_log(gw, seen, None, &done);
@@ -392,6 +393,8 @@ struct Done<'a> {
     integration_ms: Option<f64>,
     request_id: &'a str,
     key_id: Option<&'a str>,
+    /// The authorizer's principal.
+    principal: Option<&'a str>,
     error: Option<&'a GatewayError>,
 }
 
@@ -407,6 +410,7 @@ fn access_log(gw: &Gateway, seen: &Seen<'_>, route: Option<usize>, done: &Done<'
         done.key_id,
     );
     let (method, path) = (seen.method, seen.path);
+    let principal = done.principal;
     let source_ip = seen.client_ip;
     let client_cert = seen.client_cert.map(|c| c.subject_dn.as_str());
     let error_detail = done.error.map(|e| e.detail.as_str());
@@ -423,6 +427,7 @@ fn access_log(gw: &Gateway, seen: &Seen<'_>, route: Option<usize>, done: &Done<'
                 request_id,
                 route,
                 key_id,
+                principal,
                 source_ip = %source_ip,
                 client_cert,
                 error = error_detail,
