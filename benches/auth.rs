@@ -193,7 +193,12 @@ fn jwt_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let Ok(x509_parser::public_key::PublicKey::RSA(pk)) = info.parsed() else {
         panic!("an RSA key")
     };
-    let strip = |b: &[u8]| b.iter().skip_while(|x| **x == 0).copied().collect::<Vec<u8>>();
+    let strip = |b: &[u8]| {
+        b.iter()
+            .skip_while(|x| **x == 0)
+            .copied()
+            .collect::<Vec<u8>>()
+    };
     let jwks = serde_json::json!({"keys": [
         {"kty": "EC", "crv": "P-256", "kid": "ec", "alg": "ES256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65])},
         {"kty": "RSA", "kid": "rsa", "alg": "RS256", "n": b64(&strip(pk.modulus)), "e": b64(&strip(pk.exponent))},
@@ -221,18 +226,31 @@ fn jwt_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let claims = serde_json::json!({"iss": issuer, "sub": "user-1", "aud": "bench-client",
         "exp": 4_000_000_000u64, "iat": 1_764_077_930u64, "scope": "telemetry/write"});
     for (name, alg, kid, pem) in [
-        ("authorize/jwt_es256", jsonwebtoken::Algorithm::ES256, "ec", ec.serialize_pem()),
-        ("authorize/jwt_rs256", jsonwebtoken::Algorithm::RS256, "rsa", rsa.serialize_pem()),
+        (
+            "authorize/jwt_es256",
+            jsonwebtoken::Algorithm::ES256,
+            "ec",
+            ec.serialize_pem(),
+        ),
+        (
+            "authorize/jwt_rs256",
+            jsonwebtoken::Algorithm::RS256,
+            "rsa",
+            rsa.serialize_pem(),
+        ),
     ] {
         let key = match alg {
-            jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()),
+            jsonwebtoken::Algorithm::ES256 => {
+                jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes())
+            }
             _ => jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()),
         }
         .unwrap();
         let mut header = jsonwebtoken::Header::new(alg);
         header.kid = Some(kid.into());
         let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
-        rt.block_on(verifier.verify(&token)).expect("the token verifies");
+        rt.block_on(verifier.verify(&token))
+            .expect("the token verifies");
         c.bench_function(name, |b| {
             b.iter(|| black_box(rt.block_on(verifier.verify(&token)).unwrap()))
         });
