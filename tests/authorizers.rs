@@ -210,7 +210,15 @@ async fn jwt_tokens_are_verified_and_hostile_ones_refused_without_an_upstream_ca
             record,
             json!({"sub": "user-1", "principal": "user-1", "n": "5"})
         );
-        assert_eq!(post("/v1/events", Some(&rsa.sign(&good)), &[]).status, 200);
+        let rs256 = rsa.sign(&good);
+        assert_eq!(post("/v1/events", Some(&rs256), &[]).status, 200);
+        // The same token again: from the verified-token cache; one byte changed: not.
+        assert_eq!(post("/v1/events", Some(&rs256), &[]).status, 200);
+        let mut flipped = rs256.clone().into_bytes();
+        let last = flipped.len() - 2;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert_eq!(post("/v1/events", Some(&flipped), &[]).status, 401);
         assert_eq!(
             fetches.load(Ordering::SeqCst),
             1,

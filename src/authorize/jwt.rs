@@ -54,8 +54,14 @@ pub struct Refused(pub String);
 /// A verified token: its claims.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    pub claims: Map<String, Json>,
+    pub claims: Arc<Map<String, Json>>,
 }
+
+/// A verified token's claims, shared.
+type Claims = Arc<Map<String, Json>>;
+
+/// Verified tokens kept, at most (a full cache is emptied of expired entries, then whole).
+const MAX_VERIFIED: usize = 100_000;
 
 type Client = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
@@ -86,6 +92,9 @@ pub struct JwtVerifier {
     config: JwtAuthorizer,
     keys: Vec<Keys>,
     client: Client,
+    /// Tokens already verified, by SHA-256 of the whole token: until their `exp` a repeat
+    /// costs a hash and a lookup, not a signature check.
+    verified: dashmap::DashMap<[u8; 32], (f64, Claims)>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -134,6 +143,7 @@ impl JwtVerifier {
             config,
             keys,
             client,
+            verified: dashmap::DashMap::new(),
         })
     }
 
@@ -173,12 +183,38 @@ impl JwtVerifier {
         Some(std::borrow::Cow::Owned(token.to_string()))
     }
 
-    /// Verifies a token.
+    /// Verifies a token (once: a repeat within its lifetime is answered from the cache).
     pub async fn verify(&self, token: &str) -> Result<Verified, Refused> {
-        let refuse = |why: &str| Refused(why.to_string());
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(refuse("token longer than 16 KiB"));
+            return Err(Refused("token longer than 16 KiB".into()));
         }
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if let Some(hit) = self.verified.get(&digest) {
+            let (exp, claims) = hit.value();
+            if *exp > now {
+                return Ok(Verified {
+                    claims: claims.clone(),
+                });
+            }
+        }
+        let verified = self.verify_uncached(token).await?;
+        if let Some(exp) = verified.claims.get("exp").and_then(Json::as_f64) {
+            if self.verified.len() >= MAX_VERIFIED {
+                self.verified.retain(|_, (e, _)| *e > now);
+                if self.verified.len() >= MAX_VERIFIED {
+                    self.verified.clear();
+                }
+            }
+            self.verified.insert(digest, (exp, verified.claims.clone()));
+        }
+        Ok(verified)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Verified, Refused> {
+        let refuse = |why: &str| Refused(why.to_string());
         if token.split('.').count() != 3 {
             return Err(refuse("not a JWS compact token (three segments)"));
         }
@@ -242,7 +278,9 @@ impl JwtVerifier {
                 return Err(refuse("audience (aud / client_id) is not accepted"));
             }
         }
-        Ok(Verified { claims })
+        Ok(Verified {
+            claims: Arc::new(claims),
+        })
     }
 
     /// The key a token names, fetching the issuer's keys when they are missing, old, or do

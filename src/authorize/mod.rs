@@ -121,6 +121,6 @@ async fn token(
         .get("sub")
         .and_then(serde_json::Value::as_str)
         .map(str::to_string);
-    identity.claims = Some(std::sync::Arc::new(verified.claims));
+    identity.claims = Some(verified.claims);
     Ok(())
 }
