@@ -322,10 +322,23 @@ fn tracker_script(request_id: &str) -> Response<Body> {
 fn served(
     gw: &Gateway,
     route: Option<usize>,
+    resp: Response<Body>,
+    seen: &Seen<'_>,
+    received: Instant,
+    request_id: &str,
+) -> Response<Body> {
+    finish(gw, route, resp, seen, received, request_id, None)
+}
+
+/// CORS headers and the access-log line for an answer the shell made before the pipeline.
+fn finish(
+    gw: &Gateway,
+    route: Option<usize>,
     mut resp: Response<Body>,
     seen: &Seen<'_>,
     received: Instant,
     request_id: &str,
+    error: Option<&GatewayError>,
 ) -> Response<Body> {
     cors(gw, route, seen, &mut resp);
     let done = Done {
@@ -335,7 +348,7 @@ fn served(
         request_id,
         key_id: None,
         principal: None,
-        error: None,
+        error,
     };
     access_log(gw, seen, route, &done);
     resp
@@ -360,18 +373,7 @@ fn refused(
             header::HeaderValue::from_static("close"),
         );
     }
-    cors(gw, None, seen, &mut resp);
-    let done = Done {
-        status: resp.status(),
-        received,
-        integration_ms: None,
-        request_id,
-        key_id: None,
-        principal: None,
-        error: Some(e),
-    };
-    access_log(gw, seen, None, &done);
-    resp
+    finish(gw, None, resp, seen, received, request_id, Some(e))
 }
 
 fn parse_query(q: &str) -> Vec<(String, String)> {
