@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Unauthorized,
     /// The token is valid but grants none of the route's scopes: 403.
     ScopeDenied,
+    /// A Lambda authorizer failed or answered something that is not a decision: API
+    /// Gateway's 500 `AuthorizerConfigurationException`.
+    AuthorizerFailure,
     /// A policy refuses this client (its address, or the page's origin): API Gateway's
     /// resource-policy denial. The message says what was refused.
     AccessDenied { message: String },
@@ -139,9 +142,10 @@ impl GatewayError {
             | ErrorKind::Unmappable { .. }
             | ErrorKind::MalformedRequest
             | ErrorKind::NotImplemented => Fault::Client,
-            ErrorKind::Template | ErrorKind::BadIntegrationRequest | ErrorKind::RequestTimeout => {
-                Fault::Internal
-            }
+            ErrorKind::Template
+            | ErrorKind::BadIntegrationRequest
+            | ErrorKind::RequestTimeout
+            | ErrorKind::AuthorizerFailure => Fault::Internal,
             ErrorKind::UpstreamThrottled
             | ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout

@@ -21,6 +21,8 @@ pub mod names {
     pub const KEY_MISS_CHECKS: &str = "gateway_key_miss_checks_total";
     pub const AUTHORIZER_DECISIONS: &str = "gateway_authorizer_decisions_total";
     pub const JWKS_FETCHES: &str = "gateway_authorizer_jwks_fetches_total";
+    pub const AUTHORIZER_CACHE: &str = "gateway_authorizer_cache_total";
+    pub const AUTHORIZER_LAMBDA_SECONDS: &str = "gateway_authorizer_lambda_duration_seconds";
     pub const UPSTREAM_READY: &str = "gateway_upstream_ready";
     pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
     pub const BISECTED_CALLS: &str = "gateway_upstream_bisected_calls_total";
@@ -73,6 +75,11 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 .ok()?
                 .set_buckets_for_metric(
                     Matcher::Full(names::BATCH_WAIT_SECONDS.into()),
+                    &LATENCY_BUCKETS,
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full(names::AUTHORIZER_LAMBDA_SECONDS.into()),
                     &LATENCY_BUCKETS,
                 )
                 .ok()?

@@ -136,6 +136,9 @@ pub struct RouteAuth {
     /// A query parameter that may carry the key (besides the `x-api-key` header).
     pub key_query: Option<String>,
     pub throttle: Option<Throttle>,
+    /// The plan by identity that counts this route's principals (see
+    /// [`Authorizer::authorize_principal`]).
+    pub identity_plan: Option<String>,
 }
 
 /// A request's quota position after it was admitted.
@@ -388,9 +391,68 @@ impl<C: Clock + Clone> Authorizer<C> {
             });
         }
         if let (Some(q), Some(key)) = (plan_quota, &admitted.key) {
-            admitted.quota = Some(self.take_quota(key, q, now_ms)?);
+            admitted.quota = Some(self.take_quota(&key.id, key.created_at, q, now_ms)?);
         }
         Ok(admitted)
+    }
+
+    /// What the route's plan by identity counts by, if it has one.
+    pub fn identity_plan(&self, route: usize) -> Option<&plans::PlanIdentity> {
+        let (r, _) = self.routes.get(route)?;
+        self.plans
+            .get(r.identity_plan.as_ref()?)?
+            .plan
+            .identity
+            .as_ref()
+    }
+
+    /// The route's plan by identity, for a principal an authorizer admitted (its `sub`, a
+    /// claim, or a Lambda authorizer's context value, as the plan says): the plan's
+    /// throttle and quota count per principal, under the id `PLAN/PRINCIPAL` (which
+    /// `usage` reports). `Ok(None)`: the route has no such plan.
+    pub fn authorize_principal(
+        &self,
+        route: usize,
+        principal: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<QuotaStatus>, Denied> {
+        let Some(plan_name) = self
+            .routes
+            .get(route)
+            .and_then(|(r, _)| r.identity_plan.as_ref())
+        else {
+            return Ok(None);
+        };
+        let Some(plan) = self.plans.get(plan_name) else {
+            return Ok(None);
+        };
+        let principal = principal
+            .filter(|p| !p.is_empty())
+            .ok_or(Denied::Forbidden("no identity for the route's usage plan"))?;
+        if principal.len() > plans::MAX_IDENTITY_LEN {
+            return Err(Denied::Forbidden("identity too long for the usage plan"));
+        }
+        let id = format!("{plan_name}/{principal}");
+        let limiter = plan.route_throttles.get(&route).or(plan.throttle.as_ref());
+        if let Some(l) = limiter {
+            let n = plan
+                .ip_checks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n % (1 << 16) == (1 << 16) - 1 {
+                l.retain_recent();
+                l.shrink_to_fit();
+            }
+            if let Err(nu) = l.check_key(&id) {
+                return Err(Denied::Throttled {
+                    retry_after: wait(&nu, self.clock.now()),
+                    scope: "usage plan",
+                });
+            }
+        }
+        match plan.plan.quota {
+            Some(q) => self.take_quota(&id, i64::MIN, q, now_ms).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The gateway-wide throttle, taken by a request about to call its upstream: requests
@@ -410,25 +472,33 @@ impl<C: Clock + Clone> Authorizer<C> {
 
     /// Counts one request against a key's quota, or refuses it when the quota is spent.
     /// Allocation-free once a key has been seen.
-    fn take_quota(&self, key: &KeyEntry, q: Quota, now_ms: i64) -> Result<QuotaStatus, Denied> {
+    /// `id` is a key's id (or a principal's `PLAN/PRINCIPAL`), `created_at` when it was
+    /// issued (the plan's offset counts in that period).
+    fn take_quota(
+        &self,
+        id: &str,
+        created_at: i64,
+        q: Quota,
+        now_ms: i64,
+    ) -> Result<QuotaStatus, Denied> {
         let (start, end) = q.period.bounds(now_ms);
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        if !counters.contains_key(&key.id) {
+        if !counters.contains_key(id) {
             counters.insert(
-                key.id.clone(),
+                id.to_string(),
                 QuotaCounter {
                     period_start: i64::MIN,
                     used: 0,
                 },
             );
         }
-        let Some(counter) = counters.get_mut(&key.id) else {
+        let Some(counter) = counters.get_mut(id) else {
             return Err(Denied::Forbidden("quota counter missing"));
         };
         if counter.period_start != start {
             counter.period_start = start;
-            counter.used = self.persisted_between(&key.id, start, end)
-                + if (start..end).contains(&key.created_at) {
+            counter.used = self.persisted_between(id, start, end)
+                + if (start..end).contains(&created_at) {
                     q.offset
                 } else {
                     0
@@ -445,10 +515,10 @@ impl<C: Clock + Clone> Authorizer<C> {
         drop(counters);
         let day = now_ms.div_euclid(86_400_000);
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match pending.get_mut(&key.id) {
+        match pending.get_mut(id) {
             Some(days) => *days.entry(day).or_insert(0) += 1,
             None => {
-                pending.insert(key.id.clone(), HashMap::from([(day, 1)]));
+                pending.insert(id.to_string(), HashMap::from([(day, 1)]));
             }
         }
         Ok(QuotaStatus {

@@ -106,7 +106,35 @@ pub struct UsagePlan {
     /// site's visitors, each of whom gets the throttle), or per address alone.
     pub throttle_by_key: bool,
     pub throttle_by_ip: bool,
+    /// A plan for principals instead of keys: what names the caller an authorizer admitted.
+    pub identity: Option<PlanIdentity>,
 }
+
+/// What a principal's plan counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanIdentity {
+    /// The authorizer's principal (a JWT's `sub`, a Lambda authorizer's `principalId`).
+    Principal,
+    /// A verified token's claim (or a Lambda authorizer's `context` value) of this name.
+    Claim(String),
+}
+
+impl PlanIdentity {
+    /// `principal`, or `claim:NAME`.
+    pub fn parse(s: &str) -> Option<PlanIdentity> {
+        match s.trim() {
+            "principal" => Some(PlanIdentity::Principal),
+            s => {
+                let name = s.strip_prefix("claim:")?;
+                (!name.is_empty()).then(|| PlanIdentity::Claim(name.to_string()))
+            }
+        }
+    }
+}
+
+/// Longest identity value a principal's plan counts by: longer ones are refused (403),
+/// so counters cannot be made to hold arbitrary text.
+pub const MAX_IDENTITY_LEN: usize = 256;
 
 /// The address a client is counted under by address throttles: IPv4 (and IPv4-mapped
 /// IPv6) as the IPv4 address, IPv6 by its /64 (one subscriber's prefix, so rotating

@@ -41,6 +41,7 @@ fn plan(name: &str, throttle: Option<(f64, u32)>, quota: Option<(u64, Period, u6
         routes: None,
         throttle_by_key: true,
         throttle_by_ip: false,
+        identity: None,
         quota: quota.map(|(limit, period, offset)| Quota {
             limit,
             period,

@@ -2,6 +2,8 @@
 //! route's query parameter), checked against the key store and the key's usage plan
 //! (throttle and quota), and the route and account throttles, which apply with or without a
 //! key. A route with `customer_param` also requires its path to name the key's customer.
+//! With `api_key_source = "authorizer"` the key is the Lambda authorizer's
+//! `usageIdentifierKey` instead of the request's.
 
 use super::Identity;
 use crate::auth::sync::KeySync;
@@ -20,7 +22,12 @@ pub async fn authorize(
     path_params: &[(String, String)],
     identity: &mut Identity,
 ) -> Result<(), GatewayError> {
-    let presented = presented(req, config);
+    // `api_key_source = "authorizer"`: the key is the one the Lambda authorizer named.
+    let presented = if config.api_key_from_authorizer {
+        identity.decision.as_ref().and_then(|d| d.usage_key.clone())
+    } else {
+        presented(req, config)
+    };
     let now = req.received_epoch_ms;
     let caller = Caller {
         origin: req
@@ -72,7 +79,7 @@ fn presented(req: &Request, route: &RouteConfig) -> Option<String> {
     })
 }
 
-fn denied(d: Denied) -> GatewayError {
+pub(super) fn denied(d: Denied) -> GatewayError {
     match d {
         Denied::Forbidden(reason) => GatewayError::new(ErrorKind::Forbidden, reason),
         Denied::Throttled { retry_after, scope } => GatewayError::new(

@@ -158,19 +158,7 @@ impl JwtVerifier {
                 std::borrow::Cow::Borrowed(req.headers.get(name.as_str())?.to_str().ok()?)
             }
             TokenSource::Query(name) => std::borrow::Cow::Borrowed(req.query_param(name)?),
-            TokenSource::Cookie(name) => {
-                let cookies = req.headers.get_all(http::header::COOKIE);
-                let found = cookies
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .find_map(|v| {
-                        v.split(';').find_map(|pair| {
-                            let (k, v) = pair.trim().split_once('=')?;
-                            (k == name).then(|| v.to_string())
-                        })
-                    })?;
-                std::borrow::Cow::Owned(found)
-            }
+            TokenSource::Cookie(name) => std::borrow::Cow::Owned(cookie(req, name)?),
         };
         let trimmed = raw.trim();
         let token = match trimmed.get(..7) {
@@ -406,6 +394,20 @@ impl JwtVerifier {
 }
 
 /// The `iss` of a token's payload, unverified.
+/// A cookie's value (the first of that name).
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then(|| v.to_string())
+            })
+        })
+}
+
 fn unverified_issuer(token: &str) -> Option<String> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;

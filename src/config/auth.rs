@@ -35,6 +35,11 @@ pub struct RawUsagePlan {
     /// shared by every visitor of a site, and the quota still bounds the key), or
     /// `["source_ip"]` (each address, whatever key of the plan it uses).
     pub throttle_by: Option<Vec<String>>,
+    /// A plan for principals, not keys: `principal` (the authorizer's principal) or
+    /// `claim:NAME` (a verified token's claim, or a Lambda authorizer's context value). It
+    /// applies to its `routes` (default: every route with an authorizer), each principal
+    /// with its own throttle and quota.
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,7 +171,24 @@ impl Validator<'_> {
                 );
             }
         }
+        let identity = r.identity.as_ref().and_then(|s| {
+            let parsed = crate::auth::plans::PlanIdentity::parse(s);
+            if parsed.is_none() {
+                self.error(
+                    span.clone(),
+                    format!("usage plan {name}: identity {s:?}: use \"principal\" or \"claim:NAME\""),
+                );
+            }
+            if r.throttle_by.is_some() {
+                self.error(
+                    span.clone(),
+                    format!("usage plan {name}: a plan by identity throttles each principal; throttle_by does not apply"),
+                );
+            }
+            parsed
+        });
         UsagePlan {
+            identity,
             throttle_by_key,
             throttle_by_ip,
             routes: grants,

@@ -1,6 +1,5 @@
-//! `[authorizers.NAME]`: who may call the routes that name them (`authorizer = "NAME"`).
-//! JWT (any OIDC issuer) and Cognito user pools today; Lambda TOKEN and REQUEST authorizers
-//! are refused by name until they are built.
+//! `[authorizers.NAME]`: who may call the routes that name them (`authorizer = "NAME"`):
+//! JWT (any OIDC issuer), Cognito user pools, and Lambda TOKEN and REQUEST authorizers.
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -10,7 +9,7 @@ use super::Validator;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct RawAuthorizer {
-    /// `jwt` or `cognito_user_pools` (`lambda_token` and `lambda_request` are not built yet).
+    /// `jwt`, `cognito_user_pools`, `lambda_token` or `lambda_request`.
     #[serde(rename = "type")]
     pub kind: Option<Spanned<String>>,
     /// `jwt`: the `iss` tokens must carry, exactly.
@@ -28,12 +27,141 @@ pub struct RawAuthorizer {
     /// `cognito_user_pools`: the pools' ARNs (`arn:aws:cognito-idp:REGION:ACCOUNT:userpool/POOL_ID`).
     #[serde(default)]
     pub user_pools: Vec<String>,
-    /// Lambda authorizers' fields, read so that the error names the type, not a field.
+    /// Lambda: the function's name or ARN (or API Gateway's `authorizerUri`).
     pub function: Option<String>,
+    /// `lambda_token`: the token must match this (the whole token), or the request is
+    /// refused with 401 without invoking the function.
     pub validation_regex: Option<String>,
-    pub ttl: Option<String>,
+    /// Lambda: how long a decision is reused for the same identity (default `300s`; `0s`:
+    /// every request invokes the function).
+    pub ttl: Option<Spanned<String>>,
+    /// `lambda_request`: the values a decision is cached by, each required: `header:NAME`,
+    /// `query:NAME`, `path:NAME`, `stage:NAME`, `context:NAME` (or API Gateway's
+    /// `method.request.header.NAME` forms).
     #[serde(default)]
     pub identity_sources: Vec<String>,
+}
+
+/// A validated authorizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizerConfig {
+    Jwt(JwtAuthorizer),
+    Lambda(LambdaAuthorizer),
+}
+
+impl AuthorizerConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            AuthorizerConfig::Jwt(j) => &j.name,
+            AuthorizerConfig::Lambda(l) => &l.name,
+        }
+    }
+}
+
+/// A validated Lambda authorizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaAuthorizer {
+    pub name: String,
+    /// The function's name or ARN, as `Invoke` takes it.
+    pub function: String,
+    pub kind: LambdaKind,
+    /// Decisions are reused this long; zero: never.
+    pub ttl: std::time::Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LambdaKind {
+    /// The token (the whole header value, `Bearer ` and all, as API Gateway passes it), and
+    /// the pattern it must match.
+    Token {
+        source: TokenSource,
+        validation_regex: Option<String>,
+    },
+    /// The values the decision is cached by; a request missing one is refused with 401.
+    Request { sources: Vec<IdentitySource> },
+}
+
+/// One of a REQUEST authorizer's identity sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// A header, lower-case.
+    Header(String),
+    Query(String),
+    Path(String),
+    Stage(String),
+    /// A `$context` value: `sourceIp` (or `identity.sourceIp`), `httpMethod`, `resourcePath`,
+    /// `path`, `stage`, `apiId`, `requestId`, `identity.userAgent`.
+    Context(String),
+}
+
+/// The `$context` values an identity source may name.
+pub const CONTEXT_SOURCES: [&str; 8] = [
+    "sourceIp",
+    "identity.sourceIp",
+    "identity.userAgent",
+    "httpMethod",
+    "resourcePath",
+    "path",
+    "stage",
+    "apiId",
+];
+
+impl IdentitySource {
+    /// `header:NAME`, `query:NAME`, `path:NAME`, `stage:NAME`, `context:NAME`, or API
+    /// Gateway's `method.request.header.NAME`, `method.request.querystring.NAME`,
+    /// `method.request.path.NAME`, `stageVariables.NAME`, `context.NAME`.
+    pub fn parse(s: &str) -> Option<IdentitySource> {
+        let s = s.trim();
+        let (kind, name) = if let Some(rest) = s.strip_prefix("method.request.") {
+            rest.split_once('.')?
+        } else if let Some(rest) = s.strip_prefix("stageVariables.") {
+            ("stage", rest)
+        } else if let Some(rest) = s.strip_prefix("context.") {
+            ("context", rest)
+        } else {
+            s.split_once(':')?
+        };
+        let name = name.trim();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        match kind {
+            "header" => Some(IdentitySource::Header(name.to_ascii_lowercase())),
+            "query" | "querystring" => Some(IdentitySource::Query(name.to_string())),
+            "path" => Some(IdentitySource::Path(name.to_string())),
+            "stage" => Some(IdentitySource::Stage(name.to_string())),
+            "context" if CONTEXT_SOURCES.contains(&name) => {
+                Some(IdentitySource::Context(name.to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    /// API Gateway's spelling (`method.request.header.NAME`), for the OpenAPI export.
+    pub fn apigw(&self) -> String {
+        match self {
+            IdentitySource::Header(n) => format!("method.request.header.{n}"),
+            IdentitySource::Query(n) => format!("method.request.querystring.{n}"),
+            IdentitySource::Path(n) => format!("method.request.path.{n}"),
+            IdentitySource::Stage(n) => format!("stageVariables.{n}"),
+            IdentitySource::Context(n) => format!("context.{n}"),
+        }
+    }
+}
+
+/// The function a Lambda authorizer names: a name, an ARN, or API Gateway's
+/// `arn:aws:apigateway:REGION:lambda:path/2015-03-31/functions/ARN/invocations`.
+pub fn lambda_function(s: &str) -> Option<String> {
+    let s = s.trim();
+    let s = match s.split_once(":lambda:path/2015-03-31/functions/") {
+        Some((_, rest)) => rest.strip_suffix("/invocations")?,
+        None => s,
+    };
+    let ok = !s.is_empty()
+        && s.len() <= 170
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_:.$".contains(&b));
+    ok.then(|| s.to_string())
 }
 
 /// Where a request carries its token.
@@ -106,7 +234,7 @@ impl Validator<'_> {
         &mut self,
         raw: &IndexMap<String, Spanned<RawAuthorizer>>,
         endpoint: Option<&str>,
-    ) -> Vec<JwtAuthorizer> {
+    ) -> Vec<AuthorizerConfig> {
         let mut out = Vec::new();
         for (name, spanned) in raw {
             let span = Some(spanned.span());
@@ -140,7 +268,7 @@ impl Validator<'_> {
                             );
                         }
                     }
-                    out.push(JwtAuthorizer {
+                    out.push(AuthorizerConfig::Jwt(JwtAuthorizer {
                         name: name.clone(),
                         issuers: vec![(
                             issuer.trim_end_matches('/').to_string(),
@@ -149,7 +277,7 @@ impl Validator<'_> {
                         audiences: a.audiences.clone(),
                         source,
                         cognito: false,
-                    });
+                    }));
                 }
                 Some("cognito_user_pools") => {
                     if a.user_pools.is_empty() {
@@ -182,27 +310,81 @@ impl Validator<'_> {
                             Some(keys_at),
                         ));
                     }
-                    out.push(JwtAuthorizer {
+                    out.push(AuthorizerConfig::Jwt(JwtAuthorizer {
                         name: name.clone(),
                         issuers,
                         audiences: a.audiences.clone(),
                         source,
                         cognito: true,
-                    });
+                    }));
                 }
-                Some(other @ ("lambda_token" | "lambda_request")) => {
-                    self.error(
-                        span.clone(),
-                        format!("{what}: type {other:?} (Lambda authorizers) is not supported by this version; jwt and cognito_user_pools are"),
-                    );
+                Some(kind @ ("lambda_token" | "lambda_request")) => {
+                    let function = match a.function.as_deref().map(lambda_function) {
+                        Some(Some(f)) => f,
+                        Some(None) => {
+                            self.error(span.clone(), format!("{what}: function {:?} is not a Lambda function name or ARN", a.function.as_deref().unwrap_or_default()));
+                            String::new()
+                        }
+                        None => {
+                            self.error(span.clone(), format!("{what}: a Lambda authorizer needs function (a name or ARN)"));
+                            String::new()
+                        }
+                    };
+                    let ttl = match &a.ttl {
+                        None => std::time::Duration::from_secs(300),
+                        Some(t) if t.get_ref().trim() == "0" => std::time::Duration::ZERO,
+                        Some(t) => super::parse_duration(t.get_ref()).unwrap_or_else(|| {
+                            self.error(Some(t.span()), format!("{what}: ttl: expected a duration such as \"300s\" or \"0s\", got {:?}", t.get_ref()));
+                            std::time::Duration::ZERO
+                        }),
+                    };
+                    // API Gateway's limit for a cached authorizer result.
+                    if ttl > std::time::Duration::from_secs(3600) {
+                        self.error(span.clone(), format!("{what}: ttl is at most 3600s, as on API Gateway"));
+                    }
+                    let lambda_kind = if kind == "lambda_token" {
+                        if !a.identity_sources.is_empty() {
+                            self.error(span.clone(), format!("{what}: a TOKEN authorizer has one identity_source, not identity_sources"));
+                        }
+                        if let Some(re) = &a.validation_regex
+                            && let Err(e) = regex::Regex::new(re)
+                        {
+                            self.error(span.clone(), format!("{what}: validation_regex: {e}"));
+                        }
+                        LambdaKind::Token {
+                            source,
+                            validation_regex: a.validation_regex.clone(),
+                        }
+                    } else {
+                        if a.identity_source.is_some() || a.validation_regex.is_some() {
+                            self.error(span.clone(), format!("{what}: a REQUEST authorizer takes identity_sources (a list) and no validation_regex"));
+                        }
+                        let mut sources = Vec::new();
+                        for s in &a.identity_sources {
+                            match IdentitySource::parse(s) {
+                                Some(src) => sources.push(src),
+                                None => self.error(span.clone(), format!("{what}: identity source {s:?}: use header:NAME, query:NAME, path:NAME, stage:NAME or context:NAME (context: one of {})", CONTEXT_SOURCES.join(", "))),
+                            }
+                        }
+                        if sources.is_empty() && !ttl.is_zero() {
+                            self.error(span.clone(), format!("{what}: a cached REQUEST authorizer needs identity_sources (its cache key); set ttl = \"0s\" to invoke on every request"));
+                        }
+                        LambdaKind::Request { sources }
+                    };
+                    out.push(AuthorizerConfig::Lambda(LambdaAuthorizer {
+                        name: name.clone(),
+                        function,
+                        kind: lambda_kind,
+                        ttl,
+                    }));
                 }
                 Some(other) => self.error(
                     span.clone(),
-                    format!("{what}: unknown type {other:?}; expected jwt or cognito_user_pools"),
+                    format!("{what}: unknown type {other:?}; expected jwt, cognito_user_pools, lambda_token or lambda_request"),
                 ),
                 None => self.error(
                     span.clone(),
-                    format!("{what}: type is required (jwt or cognito_user_pools)"),
+                    format!("{what}: type is required (jwt, cognito_user_pools, lambda_token or lambda_request)"),
                 ),
             }
         }
@@ -234,6 +416,56 @@ mod tests {
         );
         assert_eq!(TokenSource::parse("body:token"), None);
         assert_eq!(TokenSource::parse("header:"), None);
+    }
+
+    #[test]
+    fn identity_sources_read_as_api_gateway_writes_them() {
+        assert_eq!(
+            IdentitySource::parse("method.request.header.X-Webhook-Secret"),
+            Some(IdentitySource::Header("x-webhook-secret".into()))
+        );
+        assert_eq!(
+            IdentitySource::parse("path:source"),
+            Some(IdentitySource::Path("source".into()))
+        );
+        assert_eq!(
+            IdentitySource::parse("stageVariables.tenant"),
+            Some(IdentitySource::Stage("tenant".into()))
+        );
+        assert_eq!(
+            IdentitySource::parse("context.identity.sourceIp"),
+            Some(IdentitySource::Context("identity.sourceIp".into()))
+        );
+        assert_eq!(IdentitySource::parse("context:secretThing"), None);
+        assert_eq!(IdentitySource::parse("body:x"), None);
+        for s in [
+            IdentitySource::Header("a".into()),
+            IdentitySource::Query("q".into()),
+            IdentitySource::Path("p".into()),
+            IdentitySource::Stage("s".into()),
+            IdentitySource::Context("sourceIp".into()),
+        ] {
+            assert_eq!(IdentitySource::parse(&s.apigw()), Some(s));
+        }
+    }
+
+    #[test]
+    fn lambda_functions_by_name_arn_or_authorizer_uri() {
+        assert_eq!(
+            lambda_function("partner-auth").as_deref(),
+            Some("partner-auth")
+        );
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:partner-auth";
+        assert_eq!(lambda_function(arn).as_deref(), Some(arn));
+        assert_eq!(
+            lambda_function(&format!(
+                "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/{arn}/invocations"
+            ))
+            .as_deref(),
+            Some(arn)
+        );
+        assert_eq!(lambda_function("a b"), None);
+        assert_eq!(lambda_function(""), None);
     }
 
     #[test]

@@ -90,7 +90,25 @@ pub struct Config {
     /// TLS, CORS, client addresses and the tracker.
     pub edge: edge::Edge,
     /// The authorizers routes name, in the file's order.
-    pub authorizers: Vec<authorizers::JwtAuthorizer>,
+    pub authorizers: Vec<authorizers::AuthorizerConfig>,
+}
+
+impl Config {
+    /// The plan by identity that counts a route's principals, if any.
+    pub fn identity_plan(&self, route: &RouteConfig) -> Option<&UsagePlan> {
+        self.usage_plans
+            .iter()
+            .find(|p| p.identity.is_some() && plan_covers(p, route))
+    }
+}
+
+/// Whether a plan by identity covers a route: one its `routes` name, or (without `routes`)
+/// any route with an authorizer.
+fn plan_covers(plan: &UsagePlan, route: &RouteConfig) -> bool {
+    match &plan.routes {
+        Some(names) => names.contains(&route.name()),
+        None => route.authorizer.is_some(),
+    }
 }
 
 /// The deepest JSON body serde_json parses (its recursion limit), and the default bound.
@@ -450,6 +468,30 @@ impl Validator<'_> {
         });
         let authorizers = self.authorizers(&raw.authorizers, endpoint.as_deref());
         for route in &routes {
+            let span_of = |name: &str| {
+                raw.routes
+                    .iter()
+                    .filter_map(|r| r.get_ref().authorizer.as_ref())
+                    .find(|a| a.get_ref() == name)
+                    .map(Spanned::span)
+            };
+            let found = route
+                .authorizer
+                .as_ref()
+                .and_then(|n| authorizers.iter().find(|a| a.name() == n));
+            let lambda = matches!(found, Some(authorizers::AuthorizerConfig::Lambda(_)));
+            if route.api_key_from_authorizer && !(lambda && route.api_key_required) {
+                self.error(
+                    route.authorizer.as_deref().and_then(span_of),
+                    format!("route {}: api_key_source = \"authorizer\" needs a Lambda authorizer and api_key_required = true", route.name()),
+                );
+            }
+            if lambda && !route.scopes.is_empty() {
+                self.error(
+                    route.authorizer.as_deref().and_then(span_of),
+                    format!("route {}: scopes apply to JWT and Cognito authorizers; a Lambda authorizer's policy decides", route.name()),
+                );
+            }
             let Some(name) = &route.authorizer else {
                 continue;
             };
@@ -467,6 +509,30 @@ impl Validator<'_> {
                         route.name()
                     ),
                 );
+            }
+        }
+        for route in &routes {
+            let name = route.name();
+            let covering: Vec<&UsagePlan> = usage_plans
+                .iter()
+                .filter(|p| p.identity.is_some() && plan_covers(p, route))
+                .collect();
+            if covering.len() > 1 {
+                self.error(
+                    None,
+                    format!(
+                        "route {name}: usage plans {} all count its principals; give each plan by identity its own routes",
+                        covering.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+            for p in covering {
+                if route.authorizer.is_none() {
+                    self.error(
+                        raw.usage_plans.get(&p.name).map(Spanned::span),
+                        format!("usage plan {}: route {name} has no authorizer, so no principal to count", p.name),
+                    );
+                }
             }
         }
         let aws = self.aws(raw.aws);

@@ -96,6 +96,9 @@ pub struct RawRoute {
     /// With a JWT authorizer: the token must grant one of these (`scope` or `scp`).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Where the API key comes from: `header` (the default: `x-api-key`, or the route's
+    /// query parameter) or `authorizer` (the Lambda authorizer's `usageIdentifierKey`).
+    pub api_key_source: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -154,6 +157,8 @@ pub struct RouteConfig {
     /// The authorizer's name (`Config::authorizers`).
     pub authorizer: Option<String>,
     pub scopes: Vec<String>,
+    /// The API key is the Lambda authorizer's `usageIdentifierKey`, not the request's.
+    pub api_key_from_authorizer: bool,
 }
 
 /// Parameters a route's requests must carry (header names lower-case).
@@ -391,6 +396,14 @@ impl Validator<'_> {
             allow: self.nets(&r.allow_ips, &format!("route {name}: allow_ips")),
             deny: self.nets(&r.deny_ips, &format!("route {name}: deny_ips")),
         };
+        if let Some(s) = &r.api_key_source
+            && !["header", "authorizer"].contains(&s.get_ref().to_ascii_lowercase().as_str())
+        {
+            self.error(
+                Some(s.span()),
+                format!("route {name}: api_key_source must be \"header\" or \"authorizer\""),
+            );
+        }
         if !r.scopes.is_empty() && r.authorizer.is_none() {
             self.error(
                 Some(route.span()),
@@ -429,6 +442,10 @@ impl Validator<'_> {
             pixel: r.pixel,
             authorizer: r.authorizer.as_ref().map(|a| a.get_ref().clone()),
             scopes: r.scopes.clone(),
+            api_key_from_authorizer: r
+                .api_key_source
+                .as_ref()
+                .is_some_and(|s| s.get_ref().eq_ignore_ascii_case("authorizer")),
         })
     }
 

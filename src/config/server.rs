@@ -110,6 +110,9 @@ pub struct RawAws {
     pub call_timeout: Option<Spanned<String>>,
     /// Longest wait to connect to an AWS endpoint (default `2s`).
     pub connect_timeout: Option<Spanned<String>>,
+    /// The account the API is in, for the `methodArn` Lambda authorizers get (default
+    /// `000000000000`).
+    pub account_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -355,6 +358,7 @@ impl Validator<'_> {
             ),
             region: raw.region,
             endpoint_url: raw.endpoint_url,
+            account_id: raw.account_id,
         }
     }
 }

@@ -204,6 +204,8 @@ pub struct Clients {
     pub sqs: sqs::Sqs,
     pub sfn: step_functions::Sfn,
     pub s3: aws_sdk_s3::Client,
+    /// Lambda authorizers' functions.
+    pub lambda: aws_sdk_lambda::Client,
 }
 
 impl Clients {
@@ -256,6 +258,7 @@ impl Clients {
             sqs: sqs::Sqs::new(aws_sdk_sqs::Client::from_conf(sqs)),
             sfn: step_functions::client(shared, custom_endpoint),
             s3: aws_sdk_s3::Client::from_conf(s3),
+            lambda: aws_sdk_lambda::Client::new(shared),
         }
     }
 }
@@ -344,6 +347,7 @@ pub struct AwsSettings {
     /// One attempt of one call, at most.
     pub call_timeout: Duration,
     pub connect_timeout: Duration,
+    pub account_id: Option<String>,
 }
 
 #[cfg(test)]

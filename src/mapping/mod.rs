@@ -10,6 +10,7 @@
 
 pub mod compact;
 pub mod context;
+pub mod event;
 pub mod jsonpath;
 pub mod util;
 

@@ -50,7 +50,7 @@ pub struct Gateway {
     /// `server.ip_throttle`.
     pub ip_throttle: Option<crate::edge::ip_throttle::IpThrottle>,
     /// The configured authorizers.
-    pub authorizers: Vec<crate::authorize::jwt::JwtVerifier>,
+    pub authorizers: Vec<crate::authorize::Verifier>,
 }
 
 impl Gateway {
@@ -93,12 +93,7 @@ impl Gateway {
             .edge
             .ip_throttle
             .and_then(crate::edge::ip_throttle::IpThrottle::new);
-        let authorizers = config
-            .authorizers
-            .iter()
-            .map(|a| crate::authorize::jwt::JwtVerifier::new(a.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(std::io::Error::other)?;
+        let authorizers = verifiers(&config, &clients).map_err(std::io::Error::other)?;
         let upstreams = upstreams(&config, &clients)?;
         let metrics = config
             .routes
@@ -200,6 +195,43 @@ pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<Stri
     }
 }
 
+/// The configured authorizers, ready to decide.
+fn verifiers(
+    config: &Config,
+    clients: &Clients,
+) -> Result<Vec<crate::authorize::Verifier>, String> {
+    use crate::authorize::{Verifier, jwt, lambda};
+    use crate::config::authorizers::AuthorizerConfig;
+    let api = lambda::ApiFacts {
+        region: clients
+            .lambda
+            .config()
+            .region()
+            .map_or_else(|| "us-east-1".to_string(), ToString::to_string),
+        account_id: config
+            .aws
+            .account_id
+            .clone()
+            .unwrap_or_else(|| "000000000000".into()),
+        api_id: crate::render::context::API_ID.into(),
+        stage: config.stage.clone(),
+        stage_variables: config.stage_variables.clone(),
+    };
+    config
+        .authorizers
+        .iter()
+        .map(|a| match a {
+            AuthorizerConfig::Jwt(j) => jwt::JwtVerifier::new(j.clone()).map(Verifier::Jwt),
+            AuthorizerConfig::Lambda(l) => lambda::LambdaVerifier::new(
+                l.clone(),
+                Arc::new(clients.lambda.clone()),
+                api.clone(),
+            )
+            .map(Verifier::Lambda),
+        })
+        .collect()
+}
+
 /// The authorizer for a configuration, with the keys and usage counts loaded from the store.
 pub fn authorizer(
     config: &Config,
@@ -214,6 +246,7 @@ pub fn authorizer(
             key_required: r.api_key_required,
             key_query: r.api_key_query.clone(),
             throttle: r.throttle,
+            identity_plan: config.identity_plan(r).map(|p| p.name.clone()),
         })
         .collect();
     Authorizer::new(

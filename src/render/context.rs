@@ -8,6 +8,9 @@ use crate::config::{Config, RouteConfig};
 use crate::mapping::{Params, context};
 use crate::request::Request;
 
+/// `$context.apiId`, and the API in the `methodArn` Lambda authorizers are given.
+pub const API_ID: &str = "ingest-gateway";
+
 /// What templates may ask of a request beyond its body.
 pub struct RequestView<'a> {
     pub config: &'a Config,
@@ -48,7 +51,7 @@ impl RequestView<'_> {
             resource_path: self.route.path.to_string(),
             path: format!("/{}{}", config.stage, req.path),
             stage: config.stage.clone(),
-            api_id: "ingest-gateway".into(),
+            api_id: API_ID.into(),
             account_id: String::new(),
             domain_name: req.header("host").unwrap_or_default(),
             protocol: "HTTP/1.1".into(),

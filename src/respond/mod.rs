@@ -27,6 +27,12 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "UnauthorizedException",
         ),
         ErrorKind::ScopeDenied => (StatusCode::FORBIDDEN, "Forbidden", "AccessDeniedException"),
+        // API Gateway's body is `{"message": null}` (see `error`).
+        ErrorKind::AuthorizerFailure => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "",
+            "AuthorizerConfigurationException",
+        ),
         // The message is the policy's (see `error`).
         ErrorKind::AccessDenied { .. } => {
             (StatusCode::FORBIDDEN, "Forbidden", "AccessDeniedException")
@@ -162,6 +168,7 @@ pub fn error(e: &GatewayError, request_id: &str) -> Response<Body> {
         | ErrorKind::UndecodableBody { message } => {
             serde_json::json!({ "message": message }).to_string()
         }
+        ErrorKind::AuthorizerFailure => serde_json::json!({ "message": null }).to_string(),
         // API Gateway's resource-policy denial writes `Message`.
         ErrorKind::AccessDenied { message } => {
             serde_json::json!({ "Message": message }).to_string()
@@ -288,6 +295,7 @@ pub fn response_type(e: &GatewayError) -> &'static str {
         ErrorKind::Forbidden => "INVALID_API_KEY",
         ErrorKind::AccessDenied { .. } | ErrorKind::ScopeDenied => "ACCESS_DENIED",
         ErrorKind::Unauthorized => "UNAUTHORIZED",
+        ErrorKind::AuthorizerFailure => "AUTHORIZER_CONFIGURATION_ERROR",
         ErrorKind::UnsupportedEncoding { .. } => "UNSUPPORTED_MEDIA_TYPE",
         ErrorKind::UndecodableBody { .. } => "BAD_REQUEST_BODY",
         ErrorKind::Throttled { .. } => "THROTTLED",
