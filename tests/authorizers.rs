@@ -363,6 +363,136 @@ async fn jwt_tokens_are_verified_and_hostile_ones_refused_without_an_upstream_ca
     .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_by_claim_count_each_tenant_exactly_and_usage_reports_them() {
+    let stub = support::stub_kinesis().await;
+    let iss = issuer().await;
+    let ec = Key::ec("ec-1");
+    iss.keys.lock().unwrap().push(ec.jwk.clone());
+    let config = format!(
+        r#"
+[authorizers.users]
+type = "jwt"
+issuer = "{}"
+
+[usage_plans.tenants]
+identity = "claim:tenant"
+quota = {{ limit = 5, period = "DAY" }}
+
+[usage_plans.people]
+identity = "principal"
+throttle = {{ rate = 0.001, burst = 2 }}
+routes = ["POST /v1/people"]
+
+[[routes]]
+method = "POST"
+path = "/v1/events"
+authorizer = "users"
+rate_limit_headers = true
+action = "kinesis:PutRecords"
+target = "auth-stream"
+request_templates = {{ "application/json" = "record.vtl" }}
+batch = {{ linger = "1ms" }}
+
+[[routes]]
+method = "POST"
+path = "/v1/people"
+authorizer = "users"
+action = "kinesis:PutRecords"
+target = "auth-stream"
+request_templates = {{ "application/json" = "record.vtl" }}
+batch = {{ linger = "1ms" }}
+"#,
+        iss.url
+    );
+    let project = support::Project::custom("authz-plans", &config, &[("record.vtl", TEMPLATE)]);
+    // `tenants` covers every route with an authorizer but the one `people` names.
+    let out = project.cli(&["check-config"]);
+    assert!(
+        !out.status.success(),
+        "two plans by identity on one route are refused"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("all count its principals"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = config.replace(
+        "quota = { limit = 5, period = \"DAY\" }",
+        "quota = { limit = 5, period = \"DAY\" }\nroutes = [\"POST /v1/events\"]",
+    );
+    std::fs::write(&project.config, &config).unwrap();
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let token = |sub: &str, tenant: Option<&str>| {
+        let mut c = json!({"iss": iss.url, "sub": sub, "exp": now() + 600});
+        if let Some(t) = tenant {
+            c["tenant"] = json!(t);
+        }
+        ec.sign(&c)
+    };
+    let (acme_1, acme_2, globex, none) = (
+        token("u1", Some("acme")),
+        token("u2", Some("acme")),
+        token("u3", Some("globex")),
+        token("u4", None),
+    );
+    let calls = stub.calls.clone();
+    let project_dir = project.config.clone();
+    tokio::task::spawn_blocking(move || {
+        let post = |path: &str, t: &str| {
+            gw.request(
+                "POST",
+                path,
+                &[("content-type", "application/json"), ("authorization", t)],
+                b"{}",
+            )
+        };
+        // Two users of one tenant share its quota of 5, exactly.
+        for i in 0..5 {
+            let t = if i % 2 == 0 { &acme_1 } else { &acme_2 };
+            let r = post("/v1/events", t);
+            assert_eq!(r.status, 200, "request {i}: {}", r.text());
+            assert_eq!(
+                r.header("x-ratelimit-remaining"),
+                Some((4 - i).to_string().as_str())
+            );
+        }
+        let before = calls.load(Ordering::SeqCst);
+        let r = post("/v1/events", &acme_2);
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert_eq!(r.json(), json!({"message": "Limit Exceeded"}));
+        assert_eq!(calls.load(Ordering::SeqCst), before, "no upstream call");
+        // Another tenant has its own.
+        assert_eq!(post("/v1/events", &globex).status, 200);
+        // A token without the claim cannot be counted: refused.
+        assert_eq!(post("/v1/events", &none).status, 403);
+        // Per principal: each user has its own burst of 2.
+        for t in [&acme_1, &acme_1] {
+            assert_eq!(post("/v1/people", t).status, 200);
+        }
+        let r = post("/v1/people", &acme_1);
+        assert_eq!(r.status, 429);
+        assert!(r.header("retry-after").is_some());
+        assert_eq!(post("/v1/people", &acme_2).status, 200);
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+    // The counts were flushed to the store at shutdown; `usage` names each tenant.
+    let _ = project_dir;
+    let out = project.cli(&["usage"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let count = |id: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().last())
+            .map(str::to_string)
+    };
+    assert_eq!(count("tenants/acme").as_deref(), Some("5"), "{text}");
+    assert_eq!(count("tenants/globex").as_deref(), Some("1"), "{text}");
+}
+
 #[test]
 fn check_config_reports_authorizers_that_cannot_work() {
     let config = r#"
@@ -373,7 +503,19 @@ type = "cognito_user_pools"
 user_pools = ["us-east-1_AbC123"]
 [authorizers.c]
 type = "lambda_token"
+[authorizers.e]
+type = "lambda_request"
+function = "hooks"
+[authorizers.f]
+type = "lambda_token"
 function = "partner-auth"
+validation_regex = "(unclosed"
+ttl = "2h"
+[usage_plans.by_tenant]
+identity = "claim:tenant"
+routes = ["POST /v1/y"]
+[usage_plans.by_nothing]
+identity = "email"
 [authorizers.d]
 type = "jwt"
 issuer = "https://issuer.example"
@@ -390,6 +532,14 @@ path = "/v1/y"
 scopes = ["a/b"]
 action = "kinesis:PutRecords"
 target = "s"
+[[routes]]
+method = "POST"
+path = "/v1/z"
+authorizer = "f"
+scopes = ["a/b"]
+api_key_source = "authorizer"
+action = "kinesis:PutRecords"
+target = "s"
 "#;
     let project = support::Project::custom("authz-check", config, &[]);
     let out = project.cli(&["check-config"]);
@@ -398,7 +548,14 @@ target = "s"
     for expected in [
         "authorizer a: a jwt authorizer needs issuer",
         "\"us-east-1_AbC123\" is not a user pool ARN",
-        "Lambda authorizers) is not supported by this version",
+        "authorizer c: a Lambda authorizer needs function",
+        "authorizer e: a cached REQUEST authorizer needs identity_sources",
+        "authorizer f: validation_regex",
+        "authorizer f: ttl is at most 3600s",
+        "route POST /v1/z: api_key_source = \"authorizer\" needs a Lambda authorizer and api_key_required = true",
+        "route POST /v1/z: scopes apply to JWT and Cognito authorizers",
+        "usage plan by_tenant: route POST /v1/y has no authorizer",
+        "usage plan by_nothing: identity \"email\"",
         "identity_source \"body:token\"",
         "no authorizer \"nobody\"",
         "scopes need an authorizer",
