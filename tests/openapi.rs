@@ -90,6 +90,9 @@ fn summary(c: &Config) -> Json {
                 }),
                 "required": format!("{:?}", r.required_parameters),
                 "validation_details": r.validation_details,
+                "authorizer": r.authorizer,
+                "scopes": r.scopes,
+                "api_key_from_authorizer": r.api_key_from_authorizer,
             })
         })
         .collect();
@@ -105,7 +108,8 @@ fn summary(c: &Config) -> Json {
             })
         })
         .collect();
-    json!({"stage": c.stage, "stage_variables": c.stage_variables, "binary_media_types": c.binary_media_types, "gateway_responses": gateway_responses, "routes": routes})
+    let authorizers: Vec<String> = c.authorizers.iter().map(|a| format!("{a:?}")).collect();
+    json!({"stage": c.stage, "stage_variables": c.stage_variables, "binary_media_types": c.binary_media_types, "gateway_responses": gateway_responses, "authorizers": authorizers, "routes": routes})
 }
 
 /// A model with its `$ref`s replaced by what they point to, and without `definitions` or
@@ -129,6 +133,64 @@ fn inline(v: &Json, definitions: &Json) -> Json {
 }
 
 const EXTRA_ROUTE: &str = r#"
+[authorizers.users]
+type = "jwt"
+issuer = "https://issuer.example/tenant"
+audiences = ["app"]
+jwks_url = "https://issuer.example/keys.json"
+
+[authorizers.pool]
+type = "cognito_user_pools"
+user_pools = ["arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_AbC123"]
+identity_source = "header:X-Id-Token"
+
+[authorizers.partners]
+type = "lambda_token"
+function = "arn:aws:lambda:us-east-1:123456789012:function:partner-auth"
+validation_regex = "^Bearer [-0-9a-zA-Z._]+$"
+ttl = "120s"
+
+[authorizers.hooks]
+type = "lambda_request"
+function = "arn:aws:lambda:us-east-1:123456789012:function:hook-auth"
+identity_sources = ["header:x-webhook-secret", "path:source", "query:q"]
+ttl = "0s"
+
+[[routes]]
+method = "POST"
+path = "/v1/users/events"
+authorizer = "users"
+scopes = ["telemetry/write"]
+action = "kinesis:PutRecords"
+target = "clickstream-events"
+request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
+
+[[routes]]
+method = "POST"
+path = "/v1/pool/events"
+authorizer = "pool"
+action = "kinesis:PutRecords"
+target = "clickstream-events"
+request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
+
+[[routes]]
+method = "POST"
+path = "/v1/partners/events"
+authorizer = "partners"
+api_key_required = true
+api_key_source = "authorizer"
+action = "kinesis:PutRecords"
+target = "clickstream-events"
+request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
+
+[[routes]]
+method = "POST"
+path = "/hooks/{source}"
+authorizer = "hooks"
+action = "kinesis:PutRecords"
+target = "clickstream-events"
+request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
+
 [gateway_responses.DEFAULT_4XX]
 headers = { "Access-Control-Allow-Origin" = "'*'" }
 template = "mappings/error.vtl"

@@ -184,9 +184,29 @@ pub struct JwtAuthorizer {
     pub source: TokenSource,
     /// Cognito: `token_use` must be `id` or `access`.
     pub cognito: bool,
+    /// Cognito: the pools' ARNs, as configured.
+    pub user_pools: Vec<String>,
 }
 
 impl TokenSource {
+    /// As the configuration writes it: `header:NAME`, `query:NAME`, `cookie:NAME`.
+    pub fn spec(&self) -> String {
+        match self {
+            TokenSource::Header(n) => format!("header:{n}"),
+            TokenSource::Query(n) => format!("query:{n}"),
+            TokenSource::Cookie(n) => format!("cookie:{n}"),
+        }
+    }
+
+    /// API Gateway's `identitySource`, where it has one (not for cookies).
+    pub fn apigw(&self) -> Option<String> {
+        match self {
+            TokenSource::Header(n) => Some(format!("method.request.header.{n}")),
+            TokenSource::Query(n) => Some(format!("method.request.querystring.{n}")),
+            TokenSource::Cookie(_) => None,
+        }
+    }
+
     /// `header:NAME`, `query:NAME`, `cookie:NAME`, or API Gateway's
     /// `method.request.header.NAME` / `$request.header.NAME` forms.
     pub fn parse(s: &str) -> Option<TokenSource> {
@@ -277,6 +297,7 @@ impl Validator<'_> {
                         audiences: a.audiences.clone(),
                         source,
                         cognito: false,
+                        user_pools: Vec::new(),
                     }));
                 }
                 Some("cognito_user_pools") => {
@@ -316,6 +337,7 @@ impl Validator<'_> {
                         audiences: a.audiences.clone(),
                         source,
                         cognito: true,
+                        user_pools: a.user_pools.clone(),
                     }));
                 }
                 Some(kind @ ("lambda_token" | "lambda_request")) => {

@@ -31,14 +31,20 @@ pub fn document(config: &Config, extensions: bool) -> Result<Json, String> {
             .or_insert_with(|| json!({}));
         item[key] = op;
     }
+    let mut schemes = Map::new();
+    schemes.insert(
+        "api_key".into(),
+        json!({"type": "apiKey", "name": "x-api-key", "in": "header"}),
+    );
+    for a in &config.authorizers {
+        schemes.insert(a.name().to_string(), security_scheme(config, a, extensions));
+    }
     let mut doc = json!({
         "openapi": "3.0.1",
         "info": {"title": "ingest-gateway", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
         "components": {
-            "securitySchemes": {
-                "api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}
-            },
+            "securitySchemes": schemes,
             "schemas": schemas,
         },
     });
@@ -47,7 +53,13 @@ pub fn document(config: &Config, extensions: bool) -> Result<Json, String> {
             "stage": config.stage,
             "stage_variables": config.stage_variables,
         });
-        doc["x-amazon-apigateway-api-key-source"] = json!("HEADER");
+        // API Gateway has one key source per API.
+        let from_authorizer = config.routes.iter().any(|r| r.api_key_from_authorizer);
+        doc["x-amazon-apigateway-api-key-source"] = json!(if from_authorizer {
+            "AUTHORIZER"
+        } else {
+            "HEADER"
+        });
         if !config.binary_media_types.is_empty() {
             doc["x-amazon-apigateway-binary-media-types"] = json!(config.binary_media_types);
         }
@@ -216,6 +228,100 @@ fn unanchored(p: &regex::Regex) -> String {
 }
 
 /// One route as an operation: its key under the path, and the operation.
+/// An authorizer as API Gateway exports it: a security scheme with
+/// `x-amazon-apigateway-authorizer` (an HTTP API's `jwt` for a plain JWT authorizer).
+fn security_scheme(
+    config: &Config,
+    a: &crate::config::authorizers::AuthorizerConfig,
+    extensions: bool,
+) -> Json {
+    use crate::config::authorizers::{AuthorizerConfig, LambdaKind, TokenSource};
+    let region = config.aws.region.as_deref().unwrap_or("us-east-1");
+    let account = config.aws.account_id.as_deref().unwrap_or("000000000000");
+    let header_scheme = |source: &TokenSource| match source {
+        TokenSource::Header(n) => json!({"type": "apiKey", "name": n, "in": "header"}),
+        TokenSource::Query(n) => json!({"type": "apiKey", "name": n, "in": "query"}),
+        TokenSource::Cookie(n) => json!({"type": "apiKey", "name": n, "in": "cookie"}),
+    };
+    let uri = |function: &str| {
+        let arn = if function.starts_with("arn:") {
+            function.to_string()
+        } else {
+            format!("arn:aws:lambda:{region}:{account}:function:{function}")
+        };
+        format!("arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations")
+    };
+    let (mut scheme, authtype, authorizer, source) = match a {
+        AuthorizerConfig::Jwt(j) if j.cognito => (
+            header_scheme(&j.source),
+            "cognito_user_pools",
+            json!({"type": "cognito_user_pools", "providerARNs": j.user_pools}),
+            Some(&j.source),
+        ),
+        AuthorizerConfig::Jwt(j) => {
+            let (issuer, jwks) = j.issuers.first().cloned().unwrap_or_default();
+            let mut authorizer = json!({
+                "type": "jwt",
+                "jwtConfiguration": {"issuer": issuer, "audience": j.audiences},
+            });
+            if let Some(s) = j.source.apigw() {
+                authorizer["identitySource"] = json!(s);
+            }
+            if let Some(url) = jwks {
+                authorizer["x-ingest-gateway-jwks-url"] = json!(url);
+            }
+            let discovery = format!("{issuer}/.well-known/openid-configuration");
+            (
+                json!({"type": "openIdConnect", "openIdConnectUrl": discovery}),
+                "jwt",
+                authorizer,
+                Some(&j.source),
+            )
+        }
+        AuthorizerConfig::Lambda(l) => match &l.kind {
+            LambdaKind::Token {
+                source,
+                validation_regex,
+            } => {
+                let mut authorizer = json!({
+                    "type": "token",
+                    "authorizerUri": uri(&l.function),
+                    "authorizerResultTtlInSeconds": l.ttl.as_secs(),
+                });
+                if let Some(s) = source.apigw() {
+                    authorizer["identitySource"] = json!(s);
+                }
+                if let Some(re) = validation_regex {
+                    authorizer["identityValidationExpression"] = json!(re);
+                }
+                (header_scheme(source), "custom", authorizer, Some(source))
+            }
+            LambdaKind::Request { sources } => {
+                let list: Vec<String> = sources.iter().map(|s| s.apigw()).collect();
+                (
+                    json!({"type": "apiKey", "name": "Unused", "in": "header"}),
+                    "custom",
+                    json!({
+                        "type": "request",
+                        "authorizerUri": uri(&l.function),
+                        "authorizerResultTtlInSeconds": l.ttl.as_secs(),
+                        "identitySource": list.join(", "),
+                    }),
+                    None,
+                )
+            }
+        },
+    };
+    if extensions {
+        scheme["x-amazon-apigateway-authtype"] = json!(authtype);
+        scheme["x-amazon-apigateway-authorizer"] = authorizer;
+        if let Some(TokenSource::Cookie(_)) = source {
+            scheme["x-ingest-gateway"] = json!({"identity_source": source.map(TokenSource::spec)});
+        }
+    }
+    scheme
+}
+
 fn operation(
     config: &Config,
     route: &RouteConfig,
@@ -266,8 +372,15 @@ fn operation(
             "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}},
         });
     }
+    let mut requirement = Map::new();
     if route.api_key_required {
-        op["security"] = json!([{"api_key": []}]);
+        requirement.insert("api_key".into(), json!([]));
+    }
+    if let Some(a) = &route.authorizer {
+        requirement.insert(a.clone(), json!(route.scopes));
+    }
+    if !requirement.is_empty() {
+        op["security"] = json!([requirement]);
     }
     // Responses: each integration response's status, with its headers.
     let mut responses = Map::new();

@@ -142,8 +142,9 @@ fn setting(object: &str, field: &str, v: &Json) -> Option<String> {
 
 /// Top-level tables an import writes, and `[server]` keys: anything else in the generated
 /// file means a document's text escaped its quoting.
-const WRITTEN: [&str; 5] = [
+const WRITTEN: [&str; 6] = [
     "server",
+    "authorizers",
     "stage_variables",
     "gateway_responses",
     "usage_plans",
@@ -217,14 +218,10 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
     let doc = Doc { root, swagger2 };
     let mut out = Imported::default();
 
-    // Root-level extensions the gateway has no equivalent for.
-    if let Some(source) = root["x-amazon-apigateway-api-key-source"].as_str()
-        && !source.eq_ignore_ascii_case("HEADER")
-    {
-        out.untranslated.push(format!(
-            "x-amazon-apigateway-api-key-source {source}: keys come from an authorizer; the gateway reads them from the x-api-key header"
-        ));
-    }
+    // `AUTHORIZER`: routes behind a Lambda authorizer take the key it names.
+    let key_from_authorizer = root["x-amazon-apigateway-api-key-source"]
+        .as_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("AUTHORIZER"));
     let binary: Vec<String> = root["x-amazon-apigateway-binary-media-types"]
         .as_array()
         .into_iter()
@@ -297,12 +294,27 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
         }
     }
 
-    // Security schemes: the API key, or something the gateway cannot check.
+    // Security schemes: the API key, authorizers, or something the gateway cannot check.
     let mut api_key_schemes = Vec::new();
     let mut other_schemes = Vec::new();
+    let mut authorizers = Vec::new();
+    let mut authorizers_toml = String::new();
     for (name, scheme) in doc.schemes().into_iter().flatten() {
         if is_api_key(scheme) {
             api_key_schemes.push(name.clone());
+        } else if scheme.get("x-amazon-apigateway-authorizer").is_some() {
+            match authorizer(name, scheme, &mut out) {
+                Ok((toml, lambda)) => {
+                    authorizers_toml.push_str(&toml);
+                    authorizers.push((name.clone(), lambda));
+                }
+                Err(why) => {
+                    other_schemes.push(name.clone());
+                    out.untranslated.push(format!(
+                        "security scheme {name}: {why}; operations that require it are not imported"
+                    ));
+                }
+            }
         } else {
             other_schemes.push(name.clone());
             let kind = scheme["x-amazon-apigateway-authtype"]
@@ -357,6 +369,8 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
                 &path_params,
                 &api_key_schemes,
                 &other_schemes,
+                &authorizers,
+                key_from_authorizer,
                 validators,
                 default_validator,
                 &mut out,
@@ -420,13 +434,126 @@ pub fn import(root: &Json, source: &str) -> Result<Imported, String> {
         "# {title}: imported from {source} by `ingest-gateway import-openapi`.\n\
          # Usage plans are not part of an export: keys for routes that need one go in the\n\
          # plan below (no limits; set them), e.g. `ingest-gateway keys create --name app --plan {PLAN}`.\n\n\
-         {preamble}{gateway_responses}[usage_plans.{PLAN}]\n{routes}"
+         {preamble}{gateway_responses}{authorizers_toml}[usage_plans.{PLAN}]\n{routes}"
     );
     if out.routes > 0 && root.pointer("/info/title").is_none() {
         out.notes.push("the document has no info.title".into());
     }
     check_shape(&out.config, out.routes)?;
     Ok(out)
+}
+
+/// `[authorizers.NAME]` for a security scheme with `x-amazon-apigateway-authorizer`
+/// (`cognito_user_pools`, `token`, `request`, or an HTTP API's `jwt`), and whether it is a
+/// Lambda authorizer.
+fn authorizer(name: &str, scheme: &Json, out: &mut Imported) -> Result<(String, bool), String> {
+    let a = &scheme["x-amazon-apigateway-authorizer"];
+    let kind = a["type"].as_str().unwrap_or("").to_ascii_lowercase();
+    let mut toml = format!("[authorizers.{}]\n", q(name));
+    // The header a token is in: `identitySource`, else the scheme's own `name`.
+    let sources: Vec<String> = match &a["identitySource"] {
+        Json::String(s) => s
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        Json::Array(list) => list
+            .iter()
+            .filter_map(Json::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let header = scheme["name"]
+        .as_str()
+        .filter(|_| scheme["in"] == "header")
+        .map(|n| format!("header:{n}"));
+    let own_source = scheme
+        .pointer("/x-ingest-gateway/identity_source")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    let token_source = own_source.or_else(|| sources.first().cloned()).or(header);
+    let ttl = a["authorizerResultTtlInSeconds"].as_u64().unwrap_or(300);
+    let function = || -> Result<String, String> {
+        let uri = a["authorizerUri"]
+            .as_str()
+            .ok_or("a Lambda authorizer without authorizerUri")?;
+        crate::config::authorizers::lambda_function(uri)
+            .ok_or_else(|| format!("authorizerUri {uri:?} names no Lambda function"))
+    };
+    if a.get("authorizerCredentials").is_some() {
+        out.untranslated.push(format!(
+            "security scheme {name}: authorizerCredentials: the gateway invokes the function with its own credentials"
+        ));
+    }
+    let lambda = match kind.as_str() {
+        "cognito_user_pools" => {
+            let pools: Vec<String> = a["providerARNs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .map(q)
+                .collect();
+            if pools.is_empty() {
+                return Err("a Cognito authorizer without providerARNs".into());
+            }
+            toml.push_str(&format!(
+                "type = \"cognito_user_pools\"\nuser_pools = [{}]\n",
+                pools.join(", ")
+            ));
+            false
+        }
+        "jwt" => {
+            let config = &a["jwtConfiguration"];
+            let issuer = config["issuer"]
+                .as_str()
+                .ok_or("a JWT authorizer without jwtConfiguration.issuer")?;
+            let audiences: Vec<String> = config["audience"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .map(q)
+                .collect();
+            toml.push_str(&format!(
+                "type = \"jwt\"\nissuer = {}\naudiences = [{}]\n",
+                q(issuer),
+                audiences.join(", ")
+            ));
+            if let Some(url) = a["x-ingest-gateway-jwks-url"].as_str() {
+                toml.push_str(&format!("jwks_url = {}\n", q(url)));
+            }
+            false
+        }
+        "token" => {
+            toml.push_str(&format!(
+                "type = \"lambda_token\"\nfunction = {}\nttl = \"{ttl}s\"\n",
+                q(&function()?)
+            ));
+            if let Some(re) = a["identityValidationExpression"].as_str() {
+                toml.push_str(&format!("validation_regex = {}\n", q(re)));
+            }
+            true
+        }
+        "request" => {
+            let list: Vec<String> = sources.iter().map(|s| q(s)).collect();
+            toml.push_str(&format!(
+                "type = \"lambda_request\"\nfunction = {}\nttl = \"{ttl}s\"\nidentity_sources = [{}]\n",
+                q(&function()?),
+                list.join(", ")
+            ));
+            true
+        }
+        other => return Err(format!("authorizer type {other:?} is not supported")),
+    };
+    if kind != "request"
+        && let Some(s) = token_source
+    {
+        toml.push_str(&format!("identity_source = {}\n", q(&s)));
+    }
+    toml.push('\n');
+    Ok((toml, lambda))
 }
 
 /// One imported route: its TOML, its template files and its body model.
@@ -446,6 +573,8 @@ fn route(
     path_params: &[Json],
     api_key_schemes: &[String],
     other_schemes: &[String],
+    authorizers: &[(String, bool)],
+    key_from_authorizer: bool,
     validators: Option<&Map<String, Json>>,
     default_validator: Option<&str>,
     out: &mut Imported,
@@ -475,8 +604,9 @@ fn route(
         .cloned()
         .unwrap_or_default();
     let mut api_key_required = false;
+    let mut authorized: Option<(&str, bool, Vec<String>)> = None;
     for requirement in &security {
-        for scheme in requirement.as_object().into_iter().flat_map(|m| m.keys()) {
+        for (scheme, scopes) in requirement.as_object().into_iter().flatten() {
             if other_schemes.contains(scheme) {
                 return Err(format!(
                     "it requires the security scheme {scheme}, which is not supported"
@@ -484,6 +614,19 @@ fn route(
             }
             if api_key_schemes.contains(scheme) {
                 api_key_required = true;
+            }
+            if let Some((name, lambda)) = authorizers.iter().find(|(n, _)| n == scheme) {
+                if authorized.as_ref().is_some_and(|(a, _, _)| a != name) {
+                    return Err("it names two authorizers; a route has one".into());
+                }
+                let scopes = scopes
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Json::as_str)
+                    .map(str::to_string)
+                    .collect();
+                authorized = Some((name, *lambda, scopes));
             }
         }
     }
@@ -499,6 +642,16 @@ fn route(
         q(path),
         q(action.name())
     );
+    if let Some((authorizer, lambda, scopes)) = &authorized {
+        toml.push_str(&format!("authorizer = {}\n", q(authorizer)));
+        if !scopes.is_empty() && !lambda {
+            let scopes: Vec<String> = scopes.iter().map(|s| q(s)).collect();
+            toml.push_str(&format!("scopes = [{}]\n", scopes.join(", ")));
+        }
+        if *lambda && api_key_required && key_from_authorizer {
+            toml.push_str("api_key_source = \"authorizer\"\n");
+        }
+    }
 
     // Request templates, and the target they (or the URI) name.
     let mut target = uri_target;
