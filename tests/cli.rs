@@ -181,3 +181,62 @@ fn batch_limits_depend_on_aggregation() {
         "{err}"
     );
 }
+
+#[test]
+fn iam_policy_grants_invoke_on_the_authorizer_functions_routes_use() {
+    let config = temp_config(
+        "iam-authorizers",
+        r#"
+[authorizers.partners]
+type = "lambda_token"
+function = "partner-auth"
+[authorizers.hooks]
+type = "lambda_request"
+function = "arn:aws:lambda:eu-west-1:999999999999:function:hook-auth"
+identity_sources = ["header:x-secret"]
+[authorizers.unused]
+type = "lambda_token"
+function = "nobody-calls-me"
+[[routes]]
+method = "POST"
+path = "/a"
+authorizer = "partners"
+action = "kinesis:PutRecords"
+target = "s"
+[[routes]]
+method = "POST"
+path = "/b"
+authorizer = "hooks"
+action = "kinesis:PutRecords"
+target = "s"
+"#,
+    );
+    let out = gateway(&[
+        "--config",
+        config.to_str().unwrap(),
+        "iam-policy",
+        "--region",
+        "eu-west-1",
+        "--account",
+        "123456789012",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let invoke = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Action"] == serde_json::json!(["lambda:InvokeFunction"]))
+        .expect("a lambda:InvokeFunction grant");
+    assert_eq!(
+        invoke["Resource"],
+        serde_json::json!([
+            "arn:aws:lambda:eu-west-1:123456789012:function:partner-auth",
+            "arn:aws:lambda:eu-west-1:999999999999:function:hook-auth"
+        ])
+    );
+}

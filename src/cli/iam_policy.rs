@@ -45,6 +45,34 @@ pub fn policy(config: &Config, region: &str, account: &str) -> (Json, Vec<String
             }
         }
     }
+    // Lambda authorizers' functions (only those a route uses).
+    let mut functions: Vec<String> = Vec::new();
+    for a in &config.authorizers {
+        let crate::config::authorizers::AuthorizerConfig::Lambda(l) = a else {
+            continue;
+        };
+        if !config
+            .routes
+            .iter()
+            .any(|r| r.authorizer.as_deref() == Some(&l.name))
+        {
+            continue;
+        }
+        let arn = if l.function.starts_with("arn:") {
+            l.function.clone()
+        } else {
+            format!("arn:aws:lambda:{region}:{account}:function:{}", l.function)
+        };
+        if !functions.contains(&arn) {
+            functions.push(arn);
+        }
+    }
+    functions.sort();
+    if !functions.is_empty() {
+        statements.push(
+            json!({"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": functions}),
+        );
+    }
     if !anywhere.is_empty() {
         statements.push(json!({"Effect": "Allow", "Action": anywhere, "Resource": "*"}));
     }
