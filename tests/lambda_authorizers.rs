@@ -362,3 +362,152 @@ async fn lambda_authorizers_decide_with_api_gateways_events_policies_and_cache()
     .await
     .unwrap();
 }
+
+/// An API Gateway export (Swagger 2.0, as `aws apigateway get-export` writes it) with a
+/// Cognito user pool, a TOKEN and a REQUEST authorizer.
+fn export(pool_arn: &str, token_fn: &str, request_fn: &str) -> Json {
+    let uri = |f: &str| {
+        format!(
+            "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:000000000000:function:{f}/invocations"
+        )
+    };
+    let op = |scheme: &str| {
+        json!({
+            "security": [{scheme: []}],
+            "responses": {"200": {"description": "200 response"}},
+            "x-amazon-apigateway-integration": {
+                "type": "aws",
+                "httpMethod": "POST",
+                "uri": "arn:aws:apigateway:us-east-1:kinesis:action/PutRecords",
+                "requestTemplates": {"application/json": TEMPLATE},
+                "responses": {"default": {"statusCode": "200"}},
+            },
+        })
+    };
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "partner-ingest", "version": "2026-12-01"},
+        "basePath": "/prod",
+        "paths": {
+            "/users": {"post": op("CognitoAuth")},
+            "/partners/{id}": {"post": op("PartnerAuth")},
+            "/hooks/{source}": {"post": op("HookAuth")},
+        },
+        "securityDefinitions": {
+            "CognitoAuth": {
+                "type": "apiKey", "name": "Authorization", "in": "header",
+                "x-amazon-apigateway-authtype": "cognito_user_pools",
+                "x-amazon-apigateway-authorizer": {"type": "cognito_user_pools", "providerARNs": [pool_arn]},
+            },
+            "PartnerAuth": {
+                "type": "apiKey", "name": "Authorization", "in": "header",
+                "x-amazon-apigateway-authtype": "custom",
+                "x-amazon-apigateway-authorizer": {
+                    "type": "token", "authorizerUri": uri(token_fn),
+                    "authorizerResultTtlInSeconds": 300,
+                    "identityValidationExpression": "^Bearer [-0-9a-zA-Z._~]+$",
+                },
+            },
+            "HookAuth": {
+                "type": "apiKey", "name": "Unused", "in": "header",
+                "x-amazon-apigateway-authtype": "custom",
+                "x-amazon-apigateway-authorizer": {
+                    "type": "request", "authorizerUri": uri(request_fn),
+                    "authorizerResultTtlInSeconds": 60,
+                    "identitySource": "method.request.header.x-webhook-secret, method.request.path.source",
+                },
+            },
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_export_with_every_authorizer_kind_serves_end_to_end() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    let user = support::cognito_user(&endpoint);
+    let pool_arn = format!(
+        "arn:aws:cognito-idp:us-east-1:000000000000:userpool/{}",
+        user["pool"].as_str().unwrap()
+    );
+    let (token_fn, request_fn) = (
+        support::unique("export-partner-auth"),
+        support::unique("export-webhook-auth"),
+    );
+    let dir = std::env::temp_dir().join(support::unique("ingest-gateway-export-authz-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    create_function(&endpoint, &token_fn, TOKEN_FUNCTION, &dir.join("token.log"));
+    create_function(
+        &endpoint,
+        &request_fn,
+        REQUEST_FUNCTION,
+        &dir.join("request.log"),
+    );
+    let file = dir.join("export.json");
+    std::fs::write(&file, export(&pool_arn, &token_fn, &request_fn).to_string()).unwrap();
+    let out = std::process::Command::new(support::bin())
+        .arg("import-openapi")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.join("imported"))
+        .output()
+        .unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("3 routes"), "{report}");
+    assert!(
+        report.contains("everything in the document was translated"),
+        "{report}"
+    );
+    let config = dir.join("imported/gateway.toml");
+    let stub = support::stub_kinesis().await;
+    let gw = support::Gateway::start_with_env(
+        &config,
+        &[
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL_KINESIS", &stub.endpoint),
+        ],
+    );
+    let data = stub.data.clone();
+    tokio::task::spawn_blocking(move || {
+        let post = |path: &str, headers: &[(&str, &str)]| {
+            let mut h = vec![("content-type", "application/json")];
+            h.extend_from_slice(headers);
+            gw.request("POST", path, &h, b"{}")
+        };
+        let record =
+            || -> Json { serde_json::from_str(data.lock().unwrap().last().unwrap()).unwrap() };
+        // Cognito: the pool's id token.
+        assert_eq!(post("/users", &[]).status, 401);
+        let r = post("/users", &[("authorization", user["id"].as_str().unwrap())]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        // TOKEN.
+        assert_eq!(
+            post("/partners/1", &[("authorization", "Bearer nope!")]).status,
+            401
+        );
+        let r = post("/partners/1", &[("authorization", "Bearer allow-carol")]);
+        assert_eq!(
+            r.status,
+            403,
+            "the policy allows /v1/devices/* only: {}",
+            r.text()
+        );
+        let r = post("/partners/1", &[("authorization", "Bearer key-anything")]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(record()["principal"], "keyed");
+        // REQUEST.
+        assert_eq!(post("/hooks/github", &[]).status, 401);
+        let r = post("/hooks/github", &[("x-webhook-secret", "s3cret")]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(record()["source"], "github");
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+}

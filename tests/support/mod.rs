@@ -719,3 +719,35 @@ pub async fn in_process(
         pipeline::Gateway::new(config, compiled, clients, auth).expect("the gateway starts"),
     )
 }
+
+/// A user pool, an app client and a signed-in user in the emulator's Cognito: the pool's
+/// id and the user's id and access tokens.
+pub fn cognito_user(endpoint: &str) -> serde_json::Value {
+    let python = repo().join(".venv/bin/python");
+    let out = std::process::Command::new(python)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .arg("-c")
+        .arg(
+            r#"
+import json, sys, botocore.session
+c = botocore.session.get_session().create_client("cognito-idp", endpoint_url=sys.argv[1], region_name="us-east-1")
+pool = c.create_user_pool(PoolName="gateway-test")["UserPool"]["Id"]
+client = c.create_user_pool_client(UserPoolId=pool, ClientName="app", ExplicitAuthFlows=["ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"])["UserPoolClient"]["ClientId"]
+c.admin_create_user(UserPoolId=pool, Username="alice", TemporaryPassword="Temp-Passw0rd!", MessageAction="SUPPRESS")
+c.admin_set_user_password(UserPoolId=pool, Username="alice", Password="Real-Passw0rd!", Permanent=True)
+auth = c.admin_initiate_auth(UserPoolId=pool, ClientId=client, AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+    AuthParameters={"USERNAME": "alice", "PASSWORD": "Real-Passw0rd!"})["AuthenticationResult"]
+print(json.dumps({"pool": pool, "client": client, "id": auth["IdToken"], "access": auth["AccessToken"]}))
+"#,
+        )
+        .arg(endpoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
