@@ -9,6 +9,10 @@
 //! - `startup/load_100k_keys`: reading 100,000 keys from SQLite into a snapshot.
 //! - `authorize/jwt_es256`, `authorize/jwt_rs256`: a JWT authorizer's verification of a
 //!   token (keys cached, as after the first request): signature, times, issuer, audience.
+//! - `authorize/lambda_token_cached`, `authorize/lambda_request_cached`: a Lambda
+//!   authorizer's decision for an identity it has decided before (within its ttl): reading
+//!   and checking the identity, hashing it, the cache lookup, and the policy's evaluation
+//!   for this request's method ARN. The function is asked once, before measuring.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -123,6 +127,7 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     jwt_benches(c, &rt);
+    lambda_benches(c, &rt);
     let endpoint = rt.block_on(stub_upstream());
     let sdk = rt.block_on(
         aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -221,6 +226,7 @@ fn jwt_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         audiences: vec!["bench-client".into()],
         source: TokenSource::Header("authorization".into()),
         cognito: false,
+        user_pools: Vec::new(),
     })
     .unwrap();
     let claims = serde_json::json!({"iss": issuer, "sub": "user-1", "aud": "bench-client",
@@ -254,6 +260,119 @@ fn jwt_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         c.bench_function(name, |b| {
             b.iter(|| black_box(rt.block_on(verifier.verify(&token)).unwrap()))
         });
+    }
+}
+
+/// Answers every event with an Allow of the devices' paths (asked once per identity).
+struct AllowDevices;
+
+impl ingest_gateway::authorize::lambda::Invoke for AllowDevices {
+    fn invoke<'a>(
+        &'a self,
+        _function: &'a str,
+        _payload: Vec<u8>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<ingest_gateway::authorize::lambda::Invoked, String>,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async {
+            Ok(ingest_gateway::authorize::lambda::Invoked {
+                function_error: None,
+                payload: serde_json::json!({
+                    "principalId": "partner-7",
+                    "policyDocument": {"Version": "2012-10-17", "Statement": [
+                        {"Effect": "Allow", "Action": "execute-api:Invoke",
+                         "Resource": "arn:aws:execute-api:us-east-1:*:*/prod/*/v1/devices/*"}]},
+                    "context": {"tenant": "acme"},
+                })
+                .to_string()
+                .into_bytes(),
+            })
+        })
+    }
+}
+
+fn lambda_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use ingest_gateway::authorize::lambda::{self, ApiFacts, LambdaVerifier};
+    use ingest_gateway::config::authorizers::{
+        IdentitySource, LambdaAuthorizer, LambdaKind, TokenSource,
+    };
+    let api = ApiFacts {
+        region: "us-east-1".into(),
+        account_id: "123456789012".into(),
+        api_id: "ingest-gateway".into(),
+        stage: "prod".into(),
+        stage_variables: Default::default(),
+    };
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        "Bearer partner-7.abcdefghijklmnop".parse().unwrap(),
+    );
+    headers.insert("x-webhook-secret", "s3cret-s3cret-s3cret".parse().unwrap());
+    headers.insert("content-type", "application/json".parse().unwrap());
+    headers.insert("user-agent", "bench/1.0".parse().unwrap());
+    let req = ingest_gateway::request::Request {
+        method: axum::http::Method::POST,
+        path: "/v1/devices/42".into(),
+        query: Vec::new(),
+        headers,
+        body: Default::default(),
+        source_ip: "192.0.2.1".into(),
+        client_ip: "192.0.2.1".parse().unwrap(),
+        client_cert: None,
+        request_id: "c6af9ac6-7b61-11e6-9a41-93e8deadbeef".into(),
+        received: std::time::Instant::now(),
+        received_epoch_ms: 1_764_077_930_000,
+    };
+    let params = vec![("id".to_string(), "42".to_string())];
+    for (name, kind) in [
+        (
+            "authorize/lambda_token_cached",
+            LambdaKind::Token {
+                source: TokenSource::Header("authorization".into()),
+                validation_regex: Some("^Bearer [-0-9a-zA-Z._]+$".into()),
+            },
+        ),
+        (
+            "authorize/lambda_request_cached",
+            LambdaKind::Request {
+                sources: vec![
+                    IdentitySource::Header("x-webhook-secret".into()),
+                    IdentitySource::Path("id".into()),
+                ],
+            },
+        ),
+    ] {
+        let v = LambdaVerifier::new(
+            LambdaAuthorizer {
+                name: "bench".into(),
+                function: "partner-auth".into(),
+                kind,
+                ttl: std::time::Duration::from_secs(300),
+            },
+            Arc::new(AllowDevices),
+            api.clone(),
+        )
+        .unwrap();
+        let decide = || {
+            let presented = v.identify(&req, "/v1/devices/{id}", &params).unwrap();
+            let event = || v.event(&presented, &req, "/v1/devices/{id}", &params);
+            let lambda::Outcome::Decided(d) = rt.block_on(v.decide(presented.key, event)) else {
+                panic!("a decision")
+            };
+            assert_eq!(
+                lambda::evaluate(&d.statements, &presented.method_arn),
+                lambda::Effect::Allow
+            );
+            d
+        };
+        decide();
+        c.bench_function(name, |b| b.iter(|| black_box(decide())));
     }
 }
 

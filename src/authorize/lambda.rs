@@ -150,6 +150,16 @@ impl std::fmt::Debug for LambdaVerifier {
     }
 }
 
+/// A request's identity, as the cache knows it.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    /// SHA-256 of the token, or of the identity sources' values.
+    pub key: [u8; 32],
+    pub method_arn: String,
+    /// A TOKEN authorizer's token.
+    pub token: Option<String>,
+}
+
 /// Why a request is refused before the function is asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Missing(pub String);
@@ -184,33 +194,16 @@ impl LambdaVerifier {
         &self.config.name
     }
 
-    /// The event for this request, and the cache key of its identity; refused (401) when
-    /// the token is missing or does not match the validation pattern, or an identity source
-    /// is missing.
-    pub fn event(
+    /// The request's identity (its cache key) and method ARN; refused (401) when the token
+    /// is missing or does not match the validation pattern, or an identity source is
+    /// missing. The event itself is built only when the function is asked.
+    pub fn identify(
         &self,
         req: &Request,
         resource: &str,
         path_params: &[(String, String)],
-    ) -> Result<(Json, [u8; 32], String), Missing> {
-        let facts = EventFacts {
-            method: req.method.as_str(),
-            path: &req.path,
-            resource,
-            headers: &req.headers,
-            query: &req.query,
-            path_params,
-            stage_variables: &self.api.stage_variables,
-            stage: &self.api.stage,
-            request_id: &req.request_id,
-            source_ip: &req.source_ip,
-            api_key: None,
-            account_id: &self.api.account_id,
-            api_id: &self.api.api_id,
-            region: &self.api.region,
-            epoch_ms: req.received_epoch_ms,
-        };
-        let method_arn = facts.method_arn();
+    ) -> Result<Presented, Missing> {
+        let method_arn = self.facts(req, resource, path_params).method_arn();
         let mut key = sha2::Sha256::new();
         match &self.config.kind {
             LambdaKind::Token { source, .. } => {
@@ -226,11 +219,11 @@ impl LambdaVerifier {
                     return Err(Missing("the token does not match validation_regex".into()));
                 }
                 key.update(token.as_bytes());
-                Ok((
-                    event::token_authorizer(&token, &method_arn),
-                    key.finalize().into(),
+                Ok(Presented {
+                    key: key.finalize().into(),
                     method_arn,
-                ))
+                    token: Some(token),
+                })
             }
             LambdaKind::Request { sources } => {
                 for source in sources {
@@ -244,21 +237,60 @@ impl LambdaVerifier {
                     key.update((value.len() as u64).to_be_bytes());
                     key.update(value.as_bytes());
                 }
-                Ok((
-                    facts.request_authorizer(),
-                    key.finalize().into(),
+                Ok(Presented {
+                    key: key.finalize().into(),
                     method_arn,
-                ))
+                    token: None,
+                })
             }
         }
     }
 
+    fn facts<'a>(
+        &'a self,
+        req: &'a Request,
+        resource: &'a str,
+        path_params: &'a [(String, String)],
+    ) -> EventFacts<'a> {
+        EventFacts {
+            method: req.method.as_str(),
+            path: &req.path,
+            resource,
+            headers: &req.headers,
+            query: &req.query,
+            path_params,
+            stage_variables: &self.api.stage_variables,
+            stage: &self.api.stage,
+            request_id: &req.request_id,
+            source_ip: &req.source_ip,
+            api_key: None,
+            account_id: &self.api.account_id,
+            api_id: &self.api.api_id,
+            region: &self.api.region,
+            epoch_ms: req.received_epoch_ms,
+        }
+    }
+
+    /// API Gateway's event for this request (TOKEN or REQUEST).
+    pub fn event(
+        &self,
+        presented: &Presented,
+        req: &Request,
+        resource: &str,
+        path_params: &[(String, String)],
+    ) -> Json {
+        match &presented.token {
+            Some(token) => event::token_authorizer(token, &presented.method_arn),
+            None => self.facts(req, resource, path_params).request_authorizer(),
+        }
+    }
+
     /// The function's decision for an identity: cached for `ttl`, and shared by concurrent
-    /// requests for the same identity.
-    pub async fn decide(&self, event: Json, key: [u8; 32]) -> Outcome {
+    /// requests for the same identity. `event` is called only when the function is asked.
+    pub async fn decide(&self, key: [u8; 32], event: impl FnOnce() -> Json) -> Outcome {
         let ttl = self.config.ttl;
         if ttl.is_zero() {
-            return self.invoke(event).await;
+            return self.invoke(event()).await;
         }
         let now = Instant::now();
         let slot = {
@@ -294,7 +326,7 @@ impl LambdaVerifier {
             }
         };
         let (_, outcome) = slot
-            .get_or_init(|| async { (Instant::now(), self.invoke(event).await) })
+            .get_or_init(|| async { (Instant::now(), self.invoke(event()).await) })
             .await;
         outcome.clone()
     }
@@ -692,7 +724,7 @@ mod tests {
         let waits: Vec<_> = (0..10)
             .map(|_| {
                 let v = v.clone();
-                tokio::spawn(async move { v.decide(json!({}), key).await })
+                tokio::spawn(async move { v.decide(key, || json!({})).await })
             })
             .collect();
         for w in waits {
@@ -701,14 +733,14 @@ mod tests {
         assert_eq!(calls.calls.load(Ordering::SeqCst), 1);
         // Within the ttl: cached.
         tokio::time::advance(Duration::from_secs(299)).await;
-        v.decide(json!({}), key).await;
+        v.decide(key, || json!({})).await;
         assert_eq!(calls.calls.load(Ordering::SeqCst), 1);
         // Past it: asked again.
         tokio::time::advance(Duration::from_secs(2)).await;
-        v.decide(json!({}), key).await;
+        v.decide(key, || json!({})).await;
         assert_eq!(calls.calls.load(Ordering::SeqCst), 2);
         // Another identity: its own invocation.
-        v.decide(json!({}), [8u8; 32]).await;
+        v.decide([8u8; 32], || json!({})).await;
         assert_eq!(calls.calls.load(Ordering::SeqCst), 3);
     }
 
@@ -717,19 +749,19 @@ mod tests {
         let (calls, v) = verifier(Duration::from_secs(300));
         calls.fail.store(true, Ordering::SeqCst);
         assert!(matches!(
-            v.decide(json!({}), [1; 32]).await,
+            v.decide([1; 32], || json!({})).await,
             Outcome::Failed(_)
         ));
         calls.fail.store(false, Ordering::SeqCst);
         assert!(matches!(
-            v.decide(json!({}), [1; 32]).await,
+            v.decide([1; 32], || json!({})).await,
             Outcome::Decided(_)
         ));
         assert_eq!(calls.calls.load(Ordering::SeqCst), 2);
 
         let (calls, v) = verifier(Duration::ZERO);
-        v.decide(json!({}), [1; 32]).await;
-        v.decide(json!({}), [1; 32]).await;
+        v.decide([1; 32], || json!({})).await;
+        v.decide([1; 32], || json!({})).await;
         assert_eq!(calls.calls.load(Ordering::SeqCst), 2);
     }
 }

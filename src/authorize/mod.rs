@@ -152,8 +152,9 @@ async fn custom(
     identity: &mut Identity,
 ) -> Result<(), GatewayError> {
     let name = verifier.name();
-    let (event, key, method_arn) = verifier
-        .event(req, config.path.as_str(), path_params)
+    let resource = config.path.as_str();
+    let presented = verifier
+        .identify(req, resource, path_params)
         .map_err(|missing| {
             decided(name, "no_token");
             GatewayError::new(
@@ -161,7 +162,9 @@ async fn custom(
                 format!("authorizer {name}: {}", missing.0),
             )
         })?;
-    let decision = match verifier.decide(event, key).await {
+    let method_arn = &presented.method_arn;
+    let event = || verifier.event(&presented, req, resource, path_params);
+    let decision = match verifier.decide(presented.key, event).await {
         lambda::Outcome::Decided(d) => d,
         lambda::Outcome::Unauthorized => {
             decided(name, "unauthorized");
@@ -190,7 +193,7 @@ async fn custom(
             ),
         )
     };
-    match lambda::evaluate(&decision.statements, &method_arn) {
+    match lambda::evaluate(&decision.statements, method_arn) {
         lambda::Effect::Allow => {}
         lambda::Effect::ExplicitDeny => return Err(refused(EXPLICIT_DENY, "denied")),
         lambda::Effect::NotAllowed => return Err(refused(NOT_ALLOWED, "not_allowed")),
