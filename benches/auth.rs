@@ -324,6 +324,7 @@ fn lambda_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         body: Default::default(),
         source_ip: "192.0.2.1".into(),
         client_ip: "192.0.2.1".parse().unwrap(),
+        peer: "192.0.2.1".parse().unwrap(),
         client_cert: None,
         request_id: "c6af9ac6-7b61-11e6-9a41-93e8deadbeef".into(),
         received: std::time::Instant::now(),

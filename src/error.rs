@@ -70,6 +70,10 @@ pub enum ErrorKind {
     UpstreamFailed,
     /// The service did not answer in time.
     UpstreamTimeout,
+    /// The upstream's answer is not one the route can pass on (a Lambda proxy answer
+    /// without a status, a backend's answer over the size limit): API Gateway's 502
+    /// `Internal server error`.
+    MalformedUpstreamResponse,
     /// Some of the request's records were not accepted after retries.
     RecordsRejected(Box<Rejected>),
     /// The gateway's own queue toward the upstream is full: come back shortly.
@@ -149,6 +153,7 @@ impl GatewayError {
             ErrorKind::UpstreamThrottled
             | ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout
+            | ErrorKind::MalformedUpstreamResponse
             | ErrorKind::RecordsRejected(_)
             | ErrorKind::Overloaded
             | ErrorKind::SpoolFull => Fault::Upstream,

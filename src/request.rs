@@ -22,6 +22,8 @@ pub struct Request {
     /// address they forwarded (see `edge::client_ip`).
     pub source_ip: String,
     pub client_ip: std::net::IpAddr,
+    /// The socket's peer (a proxy, when the client is behind trusted ones).
+    pub peer: std::net::IpAddr,
     /// The certificate a mutual-TLS client presented.
     pub client_cert: Option<std::sync::Arc<crate::edge::tls::ClientCert>>,
     pub request_id: String,

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
-/// An AWS action a route performs.
+/// What a route performs upstream: an AWS action, a Lambda function, an HTTP backend, or
+/// nothing (a mock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     KinesisPutRecord,
@@ -20,11 +21,79 @@ pub enum Action {
     SqsSendMessageBatch,
     StatesStartExecution,
     StatesStartSyncExecution,
+    /// A Lambda function, invoked and waited for (`lambda:Invoke`).
+    LambdaInvoke,
+    /// A Lambda function, invoked asynchronously (`lambda:Invoke` with
+    /// `invocation = "event"`): the client gets 202 once Lambda has queued the event.
+    LambdaInvokeAsync,
+    /// An HTTP backend (`http`).
+    Http,
+    /// No upstream: integration responses answer (`mock`).
+    Mock,
+    /// Any action of an AWS service the gateway knows the protocol of
+    /// (`aws:dynamodb:PutItem`), signed and sent as the service's own API.
+    Aws(AwsAction),
+}
+
+/// `aws:SERVICE:Operation`, interned: the same name is one `&'static str` however often a
+/// configuration is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AwsAction {
+    name: &'static str,
+}
+
+impl AwsAction {
+    /// `aws:SERVICE:Operation` with a lower-case service of letters, digits and `-`, and an
+    /// operation of ASCII letters and digits.
+    pub fn parse(s: &str) -> Option<AwsAction> {
+        let rest = s.trim().strip_prefix("aws:")?;
+        let (service, operation) = rest.split_once(':')?;
+        let service_ok = !service.is_empty()
+            && service.len() <= 40
+            && service
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let operation_ok = !operation.is_empty()
+            && operation.len() <= 80
+            && operation.bytes().all(|b| b.is_ascii_alphanumeric())
+            && operation.as_bytes()[0].is_ascii_uppercase();
+        (service_ok && operation_ok).then(|| AwsAction {
+            name: intern(&format!("aws:{service}:{operation}")),
+        })
+    }
+
+    /// `aws:dynamodb:PutItem`.
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+
+    /// `dynamodb`.
+    pub fn service(self) -> &'static str {
+        self.name[4..].split(':').next().unwrap_or("")
+    }
+
+    /// `PutItem`.
+    pub fn operation(self) -> &'static str {
+        self.name.rsplit(':').next().unwrap_or("")
+    }
+}
+
+/// One `&'static str` per distinct text (a handful per configuration).
+fn intern(s: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == s) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    names.push(leaked);
+    leaked
 }
 
 impl Action {
-    /// Every action's IAM name, in the order they are documented.
-    pub const NAMES: [&'static str; 8] = [
+    /// Every fixed action's name, in the order they are documented (besides these, any
+    /// `aws:SERVICE:Operation`).
+    pub const NAMES: [&'static str; 11] = [
         "kinesis:PutRecord",
         "kinesis:PutRecords",
         "firehose:PutRecord",
@@ -33,8 +102,11 @@ impl Action {
         "sqs:SendMessageBatch",
         "states:StartExecution",
         "states:StartSyncExecution",
+        "lambda:Invoke",
+        "http",
+        "mock",
     ];
-    const ALL: [Action; 8] = [
+    const ALL: [Action; 11] = [
         Action::KinesisPutRecord,
         Action::KinesisPutRecords,
         Action::FirehosePutRecord,
@@ -43,19 +115,35 @@ impl Action {
         Action::SqsSendMessageBatch,
         Action::StatesStartExecution,
         Action::StatesStartSyncExecution,
+        Action::LambdaInvoke,
+        Action::Http,
+        Action::Mock,
     ];
 
-    /// Parses an IAM-style name (`kinesis:PutRecords`), case-insensitively.
+    /// Parses a name (`kinesis:PutRecords`, `lambda:Invoke`, `http`, `mock`,
+    /// `aws:dynamodb:PutItem`), case-insensitively but for the `aws:` form's operation.
     pub fn parse(s: &str) -> Option<Action> {
+        if let Some(a) = AwsAction::parse(s) {
+            return Some(Action::Aws(a));
+        }
         Self::NAMES
             .iter()
             .position(|n| n.eq_ignore_ascii_case(s.trim()))
             .map(|i| Self::ALL[i])
     }
 
-    /// The IAM action name.
+    /// The action's name as configured (IAM-style for AWS actions).
     pub fn name(self) -> &'static str {
-        Self::NAMES[Self::ALL.iter().position(|a| *a == self).unwrap_or(0)]
+        match self {
+            Action::Aws(a) => a.name(),
+            Action::LambdaInvokeAsync => "lambda:Invoke",
+            fixed => Self::NAMES[Self::ALL.iter().position(|a| *a == fixed).unwrap_or(0)],
+        }
+    }
+
+    /// Whether the action calls AWS (and so needs IAM permissions and the AWS clients).
+    pub fn is_aws(self) -> bool {
+        !matches!(self, Action::Http | Action::Mock)
     }
 }
 
@@ -207,6 +295,34 @@ pub fn retryable_record_error(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actions_parse_by_name_and_aws_actions_intern() {
+        assert_eq!(
+            Action::parse("Kinesis:PutRecords"),
+            Some(Action::KinesisPutRecords)
+        );
+        assert_eq!(Action::parse("lambda:invoke"), Some(Action::LambdaInvoke));
+        assert_eq!(Action::parse("mock"), Some(Action::Mock));
+        let Some(Action::Aws(a)) = Action::parse("aws:dynamodb:PutItem") else {
+            panic!("an AWS action")
+        };
+        assert_eq!((a.service(), a.operation()), ("dynamodb", "PutItem"));
+        let Some(Action::Aws(b)) = Action::parse("aws:dynamodb:PutItem") else {
+            panic!("an AWS action")
+        };
+        assert!(std::ptr::eq(a.name(), b.name()), "interned once");
+        for bad in [
+            "aws:DynamoDB:PutItem",
+            "aws:dynamodb:",
+            "aws::PutItem",
+            "aws:s3:put object",
+            "aws:s3:putObject",
+        ] {
+            assert_eq!(Action::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Action::LambdaInvokeAsync.name(), "lambda:Invoke");
+    }
 
     #[test]
     fn only_transient_record_errors_are_retried() {

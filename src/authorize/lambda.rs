@@ -264,6 +264,7 @@ impl LambdaVerifier {
             request_id: &req.request_id,
             source_ip: &req.source_ip,
             api_key: None,
+            api_key_id: None,
             account_id: &self.api.account_id,
             api_id: &self.api.api_id,
             region: &self.api.region,

@@ -16,7 +16,7 @@ pub fn policy(config: &Config, region: &str, account: &str) -> (Json, Vec<String
     for route in &config.routes {
         let action = route.action;
         let name = action.name();
-        let Some(integration) = integrations::of(action) else {
+        let Some(integration) = integrations::of(action).filter(|_| action.is_aws()) else {
             continue;
         };
         let resource = match &route.target {
@@ -31,7 +31,7 @@ pub fn policy(config: &Config, region: &str, account: &str) -> (Json, Vec<String
             }
         };
         let extra = integration.extra_permissions(route.target.as_deref());
-        let mut actions = vec![name];
+        let mut actions = vec![integration.iam_action(action)];
         actions.extend(extra.on_target);
         let statement = json!({"Effect": "Allow", "Action": actions, "Resource": resource});
         // Routes sharing a target and an action (a POST and a pixel GET into one stream)

@@ -16,6 +16,7 @@ pub mod authorizers;
 pub mod batch;
 pub mod edge;
 pub mod gateway_responses;
+pub mod integration;
 pub mod raw;
 pub mod resources;
 pub mod responses;
@@ -456,7 +457,7 @@ impl Validator<'_> {
         let server = self.server(&raw.server, &raw.templates);
         let edge = self.edge(&raw.server, base);
         let (spool, spool_mode) = self.spool(&raw.spool, base);
-        let routes = self.routes(&raw.routes, base, &server, spool_mode);
+        let routes = self.routes(&raw.routes, base, &server, spool_mode, &raw.stage_variables);
         self.resources(&raw.resources, base);
         let route_names: Vec<String> = routes.iter().map(RouteConfig::name).collect();
         let (key_store, account_throttle, usage_plans) =

@@ -26,10 +26,27 @@ pub struct RawRoute {
     pub method: Spanned<String>,
     /// Path with `{param}` segments and an optional final greedy `{name+}`.
     pub path: Spanned<String>,
-    /// The AWS action, IAM-style: `kinesis:PutRecord`, `kinesis:PutRecords`,
-    /// `firehose:PutRecord`, `firehose:PutRecordBatch`, `sqs:SendMessage`,
-    /// `sqs:SendMessageBatch`, `states:StartExecution`, `states:StartSyncExecution`.
+    /// What the route performs: an AWS action, IAM-style (`kinesis:PutRecord`,
+    /// `kinesis:PutRecords`, `firehose:PutRecord`, `firehose:PutRecordBatch`,
+    /// `sqs:SendMessage`, `sqs:SendMessageBatch`, `states:StartExecution`,
+    /// `states:StartSyncExecution`, or any `aws:SERVICE:Operation`), `lambda:Invoke`, `http`
+    /// or `mock`.
     pub action: Spanned<String>,
+    /// `proxy`: the request is handed over whole and the answer becomes the response (API
+    /// Gateway's `aws_proxy` for Lambda, `http_proxy` for HTTP); default `custom`
+    /// (templates and integration responses).
+    pub integration: Option<Spanned<String>>,
+    /// `lambda:Invoke`: `request_response` (default) or `event` (asynchronous, 202).
+    pub invocation: Option<Spanned<String>>,
+    /// `http`: the backend's URL, `{name}` in its path filled by `request_parameters` (or the
+    /// route's path parameter of that name); `${stageVariables.NAME}` anywhere.
+    pub uri: Option<Spanned<String>>,
+    /// `http`: the backend's method (default: the request's).
+    pub http_method: Option<Spanned<String>>,
+    /// API Gateway's request parameter mappings:
+    /// `"integration.request.header.X-Source" = "method.request.header.X-Client"`.
+    #[serde(default)]
+    pub request_parameters: IndexMap<String, String>,
     /// The stream, delivery stream, queue or state machine the route writes to (name or
     /// ARN). When set, a rendered request that names another target is refused, so request
     /// data cannot redirect writes; it is also what `iam-policy` grants.
@@ -159,6 +176,8 @@ pub struct RouteConfig {
     pub scopes: Vec<String>,
     /// The API key is the Lambda authorizer's `usageIdentifierKey`, not the request's.
     pub api_key_from_authorizer: bool,
+    /// Proxying, an HTTP backend, request parameter mappings.
+    pub integration: super::integration::IntegrationSettings,
 }
 
 /// Parameters a route's requests must carry (header names lower-case).
@@ -193,6 +212,7 @@ impl Validator<'_> {
         default_timeout: Duration,
         default_spool: Option<crate::spool::Mode>,
         server_max_body: usize,
+        stage_variables: &IndexMap<String, String>,
     ) -> Option<RouteConfig> {
         let r = route.get_ref();
         let errors_before = self.errors.len();
@@ -222,7 +242,7 @@ impl Validator<'_> {
             self.error(
                 Some(r.action.span()),
                 format!(
-                    "unknown action {:?}; expected one of {}",
+                    "unknown action {:?}; expected one of {} or aws:SERVICE:Operation",
                     r.action.get_ref(),
                     Action::NAMES.join(", ")
                 ),
@@ -384,13 +404,30 @@ impl Validator<'_> {
                 mode
             }
         };
-        let (Some(path), Some(action)) = (path, action) else {
+        let (Some(path), Some(mut action)) = (path, action) else {
             return None;
         };
+        let name = format!("{} {}", r.method.get_ref(), r.path.get_ref());
+        let integration = self.integration(
+            &name,
+            &mut action,
+            super::integration::RawIntegration {
+                integration: r.integration.as_ref(),
+                invocation: r.invocation.as_ref(),
+                uri: r.uri.as_ref(),
+                http_method: r.http_method.as_ref(),
+                request_parameters: &r.request_parameters,
+                has_templates: !r.request_templates.is_empty(),
+                has_responses: !r.responses.is_empty(),
+                has_target: r.target.is_some(),
+            },
+            &path.param_names(),
+            stage_variables,
+            Some(route.span()),
+        );
         if self.errors.len() > errors_before {
             return None;
         }
-        let name = format!("{} {}", r.method.get_ref(), r.path.get_ref());
         let cors = self.route_cors(r.cors.as_ref(), &name);
         let ip_policy = crate::edge::client_ip::IpPolicy {
             allow: self.nets(&r.allow_ips, &format!("route {name}: allow_ips")),
@@ -423,6 +460,7 @@ impl Validator<'_> {
             path,
             action,
             target: r.target.as_ref().map(|t| t.get_ref().clone()),
+            integration,
             request_templates,
             passthrough,
             response_template,
@@ -456,6 +494,7 @@ impl Validator<'_> {
         base: &Path,
         server: &super::server::Server,
         default_spool: Option<crate::spool::Mode>,
+        stage_variables: &IndexMap<String, String>,
     ) -> Vec<RouteConfig> {
         let mut routes: Vec<RouteConfig> = Vec::new();
         for route in raw {
@@ -465,6 +504,7 @@ impl Validator<'_> {
                 server.integration_timeout,
                 default_spool,
                 server.max_body_bytes,
+                stage_variables,
             ) {
                 let clash = routes.iter().any(|o| {
                     o.path.shape() == r.path.shape()

@@ -15,7 +15,10 @@
 pub mod batched;
 pub mod firehose;
 pub mod headers;
+pub mod http;
 pub mod kinesis;
+pub mod lambda;
+pub mod mock;
 pub mod provision;
 pub mod request;
 pub mod sqs;
@@ -40,6 +43,9 @@ pub const INTEGRATIONS: &[&dyn Integration] = &[
     &firehose::Firehose,
     &sqs::SqsIntegration,
     &step_functions::StepFunctions,
+    &lambda::Lambda,
+    &mock::Mock,
+    &http::Http,
 ];
 
 /// The family that performs an action (every action has one; a unit test checks).
@@ -54,6 +60,11 @@ pub fn of(action: Action) -> Option<&'static dyn Integration> {
 pub trait Integration: Send + Sync + 'static {
     /// The actions it performs.
     fn actions(&self) -> &'static [Action];
+
+    /// The IAM action a route of `action` needs on its target.
+    fn iam_action(&self, action: Action) -> &'static str {
+        action.name()
+    }
 
     /// For an action that can batch across requests: the caps of one call, which a route's
     /// batch settings must stay within (user records when `aggregate`). `None`: it cannot.

@@ -21,6 +21,7 @@ pub struct EventFacts<'a> {
     pub request_id: &'a str,
     pub source_ip: &'a str,
     pub api_key: Option<&'a str>,
+    pub api_key_id: Option<&'a str>,
     pub account_id: &'a str,
     pub api_id: &'a str,
     pub region: &'a str,
@@ -141,6 +142,7 @@ impl EventFacts<'_> {
                 "userAgent": user_agent,
                 "user": null,
                 "apiKey": self.api_key,
+                "apiKeyId": self.api_key_id,
             },
             "apiId": self.api_id,
         });
@@ -148,6 +150,41 @@ impl EventFacts<'_> {
             ctx["authorizer"] = a;
         }
         ctx
+    }
+
+    /// A proxy integration's event (REST's payload format 1.0): the request, its body as
+    /// text, or base64 (`isBase64Encoded`) when `binary` or not UTF-8; null when empty.
+    pub fn proxy(&self, body: &[u8], binary: bool, authorizer: Option<Json>) -> Json {
+        let (headers, multi_headers) = self.headers();
+        let (query, multi_query) = self.query();
+        let (body, encoded) = if body.is_empty() {
+            (Json::Null, false)
+        } else {
+            match (binary, std::str::from_utf8(body)) {
+                (false, Ok(text)) => (Json::String(text.to_string()), false),
+                _ => {
+                    use base64::Engine as _;
+                    (
+                        Json::String(base64::engine::general_purpose::STANDARD.encode(body)),
+                        true,
+                    )
+                }
+            }
+        };
+        json!({
+            "resource": self.resource,
+            "path": self.path,
+            "httpMethod": self.method,
+            "headers": headers,
+            "multiValueHeaders": multi_headers,
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": multi_query,
+            "pathParameters": self.path_parameters(),
+            "stageVariables": self.stage_variables(),
+            "requestContext": self.request_context(authorizer),
+            "body": body,
+            "isBase64Encoded": encoded,
+        })
     }
 
     /// A REQUEST authorizer's event.
@@ -205,6 +242,7 @@ mod tests {
             request_id: "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
             source_ip: "192.0.2.1",
             api_key: None,
+            api_key_id: None,
             account_id: "123456789012",
             api_id: "ingest-gateway",
             region: "us-east-1",

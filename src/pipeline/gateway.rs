@@ -51,6 +51,8 @@ pub struct Gateway {
     pub ip_throttle: Option<crate::edge::ip_throttle::IpThrottle>,
     /// The configured authorizers.
     pub authorizers: Vec<crate::authorize::Verifier>,
+    /// The client HTTP routes call their backends with.
+    pub http: crate::outbound::Client,
 }
 
 impl Gateway {
@@ -94,6 +96,8 @@ impl Gateway {
             .ip_throttle
             .and_then(crate::edge::ip_throttle::IpThrottle::new);
         let authorizers = verifiers(&config, &clients).map_err(std::io::Error::other)?;
+        let http = crate::outbound::client(config.aws.connect_timeout, None)
+            .map_err(std::io::Error::other)?;
         let upstreams = upstreams(&config, &clients)?;
         let metrics = config
             .routes
@@ -117,8 +121,18 @@ impl Gateway {
             tls,
             ip_throttle,
             authorizers,
+            http,
             config,
         })
+    }
+
+    /// The AWS region the clients use.
+    pub fn region(&self) -> &str {
+        self.clients
+            .lambda
+            .config()
+            .region()
+            .map_or("us-east-1", |r| r.as_ref())
     }
 
     /// The metrics of a route by index, or of unmatched requests.

@@ -19,11 +19,12 @@ use axum::http::Response;
 use crate::dispatch::{self, Dispatched};
 use crate::edge::decode;
 use crate::error::{ErrorKind, GatewayError};
+use crate::integrations::Action;
 use crate::render::{self, RequestView};
 pub use crate::request::{PendingBody, Request};
 use crate::respond::integration::Answer;
 use crate::validate::body::{self, BodyRules};
-use crate::{authorize, respond};
+use crate::{authorize, proxy, respond};
 pub use gateway::{CompiledRoute, Gateway, authorizer, compile_templates};
 
 /// What happened, for the access log.
@@ -160,8 +161,6 @@ async fn run(
         templated: template.is_some(),
     };
     let body = body::body(&req.body, &media, validator, rules)?;
-
-    // render
     let view = RequestView {
         config: &gw.config,
         route,
@@ -169,14 +168,48 @@ async fn run(
         path_params: &matched.params,
         identity: &identity,
     };
+    let context = || view.context();
+    let proxy_cx = proxy::Context {
+        gw,
+        route,
+        req,
+        path_params: &matched.params,
+        identity: &identity,
+        context: &context,
+    };
+    let upstream = &gw.upstreams[i];
+    let timeout = || upstream_timeout(upstream.timeout, req.received, gw.config.request_timeout);
+
+    // proxy: the request handed over whole, the answer passed back
+    if route.integration.proxy {
+        authorize::admit_to_upstream(&gw.auth)?;
+        let started = Instant::now();
+        let proxied = proxy::run(&proxy_cx, timeout()).await;
+        outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+        gw.metrics[i].upstream_call(proxied.is_ok());
+        return Ok(respond::proxied(proxied?, &req.request_id));
+    }
+
+    // render
     let rendered = render::request(template, body, &view, &gw.config)?;
 
     // dispatch (the account throttle counts only what gets this far)
     authorize::admit_to_upstream(&gw.auth)?;
     let started = Instant::now();
-    let upstream = &gw.upstreams[i];
-    let timeout = upstream_timeout(upstream.timeout, req.received, gw.config.request_timeout);
-    let dispatched = dispatch::dispatch(upstream, &gw.clients, &rendered.body, timeout).await?;
+    let timeout = timeout();
+    let (status, dispatched) = if route.action == Action::Http {
+        let (status, body, headers) = proxy::call_http(&proxy_cx, &rendered.body, timeout).await?;
+        (
+            status,
+            Dispatched::Upstream {
+                result: Ok(body),
+                headers,
+            },
+        )
+    } else {
+        let dispatched = dispatch::dispatch(upstream, &gw.clients, &rendered.body, timeout).await?;
+        (200, dispatched)
+    };
     outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
     let (result, upstream_headers) = match dispatched {
         Dispatched::Spooled { spooled, records } => {
@@ -200,7 +233,7 @@ async fn run(
         params: &|| view.params(),
         context: &|| view.context(),
     };
-    let resp = respond::integration::integration(&answer, result, &upstream_headers)?;
+    let resp = respond::integration::integration(&answer, status, result, &upstream_headers)?;
     Ok(if route.pixel && resp.status().is_success() {
         respond::pixel(&req.request_id)
     } else {

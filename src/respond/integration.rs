@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 use crate::config::{Config, HeaderSource, RouteConfig};
 use crate::error::{ErrorKind, GatewayError};
-use crate::integrations::IntegrationError;
+use crate::integrations::{Action, IntegrationError};
 use crate::mapping::{self, MappingInput, Params};
 use crate::vtl::Template;
 
@@ -40,15 +40,27 @@ pub struct Answer<'a> {
 
 /// The client's response for the service's answer (an error no response selects stays the
 /// gateway's own error).
+/// `status` is the upstream's for an answer that is not an error (an HTTP backend's; 200
+/// for AWS services).
 pub fn integration(
     a: &Answer<'_>,
+    status: u16,
     result: Result<Json, IntegrationError>,
     upstream_headers: &[(String, String)],
 ) -> Result<Response<Body>, GatewayError> {
     let route = a.route;
     // The service's answer, as integration responses see it: an HTTP status and a JSON body.
     let (upstream_status, upstream, error) = match result {
-        Ok(body) => (200, body, None),
+        // A mock's "answer" is the status its request template chose; its body is empty.
+        Ok(body) if route.action == Action::Mock => (
+            body["statusCode"]
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(200),
+            serde_json::json!({}),
+            None,
+        ),
+        Ok(body) => (status, body, None),
         Err(e) => match &e {
             IntegrationError::Service {
                 status,
@@ -77,7 +89,11 @@ pub fn integration(
         // An error no pattern selects keeps the gateway's own error response.
         None => match error {
             Some(e) => return Err(e.into()),
-            None => (200, a.templates.default.as_ref(), None),
+            None => (
+                default_status(route.action, upstream_status),
+                a.templates.default.as_ref(),
+                None,
+            ),
         },
     };
     let (body, response_overrides) = match template {
@@ -109,6 +125,16 @@ pub fn integration(
     super::apply_overrides(&mut resp, a.overrides);
     super::apply_overrides(&mut resp, response_overrides.as_ref());
     Ok(resp)
+}
+
+/// The status of an answer no integration response selects: the mock's own, 202 for an
+/// event queued for a Lambda function, else 200.
+fn default_status(action: Action, upstream: u16) -> u16 {
+    match action {
+        Action::Mock | Action::Http => upstream,
+        Action::LambdaInvokeAsync => 202,
+        _ => 200,
+    }
 }
 
 /// Whether a route's integration responses read the service's response headers.

@@ -111,6 +111,11 @@ pub fn error_parts(e: &GatewayError) -> (StatusCode, &'static str, &'static str)
             "Internal server error",
             "InternalServerErrorException",
         ),
+        ErrorKind::MalformedUpstreamResponse => (
+            StatusCode::BAD_GATEWAY,
+            "Internal server error",
+            "InternalServerErrorException",
+        ),
         ErrorKind::UpstreamThrottled => (
             StatusCode::SERVICE_UNAVAILABLE,
             "Service Unavailable",
@@ -209,6 +214,21 @@ pub fn spooled(spooled: usize, records: usize, request_id: &str) -> Response<Bod
         "spooled": spooled,
     });
     json_response(StatusCode::ACCEPTED, body.to_string(), request_id)
+}
+
+/// A proxy route's answer: the backend's (or function's) status, headers and body, with the
+/// request id.
+pub fn proxied(p: crate::proxy::lambda::Proxied, request_id: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(p.body));
+    *resp.status_mut() = StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = resp.headers_mut();
+    for (name, value) in p.headers {
+        headers.append(name, value);
+    }
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    resp
 }
 
 /// A pixel route's answer: a 1x1 transparent GIF, never cached (each load is an event).
@@ -312,7 +332,7 @@ pub fn response_type(e: &GatewayError) -> &'static str {
         }
         ErrorKind::Invalid(_) => "BAD_REQUEST_BODY",
         ErrorKind::Template | ErrorKind::BadIntegrationRequest => "API_CONFIGURATION_ERROR",
-        ErrorKind::UpstreamFailed => "INTEGRATION_FAILURE",
+        ErrorKind::UpstreamFailed | ErrorKind::MalformedUpstreamResponse => "INTEGRATION_FAILURE",
         ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => "INTEGRATION_TIMEOUT",
         ErrorKind::MalformedRequest => "DEFAULT_4XX",
         ErrorKind::BodyTimeout

@@ -192,6 +192,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> 
         body: Bytes::new(),
         source_ip: client_ip.to_string(),
         client_ip,
+        peer,
         client_cert: client_cert.clone(),
         request_id: request_id.clone(),
         received,

@@ -101,7 +101,7 @@ pub fn media_type(headers: &http::HeaderMap) -> String {
 }
 
 /// Whether a media type is one of the binary media types (`image/png`, `image/*`, `*/*`).
-fn is_binary(types: &[String], media: &str) -> bool {
+pub fn is_binary(types: &[String], media: &str) -> bool {
     types.iter().any(|t| {
         t == media
             || t == "*/*"
