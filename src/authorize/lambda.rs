@@ -9,7 +9,7 @@
 //! that is not a policy) are never cached.
 //!
 //! The policy is evaluated in [`evaluate`] (pure); the function is called through
-//! [`Invoke`], which the AWS SDK's Lambda client implements.
+//! [`Invoke`], which the AWS SDK's Lambda client implements (in `integrations`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -80,8 +80,8 @@ pub struct Invoked {
     pub payload: Vec<u8>,
 }
 
-/// Calls a function with a JSON event. The SDK's Lambda client is the implementation;
-/// tests of the cache count calls with their own.
+/// Calls a function with a JSON event. The SDK's Lambda client is the implementation (in
+/// `integrations`); tests of the cache count calls with their own.
 pub trait Invoke: Send + Sync + 'static {
     fn invoke<'a>(
         &'a self,
@@ -90,30 +90,18 @@ pub trait Invoke: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Invoked, String>> + Send + 'a>>;
 }
 
-impl Invoke for aws_sdk_lambda::Client {
+/// Lambda authorizers invoke their functions with the gateway's AWS clients.
+impl Invoke for crate::integrations::Clients {
     fn invoke<'a>(
         &'a self,
         function: &'a str,
         payload: Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Result<Invoked, String>> + Send + 'a>> {
         Box::pin(async move {
-            let out = aws_sdk_lambda::Client::invoke(self)
-                .function_name(function)
-                .payload(aws_sdk_lambda::primitives::Blob::new(payload))
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "invoking {function}: {}",
-                        aws_sdk_lambda::error::DisplayErrorContext(&e)
-                    )
-                })?;
+            let (function_error, payload) = self.invoke_function(function, payload).await?;
             Ok(Invoked {
-                function_error: out.function_error().map(str::to_string),
-                payload: out
-                    .payload()
-                    .map(|b| b.as_ref().to_vec())
-                    .unwrap_or_default(),
+                function_error,
+                payload,
             })
         })
     }

@@ -247,6 +247,34 @@ impl Clients {
         Clients::from_sdk_config(&shared, custom_endpoint)
     }
 
+    /// Invokes a Lambda function and waits for it: its `X-Amz-Function-Error` (when it
+    /// raised) and its answer.
+    pub async fn invoke_function(
+        &self,
+        function: &str,
+        payload: Vec<u8>,
+    ) -> Result<(Option<String>, Vec<u8>), String> {
+        let out = self
+            .lambda
+            .invoke()
+            .function_name(function)
+            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "invoking {function}: {}",
+                    aws_sdk_lambda::error::DisplayErrorContext(&e)
+                )
+            })?;
+        Ok((
+            out.function_error().map(str::to_string),
+            out.payload()
+                .map(|b| b.as_ref().to_vec())
+                .unwrap_or_default(),
+        ))
+    }
+
     /// Builds the clients from an SDK configuration (tests pass static credentials).
     /// `custom_endpoint` says the endpoint is not AWS's own (an emulator, for instance).
     pub fn from_sdk_config(shared: &aws_config::SdkConfig, custom_endpoint: bool) -> Clients {

@@ -236,12 +236,10 @@ fn verifiers(
         .iter()
         .map(|a| match a {
             AuthorizerConfig::Jwt(j) => jwt::JwtVerifier::new(j.clone()).map(Verifier::Jwt),
-            AuthorizerConfig::Lambda(l) => lambda::LambdaVerifier::new(
-                l.clone(),
-                Arc::new(clients.lambda.clone()),
-                api.clone(),
-            )
-            .map(Verifier::Lambda),
+            AuthorizerConfig::Lambda(l) => {
+                lambda::LambdaVerifier::new(l.clone(), Arc::new(clients.clone()), api.clone())
+                    .map(Verifier::Lambda)
+            }
         })
         .collect()
 }
