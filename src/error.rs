@@ -215,7 +215,9 @@ impl From<IntegrationError> for GatewayError {
             },
             IntegrationError::InvalidRequest { .. } => ErrorKind::BadIntegrationRequest,
             IntegrationError::Timeout { .. } => ErrorKind::UpstreamTimeout,
-            IntegrationError::Transport { .. } => ErrorKind::UpstreamFailed,
+            IntegrationError::Transport { .. } | IntegrationError::FunctionError { .. } => {
+                ErrorKind::UpstreamFailed
+            }
             e if e.throttled() => ErrorKind::UpstreamThrottled,
             // The service rejected what the template built: a configuration problem.
             IntegrationError::Service { status, .. } if *status < 500 => {

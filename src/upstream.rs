@@ -184,6 +184,15 @@ pub enum IntegrationError {
         code: String,
         message: String,
     },
+    /// A Lambda function raised: `error_message` is its `errorMessage` (what integration
+    /// responses' `error_pattern` selects on, as API Gateway's selection pattern does), and
+    /// `body` its whole error document (`errorMessage`, `errorType`, `stackTrace`).
+    #[error("{action}: the function raised: {error_message}")]
+    FunctionError {
+        action: Action,
+        error_message: String,
+        body: Json,
+    },
     /// No answer within the route's timeout (or, `timeout` zero, within the SDK's attempt
     /// timeout, `aws.call_timeout`).
     #[error("{action} did not answer in time{}", if timeout.is_zero() { " (aws.call_timeout)".to_string() } else { format!(" ({timeout:?})") })]
@@ -211,7 +220,8 @@ impl IntegrationError {
         match self {
             IntegrationError::InvalidRequest { .. }
             | IntegrationError::Unmappable { .. }
-            | IntegrationError::RecordRefused { .. } => false,
+            | IntegrationError::RecordRefused { .. }
+            | IntegrationError::FunctionError { .. } => false,
             IntegrationError::Service { code, status, .. } => is_throttling(code) || *status >= 500,
             IntegrationError::Timeout { .. } | IntegrationError::Transport { .. } => true,
             IntegrationError::RecordsRejected { retryable, .. } => *retryable,
@@ -225,6 +235,7 @@ impl IntegrationError {
             | IntegrationError::Unmappable { action, .. }
             | IntegrationError::RecordRefused { action, .. }
             | IntegrationError::Service { action, .. }
+            | IntegrationError::FunctionError { action, .. }
             | IntegrationError::Timeout { action, .. }
             | IntegrationError::Transport { action, .. }
             | IntegrationError::RecordsRejected { action, .. } => *action,

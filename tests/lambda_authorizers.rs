@@ -56,38 +56,9 @@ def handler(event, context):
             "context": {"source": event["pathParameters"]["source"]}}
 "#;
 
-/// Creates (or replaces) a Python function in the emulator's Lambda.
+/// Creates (or replaces) a Python function that logs to `log`.
 fn create_function(endpoint: &str, name: &str, code: &str, log: &Path) {
-    let python = support::repo().join(".venv/bin/python");
-    let out = std::process::Command::new(python)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .arg("-c")
-        .arg(
-            r#"
-import io, sys, zipfile, botocore.session
-endpoint, name, code, log = sys.argv[1:5]
-buf = io.BytesIO()
-with zipfile.ZipFile(buf, "w") as z:
-    z.writestr("index.py", code)
-c = botocore.session.get_session().create_client("lambda", endpoint_url=endpoint, region_name="us-east-1")
-try:
-    c.delete_function(FunctionName=name)
-except Exception:
-    pass
-c.create_function(FunctionName=name, Runtime="python3.11", Handler="index.handler",
-    Role="arn:aws:iam::000000000000:role/authorizer", Code={"ZipFile": buf.getvalue()},
-    Environment={"Variables": {"LOG": log}})
-"#,
-        )
-        .args([endpoint, name, code, log.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::lambda_function(endpoint, name, code, &[("LOG", log.to_str().unwrap())]);
 }
 
 /// The events a function was given, in order.

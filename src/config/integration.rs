@@ -116,14 +116,17 @@ pub struct HttpBackend {
     pub query: Option<String>,
     /// The method the backend is called with (default: the request's).
     pub method: Option<http::Method>,
+    /// Placeholders whose value keeps its `/` (written `{name+}`, or mapped from the
+    /// route's greedy parameter, as API Gateway passes `{proxy+}` to `{proxy}`).
+    pub greedy: Vec<String>,
     /// The URI as configured, for the OpenAPI export.
     pub uri: String,
 }
 
 impl HttpBackend {
-    /// The `{name}` placeholders of the path, with whether each is greedy (`{name+}`).
-    pub fn placeholders(&self) -> Vec<(String, bool)> {
-        placeholders(&self.path)
+    /// Whether a placeholder's value keeps its `/`.
+    pub fn is_greedy(&self, name: &str) -> bool {
+        self.greedy.iter().any(|g| g == name)
     }
 }
 
@@ -199,6 +202,7 @@ impl Validator<'_> {
         action: &mut Action,
         raw: RawIntegration<'_>,
         path_params: &[&str],
+        greedy_param: Option<&str>,
         stage_variables: &IndexMap<String, String>,
         span: Option<std::ops::Range<usize>>,
     ) -> IntegrationSettings {
@@ -283,7 +287,7 @@ impl Validator<'_> {
                 &what,
                 &raw,
                 &mut settings.request_parameters,
-                path_params,
+                (path_params, greedy_param),
                 stage_variables,
                 span,
             );
@@ -310,7 +314,7 @@ impl Validator<'_> {
         what: &str,
         raw: &RawIntegration<'_>,
         mappings: &mut Vec<(ParamTarget, ParamSource)>,
-        path_params: &[&str],
+        (path_params, greedy_param): (&[&str], Option<&str>),
         stage_variables: &IndexMap<String, String>,
         span: Option<std::ops::Range<usize>>,
     ) -> Option<HttpBackend> {
@@ -410,7 +414,19 @@ impl Validator<'_> {
                 }
             }
         };
+        let greedy = holes
+            .iter()
+            .filter(|(name, plus)| {
+                *plus
+                    || mappings.iter().any(|(t, s)| {
+                        matches!((t, s), (ParamTarget::Path(n), ParamSource::Path(from))
+                            if n == name && Some(from.as_str()) == greedy_param)
+                    })
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         Some(HttpBackend {
+            greedy,
             origin: format!("{scheme}://{authority}"),
             path,
             query,

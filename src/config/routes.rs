@@ -422,6 +422,7 @@ impl Validator<'_> {
                 has_target: r.target.is_some(),
             },
             &path.param_names(),
+            path.greedy_param(),
             stage_variables,
             Some(route.span()),
         );

@@ -141,22 +141,16 @@ pub fn answer(action: Action, answered: &Answered) -> Result<Json, IntegrationEr
     let body: Json = serde_json::from_str(&text).unwrap_or_else(|_| Json::String(text.to_string()));
     match &answered.function_error {
         None => Ok(body),
-        Some(kind) => {
-            let message = match &body["errorMessage"] {
+        Some(_) => {
+            let error_message = match &body["errorMessage"] {
                 Json::String(m) => m.clone(),
                 Json::Null => body.to_string(),
                 other => other.to_string(),
             };
-            Err(IntegrationError::Service {
+            Err(IntegrationError::FunctionError {
                 action,
-                // Not the service's own status (Lambda answers 200 with the error): a
-                // function error is the upstream's failure, 502 unless a response maps it.
-                status: 502,
-                code: message.clone(),
-                message: format!(
-                    "the function raised ({kind}) {}: {message}",
-                    body["errorType"].as_str().unwrap_or("an error")
-                ),
+                error_message,
+                body,
             })
         }
     }
@@ -173,12 +167,16 @@ mod tests {
             payload: br#"{"errorMessage": "Bad Request: missing id", "errorType": "ValueError"}"#
                 .to_vec(),
         };
-        let Err(IntegrationError::Service { code, status, .. }) =
-            answer(Action::LambdaInvoke, &raised)
+        let Err(IntegrationError::FunctionError {
+            error_message,
+            body,
+            ..
+        }) = answer(Action::LambdaInvoke, &raised)
         else {
             panic!("an error")
         };
-        assert_eq!((code.as_str(), status), ("Bad Request: missing id", 502));
+        assert_eq!(error_message, "Bad Request: missing id");
+        assert_eq!(body["errorType"], "ValueError");
         let ok = Answered {
             function_error: None,
             payload: br#"{"id": 7}"#.to_vec(),

@@ -254,25 +254,10 @@ impl Clients {
         function: &str,
         payload: Vec<u8>,
     ) -> Result<(Option<String>, Vec<u8>), String> {
-        let out = self
-            .lambda
-            .invoke()
-            .function_name(function)
-            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
-            .send()
+        let answered = lambda::invoke(self, Action::LambdaInvoke, function, payload, false)
             .await
-            .map_err(|e| {
-                format!(
-                    "invoking {function}: {}",
-                    aws_sdk_lambda::error::DisplayErrorContext(&e)
-                )
-            })?;
-        Ok((
-            out.function_error().map(str::to_string),
-            out.payload()
-                .map(|b| b.as_ref().to_vec())
-                .unwrap_or_default(),
-        ))
+            .map_err(|e| e.to_string())?;
+        Ok((answered.function_error, answered.payload))
     }
 
     /// Builds the clients from an SDK configuration (tests pass static credentials).

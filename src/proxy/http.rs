@@ -74,10 +74,8 @@ pub fn request(out: Outgoing<'_>) -> Result<http::Request<Full<Bytes>>, GatewayE
         };
         path.push_str(&rest[..open]);
         let hole = &rest[open + 1..open + close];
-        let (name, greedy) = match hole.strip_suffix('+') {
-            Some(n) => (n, true),
-            None => (hole, false),
-        };
+        let name = hole.strip_suffix('+').unwrap_or(hole);
+        let greedy = backend.is_greedy(name);
         let source = mappings.iter().find_map(|(t, s)| match t {
             ParamTarget::Path(n) if n == name => Some(s),
             _ => None,
@@ -124,11 +122,11 @@ pub fn request(out: Outgoing<'_>) -> Result<http::Request<Full<Bytes>>, GatewayE
     // Headers: the request's own (proxy) without hop-by-hop ones, then mapped ones.
     let mut headers = HeaderMap::new();
     if proxy {
-        let connection = req.headers.get(http::header::CONNECTION);
+        let connection = super::connection_tokens(&req.headers);
         for (name, value) in &req.headers {
             let n = name.as_str();
             // The body was decoded at the edge; the host is the backend's.
-            if super::hop_by_hop(n, connection)
+            if super::hop_by_hop(n, &connection)
                 || n == "host"
                 || n == "content-encoding"
                 || n == "x-forwarded-for"
@@ -234,10 +232,10 @@ fn clone(r: &http::Request<Full<Bytes>>) -> http::Request<Full<Bytes>> {
 
 /// The backend's headers a client gets back (hop-by-hop ones dropped).
 pub fn answer_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
-    let connection = headers.get(http::header::CONNECTION);
+    let connection = super::connection_tokens(headers);
     headers
         .iter()
-        .filter(|(n, _)| !super::hop_by_hop(n.as_str(), connection))
+        .filter(|(n, _)| !super::hop_by_hop(n.as_str(), &connection))
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect()
 }

@@ -70,7 +70,7 @@ pub fn response(payload: &[u8]) -> Result<Proxied, String> {
         ) else {
             return Err(format!("header {name:?}: not a valid header"));
         };
-        if !super::hop_by_hop(n.as_str(), None) {
+        if !super::hop_by_hop(n.as_str(), &[]) {
             headers.push((n, val));
         }
         Ok(())

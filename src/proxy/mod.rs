@@ -32,12 +32,21 @@ pub const HOP_BY_HOP: [&str; 10] = [
     "content-length",
 ];
 
-/// Whether a header is hop-by-hop, or named by the `Connection` header.
-pub fn hop_by_hop(name: &str, connection: Option<&::http::HeaderValue>) -> bool {
-    HOP_BY_HOP.contains(&name)
-        || connection
-            .and_then(|c| c.to_str().ok())
-            .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
+/// The header names `Connection` headers list (lower-case): hop-by-hop too.
+pub fn connection_tokens(headers: &::http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Whether a header (lower-case) is hop-by-hop, or one the `Connection` headers name.
+pub fn hop_by_hop(name: &str, connection: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name) || connection.iter().any(|t| t == name)
 }
 
 /// A mapped value for this request: a path parameter, a query parameter or header, a

@@ -70,14 +70,24 @@ pub fn integration(
             } if !route.responses.is_empty() => (
                 *status,
                 serde_json::json!({"__type": code, "message": message}),
-                Some(e),
+                Some((e.clone(), code.clone())),
             ),
+            // A function's error: `$input` is its error document, as on API Gateway.
+            IntegrationError::FunctionError {
+                error_message,
+                body,
+                ..
+            } if !route.responses.is_empty() => {
+                (502, body.clone(), Some((e.clone(), error_message.clone())))
+            }
             _ => return Err(e.into()),
         },
     };
-    let code = error
-        .as_ref()
-        .map(|_| upstream["__type"].as_str().unwrap_or_default());
+    let (error, code) = match error {
+        Some((e, code)) => (Some(e), Some(code)),
+        None => (None, None),
+    };
+    let code = code.as_deref();
     let (status, template, response) = match select_response(route, upstream_status, code) {
         Some(i) => (
             route.responses[i].status,

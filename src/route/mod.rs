@@ -122,6 +122,14 @@ impl PathTemplate {
         &self.raw
     }
 
+    /// The name of its greedy `{name+}` parameter, if it ends with one.
+    pub fn greedy_param(&self) -> Option<&str> {
+        self.segments.iter().find_map(|s| match s {
+            Segment::Greedy(n) => Some(n.as_str()),
+            _ => None,
+        })
+    }
+
     /// Matches a request path's segments; returns the parameters and a specificity score
     /// (higher is more specific).
     fn matches(&self, parts: &[&str]) -> Option<(PathParams, Vec<u8>)> {

@@ -751,3 +751,44 @@ print(json.dumps({"pool": pool, "client": client, "id": auth["IdToken"], "access
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Creates (or replaces) a Python 3.11 function (`index.handler`) in the emulator's Lambda,
+/// with environment variables.
+pub fn lambda_function(endpoint: &str, name: &str, code: &str, env: &[(&str, &str)]) {
+    let python = repo().join(".venv/bin/python");
+    let env_json = serde_json::Value::Object(
+        env.iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect(),
+    )
+    .to_string();
+    let out = std::process::Command::new(python)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .arg("-c")
+        .arg(
+            r#"
+import io, json, sys, zipfile, botocore.session
+endpoint, name, code, env = sys.argv[1:5]
+buf = io.BytesIO()
+with zipfile.ZipFile(buf, "w") as z:
+    z.writestr("index.py", code)
+c = botocore.session.get_session().create_client("lambda", endpoint_url=endpoint, region_name="us-east-1")
+try:
+    c.delete_function(FunctionName=name)
+except Exception:
+    pass
+c.create_function(FunctionName=name, Runtime="python3.11", Handler="index.handler",
+    Role="arn:aws:iam::000000000000:role/lambda", Code={"ZipFile": buf.getvalue()},
+    Environment={"Variables": json.loads(env)})
+"#,
+        )
+        .args([endpoint, name, code, &env_json])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

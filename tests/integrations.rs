@@ -1,0 +1,509 @@
+//! Lambda, mock and HTTP integrations through the real binary: Python functions the test
+//! creates in the emulator's Lambda (proxy, custom with a mapped error, asynchronous), a
+//! mock, and HTTP backends the test runs on loopback (pass-through and templated, a host
+//! from a stage variable, hop-by-hop headers, a backend that hangs and one that refuses, a
+//! path trying to climb out of the configured prefix).
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+
+const PROXY_FUNCTION: &str = r#"
+import base64, json, os
+
+def handler(event, context):
+    with open(os.environ["LOG"], "a") as f:
+        f.write(json.dumps(event) + "\n")
+    q = event.get("queryStringParameters") or {}
+    mode = q.get("mode")
+    if mode == "binary":
+        return {"statusCode": 200, "headers": {"content-type": "application/octet-stream"},
+                "body": base64.b64encode(b"\x00\x01\x02").decode(), "isBase64Encoded": True}
+    if mode == "malformed":
+        return {"body": "no status"}
+    if mode == "raise":
+        raise Exception("boom")
+    return {"statusCode": 201,
+            "headers": {"x-echo": event["httpMethod"], "content-type": "application/json"},
+            "multiValueHeaders": {"set-cookie": ["a=1", "b=2"]},
+            "body": json.dumps({"path": event["path"], "resource": event["resource"],
+                                "id": event["pathParameters"]["id"],
+                                "mq": event["multiValueQueryStringParameters"],
+                                "body": event["body"], "b64": event["isBase64Encoded"],
+                                "stage": event["requestContext"]["stage"],
+                                "requestId": event["requestContext"]["requestId"]})}
+"#;
+
+const CUSTOM_FUNCTION: &str = r#"
+import json, os
+
+def handler(event, context):
+    if os.environ.get("LOG"):
+        with open(os.environ["LOG"], "a") as f:
+            f.write(json.dumps(event) + "\n")
+    if event.get("qty", 0) <= 0:
+        raise ValueError("Bad Request: qty must be positive")
+    return {"price": event["qty"] * 3, "sku": event.get("sku")}
+"#;
+
+/// What the HTTP backend saw: method, path and query, headers, body.
+type Seen = Arc<Mutex<Vec<(String, String, Vec<(String, String)>, String)>>>;
+
+/// A backend on loopback: echoes under `/in/` and `/items/`, hangs at `/hang`.
+async fn backend() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let s = s.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let headers = parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            s.lock().unwrap().push((
+                parts.method.to_string(),
+                path.clone(),
+                headers,
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+            if path.starts_with("/hang") {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+            let status = if path.contains("missing") { 404 } else { 200 };
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("x-backend", "yes"), ("content-type", "application/json")],
+                json!({"path": path, "method": parts.method.to_string()}).to_string(),
+            )
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, seen)
+}
+
+fn config(backend: &str, proxy_fn: &str, custom_fn: &str, async_fn: &str) -> String {
+    format!(
+        r#"
+[stage_variables]
+backend = "{backend}"
+
+[[routes]]
+method = "POST"
+path = "/v1/things/{{id}}"
+action = "lambda:Invoke"
+integration = "proxy"
+target = "{proxy_fn}"
+
+[[routes]]
+method = "OPTIONS"
+path = "/v1/things/{{id}}"
+action = "mock"
+request_templates = {{ "application/json" = "mock.vtl" }}
+passthrough = "when_no_templates"
+
+[[routes.responses]]
+status = 204
+headers = {{ "Access-Control-Allow-Methods" = "'POST,OPTIONS'" }}
+
+[[routes]]
+method = "POST"
+path = "/v1/quote"
+action = "lambda:Invoke"
+target = "{custom_fn}"
+request_templates = {{ "application/json" = "quote.vtl" }}
+
+[[routes.responses]]
+error_pattern = "Bad Request.*"
+status = 400
+template = "error.vtl"
+
+[[routes.responses]]
+status = 200
+
+[[routes]]
+method = "POST"
+path = "/v1/later"
+action = "lambda:Invoke"
+invocation = "event"
+target = "{async_fn}"
+request_templates = {{ "application/json" = "quote.vtl" }}
+
+[[routes]]
+method = "ANY"
+path = "/collect/{{proxy+}}"
+action = "http"
+integration = "proxy"
+uri = "http://${{stageVariables.backend}}/in/{{proxy}}"
+request_parameters = {{ "integration.request.header.x-gateway-request" = "context.requestId" }}
+
+[[routes]]
+method = "POST"
+path = "/v1/forward/{{id}}"
+action = "http"
+uri = "http://{backend}/items/{{id}}"
+request_templates = {{ "application/json" = "forward.vtl" }}
+request_parameters = {{ "integration.request.header.x-source" = "'gateway'", "integration.request.querystring.src" = "method.request.querystring.s" }}
+
+[[routes]]
+method = "GET"
+path = "/hang"
+action = "http"
+integration = "proxy"
+uri = "http://{backend}/hang"
+timeout = "1s"
+
+[[routes]]
+method = "GET"
+path = "/refused"
+action = "http"
+integration = "proxy"
+uri = "http://127.0.0.1:1/x"
+"#
+    )
+}
+
+const FILES: [(&str, &str); 4] = [
+    ("mock.vtl", r#"{"statusCode": 200}"#),
+    ("quote.vtl", "$input.json('$')"),
+    (
+        "error.vtl",
+        r#"{"error": "$util.escapeJavaScript($input.path('$.errorMessage'))"}"#,
+    ),
+    ("forward.vtl", r#"{"wrapped": $input.json('$')}"#),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_mock_and_http_routes_serve_as_api_gateway_does() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    let (backend_addr, seen) = backend().await;
+    let (proxy_fn, custom_fn, async_fn) = (
+        support::unique("proxy-fn"),
+        support::unique("custom-fn"),
+        support::unique("async-fn"),
+    );
+    let project = support::Project::custom(
+        "integrations",
+        &config(&backend_addr, &proxy_fn, &custom_fn, &async_fn),
+        &FILES,
+    );
+    let dir = project.config.parent().unwrap().to_path_buf();
+    let (proxy_log, async_log) = (dir.join("proxy.log"), dir.join("async.log"));
+    support::lambda_function(
+        &endpoint,
+        &proxy_fn,
+        PROXY_FUNCTION,
+        &[("LOG", proxy_log.to_str().unwrap())],
+    );
+    support::lambda_function(&endpoint, &custom_fn, CUSTOM_FUNCTION, &[]);
+    support::lambda_function(
+        &endpoint,
+        &async_fn,
+        CUSTOM_FUNCTION,
+        &[("LOG", async_log.to_str().unwrap())],
+    );
+    let gw = support::Gateway::start_with_env(
+        &project.config,
+        &[
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    tokio::task::spawn_blocking(move || {
+        // Lambda proxy: the event and the function's answer, headers and all.
+        let r = gw.request(
+            "POST",
+            "/v1/things/42?tag=a&tag=b",
+            &[("content-type", "application/json")],
+            br#"{"n": 1}"#,
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.header("x-echo"), Some("POST"));
+        let cookies: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(cookies, vec!["a=1", "b=2"]);
+        let echo = r.json();
+        assert_eq!(echo["path"], "/v1/things/42");
+        assert_eq!(echo["resource"], "/v1/things/{id}");
+        assert_eq!(echo["id"], "42");
+        assert_eq!(echo["mq"], json!({"tag": ["a", "b"]}));
+        assert_eq!(echo["body"], r#"{"n": 1}"#);
+        assert_eq!(echo["b64"], false);
+        assert_eq!(echo["stage"], "prod");
+        assert_eq!(
+            Some(echo["requestId"].as_str().unwrap()),
+            r.header("x-amzn-RequestId")
+        );
+        let event: Json = serde_json::from_str(
+            std::fs::read_to_string(&proxy_log)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap(),
+        )
+        .unwrap();
+        for field in [
+            "resource",
+            "path",
+            "httpMethod",
+            "headers",
+            "multiValueHeaders",
+            "queryStringParameters",
+            "multiValueQueryStringParameters",
+            "pathParameters",
+            "stageVariables",
+            "requestContext",
+            "body",
+            "isBase64Encoded",
+        ] {
+            assert!(event.get(field).is_some(), "the event has {field}");
+        }
+        assert_eq!(event["requestContext"]["httpMethod"], "POST");
+        assert!(event["requestContext"]["requestTimeEpoch"].is_i64());
+        // A binary answer, a malformed one, a function that raised.
+        let r = gw.request("POST", "/v1/things/1?mode=binary", &[], b"");
+        assert_eq!((r.status, r.body.as_slice()), (200, &[0u8, 1, 2][..]));
+        for mode in ["malformed", "raise"] {
+            let r = gw.request("POST", &format!("/v1/things/1?mode={mode}"), &[], b"");
+            assert_eq!(r.status, 502, "{mode}: {}", r.text());
+            assert_eq!(
+                r.json(),
+                json!({"message": "Internal server error"}),
+                "{mode}"
+            );
+        }
+
+        // Mock: the template picks the status, the response its headers; no upstream.
+        let r = gw.request(
+            "OPTIONS",
+            "/v1/things/1",
+            &[("content-type", "application/json")],
+            b"",
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+        assert_eq!(
+            r.header("access-control-allow-methods"),
+            Some("POST,OPTIONS")
+        );
+
+        // Custom Lambda: the answer, and a raised error selected by its message.
+        let r = gw.post_json("/v1/quote", r#"{"qty": 2, "sku": "A-1"}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json(), json!({"price": 6, "sku": "A-1"}));
+        let r = gw.post_json("/v1/quote", r#"{"qty": 0}"#);
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(
+            r.json(),
+            json!({"error": "Bad Request: qty must be positive"})
+        );
+
+        // Asynchronous: 202 at once, and the function runs.
+        let r = gw.post_json("/v1/later", r#"{"qty": 5, "sku": "later"}"#);
+        assert_eq!(r.status, 202, "{}", r.text());
+        let ran = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::read_to_string(&async_log).is_ok_and(|t| t.contains("later"))
+        });
+        assert!(ran, "the event reached the function");
+
+        // HTTP proxy: the path under the prefix, the query, the headers (hop-by-hop ones
+        // dropped, X-Forwarded-For appended, a mapped one added); the answer as it is.
+        let r = gw.request(
+            "PUT",
+            "/collect/a/b%20c?x=1&x=2",
+            &[
+                ("content-type", "text/plain"),
+                ("x-client", "c1"),
+                ("connection", "x-hop"),
+                ("x-hop", "secret"),
+                ("proxy-authorization", "Basic Zm9v"),
+                ("x-forwarded-for", "198.51.100.7"),
+            ],
+            b"raw body",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-backend"), Some("yes"));
+        let (method, path, headers, body) = seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            ("PUT", "/in/a/b%20c?x=1&x=2")
+        );
+        assert_eq!(body, "raw body");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header("x-client").as_deref(), Some("c1"));
+        assert_eq!(header("x-hop"), None, "named by Connection: hop-by-hop");
+        assert_eq!(header("proxy-authorization"), None);
+        assert_eq!(
+            header("x-forwarded-for").as_deref(),
+            Some("198.51.100.7, 127.0.0.1")
+        );
+        assert!(header("x-gateway-request").is_some_and(|id| id.len() == 36));
+        assert_eq!(
+            header("host").as_deref(),
+            Some(backend_addr.as_str()),
+            "the backend's host"
+        );
+        // The backend's own status comes back as it is.
+        assert_eq!(gw.request("GET", "/collect/missing", &[], b"").status, 404);
+        // A path climbing out of the prefix, or naming another host, goes nowhere else.
+        let before = seen.lock().unwrap().len();
+        for path in [
+            "/collect/../admin",
+            "/collect/a/%2e%2e/admin",
+            "/collect/..%2Fadmin",
+        ] {
+            let r = gw.request("GET", path, &[], b"");
+            assert!(
+                r.status == 400 || r.status == 403,
+                "{path}: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+        let r = gw.request("GET", "/collect/@evil.example/x", &[], b"");
+        assert_eq!(r.status, 200);
+        let (_, path, headers, _) = seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(path, "/in/%40evil.example/x");
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "host" && v == &backend_addr)
+        );
+        assert_eq!(seen.lock().unwrap().len(), before + 1);
+
+        // HTTP with a template: the rendered body, mapped header and query only.
+        let r = gw.request(
+            "POST",
+            "/v1/forward/7?s=web&other=no",
+            &[("content-type", "application/json"), ("x-client", "c1")],
+            br#"{"a": 1}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json(),
+            json!({"path": "/items/7?src=web", "method": "POST"})
+        );
+        let (_, _, headers, body) = seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            serde_json::from_str::<Json>(&body).unwrap(),
+            json!({"wrapped": {"a": 1}})
+        );
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "x-source" && v == "gateway")
+        );
+        assert!(
+            !headers.iter().any(|(k, _)| k == "x-client"),
+            "only mapped headers"
+        );
+
+        // A backend that hangs: 504 after the route's timeout; one that refuses: 502.
+        let started = std::time::Instant::now();
+        let r = gw.request("GET", "/hang", &[], b"");
+        assert_eq!(r.status, 504, "{}", r.text());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let r = gw.request("GET", "/refused", &[], b"");
+        assert_eq!(r.status, 502, "{}", r.text());
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn check_config_refuses_integrations_that_cannot_work() {
+    let config = r#"
+[[routes]]
+method = "POST"
+path = "/a"
+action = "lambda:Invoke"
+
+[[routes]]
+method = "POST"
+path = "/b"
+action = "http"
+uri = "http://{host}/x"
+
+[[routes]]
+method = "POST"
+path = "/c/{id}"
+action = "http"
+uri = "http://backend.internal/items/{item}"
+
+[[routes]]
+method = "POST"
+path = "/d"
+action = "kinesis:PutRecords"
+target = "s"
+integration = "proxy"
+
+[[routes]]
+method = "POST"
+path = "/e"
+action = "lambda:Invoke"
+target = "f"
+integration = "proxy"
+invocation = "event"
+
+[[routes]]
+method = "POST"
+path = "/f"
+action = "mock"
+target = "t"
+
+[[routes]]
+method = "POST"
+path = "/g"
+action = "http"
+uri = "http://${stageVariables.nope}/x"
+
+[[routes]]
+method = "POST"
+path = "/h"
+action = "lambda:Invoke"
+target = "f"
+request_parameters = { "integration.request.body.x" = "'v'" }
+"#;
+    let project = support::Project::custom("integrations-check", config, &[]);
+    let out = project.cli(&["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for expected in [
+        "route POST /a: a lambda:Invoke route names its function in target",
+        "its host must be fixed",
+        "{item} is neither mapped",
+        "integration = \"proxy\" is for lambda:Invoke and http routes",
+        "invocation = \"event\" is for lambda:Invoke routes without integration = \"proxy\"",
+        "a mock route has no target",
+        "no stage variable \"nope\"",
+        "\"integration.request.body.x\" is not integration.request.path.NAME",
+    ] {
+        assert!(err.contains(expected), "{expected}:\n{err}");
+    }
+}
