@@ -507,3 +507,176 @@ request_parameters = { "integration.request.body.x" = "'v'" }
         assert!(err.contains(expected), "{expected}:\n{err}");
     }
 }
+
+const PUT_ORDER: &str = r#"{
+  "Item": {
+    "customer": {"S": "$input.params('customer')"},
+    "id": {"S": "$input.path('$.id')"},
+    "total": {"N": "$input.path('$.total')"}
+  }
+}"#;
+const GET_ORDER: &str = r#"{"Key": {"customer": {"S": "$input.params('customer')"}, "id": {"S": "$input.params('id')"}}}"#;
+const ORDER: &str = r#"#set($item = $input.path('$.Item'))
+#if("$!item" == "")
+#set($context.responseOverride.status = 404)
+{"message": "no such order"}
+#else
+{"id": "$item.id.S", "total": $item.total.N}
+#end"#;
+const QUERY_ORDERS: &str = r#"{"KeyConditionExpression": "customer = :c", "ExpressionAttributeValues": {":c": {"S": "$input.params('customer')"}}}"#;
+const ORDERS: &str = r#"#set($inputRoot = $input.path('$'))
+{"orders": [#foreach($elem in $inputRoot.Items){"id": "$elem.id.S", "total": $elem.total.N}#if($foreach.hasNext),#end#end]}"#;
+const PUT_EVENTS: &str = r#"{"Entries": [{"Source": "web", "DetailType": "click", "Detail": "$util.escapeJavaScript($input.json('$'))"}]}"#;
+const PUBLISH: &str = "Message=$util.urlEncode($input.json('$'))&Subject=alert";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_aws_action_is_signed_and_sent_as_the_services_own_api() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    let (table, bus, topic) = (
+        support::unique("orders-"),
+        support::unique("clicks-"),
+        support::unique("alerts-"),
+    );
+    let topic_arn = support::botocore(
+        &endpoint,
+        r#"
+table, bus, topic = sys.argv[2:5]
+c("dynamodb").create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+    AttributeDefinitions=[{"AttributeName": "customer", "AttributeType": "S"}, {"AttributeName": "id", "AttributeType": "S"}],
+    KeySchema=[{"AttributeName": "customer", "KeyType": "HASH"}, {"AttributeName": "id", "KeyType": "RANGE"}])
+c("events").create_event_bus(Name=bus)
+print(c("sns").create_topic(Name=topic)["TopicArn"])
+"#,
+        &[&table, &bus, &topic],
+    );
+    let topic_arn = topic_arn.trim();
+    let route = |method: &str,
+                 path: &str,
+                 action: &str,
+                 target: &str,
+                 template: &str,
+                 extra: &str| {
+        format!(
+            "\n[[routes]]\nmethod = \"{method}\"\npath = \"{path}\"\naction = \"{action}\"\ntarget = \"{target}\"\nrequest_templates = {{ \"application/json\" = \"{template}\" }}\n{extra}\n"
+        )
+    };
+    let mut config = String::new();
+    config += &route(
+        "POST",
+        "/v1/customers/{customer}/orders",
+        "aws:dynamodb:PutItem",
+        &table,
+        "put-order.vtl",
+        "[[routes.responses]]\nstatus = 201\ntemplate = \"created.vtl\"\n",
+    );
+    config += &route(
+        "GET",
+        "/v1/customers/{customer}/orders/{id}",
+        "aws:dynamodb:GetItem",
+        &table,
+        "get-order.vtl",
+        "response_template = \"order.vtl\"\n",
+    );
+    config += &route(
+        "GET",
+        "/v1/customers/{customer}/orders",
+        "aws:dynamodb:Query",
+        &table,
+        "query-orders.vtl",
+        "response_template = \"orders.vtl\"\n",
+    );
+    config += &route(
+        "POST",
+        "/v1/clicks",
+        "aws:events:PutEvents",
+        &bus,
+        "put-events.vtl",
+        "",
+    );
+    config += &route(
+        "POST",
+        "/v1/alerts",
+        "aws:sns:Publish",
+        topic_arn,
+        "publish.vtl",
+        "",
+    );
+    config += &route(
+        "POST",
+        "/v1/missing",
+        "aws:dynamodb:PutItem",
+        "no-such-table",
+        "put-order.vtl",
+        "[[routes.responses]]\nerror_pattern = \"ResourceNotFoundException\"\nstatus = 404\n",
+    );
+    let project = support::Project::custom(
+        "integrations-aws",
+        &config,
+        &[
+            ("put-order.vtl", PUT_ORDER),
+            ("created.vtl", r#"{"created": true}"#),
+            ("get-order.vtl", GET_ORDER),
+            ("order.vtl", ORDER),
+            ("query-orders.vtl", QUERY_ORDERS),
+            ("orders.vtl", ORDERS),
+            ("put-events.vtl", PUT_EVENTS),
+            ("publish.vtl", PUBLISH),
+        ],
+    );
+    let gw = support::Gateway::start_with_env(
+        &project.config,
+        &[
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    tokio::task::spawn_blocking(move || {
+        for (id, total) in [("o-1", 12), ("o-2", 30)] {
+            let r = gw.post_json(
+                "/v1/customers/acme/orders",
+                &json!({"id": id, "total": total}).to_string(),
+            );
+            assert_eq!(r.status, 201, "{}", r.text());
+            assert_eq!(r.json(), json!({"created": true}));
+        }
+        let r = gw.request("GET", "/v1/customers/acme/orders/o-2", &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json(), json!({"id": "o-2", "total": 30}));
+        let r = gw.request("GET", "/v1/customers/acme/orders/o-9", &[], b"");
+        assert_eq!(r.status, 404, "{}", r.text());
+        let r = gw.request("GET", "/v1/customers/acme/orders", &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json(),
+            json!({"orders": [{"id": "o-1", "total": 12}, {"id": "o-2", "total": 30}]})
+        );
+        // The service's error code selects a response.
+        let r = gw.post_json("/v1/missing", r#"{"id": "x", "total": 1}"#);
+        assert_eq!(r.status, 404, "{}", r.text());
+
+        let r = gw.post_json("/v1/clicks", r#"{"page": "/home"}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["FailedEntryCount"], 0);
+        assert!(r.json()["Entries"][0]["EventId"].is_string());
+
+        // SNS speaks the query protocol: its XML answer comes back as it is.
+        let r = gw.post_json("/v1/alerts", r#"{"level": "high"}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("<MessageId>"), "{}", r.text());
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+    // What the gateway wrote is in the table.
+    let items = support::botocore(
+        &endpoint,
+        "print(json.dumps(c('dynamodb').get_item(TableName=sys.argv[2], Key={'customer': {'S': 'acme'}, 'id': {'S': 'o-1'}})['Item']))",
+        &[&table],
+    );
+    let item: Json = serde_json::from_str(items.trim()).unwrap();
+    assert_eq!(item["total"], json!({"N": "12"}));
+}

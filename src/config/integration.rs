@@ -250,6 +250,18 @@ impl Validator<'_> {
             }
         }
         match action {
+            Action::Aws(a) if crate::integrations::aws::service(*a).is_none() => self.error(
+                span.clone(),
+                format!(
+                    "{what}: the gateway does not know the protocol of AWS service {:?}; it knows {}",
+                    a.service(),
+                    crate::integrations::aws::SERVICES
+                        .iter()
+                        .map(|s| s.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
             Action::LambdaInvoke | Action::LambdaInvokeAsync if !raw.has_target => self.error(
                 span.clone(),
                 format!("{what}: a lambda:Invoke route names its function in target"),

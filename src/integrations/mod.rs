@@ -12,6 +12,7 @@
 //! This is the only module that imports `aws_sdk_*`. It never renders templates or builds
 //! HTTP responses.
 
+pub mod aws;
 pub mod batched;
 pub mod firehose;
 pub mod headers;
@@ -50,6 +51,9 @@ pub const INTEGRATIONS: &[&dyn Integration] = &[
 
 /// The family that performs an action (every action has one; a unit test checks).
 pub fn of(action: Action) -> Option<&'static dyn Integration> {
+    if let Action::Aws(a) = action {
+        return aws::service(a).map(|_| &aws::AnyAws as &'static dyn Integration);
+    }
     INTEGRATIONS
         .iter()
         .copied()
@@ -215,8 +219,10 @@ pub struct Clients {
     pub sqs: sqs::Sqs,
     pub sfn: step_functions::Sfn,
     pub s3: aws_sdk_s3::Client,
-    /// Lambda authorizers' functions.
+    /// Lambda functions (integrations and authorizers).
     pub lambda: aws_sdk_lambda::Client,
+    /// Signed calls to any known service's API (`aws:SERVICE:Operation`).
+    pub aws: aws::Signer,
 }
 
 impl Clients {
@@ -283,6 +289,7 @@ impl Clients {
             sfn: step_functions::client(shared, custom_endpoint),
             s3: aws_sdk_s3::Client::from_conf(s3),
             lambda: aws_sdk_lambda::Client::new(shared),
+            aws: aws::Signer::new(shared),
         }
     }
 }

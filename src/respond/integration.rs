@@ -107,7 +107,13 @@ pub fn integration(
         },
     };
     let (body, response_overrides) = match template {
-        None => (upstream.to_string(), None),
+        // A backend's text that is not JSON (an HTTP backend's, a query API's XML) as it is.
+        None => match &upstream {
+            Json::String(text) if matches!(route.action, Action::Http | Action::Aws(_)) => {
+                (text.clone(), None)
+            }
+            _ => (upstream.to_string(), None),
+        },
         Some(t) => render_response(a, t, &upstream)?,
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);

@@ -792,3 +792,25 @@ c.create_function(FunctionName=name, Runtime="python3.11", Handler="index.handle
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs a botocore script against the emulator (`c(service)` makes a client, `argv[1]` is
+/// the endpoint, the other arguments follow); its standard output.
+pub fn botocore(endpoint: &str, script: &str, args: &[&str]) -> String {
+    let python = repo().join(".venv/bin/python");
+    let prelude = "import json, sys, botocore.session\nc = lambda s: botocore.session.get_session().create_client(s, endpoint_url=sys.argv[1], region_name='us-east-1')\n";
+    let out = std::process::Command::new(python)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .arg("-c")
+        .arg(format!("{prelude}{script}"))
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
