@@ -93,6 +93,8 @@ fn summary(c: &Config) -> Json {
                 "authorizer": r.authorizer,
                 "scopes": r.scopes,
                 "api_key_from_authorizer": r.api_key_from_authorizer,
+                "integration": format!("{:?}", r.integration),
+                "action_kind": format!("{:?}", r.action),
             })
         })
         .collect();
@@ -189,6 +191,66 @@ path = "/hooks/{source}"
 authorizer = "hooks"
 action = "kinesis:PutRecords"
 target = "clickstream-events"
+request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
+
+[[routes]]
+method = "POST"
+path = "/v1/things/{id}"
+action = "lambda:Invoke"
+integration = "proxy"
+target = "arn:aws:lambda:us-east-1:123456789012:function:things"
+
+[[routes]]
+method = "POST"
+path = "/v1/later"
+action = "lambda:Invoke"
+invocation = "event"
+target = "arn:aws:lambda:us-east-1:123456789012:function:later"
+request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
+
+[[routes]]
+method = "POST"
+path = "/v1/quote"
+action = "lambda:Invoke"
+target = "arn:aws:lambda:us-east-1:123456789012:function:quote"
+request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
+
+[[routes.responses]]
+error_pattern = "Bad Request.*"
+status = 400
+
+[[routes]]
+method = "OPTIONS"
+path = "/v1/things/{id}"
+action = "mock"
+request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
+
+[[routes.responses]]
+status = 204
+headers = { "Access-Control-Allow-Methods" = "'POST,OPTIONS'" }
+
+[[routes]]
+method = "ANY"
+path = "/collect/{proxy+}"
+action = "http"
+integration = "proxy"
+uri = "https://collector.internal/in/{proxy}"
+request_parameters = { "integration.request.header.x-request" = "context.requestId" }
+
+[[routes]]
+method = "POST"
+path = "/v1/forward/{id}"
+action = "http"
+http_method = "PUT"
+uri = "https://collector.internal/items/{id}"
+request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
+request_parameters = { "integration.request.querystring.src" = "method.request.querystring.s" }
+
+[[routes]]
+method = "POST"
+path = "/v1/ledger"
+action = "aws:dynamodb:PutItem"
+target = "orders"
 request_templates = { "application/json" = "mappings/clickstream-put-records.vtl" }
 
 [gateway_responses.DEFAULT_4XX]
@@ -355,7 +417,28 @@ fn the_served_document_validates_and_imports_back_to_the_same_gateway() {
     );
     let original = config::load(&project.config).unwrap();
     let imported = config::load(&out.join("gateway.toml")).unwrap();
-    assert_eq!(summary(&imported), summary(&original));
+    let (got, want) = (summary(&imported), summary(&original));
+    // Route by route first, so a difference names its route.
+    for w in want["routes"].as_array().unwrap() {
+        let g = got["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == w["name"])
+            .unwrap_or_else(|| panic!("{} was not imported", w["name"]));
+        for (k, v) in w.as_object().unwrap() {
+            assert_eq!(&g[k], v, "{}: {k}", w["name"]);
+        }
+    }
+    // And the whole, in any route order (a document holds its paths in its own order).
+    let sorted = |mut v: Json| {
+        v["routes"]
+            .as_array_mut()
+            .unwrap()
+            .sort_by_key(|r| r["name"].as_str().unwrap().to_string());
+        v
+    };
+    assert_eq!(sorted(got), sorted(want));
 
     // A client-only document leaves the integration out and still validates.
     let public = std::fs::read_to_string(&project.config).unwrap().replacen(

@@ -318,6 +318,8 @@ impl Validator<'_> {
                 );
             }
         }
+        // One mapping per destination: their order is not meaningful.
+        settings.request_parameters.sort_by_key(|(t, _)| t.apigw());
         settings
     }
 

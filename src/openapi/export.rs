@@ -8,6 +8,7 @@ use serde_json::{Map, Value as Json, json};
 use super::uri_for_action;
 use crate::config::{Config, Passthrough, RouteConfig};
 use crate::spool::Mode;
+use crate::upstream::Action;
 
 /// The request validators every exported document declares.
 const VALIDATORS: [(&str, bool, bool); 3] = [
@@ -322,6 +323,46 @@ fn security_scheme(
     scheme
 }
 
+/// API Gateway's integration type, method and URI for a route.
+fn integration_kind(
+    route: &RouteConfig,
+    region: &str,
+    account: &str,
+) -> (&'static str, String, String) {
+    let lambda_uri = |function: &str| {
+        let arn = if function.starts_with("arn:") {
+            function.to_string()
+        } else {
+            format!("arn:aws:lambda:{region}:{account}:function:{function}")
+        };
+        format!("arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations")
+    };
+    let target = route.target.as_deref().unwrap_or_default();
+    match route.action {
+        Action::LambdaInvoke if route.integration.proxy => {
+            ("aws_proxy", "POST".into(), lambda_uri(target))
+        }
+        Action::LambdaInvoke | Action::LambdaInvokeAsync => {
+            ("aws", "POST".into(), lambda_uri(target))
+        }
+        Action::Mock => ("mock", "POST".into(), String::new()),
+        Action::Http => {
+            let backend = route.integration.http.as_ref();
+            let method = backend
+                .and_then(|b| b.method.as_ref())
+                .map_or_else(|| "ANY".to_string(), |m| m.to_string());
+            let uri = backend.map(|b| b.uri.clone()).unwrap_or_default();
+            let kind = if route.integration.proxy {
+                "http_proxy"
+            } else {
+                "http"
+            };
+            (kind, method, uri)
+        }
+        action => ("aws", "POST".into(), uri_for_action(action, region)),
+    }
+}
+
 fn operation(
     config: &Config,
     route: &RouteConfig,
@@ -416,10 +457,13 @@ fn operation(
     for (media, path) in &route.request_templates {
         templates.insert(media.clone(), Json::String(read(path)?));
     }
+    let region = config.aws.region.as_deref().unwrap_or("us-east-1");
+    let account = config.aws.account_id.as_deref().unwrap_or("000000000000");
+    let (kind, method, uri) = integration_kind(route, region, account);
     let mut integration = json!({
-        "type": "aws",
-        "httpMethod": "POST",
-        "uri": uri_for_action(route.action, config.aws.region.as_deref().unwrap_or("us-east-1")),
+        "type": kind,
+        "httpMethod": method,
+        "uri": uri,
         "passthroughBehavior": match route.passthrough {
             Passthrough::WhenNoMatch => "WHEN_NO_MATCH",
             Passthrough::WhenNoTemplates => "WHEN_NO_TEMPLATES",
@@ -427,8 +471,26 @@ fn operation(
         },
         "timeoutInMillis": route.timeout.as_millis() as u64,
     });
+    if uri.is_empty() {
+        integration.as_object_mut().map(|m| m.remove("uri"));
+    }
     if !templates.is_empty() {
         integration["requestTemplates"] = Json::Object(templates);
+    }
+    let mut parameters: Map<String, Json> = route
+        .integration
+        .request_parameters
+        .iter()
+        .map(|(t, s)| (t.apigw(), Json::String(s.apigw())))
+        .collect();
+    if route.action == Action::LambdaInvokeAsync {
+        parameters.insert(
+            "integration.request.header.X-Amz-Invocation-Type".into(),
+            json!("'Event'"),
+        );
+    }
+    if !parameters.is_empty() {
+        integration["requestParameters"] = Json::Object(parameters);
     }
     let mut integration_responses = Map::new();
     for r in &route.responses {

@@ -586,15 +586,26 @@ fn route(
         .as_str()
         .unwrap_or("")
         .to_ascii_lowercase();
-    if kind != "aws" {
-        return Err(format!(
-            "integration type {kind:?}; only AWS service integrations (type aws) are supported"
-        ));
-    }
-    let uri = integration["uri"]
-        .as_str()
-        .ok_or("the integration has no uri")?;
-    let (action, uri_target) = action_for_uri(uri)?;
+    let uri = integration["uri"].as_str();
+    let (action, uri_target, proxy) = match kind.as_str() {
+        "aws" | "aws_proxy" => {
+            let (action, target) = action_for_uri(uri.ok_or("the integration has no uri")?)?;
+            if kind == "aws_proxy" && action != Action::LambdaInvoke {
+                return Err("an aws_proxy integration that does not call a Lambda function".into());
+            }
+            (action, target, kind == "aws_proxy")
+        }
+        "http" | "http_proxy" => {
+            uri.ok_or("the integration has no uri")?;
+            (Action::Http, None, kind == "http_proxy")
+        }
+        "mock" => (Action::Mock, None, false),
+        other => {
+            return Err(format!(
+                "integration type {other:?}; expected aws, aws_proxy, http, http_proxy or mock"
+            ));
+        }
+    };
 
     // Who may call: the operation's security, else the document's.
     let security = op
@@ -642,6 +653,18 @@ fn route(
         q(path),
         q(action.name())
     );
+    if proxy {
+        toml.push_str("integration = \"proxy\"\n");
+    }
+    if action == Action::Http {
+        toml.push_str(&format!("uri = {}\n", q(uri.unwrap_or_default())));
+        if let Some(m) = integration["httpMethod"]
+            .as_str()
+            .filter(|m| !m.eq_ignore_ascii_case("ANY") && !m.eq_ignore_ascii_case(method))
+        {
+            toml.push_str(&format!("http_method = {}\n", q(&m.to_ascii_uppercase())));
+        }
+    }
     if let Some((authorizer, lambda, scopes)) = &authorized {
         toml.push_str(&format!("authorizer = {}\n", q(authorizer)));
         if !scopes.is_empty() && !lambda {
@@ -656,7 +679,18 @@ fn route(
     // Request templates, and the target they (or the URI) name.
     let mut target = uri_target;
     let mut templates = Vec::new();
-    if let Some(t) = integration["requestTemplates"].as_object() {
+    let templates_given = integration["requestTemplates"]
+        .as_object()
+        .is_some_and(|t| !t.is_empty());
+    if proxy && templates_given {
+        out.notes.push(format!(
+            "{name}: a proxy integration hands the request over whole; its requestTemplates are left out"
+        ));
+    }
+    if let Some(t) = integration["requestTemplates"]
+        .as_object()
+        .filter(|_| !proxy)
+    {
         for (media, text) in t {
             let text = text.as_str().unwrap_or_default();
             let file = free_name(&files, &format!("mappings/{base}-{}", slug(media)));
@@ -674,6 +708,7 @@ fn route(
     }
     match &target {
         Some(t) => toml.push_str(&format!("target = {}\n", q(t))),
+        None if matches!(action, Action::Http | Action::Mock) => {}
         None => out.notes.push(format!(
             "{name}: the templates do not name a literal target; the route has none (no batching, and a template may write to any stream, queue or state machine the credentials allow): set `target`"
         )),
@@ -746,19 +781,45 @@ fn route(
         toml.push_str(&line);
         toml.push('\n');
     }
+    let mut mappings = Vec::new();
     for (k, v) in integration["requestParameters"]
         .as_object()
         .into_iter()
         .flatten()
     {
-        let form = k.eq_ignore_ascii_case("integration.request.header.Content-Type")
+        let header = |h: &str| k.eq_ignore_ascii_case(&format!("integration.request.header.{h}"));
+        let form = header("Content-Type")
             && v.as_str()
                 .is_some_and(|v| v.contains("x-www-form-urlencoded"));
         if form && crate::integrations::of(action).is_some_and(|i| i.reads_form_requests()) {
             continue; // The SQS integration reads a form-encoded template as is.
         }
+        // A service's protocol sets its own target and content type.
+        if matches!(action, Action::Aws(_)) && (header("X-Amz-Target") || header("Content-Type")) {
+            continue;
+        }
+        if action == Action::LambdaInvoke && header("X-Amz-Invocation-Type") {
+            if v.as_str() == Some("'Event'") {
+                toml.push_str("invocation = \"event\"\n");
+            }
+            continue;
+        }
+        if action == Action::Http
+            && let Some(source) = v.as_str()
+            && crate::config::integration::ParamTarget::parse(k).is_some()
+            && crate::config::integration::ParamSource::parse(source).is_some()
+        {
+            mappings.push(format!("{} = {}", q(k), q(source)));
+            continue;
+        }
         out.untranslated.push(format!(
             "{name}: requestParameters {k} = {v}: integration request parameters are not supported"
+        ));
+    }
+    if !mappings.is_empty() {
+        toml.push_str(&format!(
+            "request_parameters = {{ {} }}\n",
+            mappings.join(", ")
         ));
     }
     if let Some(c) = integration["credentials"].as_str() {
@@ -867,11 +928,14 @@ fn route(
         }
     }
 
-    // Integration responses.
+    // Integration responses (a proxy route answers with the backend's own).
     let mut responses: Vec<(&String, &Json)> = integration["responses"]
         .as_object()
+        .filter(|_| !proxy)
         .map(|m| m.iter().collect())
         .unwrap_or_default();
+    // A Lambda function's selection pattern matches its errorMessage.
+    let lambda = matches!(action, Action::LambdaInvoke);
     // The default last: the others are tried first, as API Gateway does.
     responses.sort_by_key(|(k, _)| *k == "default");
     for (pattern, resp) in responses {
@@ -883,6 +947,9 @@ fn route(
                     toml.push_str(&format!("pattern = {}\n", q(p)));
                 }
                 toml.push_str(&format!("error_pattern = {}\n", q(code)));
+            }
+            None if pattern != "default" && lambda => {
+                toml.push_str(&format!("error_pattern = {}\n", q(pattern)));
             }
             None if pattern != "default" => {
                 toml.push_str(&format!("pattern = {}\n", q(pattern)));

@@ -33,6 +33,13 @@ pub fn action_for_uri(uri: &str) -> Result<(Action, Option<String>), String> {
             "integration uri {uri:?} is not an API Gateway service URI"
         ));
     };
+    // A Lambda function: `lambda:path/2015-03-31/functions/ARN/invocations`.
+    if service == "lambda" {
+        return crate::config::authorizers::lambda_function(uri)
+            .filter(|f| f.starts_with("arn:"))
+            .map(|f| (Action::LambdaInvoke, Some(f)))
+            .ok_or_else(|| format!("integration uri {uri:?} names no Lambda function"));
+    }
     if service == "sqs"
         && let Some(path) = what.strip_prefix("path/")
     {
@@ -45,19 +52,34 @@ pub fn action_for_uri(uri: &str) -> Result<(Action, Option<String>), String> {
     let action = what.strip_prefix("action/").ok_or_else(|| {
         format!("integration uri {uri:?}: only action/... (and SQS path/...) URIs are supported")
     })?;
+    // The services with their own integration first, then any service whose protocol the
+    // gateway knows.
     Action::parse(&format!("{service}:{action}"))
+        .filter(|a| !matches!(a, Action::LambdaInvoke | Action::Http | Action::Mock))
+        .or_else(|| {
+            let any = Action::parse(&format!("aws:{service}:{action}"))?;
+            crate::integrations::of(any).map(|_| any)
+        })
         .map(|a| (a, None))
         .ok_or_else(|| {
             format!(
-                "the AWS action {service}:{action} is not supported (supported: {})",
-                Action::NAMES.join(", ")
+                "the AWS action {service}:{action} is not supported (supported: {}, and any action of {})",
+                Action::NAMES[..8].join(", "),
+                crate::integrations::aws::SERVICES
+                    .iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
 }
 
 /// The integration URI of an action (the region is a placeholder: the gateway's own applies).
 pub fn uri_for_action(action: Action, region: &str) -> String {
-    let (service, name) = action.name().split_once(':').unwrap_or(("", ""));
+    let (service, name) = match action {
+        Action::Aws(a) => (a.service(), a.operation()),
+        other => other.name().split_once(':').unwrap_or(("", "")),
+    };
     format!("arn:aws:apigateway:{region}:{service}:action/{name}")
 }
 
