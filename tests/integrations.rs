@@ -680,3 +680,146 @@ print(c("sns").create_topic(Name=topic)["TopicArn"])
     let item: Json = serde_json::from_str(items.trim()).unwrap();
     assert_eq!(item["total"], json!({"N": "12"}));
 }
+
+/// An API Gateway export (Swagger 2.0, as `get-export` writes it) using a Lambda proxy, a
+/// CORS mock, an HTTP proxy with a stage-variable host, and DynamoDB.
+fn export(function_arn: &str, table: &str) -> Json {
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "mixed-integrations", "version": "2026-12-01"},
+        "basePath": "/prod",
+        "paths": {
+            "/things/{id}": {
+                "post": {
+                    "parameters": [{"name": "id", "in": "path", "required": true, "type": "string"}],
+                    "responses": {"200": {"description": "200 response"}},
+                    "x-amazon-apigateway-integration": {
+                        "type": "aws_proxy", "httpMethod": "POST", "passthroughBehavior": "when_no_match",
+                        "uri": format!("arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/{function_arn}/invocations"),
+                        "responses": {"default": {"statusCode": "200"}},
+                    },
+                },
+                "options": {
+                    "responses": {"200": {"description": "200 response", "headers": {"Access-Control-Allow-Origin": {"type": "string"}}}},
+                    "x-amazon-apigateway-integration": {
+                        "type": "mock",
+                        "requestTemplates": {"application/json": "{\"statusCode\": 200}"},
+                        "passthroughBehavior": "when_no_match",
+                        "responses": {"default": {"statusCode": "200",
+                            "responseParameters": {"method.response.header.Access-Control-Allow-Origin": "'*'"}}},
+                    },
+                },
+            },
+            "/collect/{proxy+}": {
+                "x-amazon-apigateway-any-method": {
+                    "parameters": [{"name": "proxy", "in": "path", "required": true, "type": "string"}],
+                    "responses": {},
+                    "x-amazon-apigateway-integration": {
+                        "type": "http_proxy", "httpMethod": "ANY",
+                        "uri": "http://${stageVariables.backend}/in/{proxy}",
+                        "requestParameters": {"integration.request.path.proxy": "method.request.path.proxy"},
+                        "passthroughBehavior": "when_no_match",
+                        "responses": {"default": {"statusCode": "200"}},
+                    },
+                },
+            },
+            "/orders": {
+                "post": {
+                    "responses": {"200": {"description": "200 response"}},
+                    "x-amazon-apigateway-integration": {
+                        "type": "aws", "httpMethod": "POST",
+                        "uri": "arn:aws:apigateway:us-east-1:dynamodb:action/PutItem",
+                        "credentials": "arn:aws:iam::000000000000:role/apigw-dynamodb",
+                        "requestParameters": {"integration.request.header.Content-Type": "'application/x-amz-json-1.0'"},
+                        "requestTemplates": {"application/json": format!("{{\"TableName\": \"{table}\", \"Item\": {{\"customer\": {{\"S\": \"$input.path('$.customer')\"}}, \"id\": {{\"S\": \"$context.requestId\"}}}}}}")},
+                        "passthroughBehavior": "never",
+                        "responses": {"default": {"statusCode": "200", "responseTemplates": {"application/json": "{\"ok\": true}"}}},
+                    },
+                },
+            },
+        },
+        "x-ingest-gateway": {"stage_variables": {"backend": "127.0.0.1:9"}},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_export_with_every_integration_kind_serves_end_to_end() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    let (backend_addr, seen) = backend().await;
+    let function = support::unique("export-proxy-fn");
+    let table = support::unique("export-orders-");
+    let dir = std::env::temp_dir().join(support::unique("ingest-gateway-export-integrations-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    support::lambda_function(
+        &endpoint,
+        &function,
+        PROXY_FUNCTION,
+        &[("LOG", dir.join("proxy.log").to_str().unwrap())],
+    );
+    support::botocore(
+        &endpoint,
+        "c('dynamodb').create_table(TableName=sys.argv[2], BillingMode='PAY_PER_REQUEST', AttributeDefinitions=[{'AttributeName': 'customer', 'AttributeType': 'S'}, {'AttributeName': 'id', 'AttributeType': 'S'}], KeySchema=[{'AttributeName': 'customer', 'KeyType': 'HASH'}, {'AttributeName': 'id', 'KeyType': 'RANGE'}])",
+        &[&table],
+    );
+    let mut doc = export(
+        &format!("arn:aws:lambda:us-east-1:000000000000:function:{function}"),
+        &table,
+    );
+    doc["x-ingest-gateway"]["stage_variables"]["backend"] = json!(backend_addr);
+    let file = dir.join("export.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let out = std::process::Command::new(support::bin())
+        .arg("import-openapi")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.join("imported"))
+        .output()
+        .unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("imported 4 routes"), "{report}");
+    assert!(
+        report.contains("everything in the document was translated"),
+        "{report}"
+    );
+    let gw = support::Gateway::start_with_env(
+        &dir.join("imported/gateway.toml"),
+        &[
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    tokio::task::spawn_blocking(move || {
+        let r = gw.post_json("/things/7", "{}");
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.json()["id"], "7");
+        let r = gw.request(
+            "OPTIONS",
+            "/things/7",
+            &[("content-type", "application/json")],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+        let r = gw.request("GET", "/collect/deep/path", &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(seen.lock().unwrap().last().unwrap().1, "/in/deep/path");
+        let r = gw.post_json("/orders", r#"{"customer": "acme"}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json(), json!({"ok": true}));
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+    let count = support::botocore(
+        &endpoint,
+        "print(c('dynamodb').scan(TableName=sys.argv[2])['Count'])",
+        &[&table],
+    );
+    assert_eq!(count.trim(), "1");
+}
