@@ -240,3 +240,92 @@ target = "s"
         ])
     );
 }
+
+#[test]
+fn iam_policy_grants_the_new_integrations_exactly() {
+    let config = temp_config(
+        "iam-integrations",
+        r#"
+[[routes]]
+method = "POST"
+path = "/a"
+action = "lambda:Invoke"
+target = "quote"
+[[routes]]
+method = "POST"
+path = "/b"
+action = "aws:dynamodb:PutItem"
+target = "orders"
+[[routes]]
+method = "POST"
+path = "/c"
+action = "aws:events:PutEvents"
+target = "clicks"
+[[routes]]
+method = "POST"
+path = "/d"
+action = "aws:sns:Publish"
+target = "arn:aws:sns:eu-west-1:123456789012:alerts"
+[[routes]]
+method = "OPTIONS"
+path = "/a"
+action = "mock"
+[[routes]]
+method = "ANY"
+path = "/e/{proxy+}"
+action = "http"
+integration = "proxy"
+uri = "https://collector.internal/{proxy}"
+"#,
+    );
+    let out = gateway(&[
+        "--config",
+        config.to_str().unwrap(),
+        "iam-policy",
+        "--region",
+        "eu-west-1",
+        "--account",
+        "123456789012",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let grants: Vec<(String, String)> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            let resource = s["Resource"].as_str().unwrap_or_default().to_string();
+            s["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |a| (a.as_str().unwrap().to_string(), resource.clone()))
+        })
+        .collect();
+    let expect = [
+        (
+            "lambda:InvokeFunction",
+            "arn:aws:lambda:eu-west-1:123456789012:function:quote",
+        ),
+        (
+            "dynamodb:PutItem",
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/orders",
+        ),
+        (
+            "events:PutEvents",
+            "arn:aws:events:eu-west-1:123456789012:event-bus/clicks",
+        ),
+        ("sns:Publish", "arn:aws:sns:eu-west-1:123456789012:alerts"),
+    ];
+    for (action, resource) in expect {
+        assert!(
+            grants.contains(&(action.to_string(), resource.to_string())),
+            "{action} on {resource} missing: {grants:?}"
+        );
+    }
+    assert_eq!(grants.len(), expect.len(), "mock and http need none: {grants:?}");
+}
