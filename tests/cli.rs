@@ -327,5 +327,9 @@ uri = "https://collector.internal/{proxy}"
             "{action} on {resource} missing: {grants:?}"
         );
     }
-    assert_eq!(grants.len(), expect.len(), "mock and http need none: {grants:?}");
+    assert_eq!(
+        grants.len(),
+        expect.len(),
+        "mock and http need none: {grants:?}"
+    );
 }

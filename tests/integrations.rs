@@ -823,3 +823,69 @@ async fn an_imported_export_with_every_integration_kind_serves_end_to_end() {
     );
     assert_eq!(count.trim(), "1");
 }
+
+#[test]
+fn provision_creates_tables_buses_and_topics_and_checks_functions() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    let (table, bus, topic, function) = (
+        support::unique("prov-table-"),
+        support::unique("prov-bus-"),
+        support::unique("prov-topic-"),
+        support::unique("prov-fn-"),
+    );
+    support::lambda_function(&endpoint, &function, CUSTOM_FUNCTION, &[]);
+    let config = format!(
+        r#"
+[aws]
+endpoint_url = "{endpoint}"
+region = "us-east-1"
+
+[[resources.dynamodb_tables]]
+name = "{table}"
+hash_key = "customer:S"
+range_key = "id:S"
+
+[[resources.event_buses]]
+name = "{bus}"
+
+[[resources.sns_topics]]
+name = "{topic}"
+
+[[resources.lambda_functions]]
+name = "{function}"
+"#
+    );
+    let project = support::Project::custom("provision-integrations", &config, &[]);
+    let first = project.provision();
+    for line in [
+        format!("created   dynamodb table {table}"),
+        format!("created   event bus {bus}"),
+        format!("created   sns topic {topic}"),
+        format!("exists    lambda function {function}"),
+    ] {
+        assert!(first.contains(&line), "{line}:\n{first}");
+    }
+    let second = project.provision();
+    assert!(second.contains("0 created, 4 already existed"), "{second}");
+    let described = support::botocore(
+        &endpoint,
+        "print(json.dumps(c('dynamodb').describe_table(TableName=sys.argv[2])['Table']['KeySchema']))",
+        &[&table],
+    );
+    assert!(described.contains("\"RANGE\""), "{described}");
+    // A function that does not exist is reported, and provision fails.
+    std::fs::write(
+        &project.config,
+        config.replace(&function, "no-such-function-anywhere"),
+    )
+    .unwrap();
+    let out = project.cli(&["provision"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("DIFFERS   lambda function no-such-function-anywhere: does not exist"),
+        "{text}"
+    );
+}

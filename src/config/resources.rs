@@ -26,6 +26,17 @@ impl Validator<'_> {
             .iter()
             .map(|q| q.get_ref().name.as_str())
             .collect();
+        for t in &res.dynamodb_tables {
+            if t.get_ref().keys().is_none() {
+                self.error(
+                    Some(t.span()),
+                    format!(
+                        "dynamodb table {}: hash_key and range_key are NAME:TYPE with TYPE S, N or B (\"customer:S\")",
+                        t.get_ref().name
+                    ),
+                );
+            }
+        }
         for s in &res.kinesis_streams {
             if s.get_ref().shards.is_some_and(|n| n < 1) {
                 self.error(Some(s.span()), "kinesis stream shards must be at least 1");

@@ -34,6 +34,46 @@ pub struct Resources {
     pub sqs_queues: Vec<Spanned<Queue>>,
     #[serde(default)]
     pub state_machines: Vec<Spanned<StateMachine>>,
+    #[serde(default)]
+    pub dynamodb_tables: Vec<Spanned<Table>>,
+    #[serde(default)]
+    pub event_buses: Vec<Spanned<Named>>,
+    #[serde(default)]
+    pub sns_topics: Vec<Spanned<Named>>,
+    /// Functions routes and authorizers call: checked to exist (code is not deployed).
+    #[serde(default)]
+    pub lambda_functions: Vec<Spanned<Named>>,
+}
+
+/// A resource declared by name only.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Named {
+    pub name: String,
+}
+
+/// A DynamoDB table, on-demand billing.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Table {
+    pub name: String,
+    /// `NAME:TYPE`, the type `S`, `N` or `B` (`"customer:S"`).
+    pub hash_key: String,
+    /// `NAME:TYPE`, when the table has a sort key.
+    pub range_key: Option<String>,
+}
+
+impl Table {
+    /// The key attributes as `(name, type)`, hash first.
+    pub fn keys(&self) -> Option<Vec<(String, String)>> {
+        let parse = |s: &str| {
+            let (n, t) = s.split_once(':')?;
+            (!n.is_empty() && ["S", "N", "B"].contains(&t)).then(|| (n.to_string(), t.to_string()))
+        };
+        let mut keys = vec![parse(&self.hash_key)?];
+        if let Some(r) = &self.range_key {
+            keys.push(parse(r)?);
+        }
+        Some(keys)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,7 +213,166 @@ pub async fn provision(
         let step = state_machine(clients, m.get_ref(), base_dir, dry_run).await?;
         push(step, &mut steps);
     }
+    for t in &resources.dynamodb_tables {
+        let step = table(clients, t.get_ref(), dry_run).await?;
+        push(step, &mut steps);
+    }
+    for b in &resources.event_buses {
+        let step = event_bus(clients, &b.get_ref().name, dry_run).await?;
+        push(step, &mut steps);
+    }
+    for t in &resources.sns_topics {
+        let step = topic(clients, &t.get_ref().name, dry_run).await?;
+        push(step, &mut steps);
+    }
+    for f in &resources.lambda_functions {
+        let step = function(clients, &f.get_ref().name).await?;
+        push(step, &mut steps);
+    }
     Ok(steps)
+}
+
+/// One call of a service's own API (see `aws`), for what has no SDK here.
+async fn call(
+    clients: &Clients,
+    action: &str,
+    body: &str,
+) -> std::result::Result<Json, IntegrationError> {
+    let Some(crate::upstream::Action::Aws(a)) = crate::upstream::Action::parse(action) else {
+        return Err(IntegrationError::InvalidRequest {
+            action: Action::Mock,
+            detail: format!("{action} is not an aws: action"),
+        });
+    };
+    let service = super::aws::service(a).ok_or_else(|| IntegrationError::InvalidRequest {
+        action: Action::Aws(a),
+        detail: format!("no protocol for {}", a.service()),
+    })?;
+    let (headers, body) = super::aws::prepare(a, service, None, body)?;
+    let answer = clients
+        .aws
+        .send(
+            Action::Aws(a),
+            service,
+            headers,
+            body,
+            Duration::from_secs(30),
+        )
+        .await?;
+    super::aws::answer(
+        Action::Aws(a),
+        service,
+        answer.status.as_u16(),
+        &answer.body,
+    )
+}
+
+async fn table(clients: &Clients, t: &Table, dry_run: bool) -> Result<Step> {
+    let what = format!("dynamodb table {}", t.name);
+    let keys = t
+        .keys()
+        .ok_or_else(|| other(&what, "hash_key and range_key are NAME:S, NAME:N or NAME:B"))?;
+    let describe = serde_json::json!({ "TableName": t.name }).to_string();
+    match call(clients, "aws:dynamodb:DescribeTable", &describe).await {
+        Ok(found) => {
+            let schema: Vec<String> = found["Table"]["KeySchema"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k["AttributeName"].as_str().map(str::to_string))
+                .collect();
+            let declared: Vec<String> = keys.iter().map(|(n, _)| n.clone()).collect();
+            Ok(if schema == declared {
+                Step::Exists(what)
+            } else {
+                Step::Differs(what, format!("keys {schema:?}, declared {declared:?}"))
+            })
+        }
+        Err(e) if is_not_found(&e) => {
+            if dry_run {
+                return Ok(Step::WouldCreate(what));
+            }
+            let kinds = ["HASH", "RANGE"];
+            let create = serde_json::json!({
+                "TableName": t.name,
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": keys.iter().map(|(n, ty)| serde_json::json!({"AttributeName": n, "AttributeType": ty})).collect::<Vec<_>>(),
+                "KeySchema": keys.iter().zip(kinds).map(|((n, _), k)| serde_json::json!({"AttributeName": n, "KeyType": k})).collect::<Vec<_>>(),
+            });
+            call(clients, "aws:dynamodb:CreateTable", &create.to_string())
+                .await
+                .map_err(|e| fail(&what, e))?;
+            Ok(Step::Created(what))
+        }
+        Err(e) => Err(fail(&what, e)),
+    }
+}
+
+async fn event_bus(clients: &Clients, name: &str, dry_run: bool) -> Result<Step> {
+    let what = format!("event bus {name}");
+    let body = serde_json::json!({ "Name": name }).to_string();
+    match call(clients, "aws:events:DescribeEventBus", &body).await {
+        Ok(_) => Ok(Step::Exists(what)),
+        Err(e) if is_not_found(&e) => {
+            if dry_run {
+                return Ok(Step::WouldCreate(what));
+            }
+            call(clients, "aws:events:CreateEventBus", &body)
+                .await
+                .map_err(|e| fail(&what, e))?;
+            Ok(Step::Created(what))
+        }
+        Err(e) => Err(fail(&what, e)),
+    }
+}
+
+async fn topic(clients: &Clients, name: &str, dry_run: bool) -> Result<Step> {
+    let what = format!("sns topic {name}");
+    // ListTopics names topics by ARN; one ending in `:name` is this one.
+    let listed = call(clients, "aws:sns:ListTopics", "")
+        .await
+        .map_err(|e| fail(&what, e))?;
+    let suffix = format!(":{name}</TopicArn>");
+    if listed.as_str().is_some_and(|xml| xml.contains(&suffix)) {
+        return Ok(Step::Exists(what));
+    }
+    if dry_run {
+        return Ok(Step::WouldCreate(what));
+    }
+    call(
+        clients,
+        "aws:sns:CreateTopic",
+        &serde_json::json!({ "Name": name }).to_string(),
+    )
+    .await
+    .map_err(|e| fail(&what, e))?;
+    Ok(Step::Created(what))
+}
+
+/// A function is code `provision` does not deploy: it is checked, and a missing one is
+/// reported.
+async fn function(clients: &Clients, name: &str) -> Result<Step> {
+    let what = format!("lambda function {name}");
+    match clients
+        .lambda
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(Step::Exists(what)),
+        Err(e) => {
+            let e = classify(Action::LambdaInvoke, e);
+            if is_not_found(&e) {
+                Ok(Step::Differs(
+                    what,
+                    "does not exist; provision does not deploy function code".into(),
+                ))
+            } else {
+                Err(fail(&what, e))
+            }
+        }
+    }
 }
 
 async fn stream(clients: &Clients, s: &Stream, dry_run: bool) -> Result<Step> {
