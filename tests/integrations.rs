@@ -889,3 +889,103 @@ name = "{function}"
         "{text}"
     );
 }
+
+/// A stub EventBridge (for fault injection): counts `PutEvents` calls and entries, refuses
+/// entries whose `Source` is `bad`, and throttles a `flaky` entry the first time it sees it.
+async fn stub_eventbridge() -> (String, Arc<Mutex<Vec<usize>>>) {
+    let calls: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let flaky_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let c = calls.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
+        let (c, flaky_seen) = (c.clone(), flaky_seen.clone());
+        async move {
+            assert_eq!(headers["x-amz-target"], "AWSEvents.PutEvents");
+            assert!(headers["authorization"].to_str().unwrap().starts_with("AWS4-HMAC-SHA256"));
+            let req: Json = serde_json::from_str(&body).unwrap();
+            let entries = req["Entries"].as_array().unwrap().clone();
+            c.lock().unwrap().push(entries.len());
+            let mut failed = 0;
+            let results: Vec<Json> = entries
+                .iter()
+                .map(|e| match e["Source"].as_str() {
+                    Some("bad") => {
+                        failed += 1;
+                        json!({"ErrorCode": "MalformedDetail", "ErrorMessage": "Detail is malformed."})
+                    }
+                    Some("flaky") if !flaky_seen.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+                        failed += 1;
+                        json!({"ErrorCode": "ThrottlingException", "ErrorMessage": "Rate exceeded"})
+                    }
+                    _ => json!({"EventId": uuid_like(e)}),
+                })
+                .collect();
+            (
+                [("content-type", "application/x-amz-json-1.1")],
+                json!({"FailedEntryCount": failed, "Entries": results}).to_string(),
+            )
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+fn uuid_like(e: &Json) -> String {
+    format!("id-{}", e["Detail"].as_str().unwrap_or_default().len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventbridge_entries_batch_across_requests_and_failed_ones_are_retried() {
+    let (stub, calls) = stub_eventbridge().await;
+    let config = r#"
+[[routes]]
+method = "POST"
+path = "/v1/clicks"
+action = "aws:events:PutEvents"
+target = "clicks"
+request_templates = { "application/json" = "put-events.vtl" }
+batch = { linger = "20ms" }
+"#;
+    let template = r#"{"Entries": [{"Source": "$input.path('$.source')", "DetailType": "click", "Detail": "$util.escapeJavaScript($input.json('$'))"}]}"#;
+    let project = support::Project::custom(
+        "integrations-events",
+        config,
+        &[("put-events.vtl", template)],
+    );
+    let gw = support::Gateway::start_with_env(
+        &project.config,
+        &[
+            ("AWS_ENDPOINT_URL_EVENTBRIDGE", &stub),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    let calls2 = calls.clone();
+    tokio::task::spawn_blocking(move || {
+        // Forty concurrent single-entry requests: far fewer calls, every entry once.
+        let statuses = support::concurrently(40, |i| {
+            gw.post_json("/v1/clicks", &json!({"source": "web", "n": i}).to_string())
+                .status
+        });
+        assert_eq!(statuses, vec![200; 40]);
+        let sent: Vec<usize> = calls2.lock().unwrap().clone();
+        assert_eq!(sent.iter().sum::<usize>(), 40, "every entry once: {sent:?}");
+        assert!(sent.len() < 40 && sent.iter().all(|n| *n <= 10), "{sent:?}");
+        // A throttled entry is sent again and accepted.
+        let before = calls2.lock().unwrap().len();
+        let r = gw.post_json("/v1/clicks", r#"{"source": "flaky"}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(calls2.lock().unwrap().len(), before + 2, "one retry");
+        // An entry refused for good: the response names it.
+        let r = gw.post_json("/v1/clicks", r#"{"source": "bad"}"#);
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert_eq!(r.json()["FailedEntryCount"], 1);
+        assert_eq!(r.json()["Entries"][0]["ErrorCode"], "MalformedDetail");
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+}

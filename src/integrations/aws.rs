@@ -550,6 +550,37 @@ impl Integration for AnyAws {
         &[]
     }
 
+    fn batch_caps(&self, action: Action, aggregate: bool) -> Option<super::BatchCaps> {
+        match action {
+            Action::Aws(a) if super::events::batches(a) && !aggregate => Some(super::BatchCaps {
+                max_records: super::events::MAX_ENTRIES,
+                max_bytes: super::events::MAX_BYTES,
+            }),
+            _ => None,
+        }
+    }
+
+    fn batcher(
+        &self,
+        clients: &super::Clients,
+        route: super::BatchRoute<'_>,
+        _spool: Option<&crate::spool::Spool>,
+    ) -> Option<Box<dyn super::Batched>> {
+        let Action::Aws(a) = route.action else {
+            return None;
+        };
+        super::events::batches(a).then(|| {
+            super::batched::start(
+                super::events::EventsSink {
+                    signer: clients.aws.clone(),
+                    action: a,
+                    bus: route.target.to_string(),
+                },
+                route,
+            )
+        })
+    }
+
     fn iam_action(&self, action: Action) -> &'static str {
         match action {
             Action::Aws(a) => &a.name()[4..],

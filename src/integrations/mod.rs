@@ -14,6 +14,7 @@
 
 pub mod aws;
 pub mod batched;
+pub mod events;
 pub mod firehose;
 pub mod headers;
 pub mod http;
