@@ -199,7 +199,7 @@ impl From<IntegrationError> for GatewayError {
                 total: *total,
                 code: code.clone(),
                 retryable: *retryable,
-                response: response.clone(),
+                response: (**response).clone(),
             })),
             IntegrationError::RecordRefused {
                 index,

@@ -39,7 +39,8 @@ pub enum Action {
 /// configuration is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AwsAction {
-    name: &'static str,
+    /// A thin pointer, so that an [`Action`] (and every error that names one) stays small.
+    name: &'static &'static str,
 }
 
 impl AwsAction {
@@ -78,14 +79,15 @@ impl AwsAction {
     }
 }
 
-/// One `&'static str` per distinct text (a handful per configuration).
-fn intern(s: &str) -> &'static str {
-    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+/// One `&'static &'static str` per distinct text (a handful per configuration).
+fn intern(s: &str) -> &'static &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static &'static str>> = std::sync::Mutex::new(Vec::new());
     let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(n) = names.iter().find(|n| **n == s) {
+    if let Some(n) = names.iter().find(|n| ***n == s) {
         return n;
     }
-    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    let text: &'static str = Box::leak(s.to_string().into_boxed_str());
+    let leaked: &'static &'static str = Box::leak(Box::new(text));
     names.push(leaked);
     leaked
 }
@@ -209,8 +211,9 @@ pub enum IntegrationError {
         code: String,
         /// Whether every failure was transient, so the client may retry them.
         retryable: bool,
-        /// The per-record results, in the service's response shape.
-        response: Json,
+        /// The per-record results, in the service's response shape (boxed: it is large,
+        /// and every `Result` carrying an `IntegrationError` would pay for it).
+        response: Box<Json>,
     },
 }
 

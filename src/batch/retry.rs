@@ -199,7 +199,7 @@ pub fn accepted_or_rejected<R>(
         total: outcomes.len(),
         code,
         retryable,
-        response: body,
+        response: Box::new(body),
     })
 }
 

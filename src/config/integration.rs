@@ -200,9 +200,8 @@ impl Validator<'_> {
         &mut self,
         name: &str,
         action: &mut Action,
-        raw: RawIntegration<'_>,
-        path_params: &[&str],
-        greedy_param: Option<&str>,
+        raw: &RawIntegration<'_>,
+        (path_params, greedy_param): (&[&str], Option<&str>),
         stage_variables: &IndexMap<String, String>,
         span: Option<std::ops::Range<usize>>,
     ) -> IntegrationSettings {
@@ -297,7 +296,7 @@ impl Validator<'_> {
         if *action == Action::Http {
             settings.http = self.http_backend(
                 &what,
-                &raw,
+                raw,
                 &mut settings.request_parameters,
                 (path_params, greedy_param),
                 stage_variables,

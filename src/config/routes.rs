@@ -411,7 +411,7 @@ impl Validator<'_> {
         let integration = self.integration(
             &name,
             &mut action,
-            super::integration::RawIntegration {
+            &super::integration::RawIntegration {
                 integration: r.integration.as_ref(),
                 invocation: r.invocation.as_ref(),
                 uri: r.uri.as_ref(),
@@ -421,8 +421,7 @@ impl Validator<'_> {
                 has_responses: !r.responses.is_empty(),
                 has_target: r.target.is_some(),
             },
-            &path.param_names(),
-            path.greedy_param(),
+            (&path.param_names(), path.greedy_param()),
             stage_variables,
             Some(route.span()),
         );

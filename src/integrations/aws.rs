@@ -339,13 +339,16 @@ pub fn signed(
     Ok(req)
 }
 
+/// A request's headers and body, ready to sign.
+pub type Prepared = (Vec<(String, String)>, Vec<u8>);
+
 /// What a rendered request becomes: headers and body, the target pinned.
 pub fn prepare(
     action: AwsAction,
     service: &Service,
     target: Option<&str>,
     rendered: &str,
-) -> Result<(Vec<(String, String)>, Vec<u8>), IntegrationError> {
+) -> Result<Prepared, IntegrationError> {
     let act = Action::Aws(action);
     let invalid = |detail: String| IntegrationError::InvalidRequest {
         action: act,

@@ -596,6 +596,12 @@ fn route(
             (action, target, kind == "aws_proxy")
         }
         "http" | "http_proxy" => {
+            if integration["connectionType"] == "VPC_LINK" {
+                return Err(
+                    "the integration goes through a VPC link; give the route the backend's own uri"
+                        .into(),
+                );
+            }
             uri.ok_or("the integration has no uri")?;
             (Action::Http, None, kind == "http_proxy")
         }
@@ -1121,7 +1127,8 @@ mod tests {
             "paths": {
                 "/lambda": {"post": {"x-amazon-apigateway-integration": {"type": "aws_proxy", "uri": "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/f/invocations"}}},
                 "/secured": {"post": {"security": [{"auth": []}], "x-amazon-apigateway-integration": {"type": "aws", "uri": "arn:aws:apigateway:us-east-1:kinesis:action/PutRecord"}}},
-                "/dynamo": {"post": {"x-amazon-apigateway-integration": {"type": "aws", "uri": "arn:aws:apigateway:us-east-1:dynamodb:action/PutItem"}}},
+                "/faces": {"post": {"x-amazon-apigateway-integration": {"type": "aws", "uri": "arn:aws:apigateway:us-east-1:rekognition:action/DetectLabels"}}},
+                "/vpc": {"post": {"x-amazon-apigateway-integration": {"type": "http_proxy", "connectionType": "VPC_LINK"}}},
                 "/bare": {"get": {}}
             }
         });
@@ -1130,9 +1137,10 @@ mod tests {
         let report = imported.untranslated.join("\n");
         for expected in [
             "security scheme auth (custom)",
-            "POST /lambda: not imported: integration type \"aws_proxy\"",
+            "POST /lambda: not imported: integration uri \"arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/f/invocations\" names no Lambda function",
             "POST /secured: not imported: it requires the security scheme auth",
-            "POST /dynamo: not imported",
+            "POST /faces: not imported: the AWS action rekognition:DetectLabels is not supported",
+            "POST /vpc: not imported: the integration goes through a VPC link",
             "GET /bare: not imported: it has no x-amazon-apigateway-integration",
         ] {
             assert!(report.contains(expected), "{expected:?} in:\n{report}");

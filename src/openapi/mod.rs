@@ -113,7 +113,23 @@ mod tests {
                 .unwrap(),
             (Action::StatesStartSyncExecution, None)
         );
-        assert!(action_for_uri("arn:aws:apigateway:us-east-1:dynamodb:action/PutItem").is_err());
+        assert_eq!(
+            action_for_uri("arn:aws:apigateway:us-east-1:dynamodb:action/PutItem")
+                .unwrap()
+                .0
+                .name(),
+            "aws:dynamodb:PutItem"
+        );
+        assert!(
+            action_for_uri("arn:aws:apigateway:us-east-1:rekognition:action/DetectLabels").is_err()
+        );
+        assert_eq!(
+            action_for_uri("arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:1:function:f/invocations").unwrap(),
+            (
+                Action::LambdaInvoke,
+                Some("arn:aws:lambda:us-east-1:1:function:f".into())
+            )
+        );
         assert!(action_for_uri("arn:aws:lambda:us-east-1:1:function:f").is_err());
         let uri = uri_for_action(Action::FirehosePutRecordBatch, "us-east-1");
         assert_eq!(

@@ -476,7 +476,7 @@ pub fn records_response(results: &[EntryResult]) -> Result<Json, IntegrationErro
             EntryResult::Ok { .. } => true,
         }),
         code,
-        response: body,
+        response: Box::new(body),
     })
 }
 
