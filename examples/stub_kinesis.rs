@@ -1,5 +1,6 @@
 //! A stand-in Kinesis for load benchmarks: answers `PutRecord` and `PutRecords` (JSON
-//! protocol) after a fixed latency, and counts calls and records (`GET /stats`).
+//! protocol), and EventBridge's `PutEvents` (each entry a record), after a fixed latency,
+//! and counts calls and records (`GET /stats`).
 //! `ListShards` lists four open shards that split the hash key space evenly.
 //!
 //! `cargo run --release --example stub_kinesis -- 127.0.0.1:4599 20` (address, latency ms)
@@ -77,6 +78,14 @@ async fn main() {
                 let body = if target.ends_with("ListShards") {
                     stats.calls.fetch_sub(1, Ordering::Relaxed);
                     list_shards()
+                } else if target == "AWSEvents.PutEvents" {
+                    let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let n = req["Entries"].as_array().map_or(0, Vec::len);
+                    stats.records.fetch_add(n as u64, Ordering::Relaxed);
+                    let entries: Vec<serde_json::Value> = (0..n)
+                        .map(|i| serde_json::json!({"EventId": format!("{calls}-{i}")}))
+                        .collect();
+                    serde_json::json!({"FailedEntryCount": 0, "Entries": entries}).to_string()
                 } else if target.ends_with("PutRecords") {
                     let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                     let n = req["Records"].as_array().map_or(0, Vec::len);

@@ -147,6 +147,61 @@ impl Action {
     pub fn is_aws(self) -> bool {
         !matches!(self, Action::Http | Action::Mock)
     }
+
+    /// Whether a route can hand its requests over whole (`integration = "proxy"`).
+    pub fn can_proxy(self) -> bool {
+        matches!(self, Action::LambdaInvoke | Action::Http)
+    }
+
+    /// The action's asynchronous form (`invocation = "event"`), if it has one.
+    pub fn asynchronous(self) -> Option<Action> {
+        (self == Action::LambdaInvoke).then_some(Action::LambdaInvokeAsync)
+    }
+
+    /// Whether a route of this action must name its target (a function).
+    pub fn needs_target(self) -> bool {
+        matches!(self, Action::LambdaInvoke | Action::LambdaInvokeAsync)
+    }
+
+    /// Whether a route of this action takes a target at all.
+    pub fn takes_target(self) -> bool {
+        !matches!(self, Action::Mock | Action::Http)
+    }
+
+    /// Whether the action calls an HTTP backend.
+    pub fn is_http(self) -> bool {
+        self == Action::Http
+    }
+
+    /// The `aws:SERVICE:Operation` it is, if it is one.
+    pub fn aws(self) -> Option<AwsAction> {
+        match self {
+            Action::Aws(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Whether the answer is the status the request template chose (a mock's), not a
+    /// service's body.
+    pub fn answers_with_status(self) -> bool {
+        self == Action::Mock
+    }
+
+    /// Whether an answer that is not JSON (an HTTP backend's, a query API's XML) is passed
+    /// back as its text.
+    pub fn answers_text(self) -> bool {
+        matches!(self, Action::Http | Action::Aws(_))
+    }
+
+    /// The status of an answer no integration response selects, given the upstream's: a
+    /// mock's and an HTTP backend's own, 202 for an event queued for a function, else 200.
+    pub fn default_status(self, upstream: u16) -> u16 {
+        match self {
+            Action::Mock | Action::Http => upstream,
+            Action::LambdaInvokeAsync => 202,
+            _ => 200,
+        }
+    }
 }
 
 impl fmt::Display for Action {

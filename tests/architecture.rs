@@ -156,6 +156,7 @@ fn no_stage_reaches_into_a_later_one() {
         "authorize",
         "validate",
         "render",
+        "proxy",
         "dispatch",
         "respond",
     ];
@@ -270,6 +271,7 @@ fn stage_and_config_files_stay_readable() {
             "authorize",
             "validate",
             "render",
+            "proxy",
             "dispatch",
             "respond",
             "config",

@@ -21,12 +21,7 @@ pub fn policy(config: &Config, region: &str, account: &str) -> (Json, Vec<String
         };
         let resource = match &route.target {
             Some(t) if t.starts_with("arn:") => t.clone(),
-            Some(t) => match action {
-                integrations::Action::Aws(a) => {
-                    integrations::aws::target_arn(a, t, region, account)
-                }
-                _ => integration.target_arn(t, region, account),
-            },
+            Some(t) => integration.policy_resource(action, t, region, account),
             None => {
                 warnings.push(format!(
                     "route {} has no target: granting {name} on every resource",

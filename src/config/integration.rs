@@ -211,7 +211,7 @@ impl Validator<'_> {
             None => {}
             Some(i) if i == "custom" => {}
             Some(i) if i == "proxy" => {
-                if !matches!(action, Action::LambdaInvoke | Action::Http) {
+                if !action.can_proxy() {
                     self.error(
                         raw.integration.map(Spanned::span),
                         format!(
@@ -235,8 +235,8 @@ impl Validator<'_> {
         if let Some(inv) = raw.invocation {
             match inv.get_ref().to_ascii_lowercase().as_str() {
                 "request_response" | "requestresponse" => {}
-                "event" if *action == Action::LambdaInvoke && !settings.proxy => {
-                    *action = Action::LambdaInvokeAsync;
+                "event" if action.asynchronous().is_some() && !settings.proxy => {
+                    *action = action.asynchronous().unwrap_or(*action);
                 }
                 "event" => self.error(
                     Some(inv.span()),
@@ -248,8 +248,10 @@ impl Validator<'_> {
                 ),
             }
         }
-        match action {
-            Action::Aws(a) if crate::integrations::aws::service(*a).is_none() => self.error(
+        if let Some(a) = action.aws()
+            && crate::integrations::aws::service(a).is_none()
+        {
+            self.error(
                 span.clone(),
                 format!(
                     "{what}: the gateway does not know the protocol of AWS service {:?}; it knows {}",
@@ -260,15 +262,22 @@ impl Validator<'_> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            ),
-            Action::LambdaInvoke | Action::LambdaInvokeAsync if !raw.has_target => self.error(
+            );
+        }
+        if action.needs_target() && !raw.has_target {
+            self.error(
                 span.clone(),
-                format!("{what}: a lambda:Invoke route names its function in target"),
-            ),
-            Action::Mock if raw.has_target => {
-                self.error(span.clone(), format!("{what}: a mock route has no target"))
-            }
-            _ => {}
+                format!(
+                    "{what}: a {} route names its function in target",
+                    action.name()
+                ),
+            );
+        }
+        if !action.takes_target() && raw.has_target {
+            self.error(
+                span.clone(),
+                format!("{what}: a {} route has no target", action.name()),
+            );
         }
         for (to, from) in raw.request_parameters {
             match (ParamTarget::parse(to), ParamSource::parse(from)) {
@@ -293,7 +302,7 @@ impl Validator<'_> {
                 ),
             }
         }
-        if *action == Action::Http {
+        if action.is_http() {
             settings.http = self.http_backend(
                 &what,
                 raw,

@@ -599,6 +599,13 @@ impl Integration for AnyAws {
         format!("arn:aws:*:{region}:{account}:{target}")
     }
 
+    fn policy_resource(&self, action: Action, target: &str, region: &str, account: &str) -> String {
+        match action {
+            Action::Aws(a) => target_arn(a, target, region, account),
+            _ => self.target_arn(target, region, account),
+        }
+    }
+
     fn target_in_template(&self) -> &'static str {
         r#""(?:TableName|EventBusName|TopicArn|QueueUrl|StreamName|DeliveryStreamName|logGroupName)"\s*:\s*"([^"$]+)""#
     }

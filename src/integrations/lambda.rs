@@ -131,6 +131,19 @@ pub async fn invoke(
     })
 }
 
+/// Invokes a proxy route's function with its event, within `timeout`.
+pub async fn invoke_proxy(
+    clients: &Clients,
+    function: &str,
+    event: Vec<u8>,
+    timeout: std::time::Duration,
+) -> Result<Answered, IntegrationError> {
+    let action = Action::LambdaInvoke;
+    tokio::time::timeout(timeout, invoke(clients, action, function, event, false))
+        .await
+        .unwrap_or(Err(IntegrationError::Timeout { action, timeout }))
+}
+
 /// A custom integration's view of the answer: the function's JSON (text that is not JSON as
 /// a string), or, when it raised, an error whose code is its `errorMessage`.
 pub fn answer(action: Action, answered: &Answered) -> Result<Json, IntegrationError> {

@@ -96,6 +96,12 @@ pub trait Integration: Send + Sync + 'static {
     /// The ARN of a target named without one, for `iam-policy`.
     fn target_arn(&self, target: &str, region: &str, account: &str) -> String;
 
+    /// What `iam-policy` grants a route of `action` on (its target's ARN).
+    fn policy_resource(&self, action: Action, target: &str, region: &str, account: &str) -> String {
+        let _ = action;
+        self.target_arn(target, region, account)
+    }
+
     /// IAM actions a route needs besides its own: on its target, and on every resource
     /// (`*`), for a route with `target` (lookups of queue URLs or state machines by name).
     fn extra_permissions(&self, _target: Option<&str>) -> Permissions {

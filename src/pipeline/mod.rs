@@ -19,7 +19,6 @@ use axum::http::Response;
 use crate::dispatch::{self, Dispatched};
 use crate::edge::decode;
 use crate::error::{ErrorKind, GatewayError};
-use crate::integrations::Action;
 use crate::render::{self, RequestView};
 pub use crate::request::{PendingBody, Request};
 use crate::respond::integration::Answer;
@@ -170,7 +169,10 @@ async fn run(
     };
     let context = || view.context();
     let proxy_cx = proxy::Context {
-        gw,
+        config: &gw.config,
+        clients: &gw.clients,
+        http: &gw.http,
+        region: gw.region(),
         route,
         req,
         path_params: &matched.params,
@@ -197,7 +199,7 @@ async fn run(
     authorize::admit_to_upstream(&gw.auth)?;
     let started = Instant::now();
     let timeout = timeout();
-    let (status, dispatched) = if route.action == Action::Http {
+    let (status, dispatched) = if route.action.is_http() {
         let (status, body, headers) = proxy::call_http(&proxy_cx, &rendered.body, timeout).await?;
         (
             status,

@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue};
 use serde_json::Value as Json;
 
 use crate::error::{ErrorKind, GatewayError};
-use crate::integrations::{Action, Clients, IntegrationError, lambda};
+use crate::integrations::{Clients, lambda};
 use crate::mapping::event::EventFacts;
 
 /// What the client gets from a proxy route.
@@ -137,21 +137,8 @@ pub async fn run(
     timeout: Duration,
 ) -> Result<Proxied, GatewayError> {
     let event = facts.proxy(body, binary, authorizer);
-    let call = lambda::invoke(
-        clients,
-        Action::LambdaInvoke,
-        function,
-        event.to_string().into_bytes(),
-        false,
-    );
-    let answered = tokio::time::timeout(timeout, call)
+    let answered = lambda::invoke_proxy(clients, function, event.to_string().into_bytes(), timeout)
         .await
-        .map_err(|_| {
-            GatewayError::from(IntegrationError::Timeout {
-                action: Action::LambdaInvoke,
-                timeout,
-            })
-        })?
         .map_err(GatewayError::from)?;
     let malformed = |why: String| {
         GatewayError::new(

@@ -85,7 +85,12 @@ pub fn resolve(
 
 /// What a proxy or HTTP route needs of the request beyond the request itself.
 pub struct Context<'a> {
-    pub gw: &'a crate::pipeline::Gateway,
+    pub config: &'a crate::config::Config,
+    pub clients: &'a crate::integrations::Clients,
+    /// The client HTTP backends are called with.
+    pub http: &'a crate::outbound::Client,
+    /// The AWS region, for the events' method ARNs.
+    pub region: &'a str,
     pub route: &'a crate::config::RouteConfig,
     pub req: &'a Request,
     pub path_params: &'a [(String, String)],
@@ -97,7 +102,7 @@ pub struct Context<'a> {
 impl Context<'_> {
     /// The request as API Gateway's Lambda events describe it.
     pub fn facts(&self) -> crate::mapping::event::EventFacts<'_> {
-        let config = &self.gw.config;
+        let config = self.config;
         crate::mapping::event::EventFacts {
             method: self.req.method.as_str(),
             path: &self.req.path,
@@ -113,7 +118,7 @@ impl Context<'_> {
             api_key_id: self.identity.api_key_id.as_deref(),
             account_id: config.aws.account_id.as_deref().unwrap_or("000000000000"),
             api_id: crate::render::context::API_ID,
-            region: self.gw.region(),
+            region: self.region,
             epoch_ms: self.req.received_epoch_ms,
         }
     }
@@ -125,13 +130,7 @@ pub async fn run(
     timeout: std::time::Duration,
 ) -> Result<lambda::Proxied, crate::error::GatewayError> {
     let (route, req) = (cx.route, cx.req);
-    if route.action == crate::upstream::Action::Http {
-        let backend = route.integration.http.as_ref().ok_or_else(|| {
-            crate::error::GatewayError::new(
-                crate::error::ErrorKind::BadIntegrationRequest,
-                "an http route without a uri",
-            )
-        })?;
+    if let Some(backend) = &route.integration.http {
         let request = {
             let mut context = || (cx.context)();
             http::request(http::Outgoing {
@@ -140,13 +139,13 @@ pub async fn run(
                 proxy: true,
                 req,
                 path_params: cx.path_params,
-                stage_variables: &cx.gw.config.stage_variables,
+                stage_variables: &cx.config.stage_variables,
                 context: &mut context,
                 body: req.body.clone(),
                 content_type: None,
             })?
         };
-        let answer = http::send(&cx.gw.http, request, timeout).await?;
+        let answer = http::send(cx.http, request, timeout).await?;
         return Ok(lambda::Proxied {
             status: answer.status.as_u16(),
             headers: http::answer_headers(&answer.headers),
@@ -155,9 +154,9 @@ pub async fn run(
     }
     let function = route.target.as_deref().unwrap_or_default();
     let media = crate::validate::body::media_type(&req.headers);
-    let binary = crate::validate::body::is_binary(&cx.gw.config.binary_media_types, &media);
+    let binary = crate::validate::body::is_binary(&cx.config.binary_media_types, &media);
     lambda::run(
-        &cx.gw.clients,
+        cx.clients,
         function,
         &cx.facts(),
         &req.body,
@@ -190,13 +189,13 @@ pub async fn call_http(
             proxy: false,
             req: cx.req,
             path_params: cx.path_params,
-            stage_variables: &cx.gw.config.stage_variables,
+            stage_variables: &cx.config.stage_variables,
             context: &mut context,
             body: axum::body::Bytes::copy_from_slice(rendered.as_bytes()),
             content_type: (!rendered.is_empty()).then_some("application/json"),
         })?
     };
-    let answer = http::send(&cx.gw.http, request, timeout).await?;
+    let answer = http::send(cx.http, request, timeout).await?;
     let text = String::from_utf8_lossy(&answer.body);
     let body = serde_json::from_str(&text).unwrap_or_else(|_| Json::String(text.into_owned()));
     let headers = answer

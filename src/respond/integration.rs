@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 use crate::config::{Config, HeaderSource, RouteConfig};
 use crate::error::{ErrorKind, GatewayError};
-use crate::integrations::{Action, IntegrationError};
+use crate::integrations::IntegrationError;
 use crate::mapping::{self, MappingInput, Params};
 use crate::vtl::Template;
 
@@ -52,7 +52,7 @@ pub fn integration(
     // The service's answer, as integration responses see it: an HTTP status and a JSON body.
     let (upstream_status, upstream, error) = match result {
         // A mock's "answer" is the status its request template chose; its body is empty.
-        Ok(body) if route.action == Action::Mock => (
+        Ok(body) if route.action.answers_with_status() => (
             body["statusCode"]
                 .as_u64()
                 .and_then(|s| u16::try_from(s).ok())
@@ -100,7 +100,7 @@ pub fn integration(
         None => match error {
             Some(e) => return Err(e.into()),
             None => (
-                default_status(route.action, upstream_status),
+                route.action.default_status(upstream_status),
                 a.templates.default.as_ref(),
                 None,
             ),
@@ -109,9 +109,7 @@ pub fn integration(
     let (body, response_overrides) = match template {
         // A backend's text that is not JSON (an HTTP backend's, a query API's XML) as it is.
         None => match &upstream {
-            Json::String(text) if matches!(route.action, Action::Http | Action::Aws(_)) => {
-                (text.clone(), None)
-            }
+            Json::String(text) if route.action.answers_text() => (text.clone(), None),
             _ => (upstream.to_string(), None),
         },
         Some(t) => render_response(a, t, &upstream)?,
@@ -141,16 +139,6 @@ pub fn integration(
     super::apply_overrides(&mut resp, a.overrides);
     super::apply_overrides(&mut resp, response_overrides.as_ref());
     Ok(resp)
-}
-
-/// The status of an answer no integration response selects: the mock's own, 202 for an
-/// event queued for a Lambda function, else 200.
-fn default_status(action: Action, upstream: u16) -> u16 {
-    match action {
-        Action::Mock | Action::Http => upstream,
-        Action::LambdaInvokeAsync => 202,
-        _ => 200,
-    }
 }
 
 /// Whether a route's integration responses read the service's response headers.
