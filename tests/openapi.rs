@@ -512,11 +512,12 @@ async fn a_realistic_api_gateway_export_imports_and_serves_against_the_emulator(
     let out = dir.join("gateway");
     let (ok, report) = import(&file, &out);
     assert!(ok, "{report}");
-    assert!(report.contains("imported 3 routes"), "{report}");
-    // Nothing is dropped in silence: the Lambda proxy and the gateway responses are named.
+    assert!(report.contains("imported 4 routes"), "{report}");
+    // The Lambda proxy route comes along as one.
+    let config = read(&out.join("gateway.toml"));
     assert!(
-        report.contains("POST /v1/thumbnails: not imported: integration type \"aws_proxy\""),
-        "{report}"
+        config.contains("path = \"/v1/thumbnails\"\naction = \"lambda:Invoke\"\nintegration = \"proxy\"\n"),
+        "{config}"
     );
     assert!(
         !report.contains("gateway-responses"),
