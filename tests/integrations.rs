@@ -989,3 +989,71 @@ batch = { linger = "20ms" }
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_publishes_batch_across_requests_and_answer_as_publish_does() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    let topic = support::unique("batched-alerts-");
+    let arn = support::botocore(
+        &endpoint,
+        "print(c('sns').create_topic(Name=sys.argv[2])['TopicArn'])",
+        &[&topic],
+    );
+    let config = format!(
+        r#"
+[[routes]]
+method = "POST"
+path = "/v1/alerts"
+action = "aws:sns:Publish"
+target = "{}"
+request_templates = {{ "application/json" = "publish.vtl" }}
+batch = {{ linger = "20ms" }}
+"#,
+        arn.trim()
+    );
+    let project =
+        support::Project::custom("integrations-sns", &config, &[("publish.vtl", PUBLISH)]);
+    let gw = support::Gateway::start_with_env(
+        &project.config,
+        &[
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    tokio::task::spawn_blocking(move || {
+        let answers = support::concurrently(24, |i| {
+            let r = gw.post_json("/v1/alerts", &json!({"n": i}).to_string());
+            (r.status, r.text())
+        });
+        let mut ids = std::collections::HashSet::new();
+        for (status, text) in &answers {
+            assert_eq!(*status, 200, "{text}");
+            let id = text
+                .split("<MessageId>")
+                .nth(1)
+                .and_then(|r| r.split("</MessageId>").next())
+                .unwrap_or_else(|| panic!("a Publish answer: {text}"));
+            ids.insert(id.to_string());
+        }
+        assert_eq!(ids.len(), 24, "each request its own message");
+        // Fewer calls than requests: the batch histogram counts calls.
+        let metrics = gw.request("GET", "/metrics", &[], b"").text();
+        let calls: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with("gateway_batch_records_count{route=\"POST /v1/alerts\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the batch metric:\n{metrics}"));
+        assert!(
+            (3.0..24.0).contains(&calls),
+            "{calls} calls for 24 messages"
+        );
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+}

@@ -516,7 +516,9 @@ async fn a_realistic_api_gateway_export_imports_and_serves_against_the_emulator(
     // The Lambda proxy route comes along as one.
     let config = read(&out.join("gateway.toml"));
     assert!(
-        config.contains("path = \"/v1/thumbnails\"\naction = \"lambda:Invoke\"\nintegration = \"proxy\"\n"),
+        config.contains(
+            "path = \"/v1/thumbnails\"\naction = \"lambda:Invoke\"\nintegration = \"proxy\"\n"
+        ),
         "{config}"
     );
     assert!(

@@ -531,7 +531,7 @@ pub fn answer(
 }
 
 /// The text of the first `<tag>` element (the query protocol's error `Code` and `Message`).
-fn xml_text(xml: &str, tag: &str) -> Option<String> {
+pub(crate) fn xml_text(xml: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{tag}>"))? + start;
@@ -559,6 +559,10 @@ impl Integration for AnyAws {
                 max_records: super::events::MAX_ENTRIES,
                 max_bytes: super::events::MAX_BYTES,
             }),
+            Action::Aws(a) if super::sns::batches(a) && !aggregate => Some(super::BatchCaps {
+                max_records: super::sns::MAX_ENTRIES,
+                max_bytes: super::sns::MAX_BYTES,
+            }),
             _ => None,
         }
     }
@@ -572,6 +576,15 @@ impl Integration for AnyAws {
         let Action::Aws(a) = route.action else {
             return None;
         };
+        if super::sns::batches(a) {
+            return Some(super::batched::start(
+                super::sns::SnsSink {
+                    signer: clients.aws.clone(),
+                    topic: route.target.to_string(),
+                },
+                route,
+            ));
+        }
         super::events::batches(a).then(|| {
             super::batched::start(
                 super::events::EventsSink {

@@ -23,6 +23,7 @@ pub mod lambda;
 pub mod mock;
 pub mod provision;
 pub mod request;
+pub mod sns;
 pub mod sqs;
 pub mod step_functions;
 
