@@ -30,10 +30,11 @@ pub fn check(uri: &Uri, headers: &HeaderMap) -> Result<(), GatewayError> {
         ));
     }
     // Absolute form (`POST http://other/...`): the target's host must be the Host header's.
-    if let Some(authority) = uri.authority() {
+    // An HTTP/2 request names its host in `:authority` and need not send Host at all.
+    if let (Some(authority), Some(host)) = (uri.authority(), host) {
         let named = authority.as_str().to_ascii_lowercase();
-        let host = host.map(|h| String::from_utf8_lossy(h.as_bytes()).to_ascii_lowercase());
-        if host.as_deref() != Some(named.as_str()) {
+        let host = String::from_utf8_lossy(host.as_bytes()).to_ascii_lowercase();
+        if host != named {
             return Err(GatewayError::new(
                 ErrorKind::MalformedRequest,
                 format!("the request target names host {named:?}, not the Host header's"),
@@ -94,5 +95,7 @@ mod tests {
             ErrorKind::MalformedRequest
         ));
         assert!(head("http://gw/v1/events", &[("host", "GW")]).is_ok());
+        // HTTP/2: `:authority` without a Host header.
+        assert!(head("https://gw:8443/v1/events", &[]).is_ok());
     }
 }
