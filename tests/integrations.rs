@@ -1057,3 +1057,77 @@ batch = {{ linger = "20ms" }}
     .await
     .unwrap();
 }
+
+/// A CA and a `localhost` certificate it signed: (CA PEM, certificate PEM, key PEM).
+fn private_ca() -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "collector internal CA");
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    (ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem())
+}
+
+#[test]
+fn an_https_backend_with_a_private_ca_is_trusted_only_through_backend_ca() {
+    let (ca, cert, key) = private_ca();
+    // The backend: a gateway over TLS with a mock route.
+    let backend = support::Project::custom(
+        "integrations-tls-backend",
+        r#"
+[server.tls]
+cert = "tls.pem"
+key = "tls.key"
+
+[[routes]]
+method = "GET"
+path = "/in/ping"
+action = "mock"
+
+[[routes.responses]]
+status = 200
+headers = { "x-backend" = "'tls'" }
+"#,
+        &[("tls.pem", &cert), ("tls.key", &key)],
+    );
+    let b = support::Gateway::start(&backend.config);
+    let port = b.addr.rsplit(':').next().unwrap().to_string();
+    let route = |path: &str, ca_line: &str| {
+        format!(
+            "\n[[routes]]\nmethod = \"GET\"\npath = \"{path}/{{proxy+}}\"\naction = \"http\"\nintegration = \"proxy\"\nuri = \"https://localhost:{port}/in/{{proxy}}\"\n{ca_line}\n"
+        )
+    };
+    let config = route("/trusted", "backend_ca = \"ca.pem\"") + &route("/untrusted", "");
+    let front = support::Project::custom("integrations-tls-front", &config, &[("ca.pem", &ca)]);
+    let gw = support::Gateway::start(&front.config);
+    let r = gw.request("GET", "/trusted/ping", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-backend"), Some("tls"));
+    // The system's CAs alone do not trust it: no request reaches the backend.
+    let r = gw.request("GET", "/untrusted/ping", &[], b"");
+    assert_eq!(r.status, 502, "{}", r.text());
+    gw.stop_cleanly();
+    b.stop_cleanly();
+    // A CA file that holds no certificate is refused at load.
+    std::fs::write(
+        front.config.parent().unwrap().join("ca.pem"),
+        "not a certificate",
+    )
+    .unwrap();
+    let out = front.cli(&["check-config"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("backend_ca holds no PEM certificate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -121,6 +121,8 @@ pub struct HttpBackend {
     pub greedy: Vec<String>,
     /// The URI as configured, for the OpenAPI export.
     pub uri: String,
+    /// CA certificates (PEM) the backend's certificate may chain to, besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl HttpBackend {
@@ -187,6 +189,8 @@ pub struct RawIntegration<'a> {
     pub invocation: Option<&'a Spanned<String>>,
     pub uri: Option<&'a Spanned<String>>,
     pub http_method: Option<&'a Spanned<String>>,
+    /// The CA file, found, and where the file names it.
+    pub backend_ca: Option<(std::path::PathBuf, std::ops::Range<usize>)>,
     pub request_parameters: &'a IndexMap<String, String>,
     pub has_templates: bool,
     pub has_responses: bool,
@@ -314,6 +318,12 @@ impl Validator<'_> {
         } else {
             if let Some(u) = raw.uri {
                 self.error(Some(u.span()), format!("{what}: uri is for http routes"));
+            }
+            if let Some((_, span)) = &raw.backend_ca {
+                self.error(
+                    Some(span.clone()),
+                    format!("{what}: backend_ca is for http routes"),
+                );
             }
             if settings
                 .request_parameters
@@ -447,7 +457,26 @@ impl Validator<'_> {
             })
             .map(|(name, _)| name.clone())
             .collect();
+        if let Some((file, span)) = &raw.backend_ca {
+            if scheme != "https" {
+                self.error(
+                    Some(span.clone()),
+                    format!("{what}: backend_ca is for https backends"),
+                );
+            } else if let Ok(pem) = std::fs::read(file) {
+                use rustls::pki_types::pem::PemObject as _;
+                let certs: Result<Vec<_>, _> =
+                    rustls::pki_types::CertificateDer::pem_slice_iter(&pem).collect();
+                if !certs.is_ok_and(|c| !c.is_empty()) {
+                    self.error(
+                        Some(span.clone()),
+                        format!("{what}: backend_ca holds no PEM certificate"),
+                    );
+                }
+            }
+        }
         Some(HttpBackend {
+            ca_file: raw.backend_ca.as_ref().map(|(f, _)| f.clone()),
             greedy,
             origin: format!("{scheme}://{authority}"),
             path,

@@ -43,6 +43,9 @@ pub struct RawRoute {
     pub uri: Option<Spanned<String>>,
     /// `http`: the backend's method (default: the request's).
     pub http_method: Option<Spanned<String>>,
+    /// `http` over https: a PEM file of CA certificates the backend's certificate may chain
+    /// to, besides the system's (an internal CA).
+    pub backend_ca: Option<Spanned<String>>,
     /// API Gateway's request parameter mappings:
     /// `"integration.request.header.X-Source" = "method.request.header.X-Client"`.
     #[serde(default)]
@@ -408,6 +411,13 @@ impl Validator<'_> {
             return None;
         };
         let name = format!("{} {}", r.method.get_ref(), r.path.get_ref());
+        let backend_ca = r.backend_ca.as_ref().map(|c| {
+            let max = Some(1 << 20);
+            (
+                self.named_file(Some(c.span()), base, c.get_ref(), "CA file", max),
+                c.span(),
+            )
+        });
         let integration = self.integration(
             &name,
             &mut action,
@@ -416,6 +426,7 @@ impl Validator<'_> {
                 invocation: r.invocation.as_ref(),
                 uri: r.uri.as_ref(),
                 http_method: r.http_method.as_ref(),
+                backend_ca,
                 request_parameters: &r.request_parameters,
                 has_templates: !r.request_templates.is_empty(),
                 has_responses: !r.responses.is_empty(),

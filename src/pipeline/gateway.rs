@@ -53,6 +53,8 @@ pub struct Gateway {
     pub authorizers: Vec<crate::authorize::Verifier>,
     /// The client HTTP routes call their backends with.
     pub http: crate::outbound::Client,
+    /// By route index: a route's own client, when its backend has its own CA.
+    pub http_by_route: Vec<Option<crate::outbound::Client>>,
 }
 
 impl Gateway {
@@ -98,6 +100,22 @@ impl Gateway {
         let authorizers = verifiers(&config, &clients).map_err(std::io::Error::other)?;
         let http = crate::outbound::client(config.aws.connect_timeout, None)
             .map_err(std::io::Error::other)?;
+        let mut http_by_route = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let ca = r.integration.http.as_ref().and_then(|b| b.ca_file.as_ref());
+            http_by_route.push(match ca {
+                None => None,
+                Some(file) => {
+                    let pem = std::fs::read(file).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("{}: {e}", file.display()))
+                    })?;
+                    Some(
+                        crate::outbound::client(config.aws.connect_timeout, Some(&pem))
+                            .map_err(std::io::Error::other)?,
+                    )
+                }
+            });
+        }
         let upstreams = upstreams(&config, &clients)?;
         let metrics = config
             .routes
@@ -122,6 +140,7 @@ impl Gateway {
             ip_throttle,
             authorizers,
             http,
+            http_by_route,
             config,
         })
     }

@@ -171,7 +171,7 @@ async fn run(
     let proxy_cx = proxy::Context {
         config: &gw.config,
         clients: &gw.clients,
-        http: &gw.http,
+        http: gw.http_by_route[i].as_ref().unwrap_or(&gw.http),
         region: gw.region(),
         route,
         req,
