@@ -210,6 +210,18 @@ impl fmt::Display for Action {
     }
 }
 
+/// A request value a route's `request_parameters` map into the integration request, resolved
+/// for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mapped {
+    /// `integration.request.path.NAME` (an S3 object's key, say).
+    Path(String, String),
+    /// `integration.request.querystring.NAME`.
+    Query(String, String),
+    /// `integration.request.header.NAME`, the name lower-case.
+    Header(String, String),
+}
+
 /// Why an integration call did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IntegrationError {

@@ -1131,3 +1131,88 @@ headers = { "x-backend" = "'tls'" }
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_objects_are_written_and_read_by_path_with_mapped_headers() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    let bucket = support::unique("objects-");
+    support::botocore(
+        &endpoint,
+        "c('s3').create_bucket(Bucket=sys.argv[2])",
+        &[&bucket],
+    );
+    let config = format!(
+        r#"
+[[routes]]
+method = "PUT"
+path = "/v1/objects/{{item+}}"
+action = "aws:s3:PutObject"
+target = "{bucket}"
+request_templates = {{ "application/json" = "object.vtl" }}
+request_parameters = {{ "integration.request.path.key" = "method.request.path.item", "integration.request.header.Content-Type" = "'application/x-ndjson'", "integration.request.header.x-amz-meta-request" = "context.requestId" }}
+
+[[routes.responses]]
+status = 201
+
+[[routes]]
+method = "GET"
+path = "/v1/objects/{{item+}}"
+action = "aws:s3:GetObject"
+target = "{bucket}"
+request_parameters = {{ "integration.request.path.key" = "method.request.path.item" }}
+
+[[routes.responses]]
+error_pattern = "NoSuchKey"
+status = 404
+"#
+    );
+    let project = support::Project::custom(
+        "integrations-s3",
+        &config,
+        &[("object.vtl", "$input.json('$')\n")],
+    );
+    let gw = support::Gateway::start_with_env(
+        &project.config,
+        &[
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    tokio::task::spawn_blocking(move || {
+        let r = gw.request(
+            "PUT",
+            "/v1/objects/2026/12/01/batch%201.json",
+            &[("content-type", "application/json")],
+            br#"{"events": [1, 2]}"#,
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let r = gw.request("GET", "/v1/objects/2026/12/01/batch%201.json", &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json(), json!({"events": [1, 2]}));
+        let r = gw.request("GET", "/v1/objects/nope.json", &[], b"");
+        assert_eq!(r.status, 404, "{}", r.text());
+        // A key climbing out of its place is refused before any call.
+        let r = gw.request("GET", "/v1/objects/a/%2e%2e/b", &[], b"");
+        assert_eq!(r.status, 400, "{}", r.text());
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+    let head = support::botocore(
+        &endpoint,
+        "h = c('s3').head_object(Bucket=sys.argv[2], Key='2026/12/01/batch 1.json'); print(json.dumps({'type': h['ContentType'], 'meta': h['Metadata']}))",
+        &[&bucket],
+    );
+    let head: Json = serde_json::from_str(head.trim()).unwrap();
+    assert_eq!(head["type"], "application/x-ndjson", "the mapped header");
+    assert!(
+        head["meta"]["request"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36),
+        "{head}"
+    );
+}

@@ -325,14 +325,15 @@ impl Validator<'_> {
                     format!("{what}: backend_ca is for http routes"),
                 );
             }
-            if settings
-                .request_parameters
-                .iter()
-                .any(|(t, _)| matches!(t, ParamTarget::Path(_)))
+            if action.aws().is_none()
+                && settings
+                    .request_parameters
+                    .iter()
+                    .any(|(t, _)| matches!(t, ParamTarget::Path(_)))
             {
                 self.error(
                     span,
-                    format!("{what}: integration.request.path.* fills an http route's uri"),
+                    format!("{what}: integration.request.path.* fills an http route's uri, or an S3 object's key"),
                 );
             }
         }

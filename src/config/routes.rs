@@ -380,6 +380,12 @@ impl Validator<'_> {
                 .iter()
                 .any(|(_, s)| matches!(s, HeaderSource::ResponseHeader(_)))
         });
+        if batch.is_some() && !r.request_parameters.is_empty() {
+            self.error(
+                Some(route.span()),
+                "request_parameters need a route that does not batch (one call carries many requests there): set batch = false",
+            );
+        }
         if batch.is_some() && header_from_upstream {
             self.error(
                 Some(route.span()),

@@ -50,6 +50,7 @@ pub async fn dispatch(
     upstream: &Upstream,
     clients: &Clients,
     rendered: &str,
+    mapped: &[crate::upstream::Mapped],
     timeout: Duration,
 ) -> Result<Dispatched, GatewayError> {
     let Some(batched) = &upstream.batched else {
@@ -59,6 +60,7 @@ pub async fn dispatch(
             upstream.action,
             upstream.target.as_deref(),
             rendered,
+            mapped,
             timeout,
         );
         let (result, headers) = if upstream.capture_headers {

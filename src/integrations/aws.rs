@@ -30,6 +30,9 @@ pub enum Protocol {
     },
     /// Form-encoded `Action=...&Version=...`, answered in XML.
     Query { version: &'static str },
+    /// S3's REST protocol: the operation is the method, the object the path
+    /// (`/BUCKET/KEY`), the rendered template the body.
+    Rest,
 }
 
 /// A service the gateway can call by name.
@@ -47,7 +50,7 @@ pub struct Service {
 }
 
 /// The services `aws:SERVICE:Operation` routes may call.
-pub const SERVICES: [Service; 9] = [
+pub const SERVICES: [Service; 10] = [
     Service {
         name: "dynamodb",
         signing_name: "dynamodb",
@@ -126,6 +129,13 @@ pub const SERVICES: [Service; 9] = [
         },
         target_field: Some("logGroupName"),
         env_name: "CLOUDWATCH_LOGS",
+    },
+    Service {
+        name: "s3",
+        signing_name: "s3",
+        protocol: Protocol::Rest,
+        target_field: None,
+        env_name: "S3",
     },
     Service {
         name: "monitoring",
@@ -244,6 +254,20 @@ impl Signer {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<crate::outbound::Answer, IntegrationError> {
+        self.send_to(action, service, ("POST", "/"), headers, body, timeout)
+            .await
+    }
+
+    /// As [`Signer::send`], with another method and path (S3's REST protocol).
+    pub async fn send_to(
+        &self,
+        action: Action,
+        service: &Service,
+        (method, path): (&str, &str),
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<crate::outbound::Answer, IntegrationError> {
         let client = self
             .client
             .as_ref()
@@ -251,10 +275,11 @@ impl Signer {
                 action,
                 detail: "no HTTP client".into(),
             })?;
-        let url = format!("{}/", self.endpoint(service));
+        let url = format!("{}{path}", self.endpoint(service));
         let credentials = self.credentials(action).await?;
         let request = Unsigned {
             service,
+            method,
             url: &url,
             headers: &headers,
             body,
@@ -278,9 +303,22 @@ impl Signer {
     }
 }
 
+/// SigV4's settings for a service: S3 signs its payload's hash in `x-amz-content-sha256`
+/// and its paths as they are.
+fn settings(service: &Service) -> aws_sigv4::http_request::SigningSettings {
+    let mut s = aws_sigv4::http_request::SigningSettings::default();
+    if service.protocol == Protocol::Rest {
+        s.payload_checksum_kind = aws_sigv4::http_request::PayloadChecksumKind::XAmzSha256;
+        s.percent_encoding_mode = aws_sigv4::http_request::PercentEncodingMode::Single;
+        s.uri_path_normalization_mode = aws_sigv4::http_request::UriPathNormalizationMode::Disabled;
+    }
+    s
+}
+
 /// A request to a service before it is signed.
 pub struct Unsigned<'a> {
     pub service: &'a Service,
+    pub method: &'a str,
     pub url: &'a str,
     pub headers: &'a [(String, String)],
     pub body: Vec<u8>,
@@ -304,12 +342,12 @@ pub fn signed(
         .region(region)
         .name(request.service.signing_name)
         .time(time)
-        .settings(aws_sigv4::http_request::SigningSettings::default())
+        .settings(settings(request.service))
         .build()
         .map_err(|e| failed(e.to_string()))?
         .into();
     let signable = aws_sigv4::http_request::SignableRequest::new(
-        "POST",
+        request.method,
         request.url,
         request
             .headers
@@ -322,7 +360,8 @@ pub fn signed(
         .map_err(|e| failed(e.to_string()))?
         .into_parts();
     let mut req = http::Request::new(Full::new(Bytes::from(request.body)));
-    *req.method_mut() = http::Method::POST;
+    *req.method_mut() =
+        http::Method::from_bytes(request.method.as_bytes()).map_err(|e| failed(e.to_string()))?;
     *req.uri_mut() = request
         .url
         .parse()
@@ -383,6 +422,10 @@ pub fn prepare(
                 body.to_string().into_bytes(),
             ))
         }
+        Protocol::Rest => Ok((
+            vec![("content-type".into(), "application/json".into())],
+            rendered.as_bytes().to_vec(),
+        )),
         Protocol::Query { version } => {
             // A template renders the form itself (as API Gateway's SNS templates do), or a
             // JSON object of parameters.
@@ -500,6 +543,10 @@ pub fn answer(
                 serde_json::from_str(&text).unwrap_or_else(|_| Json::String(text.into_owned()))
             }
             Protocol::Query { .. } => Json::String(text.into_owned()),
+            Protocol::Rest if text.trim().is_empty() => json!({}),
+            Protocol::Rest => {
+                serde_json::from_str(&text).unwrap_or_else(|_| Json::String(text.into_owned()))
+            }
         });
     }
     let (code, message) = match service.protocol {
@@ -517,7 +564,7 @@ pub fn answer(
                 .to_string();
             (code, message)
         }
-        Protocol::Query { .. } => (
+        Protocol::Query { .. } | Protocol::Rest => (
             xml_text(&text, "Code").unwrap_or_else(|| format!("HTTP{status}")),
             xml_text(&text, "Message").unwrap_or_default(),
         ),
@@ -635,16 +682,34 @@ impl Integration for AnyAws {
                 action: call.action,
                 detail: format!("the gateway does not know the protocol of {}", a.service()),
             })?;
-            let (headers, body) = prepare(a, service, call.target, call.rendered)?;
+            let (mut headers, body) = prepare(a, service, call.target, call.rendered)?;
+            // `integration.request.header.*` mappings set (or replace) headers.
+            for m in call.mapped {
+                if let crate::upstream::Mapped::Header(name, value) = m {
+                    headers.retain(|(k, _)| k != name);
+                    headers.push((name.clone(), value.clone()));
+                }
+            }
             let timeout = call
                 .deadline
                 .saturating_duration_since(tokio::time::Instant::now())
                 .max(Duration::from_millis(1))
                 * 5
                 / 4;
+            let (method, path) = match service.protocol {
+                Protocol::Rest => rest_target(a, call.target, call.mapped)?,
+                _ => ("POST", "/".to_string()),
+            };
             let answered = clients
                 .aws
-                .send(call.action, service, headers, body, timeout)
+                .send_to(
+                    call.action,
+                    service,
+                    (method, &path),
+                    headers,
+                    body,
+                    timeout,
+                )
                 .await?;
             answer(
                 call.action,
@@ -654,6 +719,76 @@ impl Integration for AnyAws {
             )
         })
     }
+}
+
+/// S3's method and path for an operation: the bucket is the route's target (or the
+/// mapped `bucket`, which the target pins), the key the mapped `key` (or `object`).
+fn rest_target(
+    a: AwsAction,
+    target: Option<&str>,
+    mapped: &[crate::upstream::Mapped],
+) -> Result<(&'static str, String), IntegrationError> {
+    let action = Action::Aws(a);
+    let invalid = |detail: String| IntegrationError::InvalidRequest { action, detail };
+    let path_value = |name: &str| {
+        mapped.iter().find_map(|m| match m {
+            crate::upstream::Mapped::Path(n, v) if n == name => Some(v.as_str()),
+            _ => None,
+        })
+    };
+    let method = match a.operation() {
+        "PutObject" => "PUT",
+        "GetObject" => "GET",
+        "DeleteObject" => "DELETE",
+        "HeadObject" => "HEAD",
+        other => {
+            return Err(invalid(format!(
+                "s3:{other} is not one of PutObject, GetObject, DeleteObject, HeadObject"
+            )));
+        }
+    };
+    let bucket = match (target, path_value("bucket")) {
+        (Some(t), Some(b)) if t != b => {
+            return Err(invalid(format!(
+                "bucket {b:?} is not the route's target {t:?}"
+            )));
+        }
+        (Some(t), _) => t,
+        (None, Some(b)) => b,
+        (None, None) => return Err(invalid("no bucket: set the route's target".into())),
+    };
+    let key = path_value("key")
+        .or_else(|| path_value("object"))
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| IntegrationError::Unmappable {
+            action,
+            detail: "no object key (map integration.request.path.key)".into(),
+        })?;
+    let encoded = encode_key(key).map_err(|why| IntegrationError::Unmappable {
+        action,
+        detail: why,
+    })?;
+    Ok((method, format!("/{bucket}/{encoded}")))
+}
+
+/// An object key for a path: each segment percent-encoded but for unreserved characters,
+/// its `/` kept; `.` and `..` segments refused (they would name another key).
+fn encode_key(key: &str) -> Result<String, String> {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let mut out = Vec::new();
+    for segment in key.split('/') {
+        if segment == "." || segment == ".." {
+            return Err(format!(
+                "the object key {key:?} holds a {segment:?} segment"
+            ));
+        }
+        out.push(percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string());
+    }
+    Ok(out.join("/"))
 }
 
 /// The ARN of a target named without one, by service.
@@ -670,6 +805,7 @@ pub fn target_arn(action: AwsAction, target: &str, region: &str, account: &str) 
         "firehose" => format!("arn:aws:firehose:{region}:{account}:deliverystream/{target}"),
         "states" => format!("arn:aws:states:{region}:{account}:stateMachine:{target}"),
         "logs" => format!("arn:aws:logs:{region}:{account}:log-group:{target}"),
+        "s3" => format!("arn:aws:s3:::{target}/*"),
         _ => "*".to_string(),
     }
 }
@@ -775,6 +911,7 @@ mod tests {
         let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000);
         let request = Unsigned {
             service: s,
+            method: "POST",
             url: "https://dynamodb.eu-west-1.amazonaws.com/",
             headers: &headers,
             body,

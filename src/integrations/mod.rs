@@ -189,6 +189,8 @@ pub struct Call<'a> {
     pub rendered: &'a str,
     /// When retries of failed items stop.
     pub deadline: Instant,
+    /// The route's `request_parameters`, resolved for this request.
+    pub mapped: &'a [crate::upstream::Mapped],
 }
 
 /// A direct call's future (boxed: SDK futures are large, and held inline they would
@@ -359,6 +361,7 @@ pub async fn call(
     action: Action,
     target: Option<&str>,
     rendered: &str,
+    mapped: &[crate::upstream::Mapped],
     timeout: Duration,
 ) -> Result<Response, IntegrationError> {
     // Retries of failed items stop early enough to answer within the timeout.
@@ -370,6 +373,7 @@ pub async fn call(
             target,
             rendered,
             deadline,
+            mapped,
         },
     );
     match tokio::time::timeout(timeout, work).await {

@@ -556,6 +556,47 @@ fn authorizer(name: &str, scheme: &Json, out: &mut Imported) -> Result<(String, 
     Ok((toml, lambda))
 }
 
+/// An S3 `path/BUCKET/KEY` URI: the operation from the integration's method, and the
+/// bucket when it is literal.
+fn s3_path(uri: &str, integration: &Json) -> Result<(Action, Option<String>), String> {
+    let path = uri.split(":s3:path/").nth(1).unwrap_or_default();
+    let (bucket, _) = path.split_once('/').unwrap_or((path, ""));
+    let operation = match integration["httpMethod"]
+        .as_str()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        Some("PUT") => "PutObject",
+        Some("GET") => "GetObject",
+        Some("DELETE") => "DeleteObject",
+        Some("HEAD") => "HeadObject",
+        other => return Err(format!("an S3 path integration with method {other:?}")),
+    };
+    let action = Action::parse(&format!("aws:s3:{operation}")).ok_or("not an S3 operation")?;
+    let bucket = (!bucket.contains('{') && !bucket.is_empty()).then(|| bucket.to_string());
+    Ok((action, bucket))
+}
+
+/// A mapping's destination, with an S3 URI's bucket and key placeholders named as the
+/// gateway reads them (`integration.request.path.bucket`, `...key`).
+fn s3_placeholder(uri: &str, to: &str) -> String {
+    let Some(path) = uri.split(":s3:path/").nth(1) else {
+        return to.to_string();
+    };
+    let Some(name) = to.strip_prefix("integration.request.path.") else {
+        return to.to_string();
+    };
+    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    let hole = format!("{{{name}}}");
+    if bucket == hole {
+        "integration.request.path.bucket".into()
+    } else if key.contains(&hole) || key.contains(&format!("{{{name}+}}")) {
+        "integration.request.path.key".into()
+    } else {
+        to.to_string()
+    }
+}
+
 /// One imported route: its TOML, its template files and its body model.
 struct Route {
     toml: String,
@@ -588,6 +629,10 @@ fn route(
         .to_ascii_lowercase();
     let uri = integration["uri"].as_str();
     let (action, uri_target, proxy) = match kind.as_str() {
+        "aws" if uri.is_some_and(|u| u.contains(":s3:path/")) => {
+            let (action, bucket) = s3_path(uri.unwrap_or_default(), integration)?;
+            (action, bucket, false)
+        }
         "aws" | "aws_proxy" => {
             let (action, target) = action_for_uri(uri.ok_or("the integration has no uri")?)?;
             if kind == "aws_proxy" && action != Action::LambdaInvoke {
@@ -810,12 +855,14 @@ fn route(
             }
             continue;
         }
-        if action == Action::Http
+        if (action == Action::Http || matches!(action, Action::Aws(_)))
             && let Some(source) = v.as_str()
             && crate::config::integration::ParamTarget::parse(k).is_some()
             && crate::config::integration::ParamSource::parse(source).is_some()
         {
-            mappings.push(format!("{} = {}", q(k), q(source)));
+            // An S3 URI's placeholders are the object's bucket and key.
+            let k = s3_placeholder(uri.unwrap_or_default(), k);
+            mappings.push(format!("{} = {}", q(&k), q(source)));
             continue;
         }
         out.untranslated.push(format!(

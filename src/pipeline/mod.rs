@@ -209,7 +209,9 @@ async fn run(
             },
         )
     } else {
-        let dispatched = dispatch::dispatch(upstream, &gw.clients, &rendered.body, timeout).await?;
+        let mapped = proxy::mapped(&proxy_cx);
+        let dispatched =
+            dispatch::dispatch(upstream, &gw.clients, &rendered.body, &mapped, timeout).await?;
         (200, dispatched)
     };
     outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);

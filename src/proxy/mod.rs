@@ -124,6 +124,33 @@ impl Context<'_> {
     }
 }
 
+/// The route's `request_parameters` resolved for this request, for an AWS action's call
+/// (headers it sets, an S3 object's key).
+pub fn mapped(cx: &Context<'_>) -> Vec<crate::upstream::Mapped> {
+    use crate::config::integration::ParamTarget;
+    use crate::upstream::Mapped;
+    let mut context = || (cx.context)();
+    cx.route
+        .integration
+        .request_parameters
+        .iter()
+        .filter_map(|(to, from)| {
+            let v = resolve(
+                from,
+                cx.req,
+                cx.path_params,
+                &cx.config.stage_variables,
+                &mut context,
+            )?;
+            Some(match to {
+                ParamTarget::Path(n) => Mapped::Path(n.clone(), v),
+                ParamTarget::Query(n) => Mapped::Query(n.clone(), v),
+                ParamTarget::Header(n) => Mapped::Header(n.clone(), v),
+            })
+        })
+        .collect()
+}
+
 /// A proxy route: the request handed over whole, the answer passed back.
 pub async fn run(
     cx: &Context<'_>,
