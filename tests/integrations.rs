@@ -216,15 +216,7 @@ async fn lambda_mock_and_http_routes_serve_as_api_gateway_does() {
         CUSTOM_FUNCTION,
         &[("LOG", async_log.to_str().unwrap())],
     );
-    let gw = support::Gateway::start_with_env(
-        &project.config,
-        &[
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ],
-    );
+    let gw = support::Gateway::start_on_emulator(&project.config, &endpoint);
     tokio::task::spawn_blocking(move || {
         // Lambda proxy: the event and the function's answer, headers and all.
         let r = gw.request(
@@ -625,15 +617,7 @@ print(c("sns").create_topic(Name=topic)["TopicArn"])
             ("publish.vtl", PUBLISH),
         ],
     );
-    let gw = support::Gateway::start_with_env(
-        &project.config,
-        &[
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ],
-    );
+    let gw = support::Gateway::start_on_emulator(&project.config, &endpoint);
     tokio::task::spawn_blocking(move || {
         for (id, total) in [("o-1", 12), ("o-2", 30)] {
             let r = gw.post_json(
@@ -785,15 +769,7 @@ async fn an_imported_export_with_every_integration_kind_serves_end_to_end() {
         report.contains("everything in the document was translated"),
         "{report}"
     );
-    let gw = support::Gateway::start_with_env(
-        &dir.join("imported/gateway.toml"),
-        &[
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ],
-    );
+    let gw = support::Gateway::start_on_emulator(&dir.join("imported/gateway.toml"), &endpoint);
     tokio::task::spawn_blocking(move || {
         let r = gw.post_json("/things/7", "{}");
         assert_eq!(r.status, 201, "{}", r.text());
@@ -1015,15 +991,7 @@ batch = {{ linger = "20ms" }}
     );
     let project =
         support::Project::custom("integrations-sns", &config, &[("publish.vtl", PUBLISH)]);
-    let gw = support::Gateway::start_with_env(
-        &project.config,
-        &[
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ],
-    );
+    let gw = support::Gateway::start_on_emulator(&project.config, &endpoint);
     tokio::task::spawn_blocking(move || {
         let answers = support::concurrently(24, |i| {
             let r = gw.post_json("/v1/alerts", &json!({"n": i}).to_string());
@@ -1173,15 +1141,7 @@ status = 404
         &config,
         &[("object.vtl", "$input.json('$')\n")],
     );
-    let gw = support::Gateway::start_with_env(
-        &project.config,
-        &[
-            ("AWS_ENDPOINT_URL", &endpoint),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ],
-    );
+    let gw = support::Gateway::start_on_emulator(&project.config, &endpoint);
     tokio::task::spawn_blocking(move || {
         let r = gw.request(
             "PUT",

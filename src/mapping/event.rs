@@ -46,20 +46,12 @@ impl EventFacts<'_> {
     /// `headers` and `multiValueHeaders` (names as received, lower-case here; values that
     /// are not UTF-8 are replaced).
     pub fn headers(&self) -> (Json, Json) {
-        let mut single = Map::new();
-        let mut multi: Map<String, Json> = Map::new();
-        for (name, value) in self.headers {
-            let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            // API Gateway's single-value map keeps the last value.
-            single.insert(name.as_str().to_string(), Json::String(v.clone()));
-            match multi.get_mut(name.as_str()) {
-                Some(Json::Array(values)) => values.push(Json::String(v)),
-                _ => {
-                    multi.insert(name.as_str().to_string(), json!([v]));
-                }
-            }
-        }
-        (Json::Object(single), Json::Object(multi))
+        single_and_multi(self.headers.iter().map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        }))
     }
 
     /// `queryStringParameters` and `multiValueQueryStringParameters`: null when there are
@@ -68,44 +60,17 @@ impl EventFacts<'_> {
         if self.query.is_empty() {
             return (Json::Null, Json::Null);
         }
-        let mut single = Map::new();
-        let mut multi: Map<String, Json> = Map::new();
-        for (k, v) in self.query {
-            single.insert(k.clone(), Json::String(v.clone()));
-            match multi.get_mut(k) {
-                Some(Json::Array(values)) => values.push(Json::String(v.clone())),
-                _ => {
-                    multi.insert(k.clone(), json!([v]));
-                }
-            }
-        }
-        (Json::Object(single), Json::Object(multi))
+        single_and_multi(self.query.iter().cloned())
     }
 
     /// `pathParameters`, null when the route has none.
     pub fn path_parameters(&self) -> Json {
-        if self.path_params.is_empty() {
-            return Json::Null;
-        }
-        Json::Object(
-            self.path_params
-                .iter()
-                .map(|(k, v)| (k.clone(), Json::String(v.clone())))
-                .collect(),
-        )
+        strings_or_null(self.path_params.iter().map(|(k, v)| (k, v)))
     }
 
     /// `stageVariables`, null when there are none.
     pub fn stage_variables(&self) -> Json {
-        if self.stage_variables.is_empty() {
-            return Json::Null;
-        }
-        Json::Object(
-            self.stage_variables
-                .iter()
-                .map(|(k, v)| (k.clone(), Json::String(v.clone())))
-                .collect(),
-        )
+        strings_or_null(self.stage_variables.iter())
     }
 
     /// `requestContext`; `authorizer` is what an authorizer established, when one ran.
@@ -206,6 +171,34 @@ impl EventFacts<'_> {
             "requestContext": self.request_context(None),
         })
     }
+}
+
+/// API Gateway's pair of maps for repeated names: the last value of each, and all of them.
+fn single_and_multi(pairs: impl Iterator<Item = (String, String)>) -> (Json, Json) {
+    let mut single = Map::new();
+    let mut multi: Map<String, Json> = Map::new();
+    for (k, v) in pairs {
+        single.insert(k.clone(), Json::String(v.clone()));
+        match multi.get_mut(&k) {
+            Some(Json::Array(values)) => values.push(Json::String(v)),
+            _ => {
+                multi.insert(k, json!([v]));
+            }
+        }
+    }
+    (Json::Object(single), Json::Object(multi))
+}
+
+/// A map of strings, or null when empty.
+fn strings_or_null<'a>(pairs: impl ExactSizeIterator<Item = (&'a String, &'a String)>) -> Json {
+    if pairs.len() == 0 {
+        return Json::Null;
+    }
+    Json::Object(
+        pairs
+            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .collect(),
+    )
 }
 
 /// A TOKEN authorizer's event.

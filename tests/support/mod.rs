@@ -200,6 +200,19 @@ impl Gateway {
         )
     }
 
+    /// Starts the gateway against the emulator (test credentials, `us-east-1`).
+    pub fn start_on_emulator(config: &Path, endpoint: &str) -> Gateway {
+        Gateway::start_with_env(
+            config,
+            &[
+                ("AWS_ENDPOINT_URL", endpoint),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", "us-east-1"),
+            ],
+        )
+    }
+
     /// Starts the gateway with extra environment variables (e.g. another AWS endpoint).
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Gateway {
         let mut child = Command::new(bin())
@@ -723,73 +736,50 @@ pub async fn in_process(
 /// A user pool, an app client and a signed-in user in the emulator's Cognito: the pool's
 /// id and the user's id and access tokens.
 pub fn cognito_user(endpoint: &str) -> serde_json::Value {
-    let python = repo().join(".venv/bin/python");
-    let out = std::process::Command::new(python)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .arg("-c")
-        .arg(
-            r#"
-import json, sys, botocore.session
-c = botocore.session.get_session().create_client("cognito-idp", endpoint_url=sys.argv[1], region_name="us-east-1")
-pool = c.create_user_pool(PoolName="gateway-test")["UserPool"]["Id"]
-client = c.create_user_pool_client(UserPoolId=pool, ClientName="app", ExplicitAuthFlows=["ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"])["UserPoolClient"]["ClientId"]
-c.admin_create_user(UserPoolId=pool, Username="alice", TemporaryPassword="Temp-Passw0rd!", MessageAction="SUPPRESS")
-c.admin_set_user_password(UserPoolId=pool, Username="alice", Password="Real-Passw0rd!", Permanent=True)
-auth = c.admin_initiate_auth(UserPoolId=pool, ClientId=client, AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+    let out = botocore(
+        endpoint,
+        r#"
+cog = c("cognito-idp")
+pool = cog.create_user_pool(PoolName="gateway-test")["UserPool"]["Id"]
+client = cog.create_user_pool_client(UserPoolId=pool, ClientName="app", ExplicitAuthFlows=["ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"])["UserPoolClient"]["ClientId"]
+cog.admin_create_user(UserPoolId=pool, Username="alice", TemporaryPassword="Temp-Passw0rd!", MessageAction="SUPPRESS")
+cog.admin_set_user_password(UserPoolId=pool, Username="alice", Password="Real-Passw0rd!", Permanent=True)
+auth = cog.admin_initiate_auth(UserPoolId=pool, ClientId=client, AuthFlow="ADMIN_USER_PASSWORD_AUTH",
     AuthParameters={"USERNAME": "alice", "PASSWORD": "Real-Passw0rd!"})["AuthenticationResult"]
 print(json.dumps({"pool": pool, "client": client, "id": auth["IdToken"], "access": auth["AccessToken"]}))
 "#,
-        )
-        .arg(endpoint)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &[],
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&out).unwrap()
 }
 
 /// Creates (or replaces) a Python 3.11 function (`index.handler`) in the emulator's Lambda,
 /// with environment variables.
 pub fn lambda_function(endpoint: &str, name: &str, code: &str, env: &[(&str, &str)]) {
-    let python = repo().join(".venv/bin/python");
     let env_json = serde_json::Value::Object(
         env.iter()
             .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
             .collect(),
     )
     .to_string();
-    let out = std::process::Command::new(python)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .arg("-c")
-        .arg(
-            r#"
-import io, json, sys, zipfile, botocore.session
-endpoint, name, code, env = sys.argv[1:5]
+    botocore(
+        endpoint,
+        r#"
+import io, zipfile
+name, code, env = sys.argv[2:5]
 buf = io.BytesIO()
 with zipfile.ZipFile(buf, "w") as z:
     z.writestr("index.py", code)
-c = botocore.session.get_session().create_client("lambda", endpoint_url=endpoint, region_name="us-east-1")
+lam = c("lambda")
 try:
-    c.delete_function(FunctionName=name)
+    lam.delete_function(FunctionName=name)
 except Exception:
     pass
-c.create_function(FunctionName=name, Runtime="python3.11", Handler="index.handler",
+lam.create_function(FunctionName=name, Runtime="python3.11", Handler="index.handler",
     Role="arn:aws:iam::000000000000:role/lambda", Code={"ZipFile": buf.getvalue()},
     Environment={"Variables": json.loads(env)})
 "#,
-        )
-        .args([endpoint, name, code, &env_json])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &[name, code, &env_json],
     );
 }
 
