@@ -1176,3 +1176,64 @@ status = 404
         "{head}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_puts_batch_into_batch_write_item_when_the_route_asks() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    let table = support::unique("batched-orders-");
+    support::botocore(
+        &endpoint,
+        "c('dynamodb').create_table(TableName=sys.argv[2], BillingMode='PAY_PER_REQUEST', AttributeDefinitions=[{'AttributeName': 'customer', 'AttributeType': 'S'}, {'AttributeName': 'id', 'AttributeType': 'S'}], KeySchema=[{'AttributeName': 'customer', 'KeyType': 'HASH'}, {'AttributeName': 'id', 'KeyType': 'RANGE'}])",
+        &[&table],
+    );
+    let config = format!(
+        r#"
+[[routes]]
+method = "POST"
+path = "/v1/customers/{{customer}}/orders"
+action = "aws:dynamodb:PutItem"
+target = "{table}"
+request_templates = {{ "application/json" = "put-order.vtl" }}
+batch = {{ linger = "20ms" }}
+"#
+    );
+    let project = support::Project::custom(
+        "integrations-dynamodb-batch",
+        &config,
+        &[("put-order.vtl", PUT_ORDER)],
+    );
+    let gw = support::Gateway::start_on_emulator(&project.config, &endpoint);
+    tokio::task::spawn_blocking(move || {
+        let statuses = support::concurrently(30, |i| {
+            gw.post_json(
+                "/v1/customers/acme/orders",
+                &json!({"id": format!("o-{i}"), "total": i}).to_string(),
+            )
+            .status
+        });
+        assert_eq!(statuses, vec![200; 30]);
+        let metrics = gw.request("GET", "/metrics", &[], b"").text();
+        let calls: f64 = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "gateway_batch_records_count{route=\"POST /v1/customers/{customer}/orders\"}",
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the batch metric:\n{metrics}"));
+        assert!((2.0..30.0).contains(&calls), "{calls} calls for 30 items");
+        gw.stop_cleanly();
+    })
+    .await
+    .unwrap();
+    let count = support::botocore(
+        &endpoint,
+        "print(c('dynamodb').scan(TableName=sys.argv[2])['Count'])",
+        &[&table],
+    );
+    assert_eq!(count.trim(), "30", "every item once");
+}

@@ -610,8 +610,18 @@ impl Integration for AnyAws {
                 max_records: super::sns::MAX_ENTRIES,
                 max_bytes: super::sns::MAX_BYTES,
             }),
+            Action::Aws(a) if super::dynamodb::batches(a) && !aggregate => Some(super::BatchCaps {
+                max_records: super::dynamodb::MAX_ITEMS,
+                max_bytes: super::dynamodb::MAX_BYTES,
+            }),
             _ => None,
         }
+    }
+
+    /// `BatchWriteItem` takes no conditions and returns no attributes: DynamoDB routes
+    /// batch only when they say so.
+    fn batches_by_default(&self, action: Action, _target: &str) -> bool {
+        !matches!(action, Action::Aws(a) if super::dynamodb::batches(a))
     }
 
     fn batcher(
@@ -623,6 +633,15 @@ impl Integration for AnyAws {
         let Action::Aws(a) = route.action else {
             return None;
         };
+        if super::dynamodb::batches(a) {
+            return Some(super::batched::start(
+                super::dynamodb::DynamoSink {
+                    signer: clients.aws.clone(),
+                    table: route.target.to_string(),
+                },
+                route,
+            ));
+        }
         if super::sns::batches(a) {
             return Some(super::batched::start(
                 super::sns::SnsSink {

@@ -14,6 +14,7 @@
 
 pub mod aws;
 pub mod batched;
+pub mod dynamodb;
 pub mod events;
 pub mod firehose;
 pub mod headers;
