@@ -1010,12 +1010,7 @@ batch = {{ linger = "20ms" }}
         assert_eq!(ids.len(), 24, "each request its own message");
         // Fewer calls than requests: the batch histogram counts calls.
         let metrics = gw.request("GET", "/metrics", &[], b"").text();
-        let calls: f64 = metrics
-            .lines()
-            .find(|l| l.starts_with("gateway_batch_records_count{route=\"POST /v1/alerts\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("the batch metric:\n{metrics}"));
+        let calls = support::batch_calls(&metrics, "POST /v1/alerts");
         assert!(
             (3.0..24.0).contains(&calls),
             "{calls} calls for 24 messages"
@@ -1215,16 +1210,7 @@ batch = {{ linger = "20ms" }}
         });
         assert_eq!(statuses, vec![200; 30]);
         let metrics = gw.request("GET", "/metrics", &[], b"").text();
-        let calls: f64 = metrics
-            .lines()
-            .find(|l| {
-                l.starts_with(
-                    "gateway_batch_records_count{route=\"POST /v1/customers/{customer}/orders\"}",
-                )
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("the batch metric:\n{metrics}"));
+        let calls = support::batch_calls(&metrics, "POST /v1/customers/{customer}/orders");
         assert!((2.0..30.0).contains(&calls), "{calls} calls for 30 items");
         gw.stop_cleanly();
     })

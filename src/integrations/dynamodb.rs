@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::aws::{self, Signer};
 use super::batched::BatchSink;
-use super::request::calls;
+use super::request::in_calls;
 use crate::batch::Sink;
 use crate::batch::retry::{self, Outcome};
 use crate::upstream::{Action, AwsAction, IntegrationError};
@@ -55,11 +55,10 @@ impl Sink for DynamoSink {
         items: Vec<Json>,
         deadline: Instant,
     ) -> Result<Vec<Outcome<Json>>, IntegrationError> {
-        let mut outcomes = Vec::with_capacity(items.len());
-        for call in calls(&items, MAX_ITEMS, MAX_BYTES, size) {
-            outcomes.extend(self.put_call(call, deadline).await?);
-        }
-        Ok(outcomes)
+        in_calls(&items, MAX_ITEMS, MAX_BYTES, size, |call| {
+            self.put_call(call, deadline)
+        })
+        .await
     }
 }
 

@@ -145,6 +145,26 @@ pub fn calls<T>(
     out
 }
 
+/// Sends `items` in as many calls as the caps require, one after another, and puts the
+/// outcomes back together in order.
+pub async fn in_calls<'a, T, O, F, Fut>(
+    items: &'a [T],
+    max_items: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+    mut call: F,
+) -> Result<Vec<O>, IntegrationError>
+where
+    F: FnMut(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<O>, IntegrationError>>,
+{
+    let mut outcomes = Vec::with_capacity(items.len());
+    for part in calls(items, max_items, max_bytes, size) {
+        outcomes.extend(call(part).await?);
+    }
+    Ok(outcomes)
+}
+
 /// Checks a name the template chose against the route's configured target (a name or an
 /// ARN ending in `/name` or `:name`).
 pub fn check_target(

@@ -804,3 +804,15 @@ pub fn botocore(endpoint: &str, script: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The number of upstream calls a batched route made, from its `gateway_batch_records`
+/// histogram in a `/metrics` scrape.
+pub fn batch_calls(metrics: &str, route: &str) -> f64 {
+    let prefix = format!("gateway_batch_records_count{{route=\"{route}\"}}");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
+}
