@@ -148,6 +148,14 @@ pub const SERVICES: [Service; 10] = [
     },
 ];
 
+/// A well-formed `aws:SERVICE:Operation` the gateway itself names (a batch call, say).
+pub fn action(name: &'static str) -> AwsAction {
+    match AwsAction::parse(name) {
+        Some(a) => a,
+        None => unreachable!("{name} is a well-formed action"),
+    }
+}
+
 /// The service of an `aws:SERVICE:Operation` action, if the gateway knows it.
 pub fn service(action: AwsAction) -> Option<&'static Service> {
     SERVICES.iter().find(|s| s.name == action.service())
@@ -256,6 +264,31 @@ impl Signer {
     ) -> Result<crate::outbound::Answer, IntegrationError> {
         self.send_to(action, service, ("POST", "/"), headers, body, timeout)
             .await
+    }
+
+    /// One call of a JSON or query action with a request body (the `target` pinned), to be
+    /// answered by `deadline`: the answer as integration responses see it, or its error.
+    pub async fn call(
+        &self,
+        action: AwsAction,
+        target: Option<&str>,
+        body: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Json, IntegrationError> {
+        let act = Action::Aws(action);
+        let service = service(action).ok_or_else(|| IntegrationError::InvalidRequest {
+            action: act,
+            detail: format!(
+                "the gateway does not know the protocol of {}",
+                action.service()
+            ),
+        })?;
+        let (headers, body) = prepare(action, service, target, body)?;
+        let timeout = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(1));
+        let answered = self.send(act, service, headers, body, timeout).await?;
+        answer(act, service, answered.status.as_u16(), &answered.body)
     }
 
     /// As [`Signer::send`], with another method and path (S3's REST protocol).

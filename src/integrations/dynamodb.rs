@@ -25,13 +25,6 @@ pub fn batches(action: AwsAction) -> bool {
     action.name() == "aws:dynamodb:PutItem"
 }
 
-fn aws_action(name: &str) -> AwsAction {
-    match Action::parse(name) {
-        Some(Action::Aws(a)) => a,
-        _ => unreachable!("a well-formed action"),
-    }
-}
-
 /// `BatchWriteItem` of `PutRequest`s to one table.
 pub struct DynamoSink {
     pub signer: Signer,
@@ -68,50 +61,43 @@ impl DynamoSink {
         items: &[Json],
         deadline: Instant,
     ) -> Result<Vec<Outcome<Json>>, IntegrationError> {
-        let batch_action = aws_action("aws:dynamodb:BatchWriteItem");
-        let action = Action::Aws(batch_action);
-        let Some(service) = aws::service(batch_action) else {
-            return Err(IntegrationError::InvalidRequest {
-                action,
-                detail: "no DynamoDB protocol".into(),
-            });
-        };
-        retry::with_retries(action, items, deadline, |batch: Vec<Json>| async move {
-            let requests: Vec<Json> = batch
-                .iter()
-                .map(|item| json!({"PutRequest": {"Item": item}}))
-                .collect();
-            let body = json!({ "RequestItems": { self.table.as_str(): requests } }).to_string();
-            let (headers, body) = aws::prepare(batch_action, service, None, &body)?;
-            let timeout = deadline
-                .saturating_duration_since(Instant::now())
-                .max(std::time::Duration::from_millis(1));
-            let answered = self
-                .signer
-                .send(action, service, headers, body, timeout)
-                .await?;
-            let answer = aws::answer(action, service, answered.status.as_u16(), &answered.body)?;
-            let unprocessed: Vec<&Json> = answer["UnprocessedItems"][self.table.as_str()]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| &r["PutRequest"]["Item"])
-                .collect();
-            Ok(batch
-                .iter()
-                .map(|item| {
-                    if unprocessed.contains(&item) {
-                        Outcome::Failed {
-                            code: "UnprocessedItem".into(),
-                            message: "DynamoDB did not process the item (capacity)".into(),
-                            retryable: true,
+        let batch_action = aws::action("aws:dynamodb:BatchWriteItem");
+        retry::with_retries(
+            Action::Aws(batch_action),
+            items,
+            deadline,
+            |batch: Vec<Json>| async move {
+                let requests: Vec<Json> = batch
+                    .iter()
+                    .map(|item| json!({"PutRequest": {"Item": item}}))
+                    .collect();
+                let body = json!({ "RequestItems": { self.table.as_str(): requests } }).to_string();
+                let answer = self
+                    .signer
+                    .call(batch_action, None, &body, deadline)
+                    .await?;
+                let unprocessed: Vec<&Json> = answer["UnprocessedItems"][self.table.as_str()]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| &r["PutRequest"]["Item"])
+                    .collect();
+                Ok(batch
+                    .iter()
+                    .map(|item| {
+                        if unprocessed.contains(&item) {
+                            Outcome::Failed {
+                                code: "UnprocessedItem".into(),
+                                message: "DynamoDB did not process the item (capacity)".into(),
+                                retryable: true,
+                            }
+                        } else {
+                            Outcome::Ok(json!({}))
                         }
-                    } else {
-                        Outcome::Ok(json!({}))
-                    }
-                })
-                .collect())
-        })
+                    })
+                    .collect())
+            },
+        )
         .await
     }
 }
@@ -120,7 +106,7 @@ impl BatchSink for DynamoSink {
     type Request = ();
 
     fn parse(target: Option<&str>, rendered: &str) -> Result<((), Vec<Json>), IntegrationError> {
-        let a = aws_action("aws:dynamodb:PutItem");
+        let a = aws::action("aws:dynamodb:PutItem");
         let action = Action::Aws(a);
         let service = aws::service(a).ok_or_else(|| IntegrationError::InvalidRequest {
             action,
@@ -166,7 +152,7 @@ impl BatchSink for DynamoSink {
     fn answer((): (), results: &[Outcome<Json>]) -> Result<Json, IntegrationError> {
         // As `PutItem` answers without ReturnValues.
         retry::accepted_or_rejected(
-            Action::Aws(aws_action("aws:dynamodb:BatchWriteItem")),
+            Action::Aws(aws::action("aws:dynamodb:BatchWriteItem")),
             results,
             json!({}),
         )

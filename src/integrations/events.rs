@@ -63,23 +63,12 @@ impl EventsSink {
         deadline: Instant,
     ) -> Result<Vec<Outcome<Json>>, IntegrationError> {
         let action = Action::Aws(self.action);
-        let Some(service) = aws::service(self.action) else {
-            return Err(IntegrationError::InvalidRequest {
-                action,
-                detail: "no EventBridge protocol".into(),
-            });
-        };
         retry::with_retries(action, entries, deadline, |batch: Vec<Json>| async move {
             let body = json!({ "Entries": batch }).to_string();
-            let (headers, body) = aws::prepare(self.action, service, Some(&self.bus), &body)?;
-            let timeout = deadline
-                .saturating_duration_since(Instant::now())
-                .max(std::time::Duration::from_millis(1));
-            let answered = self
+            let answer = self
                 .signer
-                .send(action, service, headers, body, timeout)
+                .call(self.action, Some(&self.bus), &body, deadline)
                 .await?;
-            let answer = aws::answer(action, service, answered.status.as_u16(), &answered.body)?;
             let results = answer["Entries"].as_array().cloned().unwrap_or_default();
             if results.len() != batch.len() {
                 return Err(IntegrationError::Service {
@@ -115,9 +104,7 @@ impl BatchSink for EventsSink {
     type Request = ();
 
     fn parse(target: Option<&str>, rendered: &str) -> Result<((), Vec<Json>), IntegrationError> {
-        let Some(Action::Aws(a)) = Action::parse("aws:events:PutEvents") else {
-            unreachable!("a known action")
-        };
+        let a = aws::action("aws:events:PutEvents");
         let action = Action::Aws(a);
         let service = aws::service(a).ok_or_else(|| IntegrationError::InvalidRequest {
             action,
@@ -166,11 +153,8 @@ impl BatchSink for EventsSink {
                 }
             })
             .collect();
-        let Some(action) = Action::parse("aws:events:PutEvents") else {
-            unreachable!("a known action")
-        };
         retry::accepted_or_rejected(
-            action,
+            Action::Aws(aws::action("aws:events:PutEvents")),
             results,
             json!({"FailedEntryCount": failed, "Entries": entries}),
         )

@@ -235,36 +235,14 @@ pub async fn provision(
 /// One call of a service's own API (see `aws`), for what has no SDK here.
 async fn call(
     clients: &Clients,
-    action: &str,
+    action: &'static str,
     body: &str,
 ) -> std::result::Result<Json, IntegrationError> {
-    let Some(crate::upstream::Action::Aws(a)) = crate::upstream::Action::parse(action) else {
-        return Err(IntegrationError::InvalidRequest {
-            action: Action::Mock,
-            detail: format!("{action} is not an aws: action"),
-        });
-    };
-    let service = super::aws::service(a).ok_or_else(|| IntegrationError::InvalidRequest {
-        action: Action::Aws(a),
-        detail: format!("no protocol for {}", a.service()),
-    })?;
-    let (headers, body) = super::aws::prepare(a, service, None, body)?;
-    let answer = clients
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    clients
         .aws
-        .send(
-            Action::Aws(a),
-            service,
-            headers,
-            body,
-            Duration::from_secs(30),
-        )
-        .await?;
-    super::aws::answer(
-        Action::Aws(a),
-        service,
-        answer.status.as_u16(),
-        &answer.body,
-    )
+        .call(super::aws::action(action), None, body, deadline)
+        .await
 }
 
 async fn table(clients: &Clients, t: &Table, dry_run: bool) -> Result<Step> {

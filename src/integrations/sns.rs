@@ -58,29 +58,15 @@ impl Sink for SnsSink {
     }
 }
 
-fn publish_batch() -> AwsAction {
-    match Action::parse("aws:sns:PublishBatch") {
-        Some(Action::Aws(a)) => a,
-        _ => unreachable!("a well-formed action"),
-    }
-}
-
 impl SnsSink {
     async fn put_call(
         &self,
         messages: &[Message],
         deadline: Instant,
     ) -> Result<Vec<Outcome<Json>>, IntegrationError> {
-        let batch_action = publish_batch();
-        let action = Action::Aws(batch_action);
-        let Some(service) = aws::service(batch_action) else {
-            return Err(IntegrationError::InvalidRequest {
-                action,
-                detail: "no SNS protocol".into(),
-            });
-        };
+        let batch_action = aws::action("aws:sns:PublishBatch");
         retry::with_retries(
-            action,
+            Action::Aws(batch_action),
             messages,
             deadline,
             |batch: Vec<Message>| async move {
@@ -93,17 +79,10 @@ impl SnsSink {
                     }
                 }
                 let body = Json::Object(params).to_string();
-                let (headers, body) =
-                    aws::prepare(batch_action, service, Some(&self.topic), &body)?;
-                let timeout = deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(std::time::Duration::from_millis(1));
-                let answered = self
+                let answer = self
                     .signer
-                    .send(action, service, headers, body, timeout)
+                    .call(batch_action, Some(&self.topic), &body, deadline)
                     .await?;
-                let answer =
-                    aws::answer(action, service, answered.status.as_u16(), &answered.body)?;
                 let xml = answer.as_str().unwrap_or_default();
                 Ok((0..batch.len())
                     .map(|i| outcome(xml, &format!("e{i}")))
@@ -156,10 +135,7 @@ impl BatchSink for SnsSink {
     type Request = ();
 
     fn parse(target: Option<&str>, rendered: &str) -> Result<((), Vec<Message>), IntegrationError> {
-        let a = match Action::parse("aws:sns:Publish") {
-            Some(Action::Aws(a)) => a,
-            _ => unreachable!("a well-formed action"),
-        };
+        let a = aws::action("aws:sns:Publish");
         let action = Action::Aws(a);
         let service = aws::service(a).ok_or_else(|| IntegrationError::InvalidRequest {
             action,
@@ -192,7 +168,7 @@ impl BatchSink for SnsSink {
     }
 
     fn answer((): (), results: &[Outcome<Json>]) -> Result<Json, IntegrationError> {
-        let action = Action::Aws(publish_batch());
+        let action = Action::Aws(aws::action("aws:sns:PublishBatch"));
         match results {
             // As `Publish` answers, so batching is invisible to clients.
             [Outcome::Ok(r)] => Ok(Json::String(format!(
