@@ -63,10 +63,7 @@ type Claims = Arc<Map<String, Json>>;
 /// Verified tokens kept, at most (a full cache is emptied of expired entries, then whole).
 const MAX_VERIFIED: usize = 100_000;
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Empty<axum::body::Bytes>,
->;
+type Client = crate::outbound::Client;
 
 /// An issuer's keys, cached.
 struct Keys {
@@ -119,26 +116,9 @@ impl JwtVerifier {
                 fetching: tokio::sync::Mutex::new(None),
             })
             .collect();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider.clone())
-        {
-            Ok(b) => b,
-            Err(e) => {
-                // No system roots: http:// issuers (and none over https) still work.
-                tracing::warn!(error = %e, "No system CA certificates; JWKS over https will fail.");
-                let tls = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| format!("TLS for fetching signing keys: {e}"))?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
-            }
-        };
-        let https = builder.https_or_http().enable_http1().build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
+        // Without system CAs, http:// issuers (and none over https) still work.
+        let client = crate::outbound::client(FETCH_TIMEOUT, None)
+            .map_err(|e| format!("TLS for fetching signing keys: {e}"))?;
         Ok(JwtVerifier {
             config,
             keys,
