@@ -49,6 +49,15 @@ def handler(event, context):
     return {"price": event["qty"] * 3, "sku": event.get("sku")}
 "#;
 
+/// An orders table in the emulator's DynamoDB: `customer` and `id`, both strings.
+fn orders_table(endpoint: &str, name: &str) {
+    support::botocore(
+        endpoint,
+        "c('dynamodb').create_table(TableName=sys.argv[2], BillingMode='PAY_PER_REQUEST', AttributeDefinitions=[{'AttributeName': 'customer', 'AttributeType': 'S'}, {'AttributeName': 'id', 'AttributeType': 'S'}], KeySchema=[{'AttributeName': 'customer', 'KeyType': 'HASH'}, {'AttributeName': 'id', 'KeyType': 'RANGE'}])",
+        &[name],
+    );
+}
+
 /// What the HTTP backend saw: method, path and query, headers, body.
 type Seen = Arc<Mutex<Vec<(String, String, Vec<(String, String)>, String)>>>;
 
@@ -742,11 +751,7 @@ async fn an_imported_export_with_every_integration_kind_serves_end_to_end() {
         PROXY_FUNCTION,
         &[("LOG", dir.join("proxy.log").to_str().unwrap())],
     );
-    support::botocore(
-        &endpoint,
-        "c('dynamodb').create_table(TableName=sys.argv[2], BillingMode='PAY_PER_REQUEST', AttributeDefinitions=[{'AttributeName': 'customer', 'AttributeType': 'S'}, {'AttributeName': 'id', 'AttributeType': 'S'}], KeySchema=[{'AttributeName': 'customer', 'KeyType': 'HASH'}, {'AttributeName': 'id', 'KeyType': 'RANGE'}])",
-        &[&table],
-    );
+    orders_table(&endpoint, &table);
     let mut doc = export(
         &format!("arn:aws:lambda:us-east-1:000000000000:function:{function}"),
         &table,
@@ -1178,11 +1183,7 @@ async fn dynamodb_puts_batch_into_batch_write_item_when_the_route_asks() {
         return;
     };
     let table = support::unique("batched-orders-");
-    support::botocore(
-        &endpoint,
-        "c('dynamodb').create_table(TableName=sys.argv[2], BillingMode='PAY_PER_REQUEST', AttributeDefinitions=[{'AttributeName': 'customer', 'AttributeType': 'S'}, {'AttributeName': 'id', 'AttributeType': 'S'}], KeySchema=[{'AttributeName': 'customer', 'KeyType': 'HASH'}, {'AttributeName': 'id', 'KeyType': 'RANGE'}])",
-        &[&table],
-    );
+    orders_table(&endpoint, &table);
     let config = format!(
         r#"
 [[routes]]
