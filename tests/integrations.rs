@@ -490,6 +490,27 @@ path = "/h"
 action = "lambda:Invoke"
 target = "f"
 request_parameters = { "integration.request.body.x" = "'v'" }
+
+[[routes]]
+method = "POST"
+path = "/i"
+action = "aws:cognito-idp:ListUsers"
+
+[[routes]]
+method = "POST"
+path = "/j"
+action = "aws:ssm:GetParameter"
+
+[aws.services.ssm]
+protocol = "json"
+
+[aws.services.dynamodb]
+protocol = "json"
+target_prefix = "X"
+
+[aws.services.ec2]
+protocol = "query"
+api_version = "2016"
 "#;
     let project = support::Project::custom("integrations-check", config, &[]);
     let out = project.cli(&["check-config"]);
@@ -504,6 +525,11 @@ request_parameters = { "integration.request.body.x" = "'v'" }
         "a mock route has no target",
         "no stage variable \"nope\"",
         "\"integration.request.body.x\" is not integration.request.path.NAME",
+        "the gateway does not know the protocol of AWS service \"cognito-idp\"",
+        "(describe others in [aws.services.NAME])",
+        "aws.services.ssm: a json service needs target_prefix",
+        "aws.services.dynamodb: the gateway knows dynamodb already",
+        "aws.services.ec2: a query service needs api_version, as YYYY-MM-DD",
     ] {
         assert!(err.contains(expected), "{expected}:\n{err}");
     }
@@ -553,6 +579,11 @@ print(c("sns").create_topic(Name=topic)["TopicArn"])
         &[&table, &bus, &topic],
     );
     let topic_arn = topic_arn.trim();
+    // A service the gateway has no table entry for, described by configuration.
+    let pool = support::cognito_user(&endpoint)["pool"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let route = |method: &str,
                  path: &str,
                  action: &str,
@@ -563,7 +594,17 @@ print(c("sns").create_topic(Name=topic)["TopicArn"])
             "\n[[routes]]\nmethod = \"{method}\"\npath = \"{path}\"\naction = \"{action}\"\ntarget = \"{target}\"\nrequest_templates = {{ \"application/json\" = \"{template}\" }}\n{extra}\n"
         )
     };
-    let mut config = String::new();
+    let mut config = String::from(
+        "[aws.services.cognito-idp]\nprotocol = \"json\"\njson_version = \"1.1\"\ntarget_prefix = \"AWSCognitoIdentityProviderService\"\ntarget_field = \"UserPoolId\"\n",
+    );
+    config += &route(
+        "GET",
+        "/v1/users",
+        "aws:cognito-idp:ListUsers",
+        &pool,
+        "list-users.vtl",
+        "response_template = \"users.vtl\"\n",
+    );
     config += &route(
         "POST",
         "/v1/customers/{customer}/orders",
@@ -624,10 +665,20 @@ print(c("sns").create_topic(Name=topic)["TopicArn"])
             ("orders.vtl", ORDERS),
             ("put-events.vtl", PUT_EVENTS),
             ("publish.vtl", PUBLISH),
+            ("list-users.vtl", r#"{"Limit": 10}"#),
+            (
+                "users.vtl",
+                r##"{"users": [#foreach($u in $input.path('$.Users'))"$u.Username"#if($foreach.hasNext),#end#end]}"##,
+            ),
         ],
     );
     let gw = support::Gateway::start_on_emulator(&project.config, &endpoint);
     tokio::task::spawn_blocking(move || {
+        // The pool the route's target pins, through the described JSON 1.1 protocol.
+        let r = gw.request("GET", "/v1/users", &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json(), json!({"users": ["alice"]}));
+
         for (id, total) in [("o-1", 12), ("o-2", 30)] {
             let r = gw.post_json(
                 "/v1/customers/acme/orders",
@@ -759,16 +810,7 @@ async fn an_imported_export_with_every_integration_kind_serves_end_to_end() {
     doc["x-ingest-gateway"]["stage_variables"]["backend"] = json!(backend_addr);
     let file = dir.join("export.json");
     std::fs::write(&file, doc.to_string()).unwrap();
-    let out = std::process::Command::new(support::bin())
-        .arg("import-openapi")
-        .arg(&file)
-        .arg("--out")
-        .arg(dir.join("imported"))
-        .output()
-        .unwrap();
-    let report =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{report}");
+    let report = support::import_openapi(&file, &dir.join("imported"));
     assert!(report.contains("imported 4 routes"), "{report}");
     assert!(
         report.contains("everything in the document was translated"),
@@ -1084,6 +1126,19 @@ headers = { "x-backend" = "'tls'" }
     let r = gw.request("GET", "/untrusted/ping", &[], b"");
     assert_eq!(r.status, 502, "{}", r.text());
     gw.stop_cleanly();
+    // The export carries the CA (API Gateway has no field for it), and its import trusts it.
+    let exported = front.cli(&["export-openapi"]);
+    assert!(exported.status.success());
+    let dir = std::env::temp_dir().join(support::unique("ingest-gateway-export-ca-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("export.json"), &exported.stdout).unwrap();
+    support::import_openapi(&dir.join("export.json"), &dir.join("imported"));
+    let imported = support::Gateway::start(&dir.join("imported/gateway.toml"));
+    let r = imported.request("GET", "/trusted/ping", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = imported.request("GET", "/untrusted/ping", &[], b"");
+    assert_eq!(r.status, 502, "{}", r.text());
+    imported.stop_cleanly();
     b.stop_cleanly();
     // A CA file that holds no certificate is refused at load.
     std::fs::write(

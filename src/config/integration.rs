@@ -258,7 +258,7 @@ impl Validator<'_> {
             self.error(
                 span.clone(),
                 format!(
-                    "{what}: the gateway does not know the protocol of AWS service {:?}; it knows {}",
+                    "{what}: the gateway does not know the protocol of AWS service {:?}; it knows {} (describe others in [aws.services.NAME])",
                     a.service(),
                     crate::integrations::aws::SERVICES
                         .iter()

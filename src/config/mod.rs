@@ -457,6 +457,7 @@ impl Validator<'_> {
         let server = self.server(&raw.server, &raw.templates);
         let edge = self.edge(&raw.server, base);
         let (spool, spool_mode) = self.spool(&raw.spool, base);
+        self.aws_services(&raw.aws);
         let routes = self.routes(&raw.routes, base, &server, spool_mode, &raw.stage_variables);
         self.resources(&raw.resources, base);
         let route_names: Vec<String> = routes.iter().map(RouteConfig::name).collect();

@@ -113,6 +113,29 @@ pub struct RawAws {
     /// The account the API is in, for the `methodArn` Lambda authorizers get (default
     /// `000000000000`).
     pub account_id: Option<String>,
+    /// Services besides the ones the gateway knows, by their protocol:
+    /// `[aws.services.cognito-idp] protocol = "json", json_version = "1.1",
+    /// target_prefix = "AWSCognitoIdentityProviderService"`.
+    #[serde(default)]
+    pub services: indexmap::IndexMap<String, Spanned<RawAwsService>>,
+}
+
+/// How to speak to a service the gateway does not know.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsService {
+    /// `"json"` (`X-Amz-Target`) or `"query"` (a form with `Action` and `Version`).
+    pub protocol: String,
+    /// JSON: `"1.0"` or `"1.1"` (default `"1.1"`).
+    pub json_version: Option<String>,
+    /// JSON: the `X-Amz-Target` prefix before `.Operation`.
+    pub target_prefix: Option<String>,
+    /// Query: the API version, `YYYY-MM-DD`.
+    pub api_version: Option<String>,
+    /// SigV4's service name (default: the service's name).
+    pub signing_name: Option<String>,
+    /// The request field a route's `target` pins (say `UserPoolId`).
+    pub target_field: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -341,6 +364,105 @@ impl Validator<'_> {
                 .iter()
                 .map(|t| t.trim().to_ascii_lowercase())
                 .collect(),
+        }
+    }
+
+    /// Declares `[aws.services.*]` so that routes may call them (before routes are read).
+    pub(super) fn aws_services(&mut self, raw: &RawAws) {
+        use crate::integrations::aws::{self, Protocol};
+        let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 40
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        for (name, spanned) in &raw.services {
+            let (span, svc) = (Some(spanned.span()), spanned.get_ref());
+            let what = format!("aws.services.{name}");
+            if !name_ok(name) {
+                self.error(
+                    span,
+                    format!("{what}: a service name is lower-case letters, digits and '-'"),
+                );
+                continue;
+            }
+            if aws::SERVICES.iter().any(|s| s.name == name) {
+                self.error(
+                    span,
+                    format!("{what}: the gateway knows {name} already; remove this table"),
+                );
+                continue;
+            }
+            let protocol = match svc.protocol.as_str() {
+                "json" => {
+                    let version = svc.json_version.as_deref().unwrap_or("1.1");
+                    if version != "1.0" && version != "1.1" {
+                        self.error(
+                            span.clone(),
+                            format!(
+                                "{what}: json_version {version:?}: expected \"1.0\" or \"1.1\""
+                            ),
+                        );
+                    }
+                    let Some(prefix) = svc.target_prefix.as_deref().filter(|p| {
+                        !p.is_empty()
+                            && p.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                    }) else {
+                        self.error(span, format!("{what}: a json service needs target_prefix, the X-Amz-Target before .Operation (letters, digits, '_', '.')"));
+                        continue;
+                    };
+                    if svc.api_version.is_some() {
+                        self.error(
+                            span.clone(),
+                            format!("{what}: api_version is for protocol = \"query\""),
+                        );
+                    }
+                    Protocol::Json {
+                        version: leak(version),
+                        target_prefix: leak(prefix),
+                    }
+                }
+                "query" => {
+                    let Some(version) = svc.api_version.as_deref().filter(|v| {
+                        v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                    }) else {
+                        self.error(
+                            span,
+                            format!("{what}: a query service needs api_version, as YYYY-MM-DD"),
+                        );
+                        continue;
+                    };
+                    if svc.json_version.is_some() || svc.target_prefix.is_some() {
+                        self.error(
+                            span.clone(),
+                            format!(
+                                "{what}: json_version and target_prefix are for protocol = \"json\""
+                            ),
+                        );
+                    }
+                    Protocol::Query {
+                        version: leak(version),
+                    }
+                }
+                other => {
+                    self.error(
+                        span,
+                        format!("{what}: protocol {other:?}: expected \"json\" or \"query\""),
+                    );
+                    continue;
+                }
+            };
+            let signing = svc.signing_name.as_deref().unwrap_or(name);
+            if !name_ok(signing) {
+                self.error(
+                    span,
+                    format!("{what}: signing_name {signing:?}: lower-case letters, digits and '-'"),
+                );
+                continue;
+            }
+            aws::declare(name, signing, protocol, svc.target_field.as_deref());
         }
     }
 

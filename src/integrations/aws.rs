@@ -156,9 +156,56 @@ pub fn action(name: &'static str) -> AwsAction {
     }
 }
 
-/// The service of an `aws:SERVICE:Operation` action, if the gateway knows it.
+/// The service of an `aws:SERVICE:Operation` action, if the gateway knows it: one of
+/// [`SERVICES`], or one configuration described (`[aws.services.NAME]`, see [`declare`]).
 pub fn service(action: AwsAction) -> Option<&'static Service> {
-    SERVICES.iter().find(|s| s.name == action.service())
+    let name = action.service();
+    SERVICES.iter().find(|s| s.name == name).or_else(|| {
+        DECLARED
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .find(|s| s.name == name)
+            .copied()
+    })
+}
+
+/// Services configuration described, newest last (a reloaded configuration's description
+/// wins; each distinct description is kept once).
+static DECLARED: std::sync::RwLock<Vec<&'static Service>> = std::sync::RwLock::new(Vec::new());
+
+/// A service the gateway does not know, as configuration describes it: `[aws.services.NAME]`
+/// with its protocol. Returns the service `aws:NAME:Operation` routes then call.
+pub fn declare(
+    name: &str,
+    signing_name: &str,
+    protocol: Protocol,
+    target_field: Option<&str>,
+) -> &'static Service {
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    let mut declared = DECLARED.write().unwrap_or_else(|p| p.into_inner());
+    let same = |s: &&&'static Service| {
+        s.name == name
+            && s.signing_name == signing_name
+            && s.protocol == protocol
+            && s.target_field == target_field
+    };
+    if let Some(i) = declared.iter().position(|s| same(&s)) {
+        // Described again (a reload): it becomes the newest.
+        let s = declared.remove(i);
+        declared.push(s);
+        return s;
+    }
+    let service: &'static Service = Box::leak(Box::new(Service {
+        name: leak(name),
+        signing_name: leak(signing_name),
+        protocol,
+        target_field: target_field.map(leak),
+        env_name: leak(&name.to_ascii_uppercase().replace('-', "_")),
+    }));
+    declared.push(service);
+    service
 }
 
 /// Largest answer read.

@@ -541,6 +541,15 @@ fn operation(
     if let Some(q) = &route.api_key_query {
         own["api_key_query"] = json!(q);
     }
+    // A private CA for an HTTPS backend: its PEM, so that the export stands alone.
+    if let Some(ca) = route
+        .integration
+        .http
+        .as_ref()
+        .and_then(|b| b.ca_file.as_ref())
+    {
+        own["backend_ca"] = json!(read(ca)?);
+    }
     if route.rate_limit_headers {
         own["rate_limit_headers"] = json!(true);
     }

@@ -104,10 +104,15 @@ fn target_in_template(action: Action, template: &str) -> Option<String> {
 
 /// `name.vtl`, or `name-2.vtl`, ... when that file is already taken.
 fn free_name(files: &BTreeMap<String, String>, name: &str) -> String {
-    let mut candidate = format!("{name}.vtl");
+    free_file(files, name, "vtl")
+}
+
+/// `name.ext`, or `name-2.ext`, ... when that is taken.
+fn free_file(files: &BTreeMap<String, String>, name: &str, ext: &str) -> String {
+    let mut candidate = format!("{name}.{ext}");
     let mut n = 2;
     while files.contains_key(&candidate) {
-        candidate = format!("{name}-{n}.vtl");
+        candidate = format!("{name}-{n}.{ext}");
         n += 1;
     }
     candidate
@@ -807,6 +812,12 @@ fn route(
         let line = match (key.as_str(), value) {
             ("target", _) => continue,
             ("api_key_query" | "spool", Json::String(v)) => format!("{key} = {}", q(v)),
+            // The CA's PEM, written beside the templates.
+            ("backend_ca", Json::String(pem)) if pem.contains("-----BEGIN CERTIFICATE-----") => {
+                let file = free_file(&files, &format!("certs/{base}-ca"), "pem");
+                files.insert(file.clone(), pem.clone());
+                format!("backend_ca = {}", q(&file))
+            }
             ("rate_limit_headers" | "validation_details", Json::Bool(b)) => format!("{key} = {b}"),
             ("batch", Json::Bool(b)) => format!("batch = {b}"),
             ("batch" | "throttle", Json::Object(m)) => {

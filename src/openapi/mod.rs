@@ -63,7 +63,7 @@ pub fn action_for_uri(uri: &str) -> Result<(Action, Option<String>), String> {
         .map(|a| (a, None))
         .ok_or_else(|| {
             format!(
-                "the AWS action {service}:{action} is not supported (supported: {}, and any action of {})",
+                "the AWS action {service}:{action} is not supported (supported: {}, and any action of {}, or of a service described in [aws.services.{service}])",
                 Action::NAMES[..8].join(", "),
                 crate::integrations::aws::SERVICES
                     .iter()

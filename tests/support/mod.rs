@@ -32,6 +32,21 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ingest-gateway")
 }
 
+/// Runs `import-openapi DOC --out OUT`, which must succeed; its report (stdout and stderr).
+pub fn import_openapi(doc: &Path, out: &Path) -> String {
+    let run = std::process::Command::new(bin())
+        .arg("import-openapi")
+        .arg(doc)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    let report =
+        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{report}");
+    report
+}
+
 /// A unique, lower-case suffix for resource names.
 pub fn unique(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
