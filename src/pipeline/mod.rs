@@ -159,7 +159,6 @@ async fn run(
         max_json_depth: gw.config.max_json_depth,
         templated: template.is_some(),
     };
-    let body = body::body(&req.body, &media, validator, rules)?;
     let view = RequestView {
         config: &gw.config,
         route,
@@ -182,8 +181,12 @@ async fn run(
     let upstream = &gw.upstreams[i];
     let timeout = || upstream_timeout(upstream.timeout, req.received, gw.config.request_timeout);
 
-    // proxy: the request handed over whole, the answer passed back
+    // proxy: the request handed over whole (its bytes as they are, checked only against a
+    // model), the answer passed back
     if route.integration.proxy {
+        if let Some(v) = validator.filter(|v| v.has_model()) {
+            body::body(&req.body, &media, Some(v), rules)?;
+        }
         authorize::admit_to_upstream(&gw.auth)?;
         let started = Instant::now();
         let proxied = proxy::run(&proxy_cx, timeout()).await;
@@ -193,6 +196,7 @@ async fn run(
     }
 
     // render
+    let body = body::body(&req.body, &media, validator, rules)?;
     let rendered = render::request(template, body, &view, &gw.config)?;
 
     // dispatch (the account throttle counts only what gets this far)
