@@ -96,6 +96,7 @@ pub(crate) enum BinOp {
 
 #[derive(Debug)]
 pub(crate) enum Expr {
+    /// `null`: not in Velocity 1.7's grammar, but API Gateway takes it (recorded).
     Null,
     Bool(bool),
     Int(i64),
@@ -109,6 +110,5 @@ pub(crate) enum Expr {
     Map(Vec<(Expr, Expr)>),
     Range(Box<Expr>, Box<Expr>, Span),
     Not(Box<Expr>),
-    Neg(Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>, Span),
 }

@@ -580,17 +580,6 @@ impl<'t> Eval<'t> {
             }
             Expr::Range(a, b, span) => self.range(a, b).map_err(|e| e.at(*span))?,
             Expr::Not(e) => Value::Bool(!self.expr(e)?.is_truthy()),
-            Expr::Neg(e) => match self.expr(e)? {
-                Value::Int(i) => i
-                    .checked_neg()
-                    .map_or(Value::Float(-(i as f64)), Value::Int),
-                Value::Float(f) => Value::Float(-f),
-                Value::Exact(text) => match text.strip_prefix('-') {
-                    Some(rest) => Value::Exact(Rc::from(rest)),
-                    None => Value::Exact(Rc::from(format!("-{text}"))),
-                },
-                _ => Value::Null,
-            },
             Expr::Binary(op, l, r, span) => self.binary(*op, l, r).map_err(|e| e.at(*span))?,
         })
     }

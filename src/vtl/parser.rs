@@ -480,7 +480,7 @@ impl<'s> Parser<'s, '_> {
         if tok != Tok::Word("in") {
             return Err(self.cur.error(pos, "expected 'in' in #foreach"));
         }
-        let iterable = self.expr()?;
+        let iterable = self.parameter(Arg::Directive)?;
         self.close_paren("#foreach")?;
         let span = self.cur.span_from(start);
         self.gobble_line_end();
@@ -531,9 +531,7 @@ impl<'s> Parser<'s, '_> {
         self.cur.eat("!");
         let formal = self.cur.eat("{");
         let Some(name) = self.cur.ident() else {
-            if formal {
-                return Err(self.cur.error(start, "expected an identifier after '${'"));
-            }
+            // `${ x}`, `$!{}`: no reference, text (Velocity's `LCURLY` as `Text`).
             self.cur.set_pos(start);
             return Ok(None);
         };
@@ -556,24 +554,17 @@ impl<'s> Parser<'s, '_> {
                     }
                 }
                 Some(b'[') => {
-                    // An index; if what follows is not `[expr]`, the `[` is plain text.
+                    // An index: `[` after a reference always opens one (Velocity's
+                    // REFINDEX state), holding a string, an integer, a boolean or a reference.
                     self.cur.bump();
-                    let index = self.expr().and_then(|e| {
-                        self.cur.skip_ws();
-                        if self.cur.eat("]") {
-                            Ok(e)
-                        } else {
-                            Err(self.cur.error(self.cur.pos(), "expected ']'"))
-                        }
-                    });
-                    match index {
-                        Ok(e) => parts.push(Part::Index(e)),
-                        Err(e) if e.kind() == ErrorKind::DepthLimit => return Err(e),
-                        Err(_) => {
-                            self.cur.set_pos(save);
-                            break;
-                        }
+                    let e = self.parameter(Arg::Index)?;
+                    self.cur.skip_ws();
+                    if !self.cur.eat("]") {
+                        return Err(self
+                            .cur
+                            .error(self.cur.pos(), "expected ']' to close the index"));
                     }
+                    parts.push(Part::Index(e));
                 }
                 _ => break,
             }
@@ -599,7 +590,7 @@ impl<'s> Parser<'s, '_> {
         self.cur.skip_ws();
         if !self.cur.eat(")") {
             loop {
-                args.push(self.expr()?);
+                args.push(self.parameter(Arg::Method)?);
                 let (tok, pos) = next_token(&mut self.cur)?;
                 match tok {
                     Tok::Punct(",") => continue,
@@ -648,6 +639,12 @@ impl<'s> Parser<'s, '_> {
                 (3, Tok::Punct(">") | Tok::Word("gt")) => BinOp::Gt,
                 (3, Tok::Punct(">=") | Tok::Word("ge")) => BinOp::Ge,
                 (4, Tok::Punct("+")) => BinOp::Add,
+                (4, Tok::Punct("-")) if self.minus_before_digit(pos) => {
+                    return Err(self.cur.error(
+                        pos,
+                        "Velocity 1.7 reads '-' directly before digits as a negative number, not a subtraction: put a space after the '-'",
+                    ));
+                }
                 (4, Tok::Punct("-")) => BinOp::Sub,
                 (5, Tok::Punct("*")) => BinOp::Mul,
                 (5, Tok::Punct("/")) => BinOp::Div,
@@ -671,17 +668,13 @@ impl<'s> Parser<'s, '_> {
                 self.leave();
                 Ok(Expr::Not(Box::new(e)))
             }
-            Tok::Punct("-") => {
-                next_token(&mut self.cur)?;
-                self.enter(pos)?;
-                let e = self.unary()?;
-                self.leave();
-                Ok(match e {
-                    Expr::Int(i) => Expr::Int(-i),
-                    Expr::Float(f) => Expr::Float(-f),
-                    e => Expr::Neg(Box::new(e)),
-                })
-            }
+            Tok::Punct("-") => match self.negative_literal()? {
+                Some(e) => Ok(e),
+                None => Err(self.cur.error(
+                    pos,
+                    "Velocity 1.7 has no unary minus ('-' makes a negative number only directly before its digits): write 0 - x",
+                )),
+            },
             _ => self.primary(),
         }
     }
@@ -703,6 +696,7 @@ impl<'s> Parser<'s, '_> {
             Tok::DoubleQuoted(s, offset) => self.interpolated(&s, offset)?,
             Tok::Word("true") => Expr::Bool(true),
             Tok::Word("false") => Expr::Bool(false),
+            // Not in Velocity 1.7's grammar, but API Gateway takes it (recorded: `put_null`).
             Tok::Word("null") => Expr::Null,
             Tok::Punct("(") => {
                 let e = self.expr()?;
@@ -716,6 +710,137 @@ impl<'s> Parser<'s, '_> {
             Tok::Punct(p) => return Err(self.cur.error(pos, format!("unexpected '{p}'"))),
             Tok::Dollar => unreachable!("handled above"),
         })
+    }
+
+    /// Whether the `-` at `pos` stands directly before a digit (Velocity's lexer then reads
+    /// a negative number: `INTEGER_LITERAL` is `("-")? DIGIT+`).
+    fn minus_before_digit(&self, pos: usize) -> bool {
+        self.cur
+            .src()
+            .as_bytes()
+            .get(pos + 1)
+            .is_some_and(u8::is_ascii_digit)
+            || (self.cur.src().as_bytes().get(pos + 1) == Some(&b'.')
+                && self
+                    .cur
+                    .src()
+                    .as_bytes()
+                    .get(pos + 2)
+                    .is_some_and(u8::is_ascii_digit))
+    }
+
+    /// A negative number literal at the cursor (`-` directly before its digits), or `None`
+    /// with the cursor unmoved.
+    fn negative_literal(&mut self) -> Result<Option<Expr>, Error> {
+        let save = self.cur.pos();
+        let (tok, pos) = next_token(&mut self.cur)?;
+        if tok != Tok::Punct("-") || !self.minus_before_digit(pos) {
+            self.cur.set_pos(save);
+            return Ok(None);
+        }
+        Ok(match next_token(&mut self.cur)?.0 {
+            Tok::Int(i) => Some(Expr::Int(-i)),
+            Tok::Float(f) => Some(Expr::Float(-f)),
+            _ => {
+                self.cur.set_pos(save);
+                None
+            }
+        })
+    }
+
+    /// One of the operands Velocity 1.7's grammar allows where no expression may stand:
+    /// method arguments and list and map elements (`Parameter`: a reference, a string,
+    /// number or boolean literal, a list, a map or a range), an index (`IndexParameter`:
+    /// a reference, a string, an integer or a boolean), a range's bound (a reference or an
+    /// integer) and `#foreach`'s collection (`DirectiveArg`, as `Parameter`).
+    fn parameter(&mut self, arg: Arg) -> Result<Expr, Error> {
+        let (_, at) = self.peek()?;
+        self.enter(at)?;
+        let e = self.operand(arg);
+        self.leave();
+        e
+    }
+
+    fn operand(&mut self, arg: Arg) -> Result<Expr, Error> {
+        let (tok, pos) = self.peek()?;
+        let e = match tok {
+            Tok::Dollar => self.primary()?,
+            Tok::Punct("-") => match self.negative_literal()? {
+                Some(e) => e,
+                None => return Err(self.not_a_parameter(pos, arg)),
+            },
+            Tok::Int(_) => self.primary()?,
+            Tok::Float(_) | Tok::Punct("[" | "{")
+                if arg == Arg::Index || arg == Arg::RangeBound =>
+            {
+                return Err(self.not_a_parameter(pos, arg));
+            }
+            Tok::SingleQuoted(_) | Tok::DoubleQuoted(..) | Tok::Word("true" | "false")
+                if arg == Arg::RangeBound =>
+            {
+                return Err(self.not_a_parameter(pos, arg));
+            }
+            Tok::Word("null") if arg == Arg::Index || arg == Arg::RangeBound => {
+                return Err(self.not_a_parameter(pos, arg));
+            }
+            Tok::Float(_)
+            | Tok::SingleQuoted(_)
+            | Tok::DoubleQuoted(..)
+            | Tok::Word("true" | "false" | "null")
+            | Tok::Punct("[" | "{") => self.primary()?,
+            _ => return Err(self.not_a_parameter(pos, arg)),
+        };
+        if matches!(e, Expr::Float(_)) && arg == Arg::Index {
+            return Err(self.not_a_parameter(pos, arg));
+        }
+        // An operator after the operand: an expression, which this place does not take.
+        let (next, at) = self.peek()?;
+        let operator = matches!(
+            next,
+            Tok::Punct(
+                "+" | "-"
+                    | "*"
+                    | "/"
+                    | "%"
+                    | "=="
+                    | "!="
+                    | "<"
+                    | "<="
+                    | ">"
+                    | ">="
+                    | "&&"
+                    | "||"
+                    | "!"
+                    | "("
+            ) | Tok::Word("and" | "or" | "eq" | "ne" | "lt" | "le" | "gt" | "ge" | "not")
+        );
+        if operator {
+            return Err(self.cur.error(
+                at,
+                format!(
+                    "Velocity 1.7 takes no expression {}: #set a variable to it first and use that",
+                    arg.place()
+                ),
+            ));
+        }
+        Ok(e)
+    }
+
+    fn not_a_parameter(&self, pos: usize, arg: Arg) -> Error {
+        let allowed = match arg {
+            Arg::Method | Arg::Element | Arg::Directive => {
+                "a reference, a string, number or boolean literal, a list, a map or a range"
+            }
+            Arg::Index => "a reference, a string, an integer or a boolean",
+            Arg::RangeBound => "a reference or an integer",
+        };
+        self.cur.error(
+            pos,
+            format!(
+                "Velocity 1.7 takes only {allowed} {}: #set a variable to anything else first and use that",
+                arg.place()
+            ),
+        )
     }
 
     /// A double-quoted literal is a template of its own when it holds `$` or `#`.
@@ -747,10 +872,16 @@ impl<'s> Parser<'s, '_> {
             self.leave();
             return Ok(Expr::List(items));
         }
-        let first = self.expr()?;
+        let first = self.parameter(Arg::Element)?;
         if let (Tok::Punct(".."), _) = self.peek()? {
+            if !matches!(first, Expr::Int(_) | Expr::Ref(_)) {
+                return Err(self.cur.error(
+                    open,
+                    "a range's bounds are integers or references (Velocity 1.7's grammar)",
+                ));
+            }
             next_token(&mut self.cur)?;
-            let last = self.expr()?;
+            let last = self.parameter(Arg::RangeBound)?;
             let (tok, pos) = next_token(&mut self.cur)?;
             if tok != Tok::Punct("]") {
                 return Err(self.cur.error(pos, "expected ']' to close range"));
@@ -763,7 +894,7 @@ impl<'s> Parser<'s, '_> {
         loop {
             let (tok, pos) = next_token(&mut self.cur)?;
             match tok {
-                Tok::Punct(",") => items.push(self.expr()?),
+                Tok::Punct(",") => items.push(self.parameter(Arg::Element)?),
                 Tok::Punct("]") => break,
                 _ => return Err(self.cur.error(pos, "expected ',' or ']' in list")),
             }
@@ -781,12 +912,12 @@ impl<'s> Parser<'s, '_> {
             return Ok(Expr::Map(entries));
         }
         loop {
-            let key = self.expr()?;
+            let key = self.parameter(Arg::Element)?;
             let (tok, pos) = next_token(&mut self.cur)?;
             if tok != Tok::Punct(":") {
                 return Err(self.cur.error(pos, "expected ':' in map literal"));
             }
-            let value = self.expr()?;
+            let value = self.parameter(Arg::Element)?;
             entries.push((key, value));
             let (tok, pos) = next_token(&mut self.cur)?;
             match tok {
@@ -797,6 +928,28 @@ impl<'s> Parser<'s, '_> {
         }
         self.leave();
         Ok(Expr::Map(entries))
+    }
+}
+
+/// Where [`Parser::parameter`] reads an operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arg {
+    Method,
+    Element,
+    Index,
+    RangeBound,
+    Directive,
+}
+
+impl Arg {
+    fn place(self) -> &'static str {
+        match self {
+            Arg::Method => "as a method argument",
+            Arg::Element => "as a list or map element",
+            Arg::Index => "as an index",
+            Arg::RangeBound => "as a range's bound",
+            Arg::Directive => "as #foreach's collection",
+        }
     }
 }
 
