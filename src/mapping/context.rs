@@ -61,8 +61,8 @@ pub fn build(f: &RequestFacts) -> Json {
         identity.insert("apiKey".into(), opt(&f.api_key));
         identity.insert("apiKeyId".into(), opt(&f.api_key_id));
     }
-    json!({
-        "resourceId": Json::Null,
+    let mut context = json!({
+        "resourceId": short_id(&f.resource_path),
         "resourcePath": f.resource_path,
         "httpMethod": f.http_method,
         "extendedRequestId": f.extended_request_id,
@@ -70,18 +70,40 @@ pub fn build(f: &RequestFacts) -> Json {
         "path": f.path,
         "accountId": f.account_id,
         "protocol": f.protocol,
-        "requestOverride": {"header": {}, "path": {}, "querystring": {}},
+        "requestOverride": {"path": {}, "header": {}, "querystring": {}},
         "stage": f.stage,
         "domainPrefix": domain_prefix,
         "requestTimeEpoch": f.request_time_epoch_ms,
         "requestId": f.request_id,
         "identity": Json::Object(identity),
         "domainName": f.domain_name,
-        "deploymentId": Json::Null,
+        "deploymentId": short_id(&format!("{}/{}", f.api_id, f.stage)),
         "responseOverride": {"header": {}},
         "apiId": f.api_id,
-        "authorizer": f.authorizer.clone().unwrap_or_else(|| json!({})),
-    })
+    });
+    // Only a request an authorizer admitted has `authorizer` (recorded on API Gateway).
+    if let (Some(a), Json::Object(m)) = (&f.authorizer, &mut context) {
+        m.insert("authorizer".into(), a.clone());
+    }
+    context
+}
+
+/// A stable id of the shape API Gateway gives resources and deployments (6 lower-case
+/// letters and digits), from a name: the same resource path always has the same id.
+fn short_id(name: &str) -> String {
+    // FNV-1a, 64 bits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..6)
+        .map(|_| {
+            let c = DIGITS[(h % 36) as usize] as char;
+            h /= 36;
+            c
+        })
+        .collect()
 }
 
 /// Deep-merges `overrides` into `base` (objects merge key by key; anything else replaces).

@@ -252,7 +252,12 @@ impl Host for ApiGatewayHost<'_> {
         Some(match name {
             "input" => Value::Host(INPUT),
             "util" => Value::Host(UTIL),
-            "context" => Self::root_view(&self.context, || (self.input.context)()),
+            "context" => {
+                let doc = self
+                    .context
+                    .get_or_init(|| vtl::new_context_doc((self.input.context)()));
+                Value::Json(JsonRef::root(doc.clone()))
+            }
             "stageVariables" => Self::root_view(&self.stage, || {
                 Json::Object(
                     self.input

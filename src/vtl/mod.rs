@@ -27,7 +27,7 @@ use std::sync::Arc;
 pub use ast::Span;
 pub use error::{Error, ErrorKind};
 pub use eval::{Host, Limits, NoHost};
-pub use value::{Doc, JsonRef, Seg, Value, new_doc, write_java_double};
+pub use value::{Doc, JsonRef, Seg, Value, new_context_doc, new_doc, write_java_double};
 
 /// A compiled template: parse once, render many times (from any thread).
 #[derive(Debug)]

@@ -205,6 +205,9 @@ pub type Doc = Rc<DocCell>;
 pub struct DocCell {
     json: RefCell<Json>,
     mutated: std::cell::Cell<bool>,
+    /// API Gateway's `$context`: its nested objects (`identity`, `requestOverride` and its
+    /// maps, `responseOverride`; not `authorizer`) print as the empty string.
+    context: bool,
 }
 
 impl DocCell {
@@ -228,7 +231,33 @@ pub fn new_doc(json: Json) -> Doc {
     Rc::new(DocCell {
         json: RefCell::new(json),
         mutated: std::cell::Cell::new(false),
+        context: false,
     })
+}
+
+/// A document printed as API Gateway prints `$context` (see [`DocCell`]).
+pub fn new_context_doc(json: Json) -> Doc {
+    Rc::new(DocCell {
+        json: RefCell::new(json),
+        mutated: std::cell::Cell::new(false),
+        context: true,
+    })
+}
+
+impl JsonRef {
+    /// Whether this is a map of `$context` that prints as the empty string, as recorded on
+    /// API Gateway: `identity`, `requestOverride` and `responseOverride` themselves, and
+    /// the empty maps inside them (`authorizer` prints as any map).
+    fn prints_blank(&self, node: &Json) -> bool {
+        let Json::Object(map) = node else {
+            return false;
+        };
+        let outside_authorizer = self
+            .path
+            .first()
+            .is_some_and(|s| *s != Seg::Key(Rc::from("authorizer")));
+        self.doc.context && outside_authorizer && (self.path.len() == 1 || map.is_empty())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -413,6 +442,7 @@ pub(crate) fn write_java(v: &Value, out: &mut String, depth: usize) -> Result<()
             out.push('}');
         }
         Value::Json(r) => r.with(|node| match node {
+            Some(n) if r.prints_blank(n) => Ok(()),
             Some(n) => write_json_java(n, out, depth),
             None => {
                 out.push_str("null");
