@@ -30,7 +30,8 @@
 //!   [`error`]: what went wrong, whose fault, and whether to retry.
 //!
 //! Around them: [`config`] (`gateway.toml`, one file per section), [`openapi`] (import and
-//! export), [`telemetry`] (logs and metrics) and [`cli`] (the command-line adapters).
+//! export), [`lint`] (the template linter), [`telemetry`] (logs and metrics) and [`cli`]
+//! (the command-line adapters).
 //!
 //! Dependencies point one way: `cli -> server -> pipeline -> stages -> config ->
 //! (auth, validate's rules, integrations -> spool -> batch) -> (upstream, error, mapping,
@@ -45,6 +46,7 @@ pub mod dispatch;
 pub mod edge;
 pub mod error;
 pub mod integrations;
+pub mod lint;
 pub mod mapping;
 pub mod openapi;
 pub mod outbound;

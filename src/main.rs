@@ -37,7 +37,17 @@ enum Command {
         listen: Option<SocketAddr>,
     },
     /// Validate the configuration and its templates; print every problem.
-    CheckConfig,
+    CheckConfig {
+        /// Lint the request templates too (as `lint`).
+        #[arg(long)]
+        lint: bool,
+    },
+    /// Render each route's request templates against generated requests, hostile data
+    /// included, and report output the route's service would refuse (exit status 1).
+    Lint {
+        /// Routes to lint, as "METHOD /path" (default: all).
+        routes: Vec<String>,
+    },
     /// Create the streams, buckets, delivery streams, queues and state machines declared
     /// under [resources]; existing ones are checked, never changed.
     Provision {
@@ -84,11 +94,30 @@ enum Command {
     },
 }
 
+/// The linter's exit status: 1 when a route has findings, 2 when it could not run.
+fn lint_exit(result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     let result = match &args.command {
         Command::Render(r) => cli::render::run(&args.config, r),
-        Command::CheckConfig => Ok(cli::check_config::run(&args.config)),
+        Command::CheckConfig { lint: false } => Ok(cli::check_config::run(&args.config)),
+        Command::CheckConfig { lint: true } => {
+            if !cli::check_config::run(&args.config) {
+                return ExitCode::from(2);
+            }
+            return lint_exit(cli::lint::run(&args.config, &[]));
+        }
+        Command::Lint { routes } => return lint_exit(cli::lint::run(&args.config, routes)),
         Command::Serve { listen } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(cli::serve::run(&args.config, *listen)))

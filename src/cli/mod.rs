@@ -4,6 +4,7 @@
 pub mod check_config;
 pub mod iam_policy;
 pub mod keys;
+pub mod lint;
 pub mod openapi;
 pub mod provision;
 pub mod render;

@@ -63,6 +63,17 @@ pub fn import(file: &Path, out: &Path) -> anyhow::Result<bool> {
                 }
                 return Ok(false);
             }
+            // What API Gateway would only say at request time, with a 500.
+            match crate::cli::lint::lint_config(&loaded, &[]) {
+                Ok(r) if r.findings > 0 => {
+                    println!(
+                        "\nthe imported templates break on some inputs (`ingest-gateway lint`):\n"
+                    );
+                    print!("{}", r.text);
+                }
+                Ok(r) => print!("\n{}", r.text),
+                Err(e) => println!("\nlint could not run: {e:#}"),
+            }
         }
         Err(e) => {
             println!("\nthe imported configuration does not load:\n{e}");

@@ -172,7 +172,7 @@ fn normalize_route(name: &str) -> String {
     format!("{method} {}", parts.collect::<Vec<_>>().join(" "))
 }
 
-fn facts_of(config: &crate::config::Config, r: &crate::config::RouteConfig) -> RouteFacts {
+pub fn facts_of(config: &crate::config::Config, r: &crate::config::RouteConfig) -> RouteFacts {
     RouteFacts {
         method: r
             .method

@@ -765,6 +765,14 @@ impl Integration for AnyAws {
         }
     }
 
+    fn request_format(&self, action: Action) -> super::RequestFormat {
+        match action.aws().and_then(service).map(|s| s.protocol) {
+            Some(Protocol::Json { .. }) => super::RequestFormat::Json,
+            Some(Protocol::Query { .. }) => super::RequestFormat::JsonOrForm,
+            _ => super::RequestFormat::Any,
+        }
+    }
+
     fn target_in_template(&self) -> &'static str {
         r#""(?:TableName|EventBusName|TopicArn|QueueUrl|StreamName|DeliveryStreamName|logGroupName)"\s*:\s*"([^"$]+)""#
     }

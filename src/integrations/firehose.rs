@@ -63,6 +63,10 @@ impl Integration for Firehose {
         format!("arn:aws:firehose:{region}:{account}:deliverystream/{target}")
     }
 
+    fn request_format(&self, _action: Action) -> super::RequestFormat {
+        super::RequestFormat::JsonWithData
+    }
+
     fn target_in_template(&self) -> &'static str {
         r#""DeliveryStreamName"\s*:\s*"([^"$]+)""#
     }

@@ -63,6 +63,20 @@ pub fn of(action: Action) -> Option<&'static dyn Integration> {
         .find(|i| i.actions().contains(&action))
 }
 
+/// What a service takes as a rendered request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFormat {
+    /// A JSON document.
+    Json,
+    /// A JSON document whose `Data` fields (`Data`, `Records[*].Data`, `Record.Data`) are
+    /// base64: Kinesis and Firehose.
+    JsonWithData,
+    /// A JSON document or the query protocol's form encoding (`Action=...&Name=value`).
+    JsonOrForm,
+    /// Anything (an S3 object).
+    Any,
+}
+
 /// What a route needs from an integration family.
 pub trait Integration: Send + Sync + 'static {
     /// The actions it performs.
@@ -117,6 +131,15 @@ pub trait Integration: Send + Sync + 'static {
     /// Whether the service's requests may be form-encoded (as classic SQS templates are).
     fn reads_form_requests(&self) -> bool {
         false
+    }
+
+    /// What a rendered request of `action` must be, for the template linter.
+    fn request_format(&self, _action: Action) -> RequestFormat {
+        if self.reads_form_requests() {
+            RequestFormat::JsonOrForm
+        } else {
+            RequestFormat::Json
+        }
     }
 
     /// One call with a rendered request. Retries of failed items stop at `call.deadline`.

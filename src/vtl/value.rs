@@ -235,7 +235,7 @@ pub fn new_doc(json: Json) -> Doc {
     })
 }
 
-/// A document printed as API Gateway prints `$context` (see [`DocCell`]).
+/// A document printed as API Gateway prints `$context`: its nested maps as empty strings.
 pub fn new_context_doc(json: Json) -> Doc {
     Rc::new(DocCell {
         json: RefCell::new(json),

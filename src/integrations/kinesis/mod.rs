@@ -79,6 +79,10 @@ impl Integration for Kinesis {
         format!("arn:aws:kinesis:{region}:{account}:stream/{target}")
     }
 
+    fn request_format(&self, _action: Action) -> super::RequestFormat {
+        super::RequestFormat::JsonWithData
+    }
+
     fn target_in_template(&self) -> &'static str {
         r#""Stream(?:Name|ARN)"\s*:\s*"([^"$]+)""#
     }
