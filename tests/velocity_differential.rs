@@ -136,7 +136,7 @@ fn template(rng: &mut Rng) -> String {
     ];
     let mut out = String::new();
     for _ in 0..(2 + rng.below(6)) {
-        let piece = match rng.below(16) {
+        let piece = match rng.below(17) {
             0 => rng.pick(&texts).to_string(),
             1 => format!("$input.path({})", rng.pick(&paths)),
             2 => format!("$input.json({})", rng.pick(&paths)),
@@ -166,6 +166,15 @@ fn template(rng: &mut Rng) -> String {
             12 => format!("#if($input.path('$.b'))T#{{else}}F#end{}", rng.pick(&texts)),
             13 => "#set($t = $input.path('$.f') * 2)$t".into(),
             14 => "#foreach($e in $input.path('$.list'))#if($foreach.first)[#end$util.escapeJavaScript($e.tag)#if($foreach.last)]#{else};#end#end".into(),
+            15 => rng
+                .pick(&[
+                    "#set($d = 'v')\\$d \\\\$d",
+                    "\\#if(true)x\\#end",
+                    "#set($d = 'v')$d\\",
+                    "\\\\#if(true)y#end",
+                    "#set($d = 'v')${d}x $!d \\$!d",
+                ])
+                .to_string(),
             _ => "#set($a = $input.path('$.obj'))$a.a.b $a.k $a.get('k')".into(),
         };
         out.push_str(&piece);

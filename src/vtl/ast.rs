@@ -33,6 +33,12 @@ pub(crate) enum Node {
     Text(Box<str>),
     /// `$a.b(...)[i]`: rendered; null renders as the empty string.
     Ref(Box<Reference>),
+    /// `\$a.b`: evaluated, then printed as its text, `literal` (the backslashes before it
+    /// halved); a null keeps one backslash more, as Velocity 1.7 prints it.
+    EscapedRef {
+        reference: Box<Reference>,
+        literal: Box<str>,
+    },
     /// `#set($target = value)`.
     Set {
         target: Box<Reference>,

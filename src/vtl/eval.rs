@@ -224,6 +224,16 @@ impl<'t> Eval<'t> {
                     let v = self.reference(r).map_err(|e| e.at(r.span))?;
                     self.emit_value(&v).map_err(|e| e.at(r.span))?
                 }
+                Node::EscapedRef { reference, literal } => {
+                    let v = self
+                        .reference(reference)
+                        .map_err(|e| e.at(reference.span))?;
+                    if matches!(v, Value::Null) {
+                        self.emit("\\")?;
+                    }
+                    self.emit(literal)?;
+                    Flow::Normal
+                }
                 Node::Set {
                     target,
                     value,

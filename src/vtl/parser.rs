@@ -162,7 +162,12 @@ impl<'s> Parser<'s, '_> {
                 if let Some(r) = self.reference(false)? {
                     text.extend(std::iter::repeat_n('\\', n / 2));
                     if n % 2 == 1 {
-                        text.push_str(&self.cur.src()[after..self.cur.pos()]);
+                        // Escaped: its text, once evaluated (a null keeps a backslash).
+                        flush(text, nodes);
+                        nodes.push(Node::EscapedRef {
+                            reference: Box::new(r),
+                            literal: self.cur.src()[after..self.cur.pos()].into(),
+                        });
                     } else {
                         flush(text, nodes);
                         nodes.push(Node::Ref(Box::new(r)));
