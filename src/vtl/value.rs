@@ -249,14 +249,17 @@ impl JsonRef {
     /// API Gateway: `identity`, `requestOverride` and `responseOverride` themselves, and
     /// the empty maps inside them (`authorizer` prints as any map).
     fn prints_blank(&self, node: &Json) -> bool {
+        if !self.doc.context {
+            return false;
+        }
         let Json::Object(map) = node else {
             return false;
         };
         let outside_authorizer = self
             .path
             .first()
-            .is_some_and(|s| *s != Seg::Key(Rc::from("authorizer")));
-        self.doc.context && outside_authorizer && (self.path.len() == 1 || map.is_empty())
+            .is_some_and(|s| !matches!(s, Seg::Key(k) if &**k == "authorizer"));
+        outside_authorizer && (self.path.len() == 1 || map.is_empty())
     }
 }
 
