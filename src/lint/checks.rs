@@ -1,6 +1,9 @@
 //! Whether a rendered request is what the route's service accepts, and when it is not,
 //! which well-known template bug made it so and how to fix it.
 
+use std::sync::LazyLock;
+
+use regex::Regex;
 use serde_json::Value as Json;
 
 /// What a route's service takes as the rendered request.
@@ -84,6 +87,17 @@ impl Pitfall {
     }
 }
 
+/// `"$input.json(`: JSON text put inside quotes.
+static QUOTED_JSON: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""\$!?\{?input\.json\("#).expect("a valid pattern"));
+/// `{name=`: a Java map's print.
+static JAVA_MAP: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{[A-Za-z_][\w-]*=").expect("a valid pattern"));
+/// A query-protocol parameter name (`MessageAttribute.1.Name`).
+static FORM_NAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z0-9]+)*$").expect("a valid pattern")
+});
+
 /// Why an output was refused: the pitfall, and where in the output (byte offset).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
@@ -149,8 +163,7 @@ fn json_fault(output: &str, template: &str, hostile: bool) -> Option<Fault> {
     if msg.contains("trailing comma") && template.contains("#foreach") {
         return Some(pitfall_at(Pitfall::TrailingComma, at));
     }
-    let quoted_json = regex::Regex::new(r#""\$!?\{?input\.json\("#).expect("a valid pattern");
-    if quoted_json.is_match(template) {
+    if QUOTED_JSON.is_match(template) {
         return Some(pitfall_at(Pitfall::QuotedJson, at));
     }
     if output.trim_start().starts_with("{{") || output.trim_start().starts_with("{ {") {
@@ -167,8 +180,7 @@ fn json_fault(output: &str, template: &str, hostile: bool) -> Option<Fault> {
 
 /// Where the output holds `{name=`, a Java map's print.
 fn java_map_at(output: &str) -> Option<usize> {
-    let re = regex::Regex::new(r"\{[A-Za-z_][\w-]*=").expect("a valid pattern");
-    re.find(output).map(|m| m.start())
+    JAVA_MAP.find(output).map(|m| m.start())
 }
 
 /// `Data` fields that are not base64.
@@ -211,8 +223,6 @@ fn data_fault(output: &str) -> Option<Fault> {
 /// A form body: `name=value` pairs joined by `&`, names the query protocol's, values
 /// percent-encoded.
 fn form_fault(output: &str) -> Option<Fault> {
-    let name =
-        regex::Regex::new(r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z0-9]+)*$").expect("a valid pattern");
     // The gateway trims the body and skips empty pairs.
     let mut at = output.len() - output.trim_start().len();
     for pair in output.trim().split('&') {
@@ -234,7 +244,7 @@ fn form_fault(output: &str) -> Option<Fault> {
                 0,
             ));
         };
-        if !name.is_match(k) {
+        if !FORM_NAME.is_match(k) {
             return Some(fault(
                 format!("{:?} is not a parameter name", truncate(k, 40)),
                 0,
