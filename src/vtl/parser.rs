@@ -795,7 +795,7 @@ impl<'s> Parser<'s, '_> {
             | Tok::Punct("[" | "{") => self.primary()?,
             _ => return Err(self.not_a_parameter(pos, arg)),
         };
-        if matches!(e, Expr::Float(_)) && arg == Arg::Index {
+        if matches!(e, Expr::Float(_)) && matches!(arg, Arg::Index | Arg::RangeBound) {
             return Err(self.not_a_parameter(pos, arg));
         }
         // An operator after the operand: an expression, which this place does not take.
