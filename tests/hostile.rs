@@ -295,10 +295,20 @@ async fn slow_clients_and_header_limits_are_cut_off() {
         headers.push(("content-type", "application/json"));
         let r = gw.request("POST", "/v1/events", &headers, br#"{"pk": "a"}"#);
         assert_eq!(r.status, 431);
+        // A head larger than the connection's read buffer (API Gateway allows 10 KiB).
+        let cookie = "c".repeat(ingest_gateway::server::READ_BUFFER_BYTES + 1024);
+        let headers = [("content-type", "application/json"), ("cookie", cookie.as_str())];
+        let r = gw.request("POST", "/v1/events", &headers, br#"{"pk": "a"}"#);
+        assert_eq!(r.status, 431);
 
         assert_eq!(calls.load(Ordering::SeqCst), 0, "no upstream call");
         let r = post(&gw, "/v1/events", Some("application/json"), br#"{"pk": "ok"}"#);
         assert_eq!(r.status, 200, "still serving: {}", r.text());
+        // A 9 KiB head is served.
+        let cookie = "c".repeat(9 * 1024);
+        let headers = [("content-type", "application/json"), ("cookie", cookie.as_str())];
+        let r = gw.request("POST", "/v1/events", &headers, br#"{"pk": "ok"}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
         gw.stop_cleanly();
     })
     .await

@@ -445,6 +445,13 @@ fn access_log(gw: &Gateway, seen: &Seen<'_>, route: Option<usize>, done: &Done<'
     }
 }
 
+/// Bytes an HTTP/1 connection reads ahead, at most: the request head must fit (a larger
+/// one is a 431; API Gateway's own limit is 10 KiB), and a body is read in pieces of this
+/// size. Left to grow (hyper's default: up to 400 KiB), each connection that once read a
+/// large body kept a buffer of that size: with a thousand clients posting 50 KiB batches,
+/// over 100 MiB of the gateway's memory (`benches/RESULTS.md`).
+pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Serves until SIGTERM or Ctrl-C. Then `/readyz` fails at once; requests are still served
 /// for `shutdown_delay` (balancers take the node out meanwhile); then no new connection is
 /// accepted, and in-flight requests, whose batches keep flushing, finish within
@@ -548,7 +555,8 @@ async fn accept(
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_headers(gw.config.max_headers);
+        .max_headers(gw.config.max_headers)
+        .max_buf_size(READ_BUFFER_BYTES);
     http.http2().timer(TokioTimer::new());
     loop {
         let (stream, peer) = tokio::select! {
