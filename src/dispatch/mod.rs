@@ -49,7 +49,7 @@ pub enum Dispatched {
 pub async fn dispatch(
     upstream: &Upstream,
     clients: &Clients,
-    rendered: &str,
+    rendered: String,
     mapped: &[crate::upstream::Mapped],
     timeout: Duration,
 ) -> Result<Dispatched, GatewayError> {
@@ -59,7 +59,7 @@ pub async fn dispatch(
             clients,
             upstream.action,
             upstream.target.as_deref(),
-            rendered,
+            &rendered,
             mapped,
             timeout,
         );
@@ -89,7 +89,7 @@ pub async fn dispatch(
         });
     };
     if *mode == spool::Mode::Always || spool.spilling() {
-        let payloads = match batched.payloads(rendered) {
+        let payloads = match batched.payloads(&rendered) {
             Ok(p) => p,
             Err(e) => return Ok(answered(Err(e))),
         };

@@ -84,7 +84,8 @@ pub trait Batched: Send + Sync {
     /// Submits a rendered request's records and waits for them, at most `timeout`. With
     /// `keep`, what was not delivered comes back for the spool instead of as an error.
     /// `Err` only when the batcher could not take the request (its queue is full).
-    fn submit<'a>(&'a self, rendered: &'a str, timeout: Duration, keep: bool) -> SubmitFuture<'a>;
+    /// The rendered text is freed once read: only the records wait for the batch.
+    fn submit(&self, rendered: String, timeout: Duration, keep: bool) -> SubmitFuture<'_>;
 
     /// A rendered request's records encoded for the spool, without sending them.
     fn payloads(&self, rendered: &str) -> Result<Vec<Vec<u8>>, IntegrationError>;
@@ -126,11 +127,13 @@ impl<S: BatchSink> BatchedRoute<S> {
 
     async fn run(
         &self,
-        rendered: &str,
+        rendered: String,
         timeout: Duration,
         keep: bool,
     ) -> Result<Submitted, SubmitError> {
-        let (request, items) = match S::parse(Some(&self.target), rendered) {
+        let parsed = S::parse(Some(&self.target), &rendered);
+        drop(rendered);
+        let (request, items) = match parsed {
             Ok(parsed) => parsed,
             Err(e) => return Ok(Submitted::Answered(Err(e))),
         };
@@ -176,7 +179,7 @@ impl<S: BatchSink> BatchedRoute<S> {
 }
 
 impl<S: BatchSink> Batched for BatchedRoute<S> {
-    fn submit<'a>(&'a self, rendered: &'a str, timeout: Duration, keep: bool) -> SubmitFuture<'a> {
+    fn submit(&self, rendered: String, timeout: Duration, keep: bool) -> SubmitFuture<'_> {
         Box::pin(self.run(rendered, timeout, keep))
     }
 

@@ -145,6 +145,13 @@ async fn run(
             media = "application/json".to_string();
         }
     }
+    // A route that does not hand the request over whole reads its body only to render it:
+    // taken out of the request, it is freed once rendered, not held while the upstream works.
+    let raw_body = if route.integration.proxy {
+        axum::body::Bytes::new()
+    } else {
+        std::mem::take(&mut req.body)
+    };
     let req: &Request = req;
 
     // validate (parameters; then, once the template is known, the body)
@@ -196,15 +203,20 @@ async fn run(
     }
 
     // render
-    let body = body::body(&req.body, &media, validator, rules)?;
+    let body = body::body(&raw_body, &media, validator, rules)?;
     let rendered = render::request(template, body, &view, &gw.config)?;
+    drop(raw_body);
+    let render::Rendered {
+        body: rendered,
+        overrides,
+    } = rendered;
 
     // dispatch (the account throttle counts only what gets this far)
     authorize::admit_to_upstream(&gw.auth)?;
     let started = Instant::now();
     let timeout = timeout();
     let (status, dispatched) = if route.action.is_http() {
-        let (status, body, headers) = proxy::call_http(&proxy_cx, &rendered.body, timeout).await?;
+        let (status, body, headers) = proxy::call_http(&proxy_cx, &rendered, timeout).await?;
         (
             status,
             Dispatched::Upstream {
@@ -215,7 +227,7 @@ async fn run(
     } else {
         let mapped = proxy::mapped(&proxy_cx);
         let dispatched =
-            dispatch::dispatch(upstream, &gw.clients, &rendered.body, &mapped, timeout).await?;
+            dispatch::dispatch(upstream, &gw.clients, rendered, &mapped, timeout).await?;
         (200, dispatched)
     };
     outcome.integration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
@@ -237,7 +249,7 @@ async fn run(
         route,
         templates: &compiled.responses,
         request_id: &req.request_id,
-        overrides: rendered.overrides.as_ref(),
+        overrides: overrides.as_ref(),
         params: &|| view.params(),
         context: &|| view.context(),
     };
