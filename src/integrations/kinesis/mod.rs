@@ -163,6 +163,16 @@ fn stream<'a>(
 ) -> Result<(Option<&'a str>, Option<&'a str>), IntegrationError> {
     let arn = opt_string(action, m, "StreamARN")?;
     let name = opt_string(action, m, "StreamName")?;
+    stream_of(action, name, arn, target)
+}
+
+/// As [`stream`], for the fields already read.
+fn stream_of<'a>(
+    action: Action,
+    name: Option<&'a str>,
+    arn: Option<&'a str>,
+    target: Option<&'a str>,
+) -> Result<(Option<&'a str>, Option<&'a str>), IntegrationError> {
     // Both are checked: the service may go by either.
     let name = name
         .map(|n| resolve_target(action, target, Some(n), "StreamName"))
@@ -190,7 +200,15 @@ fn partition_key(
     m: &Map<String, Json>,
     index: usize,
 ) -> Result<String, IntegrationError> {
-    let key = string(action, m, "PartitionKey")?;
+    checked_partition_key(action, string(action, m, "PartitionKey")?, index)
+}
+
+/// A partition key, checked against the service's limit.
+fn checked_partition_key(
+    action: Action,
+    key: &str,
+    index: usize,
+) -> Result<String, IntegrationError> {
     let chars = key.chars().count();
     if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
         return Err(IntegrationError::RecordRefused {
@@ -207,11 +225,19 @@ fn partition_key(
 
 /// A record, checked against the service's per-record limit.
 fn entry(action: Action, m: &Map<String, Json>, index: usize) -> Result<Entry, IntegrationError> {
-    let e = Entry {
-        data: data(action, m, "Data")?,
-        partition_key: partition_key(action, m, index)?,
-        explicit_hash_key: opt_string(action, m, "ExplicitHashKey")?.map(str::to_string),
-    };
+    checked_entry(
+        action,
+        Entry {
+            data: data(action, m, "Data")?,
+            partition_key: partition_key(action, m, index)?,
+            explicit_hash_key: opt_string(action, m, "ExplicitHashKey")?.map(str::to_string),
+        },
+        index,
+    )
+}
+
+/// A record, checked against the service's per-record limit.
+fn checked_entry(action: Action, e: Entry, index: usize) -> Result<Entry, IntegrationError> {
     if e.size() > MAX_RECORD_BYTES {
         let what = " of data and partition key";
         return Err(too_large(action, index, e.size(), MAX_RECORD_BYTES, what));
@@ -319,6 +345,17 @@ pub fn parse_put_records(
     target: Option<&str>,
     rendered: &str,
 ) -> Result<(StreamRef, Vec<Entry>), IntegrationError> {
+    // The usual shape is read with its strings borrowed from the rendered text; anything
+    // else (a wrong type, a repeated field, a record the service would refuse) is read again
+    // the general way, which says exactly what is wrong.
+    wire::read(target, rendered).unwrap_or_else(|| read_put_records(target, rendered))
+}
+
+/// As [`parse_put_records`], the general way.
+fn read_put_records(
+    target: Option<&str>,
+    rendered: &str,
+) -> Result<(StreamRef, Vec<Entry>), IntegrationError> {
     let action = Action::KinesisPutRecords;
     let m = json_object(action, rendered)?;
     let (name, arn) = stream(action, &m, target)?;
@@ -332,6 +369,70 @@ pub fn parse_put_records(
         arn: arn.map(str::to_string),
     };
     Ok((stream, entries))
+}
+
+/// The common shape of a rendered `PutRecords` request, read without copying its strings.
+mod wire {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+
+    use super::{Action, Entry, IntegrationError, MAX_RECORDS, StreamRef};
+
+    #[derive(Deserialize)]
+    struct PutRecords<'a> {
+        #[serde(rename = "StreamName", borrow, default)]
+        name: Option<Cow<'a, str>>,
+        #[serde(rename = "StreamARN", borrow, default)]
+        arn: Option<Cow<'a, str>>,
+        #[serde(rename = "Records", borrow)]
+        records: Vec<Record<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Record<'a> {
+        #[serde(rename = "Data", borrow)]
+        data: Cow<'a, str>,
+        #[serde(rename = "PartitionKey", borrow)]
+        partition_key: Cow<'a, str>,
+        #[serde(rename = "ExplicitHashKey", borrow, default)]
+        explicit_hash_key: Option<Cow<'a, str>>,
+    }
+
+    /// The request's stream and records, or `None` when it is not of the common shape and
+    /// must be read the general way. A result is the general way's result.
+    pub(super) fn read(
+        target: Option<&str>,
+        rendered: &str,
+    ) -> Option<Result<(StreamRef, Vec<Entry>), IntegrationError>> {
+        let action = Action::KinesisPutRecords;
+        let r: PutRecords<'_> = serde_json::from_str(rendered).ok()?;
+        if r.records.is_empty() || r.records.len() > MAX_RECORDS {
+            return None;
+        }
+        let (name, arn) =
+            super::stream_of(action, r.name.as_deref(), r.arn.as_deref(), target).ok()?;
+        let mut entries = Vec::with_capacity(r.records.len());
+        for (i, rec) in r.records.iter().enumerate() {
+            let text = rec.data.trim();
+            if rec.data.is_empty() {
+                return None;
+            }
+            let data = base64_simd::STANDARD.decode_to_vec(text).ok()?;
+            let partition_key = super::checked_partition_key(action, &rec.partition_key, i).ok()?;
+            let entry = Entry {
+                data,
+                partition_key,
+                explicit_hash_key: rec.explicit_hash_key.as_deref().map(str::to_string),
+            };
+            entries.push(super::checked_entry(action, entry, i).ok()?);
+        }
+        let stream = StreamRef {
+            name: name.map(str::to_string),
+            arn: arn.map(str::to_string),
+        };
+        Some(Ok((stream, entries)))
+    }
 }
 
 /// Puts records with `PutRecords`, in as many calls as the service's limits need, retrying
@@ -498,6 +599,57 @@ pub async fn put_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The borrowed reading of the common shape answers exactly as the general reading, or
+    /// leaves the request to it.
+    #[test]
+    fn the_common_shape_reads_as_the_general_way_does() {
+        let cases = [
+            r#"{"Records": [{"Data": "eyJhIjoxfQ==", "PartitionKey": "u1"}]}"#,
+            r#"{"StreamName": "s", "Records": [{"Data": " eA== ", "PartitionKey": "k", "ExplicitHashKey": "7"}]}"#,
+            r#"{"StreamName": "other", "Records": [{"Data": "eA==", "PartitionKey": "k"}]}"#,
+            r#"{"Records": [{"Data": "eA==", "PartitionKey": "k\u00e9\n"}], "Extra": [1, {}]}"#,
+            r#"{"Records": [{"Data": "eA==", "PartitionKey": "k", "ExplicitHashKey": null}]}"#,
+            r#"{"Records": [{"Data": "", "PartitionKey": "k"}]}"#,
+            r#"{"Records": [{"Data": "eA==", "PartitionKey": ""}]}"#,
+            r#"{"Records": [{"Data": "eA==", "PartitionKey": 7}]}"#,
+            r#"{"Records": [{"Data": "eA==", "PartitionKey": "a", "PartitionKey": "b"}]}"#,
+            r#"{"Records": []}"#,
+            r#"{"Records": {}}"#,
+            r#"{"Records": [{"Data": "eA", "PartitionKey": "k"}]}"#,
+            r#"{"Records": [{"Data": "eB==", "PartitionKey": "k"}]}"#,
+            r#"{"Records": [{"Data": "eA==eA==", "PartitionKey": "k"}]}"#,
+            r#"{"Records": [{"Data": "e A==", "PartitionKey": "k"}]}"#,
+            r#"{"Records": [{"Data": "eA=", "PartitionKey": "k"}]}"#,
+            r#"{"Records": [{"Data": "eA-_", "PartitionKey": "k"}]}"#,
+            r#"{"Records": [{"Data": "eA==", "PartitionKey": "k"}, 3]}"#,
+            r#"[1]"#,
+            r#"{"Records": [{"Data": "eA==", "PartitionKey": "k"}]"#,
+        ];
+        let long_key = format!(
+            r#"{{"Records": [{{"Data": "eA==", "PartitionKey": "{}"}}]}}"#,
+            "k".repeat(MAX_PARTITION_KEY_CHARS + 1)
+        );
+        let many = format!(
+            r#"{{"Records": [{}]}}"#,
+            vec![r#"{"Data": "eA==", "PartitionKey": "k"}"#; MAX_RECORDS + 1].join(",")
+        );
+        for case in cases
+            .iter()
+            .copied()
+            .chain([long_key.as_str(), many.as_str()])
+        {
+            let general = read_put_records(Some("s"), case).map_err(|e| e.to_string());
+            let read = parse_put_records(Some("s"), case).map_err(|e| e.to_string());
+            assert_eq!(read, general, "{case}");
+            if let Some(fast) = wire::read(Some("s"), case) {
+                assert_eq!(fast.map_err(|e| e.to_string()), general, "{case}");
+            }
+        }
+        // The common shape is read the borrowed way.
+        assert!(wire::read(Some("s"), cases[0]).is_some());
+        assert!(wire::read(Some("s"), cases[1]).is_some());
+    }
 
     fn entry(bytes: usize) -> Entry {
         Entry {
