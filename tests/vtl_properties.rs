@@ -275,6 +275,42 @@ proptest! {
         prop_assert_eq!(render(&t, &body).unwrap(), serde_json::to_string(&parsed).unwrap());
     }
 
+    /// `$input.json` of a container of an unchanged body (taken from the body's text) gives
+    /// exactly the bytes of re-serialising that container, and a changed body is re-serialised.
+    #[test]
+    fn input_json_of_a_part_is_exact_reserialisation(
+        items in prop::collection::vec(json_value(), 1..6),
+        pretty in any::<bool>(),
+    ) {
+        let doc = json!({"events": items, "o": {"k": items[0].clone()}});
+        let body = if pretty { serde_json::to_string_pretty(&doc).unwrap() } else { doc.to_string() };
+        let parsed: Json = serde_json::from_str(&body).unwrap();
+        let t = Template::compile(
+            "parts.vtl",
+            "#foreach($e in $input.path('$.events'))$input.json(\"$.events[$foreach.index]\")|#end$input.json('$.o')|$input.json('$.o.k')",
+        ).unwrap();
+        let mut expected = String::new();
+        for e in parsed["events"].as_array().unwrap() {
+            expected.push_str(&serde_json::to_string(e).unwrap());
+            expected.push('|');
+        }
+        expected.push_str(&serde_json::to_string(&parsed["o"]).unwrap());
+        expected.push('|');
+        expected.push_str(&serde_json::to_string(&parsed["o"]["k"]).unwrap());
+        prop_assert_eq!(render(&t, &body).unwrap(), expected);
+
+        let changed = Template::compile(
+            "changed.vtl",
+            "$input.json('$.o')#set($o = $input.path('$.o'))#set($_ = $o.put('added', 1))$input.json('$.o')",
+        ).unwrap();
+        let mut after = parsed["o"].clone();
+        after["added"] = json!(1);
+        prop_assert_eq!(
+            render(&changed, &body).unwrap(),
+            format!("{}{}", serde_json::to_string(&parsed["o"]).unwrap(), serde_json::to_string(&after).unwrap())
+        );
+    }
+
     /// `escapeJavaScript` output, wrapped in quotes and with `\'` fixed, is a JSON string
     /// literal that decodes to the input.
     #[test]

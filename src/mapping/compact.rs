@@ -15,6 +15,9 @@
 //! returns `None` if any fails; the caller then re-serialises. The result is therefore always
 //! exactly what re-serialising would produce.
 
+use std::collections::HashMap;
+use std::ops::Range;
+
 use serde_json::Value as Json;
 
 /// The compact form of `raw` if it equals `serde_json::to_string(parsed)`, where `parsed` is
@@ -67,6 +70,71 @@ pub fn compact_if_canonical(raw: &str, parsed: &Json) -> Option<String> {
 
 /// The index just past the closing quote of the string starting at `start`, or `None` if
 /// the string contains an escape serde_json would write differently.
+/// Where the containers (objects and arrays) of `parsed`, from the root down to `depth`
+/// levels below it, sit in `compact`: the text [`compact_if_canonical`] returned for
+/// `parsed`. In that text every node is written exactly as re-serialising it alone would
+/// write it, so `$input.json` of a container is its slice. Keyed by the node's address, which
+/// stays valid while the document is neither moved nor changed. `None` if the text is not
+/// that document's.
+pub fn container_spans(
+    compact: &str,
+    parsed: &Json,
+    depth: usize,
+) -> Option<HashMap<*const Json, Range<usize>>> {
+    let mut spans = HashMap::new();
+    let end = walk(parsed, compact.as_bytes(), 0, Some(depth), &mut spans)?;
+    (end == compact.len()).then_some(spans)
+}
+
+/// Follows `node` through `text` from `at`, recording its containers down to `depth` levels
+/// (none past it); returns where it ends.
+fn walk(
+    node: &Json,
+    text: &[u8],
+    at: usize,
+    depth: Option<usize>,
+    spans: &mut HashMap<*const Json, Range<usize>>,
+) -> Option<usize> {
+    let expect = |i: usize, b: u8| (text.get(i) == Some(&b)).then_some(i + 1);
+    let below = depth.and_then(|d| d.checked_sub(1));
+    let end = match node {
+        Json::Object(m) => {
+            let mut i = expect(at, b'{')?;
+            for (n, (_, v)) in m.iter().enumerate() {
+                if n > 0 {
+                    i = expect(i, b',')?;
+                }
+                if text.get(i) != Some(&b'"') {
+                    return None;
+                }
+                i = expect(string_end(text, i)?, b':')?;
+                i = walk(v, text, i, below, spans)?;
+            }
+            expect(i, b'}')?
+        }
+        Json::Array(a) => {
+            let mut i = expect(at, b'[')?;
+            for (n, v) in a.iter().enumerate() {
+                if n > 0 {
+                    i = expect(i, b',')?;
+                }
+                i = walk(v, text, i, below, spans)?;
+            }
+            expect(i, b']')?
+        }
+        Json::String(_) if text.get(at) == Some(&b'"') => string_end(text, at)?,
+        Json::String(_) => return None,
+        Json::Null | Json::Bool(_) | Json::Number(_) => text[at..]
+            .iter()
+            .position(|b| matches!(b, b',' | b']' | b'}'))
+            .map_or(text.len(), |n| at + n),
+    };
+    if depth.is_some() && matches!(node, Json::Object(_) | Json::Array(_)) {
+        spans.insert(std::ptr::from_ref(node), at..end);
+    }
+    Some(end)
+}
+
 fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
@@ -120,8 +188,53 @@ mod tests {
         let fast = compact_if_canonical(raw, &parsed);
         if let Some(f) = &fast {
             assert_eq!(f, &serde_json::to_string(&parsed).unwrap(), "{raw}");
+            check_spans(f, &parsed);
         }
         fast
+    }
+
+    /// Every container down to the depth has its span, and its span is its serialisation.
+    fn check_spans(compact: &str, parsed: &Json) {
+        fn containers<'a>(v: &'a Json, depth: usize, out: &mut Vec<&'a Json>) {
+            let children: Vec<&Json> = match v {
+                Json::Object(m) => m.values().collect(),
+                Json::Array(a) => a.iter().collect(),
+                _ => return,
+            };
+            out.push(v);
+            if let Some(d) = depth.checked_sub(1) {
+                children.into_iter().for_each(|c| containers(c, d, out));
+            }
+        }
+        for depth in [0, 1, 3] {
+            let spans = container_spans(compact, parsed, depth).expect(compact);
+            let mut all = Vec::new();
+            containers(parsed, depth, &mut all);
+            assert_eq!(spans.len(), all.len(), "{compact}");
+            for node in all {
+                let at = spans[&std::ptr::from_ref(node)].clone();
+                assert_eq!(
+                    &compact[at],
+                    serde_json::to_string(node).unwrap(),
+                    "{compact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn containers_are_found_in_the_compact_text() {
+        for raw in [
+            r#"[{"a":"x,]}\"y","b":[1,{"c":"}"},[[]]]},[],{},"[",-1.5e+3,null]"#,
+            r#" { "events" : [ {"id": 1, "tags": ["a", "b"], "o": {"p": {"q": [true]}}} ,
+                {"id": 2} ], "n": {"m": {}} } "#,
+            r#"{"s": "café"}"#,
+        ] {
+            check(raw);
+        }
+        // Not this document's text.
+        let parsed: Json = serde_json::from_str(r#"{"a":[1,2]}"#).unwrap();
+        assert!(container_spans(r#"{"a":[1,2,3]}"#, &parsed, 3).is_none());
     }
 
     #[test]

@@ -124,6 +124,16 @@ fn render_with(
     Ok(Rendered { body, context })
 }
 
+/// Levels below the root whose containers `$input.json` takes from the body's text (an
+/// event in `$[i]` or `$.events[i]`, and its objects); deeper ones are re-serialised.
+const SPAN_DEPTH: usize = 3;
+
+/// The unchanged body's compact text and where its containers are in it, by address.
+struct Spans {
+    text: Rc<str>,
+    at: std::collections::HashMap<*const Json, std::ops::Range<usize>>,
+}
+
 const INPUT: u32 = 0;
 const UTIL: u32 = 1;
 
@@ -134,6 +144,8 @@ struct ApiGatewayHost<'a> {
     doc: OnceCell<Option<Doc>>,
     /// `$input.json('$')` of the unchanged body, taken from the raw text when canonical.
     compact_body: OnceCell<Option<Rc<str>>>,
+    /// Where the unchanged body's containers sit in `compact_body`.
+    spans: OnceCell<Option<Spans>>,
     /// The parameters, built on first use.
     param_values: OnceCell<Params>,
     params: OnceCell<Doc>,
@@ -152,6 +164,7 @@ impl<'a> ApiGatewayHost<'a> {
             body: OnceCell::new(),
             doc: OnceCell::new(),
             compact_body: OnceCell::new(),
+            spans: OnceCell::new(),
             param_values: OnceCell::new(),
             params: OnceCell::new(),
             context: OnceCell::new(),
@@ -211,16 +224,22 @@ impl<'a> ApiGatewayHost<'a> {
             jsonpath::compile(path).map_err(runtime)?;
             return Ok(Value::str("\"\""));
         };
-        if path.trim() == "$" && !doc.is_mutated() {
-            let fast = self.compact_body.get_or_init(|| {
-                compact::compact_if_canonical(self.input.body, &doc.borrow()).map(Rc::from)
-            });
-            if let Some(text) = fast {
-                return Ok(Value::Str(text.clone()));
-            }
+        if path.trim() == "$"
+            && !doc.is_mutated()
+            && let Some(text) = self.compact_body(doc)
+        {
+            return Ok(Value::Str(text.clone()));
         }
         let root = doc.borrow();
         if let Some(found) = jsonpath::lookup_definite(path, &root) {
+            // A container of the unchanged body: its slice of the compact text.
+            if let Some(node @ (Json::Array(_) | Json::Object(_))) = found
+                && !doc.is_mutated()
+                && let Some(spans) = self.spans(doc)
+                && let Some(at) = spans.at.get(&std::ptr::from_ref(node))
+            {
+                return Ok(Value::str(&spans.text[at.clone()]));
+            }
             return match found {
                 Some(node) => serde_json::to_string(node)
                     .map(Value::string)
@@ -235,6 +254,27 @@ impl<'a> ApiGatewayHost<'a> {
             Found::Missing => return Ok(Value::str("\"\"")),
         };
         Ok(Value::string(text.map_err(|e| runtime(e.to_string()))?))
+    }
+
+    /// The unchanged body's compact text, when it is what re-serialising would write.
+    fn compact_body(&self, doc: &Doc) -> Option<&Rc<str>> {
+        self.compact_body
+            .get_or_init(|| {
+                compact::compact_if_canonical(self.input.body, &doc.borrow()).map(Rc::from)
+            })
+            .as_ref()
+    }
+
+    /// Where the unchanged body's containers sit in its compact text (see
+    /// [`compact::container_spans`]); built on the first `$input.json` of a container.
+    fn spans(&self, doc: &Doc) -> Option<&Spans> {
+        self.spans
+            .get_or_init(|| {
+                let text = self.compact_body(doc)?.clone();
+                let at = compact::container_spans(&text, &doc.borrow(), SPAN_DEPTH)?;
+                Some(Spans { text, at })
+            })
+            .as_ref()
     }
 
     fn params(&self) -> &Params {
