@@ -221,7 +221,7 @@ fn finish(entries: &[Entry], o: &Open<'_>, shard_start: Option<u128>) -> Entry {
     data.extend_from_slice(&proto);
     data.extend_from_slice(&Md5::digest(&proto));
     Entry {
-        data,
+        data: data.into(),
         partition_key: o.keys.first().map(|k| k.to_string()).unwrap_or_default(),
         explicit_hash_key: shard_start.map(|s| s.to_string()),
     }
@@ -248,7 +248,7 @@ mod tests {
 
     fn entry(pk: &str, data: &str) -> Entry {
         Entry {
-            data: data.as_bytes().to_vec(),
+            data: bytes::Bytes::copy_from_slice(data.as_bytes()),
             partition_key: pk.into(),
             explicit_hash_key: None,
         }

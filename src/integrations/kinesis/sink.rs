@@ -165,7 +165,7 @@ impl Record for Entry {
         let (pk, rest) = format::take_str(rest)?;
         let (ehk, data) = format::take_str(rest)?;
         Some(Entry {
-            data: data.to_vec(),
+            data: bytes::Bytes::copy_from_slice(data),
             partition_key: pk.to_string(),
             explicit_hash_key: (!ehk.is_empty()).then(|| ehk.to_string()),
         })
@@ -179,14 +179,14 @@ mod tests {
     #[test]
     fn entries_round_trip_through_the_spool_format() {
         let e = Entry {
-            data: b"{\"a\":1}\n".to_vec(),
+            data: bytes::Bytes::from_static(b"{\"a\":1}\n"),
             partition_key: "user-\u{e9}".into(),
             explicit_hash_key: Some("123".into()),
         };
         assert_eq!(Entry::decode(&e.to_payload()), Some(e.clone()));
         let plain = Entry {
             explicit_hash_key: None,
-            data: Vec::new(),
+            data: bytes::Bytes::new(),
             ..e
         };
         assert_eq!(Entry::decode(&plain.to_payload()), Some(plain));
