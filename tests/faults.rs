@@ -264,6 +264,60 @@ async fn overload_is_refused_with_bounded_memory_and_no_acked_record_lost() {
     assert_eq!(upstream, acked);
 }
 
+/// Past a route's `queue_bytes`, requests wait with their bodies unread until earlier ones
+/// are answered, instead of being refused; one that waits past `body_read_timeout` gets 503
+/// with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_routes_queue_bytes_wait_for_room_then_are_refused() {
+    use std::time::{Duration, Instant};
+    let stub = support::stub_kinesis_with_latency(Duration::from_millis(1500)).await;
+    let config = format!(
+        "[server]\nbody_read_timeout = \"2s\"\n{}",
+        BATCHED.replace(
+            r#"batch = { linger = "100ms", max_records = 500 }"#,
+            r#"batch = { linger = "1ms", queue_bytes = 5000 }"#,
+        )
+    );
+    let project = support::Project::custom("room", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let pad = "p".repeat(4000);
+    let started = Instant::now();
+    // A, B and C, one after another: A fills the room, B waits for A's 1.5 s call and is
+    // answered after its own, C would wait past its 2 s.
+    let results: Vec<(u16, Option<String>, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|pk| {
+                let (gw, pad) = (&gw, &pad);
+                let h = scope.spawn(move || {
+                    let body = json!({"events": [{"pk": pk, "pad": pad}]}).to_string();
+                    let r = gw.post_json("/v1/events", &body);
+                    let retry = r.header("retry-after").map(str::to_string);
+                    (r.status, retry, started.elapsed())
+                });
+                std::thread::sleep(Duration::from_millis(150));
+                h
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let [(a, _, a_at), (b, _, b_at), (c, c_retry, _)] = results.as_slice() else {
+        panic!("three answers")
+    };
+    assert_eq!((*a, *b), (200, 200), "{results:?}");
+    assert!(
+        *b_at >= *a_at + Duration::from_millis(1000),
+        "B waited for A's call, then made its own: {results:?}"
+    );
+    assert_eq!(*c, 503, "{results:?}");
+    assert_eq!(c_retry.as_deref(), Some("1"));
+    // Each of A and B in a call of its own; C's record never left.
+    assert_eq!(stub.calls.load(Ordering::SeqCst), 2);
+    let mut accepted = stub.accepted.lock().unwrap().clone();
+    accepted.sort();
+    assert_eq!(accepted, ["a", "b"]);
+}
+
 /// SIGTERM under steady load: `/readyz` fails at once while requests are still served for
 /// `shutdown_delay`; then connections are refused, in-flight batches flush, and the process
 /// exits cleanly. Every request acknowledged with 200 reached the upstream exactly once.

@@ -29,6 +29,10 @@ use policy::{Batch, BatchPolicy};
 
 /// Requests waiting in a batcher's queue, at most (default).
 pub const QUEUE_CAPACITY: usize = 2048;
+/// Body bytes a batched route's requests may hold while their records wait for their batch
+/// (default): 16 MiB, some 16,000 records of 1 KiB, enough to keep every upstream call a
+/// batcher may make at once full.
+pub const QUEUE_BYTES: usize = 16 << 20;
 /// Upstream calls a batcher makes at once, at most.
 pub const MAX_IN_FLIGHT: usize = 16;
 

@@ -12,6 +12,9 @@ pub struct BatchPolicy {
     pub linger: Duration,
     /// Requests that may wait for a batch; beyond, they are refused (backpressure).
     pub queue: usize,
+    /// Body bytes requests may hold while their records wait; beyond, a request waits
+    /// before its body is read (see `dispatch::wait_for_room`).
+    pub queue_bytes: usize,
     /// Pack user records into KPL aggregated records (see `integrations::kinesis::kpl`); the limits
     /// above then count user records and bytes, not upstream records.
     pub aggregate: bool,
@@ -86,6 +89,7 @@ mod tests {
         max_bytes: 100,
         linger: Duration::from_millis(5),
         queue: 8,
+        queue_bytes: 1 << 20,
         aggregate: false,
     };
 

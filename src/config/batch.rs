@@ -27,6 +27,9 @@ pub struct RawBatchSettings {
     pub max_bytes: Option<usize>,
     /// Requests that may wait for a batch (default 2048); beyond, clients get 503.
     pub queue: Option<usize>,
+    /// Body bytes the route's requests may hold while their records wait for a batch
+    /// (default 16 MiB); beyond, a request waits with its body unread (TCP backpressure).
+    pub queue_bytes: Option<usize>,
     /// Pack many user records into each Kinesis record in the KPL aggregated format
     /// (default `false`). Consumers must de-aggregate (KCL, Lambda with the
     /// `aws-kinesis-agg` library, Firehose does so itself).
@@ -60,6 +63,7 @@ impl Validator<'_> {
                 max_records: None,
                 max_bytes: None,
                 queue: None,
+                queue_bytes: None,
                 aggregate: false,
             },
             Some(RawBatch::Settings(s)) => s.clone(),
@@ -112,6 +116,13 @@ impl Validator<'_> {
                 format!("batch.max_bytes must be 1 to {byte_limit}"),
             );
         }
+        let queue_bytes = settings.queue_bytes.unwrap_or(crate::batch::QUEUE_BYTES);
+        if queue_bytes == 0 || queue_bytes > u32::MAX as usize {
+            self.error(
+                Some(route.span()),
+                format!("batch.queue_bytes must be 1 to {}", u32::MAX),
+            );
+        }
         Some(BatchPolicy {
             max_records: max_records.clamp(1, record_limit),
             max_bytes: max_bytes.clamp(1, byte_limit),
@@ -120,6 +131,7 @@ impl Validator<'_> {
                 .queue
                 .unwrap_or(crate::batch::QUEUE_CAPACITY)
                 .max(1),
+            queue_bytes: queue_bytes.clamp(1, u32::MAX as usize),
             aggregate: settings.aggregate,
         })
     }

@@ -572,6 +572,7 @@ fn operation(
                 "max_records": b.max_records,
                 "max_bytes": b.max_bytes,
                 "queue": b.queue,
+                "queue_bytes": b.queue_bytes,
                 "aggregate": b.aggregate,
             });
         }

@@ -136,7 +136,7 @@ fn one_line(s: &str) -> String {
 fn setting(object: &str, field: &str, v: &Json) -> Option<String> {
     let value = match (object, field, v) {
         ("batch", "linger", Json::String(s)) => toml::Value::String(s.clone()),
-        ("batch", "max_records" | "max_bytes" | "queue", Json::Number(n))
+        ("batch", "max_records" | "max_bytes" | "queue" | "queue_bytes", Json::Number(n))
         | ("throttle", "burst", Json::Number(n)) => toml::Value::Integer(n.as_i64()?),
         ("batch", "aggregate", Json::Bool(b)) => toml::Value::Boolean(*b),
         ("throttle", "rate", Json::Number(n)) => toml::Value::Float(n.as_f64()?),

@@ -102,8 +102,23 @@ async fn run(
         outcome.quota = identity.quota;
     }
 
-    // the body: read only now that the route and the caller are known, and decoded
+    // the body: read only now that the route and the caller are known, there is room for
+    // its records to wait for their batch, and decoded
     let limit = route.max_body_bytes.unwrap_or(gw.config.max_body_bytes);
+    let _room = match &gw.upstreams[i].room {
+        Some(room) => {
+            let declared = req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .unwrap_or(0)
+                .min(limit);
+            let deadline =
+                tokio::time::Instant::from_std(req.received) + gw.config.body_read_timeout;
+            dispatch::wait_for_room(room, declared, deadline).await?
+        }
+        None => None,
+    };
     let codings = decode::codings(req.headers.get(http::header::CONTENT_ENCODING))
         .map_err(|e| decode_error(e, limit))?;
     let (bytes, mut in_flight) = body.read(limit).await?;
