@@ -147,6 +147,32 @@ fn iam_policy_grants_exactly_the_configured_routes() {
 }
 
 #[test]
+fn a_batch_queue_of_no_bytes_is_refused() {
+    let route = "[[routes]]\nmethod = \"POST\"\npath = \"/e\"\naction = \"kinesis:PutRecords\"\ntarget = \"s\"\n";
+    for (name, bytes, ok) in [
+        ("zero", "0", false),
+        ("huge", "4294967296", false),
+        ("some", "65536", true),
+    ] {
+        let file = temp_config(
+            &format!("batch-queue-bytes-{name}"),
+            &format!("{route}batch = {{ queue_bytes = {bytes} }}\n"),
+        );
+        let out = gateway(&["--config", file.to_str().unwrap(), "check-config"]);
+        let err = String::from_utf8(out.stderr).unwrap();
+        if ok {
+            assert_eq!(out.status.code(), Some(0), "{err}");
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{bytes}");
+            assert!(
+                err.contains("batch.queue_bytes must be 1 to 4294967295"),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[test]
 fn batch_limits_depend_on_aggregation() {
     let route = "[[routes]]\nmethod = \"POST\"\npath = \"/e\"\naction = \"kinesis:PutRecords\"\ntarget = \"s\"\n";
     let plain = temp_config(
