@@ -68,8 +68,6 @@ pub fn compact_if_canonical(raw: &str, parsed: &Json) -> Option<String> {
     (!out.is_empty() && keys == count_keys(parsed)).then_some(out)
 }
 
-/// The index just past the closing quote of the string starting at `start`, or `None` if
-/// the string contains an escape serde_json would write differently.
 /// Where the containers (objects and arrays) of `parsed`, from the root down to `depth`
 /// levels below it, sit in `compact`: the text [`compact_if_canonical`] returned for
 /// `parsed`. In that text every node is written exactly as re-serialising it alone would
@@ -135,6 +133,8 @@ fn walk(
     Some(end)
 }
 
+/// The index just past the closing quote of the string starting at `start`, or `None` if
+/// the string contains an escape serde_json would write differently.
 fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {

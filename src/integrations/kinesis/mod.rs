@@ -419,15 +419,15 @@ mod wire {
         let mut ends = Vec::with_capacity(r.records.len());
         let mut room = 0;
         for rec in &r.records {
+            if rec.data.is_empty() {
+                return None;
+            }
             room += base64_simd::STANDARD
                 .decoded_length(rec.data.trim().as_bytes())
                 .ok()?;
         }
         decoded.reserve_exact(room);
         for rec in &r.records {
-            if rec.data.is_empty() {
-                return None;
-            }
             base64_simd::STANDARD
                 .decode_append(rec.data.trim(), &mut decoded)
                 .ok()?;
