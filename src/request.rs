@@ -83,6 +83,16 @@ impl PendingBody {
         }
     }
 
+    /// The declared `Content-Length`, if any.
+    pub fn declared(&self) -> Option<u64> {
+        self.declared
+    }
+
+    /// When the whole body must be in.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
     /// Reads the body, at most `limit` bytes (more is a 413, told from `Content-Length`
     /// before reading when the client declared it), within the deadline (else 408), and
     /// within the in-flight budget (else 503: taken at once for a declared length, as the

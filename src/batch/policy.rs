@@ -13,7 +13,7 @@ pub struct BatchPolicy {
     /// Requests that may wait for a batch; beyond, they are refused (backpressure).
     pub queue: usize,
     /// Body bytes requests may hold while their records wait; beyond, a request waits
-    /// before its body is read (see `dispatch::wait_for_room`).
+    /// before its body is read (see `dispatch::Room`).
     pub queue_bytes: usize,
     /// Pack user records into KPL aggregated records (see `integrations::kinesis::kpl`); the limits
     /// above then count user records and bytes, not upstream records.

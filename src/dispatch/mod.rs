@@ -35,34 +35,48 @@ pub struct Upstream {
     /// Whether the route's responses read the service's response headers (direct calls only).
     pub capture_headers: bool,
     /// Set when the route batches: body bytes its requests may hold while their records wait
-    /// for a batch (see [`wait_for_room`]).
-    /// (The semaphore, and its size.)
-    pub room: Option<(Arc<Semaphore>, usize)>,
+    /// for a batch.
+    pub room: Option<Room>,
 }
 
-/// Room for a request's records to wait for their batch, taken before its body is read: a
-/// request that would pass the route's `batch.queue_bytes` (its `room`) waits for earlier ones to be answered
-/// with its body unread (the client's socket holds it: TCP backpressure), so memory does not
-/// grow with the number of clients when the upstream or the CPU is the bottleneck. Counted
-/// by the declared `Content-Length` (a body sent without one counts as empty here; it is
-/// still bounded by the body budget); one larger than the whole room waits for all of it.
-/// Fails with 503 when no room is freed by `deadline`.
-pub async fn wait_for_room(
-    room: &(Arc<Semaphore>, usize),
-    declared: usize,
-    deadline: tokio::time::Instant,
-) -> Result<Option<OwnedSemaphorePermit>, GatewayError> {
-    let (room, size) = room;
-    let n = u32::try_from(declared.min(*size)).unwrap_or(u32::MAX);
-    if n == 0 {
-        return Ok(None);
+/// Room for a batched route's requests to wait for their batch (`batch.queue_bytes`), taken
+/// before a request's body is read: a request that would pass it waits for earlier ones to
+/// be answered with its body unread (the client's socket holds it: TCP backpressure), so
+/// memory does not grow with the number of clients when the upstream or the CPU is the
+/// bottleneck. Counted by the declared `Content-Length` (a body sent without one counts as
+/// empty here; it is still bounded by the body budget); one larger than the whole room
+/// waits for all of it.
+pub struct Room {
+    bytes: Arc<Semaphore>,
+    size: usize,
+}
+
+impl Room {
+    pub fn new(size: usize) -> Room {
+        Room {
+            bytes: Arc::new(Semaphore::new(size)),
+            size,
+        }
     }
-    match tokio::time::timeout_at(deadline, room.clone().acquire_many_owned(n)).await {
-        Ok(Ok(permit)) => Ok(Some(permit)),
-        _ => Err(GatewayError::new(
-            ErrorKind::Overloaded,
-            "the route's records waiting for their batch stayed at their limit",
-        )),
+
+    /// Room for a body of `declared` bytes, held until the permit drops; 503 when none is
+    /// freed by `deadline`.
+    pub async fn wait(
+        &self,
+        declared: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<OwnedSemaphorePermit>, GatewayError> {
+        let n = u32::try_from(declared.min(self.size)).unwrap_or(u32::MAX);
+        if n == 0 {
+            return Ok(None);
+        }
+        match tokio::time::timeout_at(deadline, self.bytes.clone().acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(GatewayError::new(
+                ErrorKind::Overloaded,
+                "the route's records waiting for their batch stayed at their limit",
+            )),
+        }
     }
 }
 

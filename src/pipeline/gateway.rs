@@ -330,12 +330,11 @@ fn upstreams(config: &Config, clients: &Clients) -> std::io::Result<Vec<Upstream
                 target: r.target.clone(),
                 timeout: r.timeout,
                 spool: spool.filter(|_| batched.is_some()),
-                room: r.batch.as_ref().filter(|_| batched.is_some()).map(|b| {
-                    (
-                        Arc::new(tokio::sync::Semaphore::new(b.queue_bytes)),
-                        b.queue_bytes,
-                    )
-                }),
+                room: r
+                    .batch
+                    .as_ref()
+                    .filter(|_| batched.is_some())
+                    .map(|b| crate::dispatch::Room::new(b.queue_bytes)),
                 batched,
                 capture_headers: reads_upstream_headers(r),
             })

@@ -107,15 +107,8 @@ async fn run(
     let limit = route.max_body_bytes.unwrap_or(gw.config.max_body_bytes);
     let _room = match &gw.upstreams[i].room {
         Some(room) => {
-            let declared = req
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-                .unwrap_or(0)
-                .min(limit);
-            let deadline =
-                tokio::time::Instant::from_std(req.received) + gw.config.body_read_timeout;
-            dispatch::wait_for_room(room, declared, deadline).await?
+            let declared = body.declared().map_or(0, |n| n.min(limit as u64) as usize);
+            room.wait(declared, body.deadline()).await?
         }
         None => None,
     };
