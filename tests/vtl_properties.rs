@@ -327,6 +327,26 @@ proptest! {
 }
 
 /// Hostile templates are rejected quickly with a typed error, with the default limits.
+/// A loop over a pretty-printed body's events: past the first few, each event is its slice
+/// of the body's compact text, byte for byte what re-serialising writes.
+#[test]
+fn input_json_of_each_event_of_a_long_body_is_exact() {
+    let events: Vec<Json> = (0..20)
+        .map(|i| json!({"id": i, "tags": ["a", "b\n"], "o": {"p": i * 2, "s": "caf\u{e9}"}}))
+        .collect();
+    let body = serde_json::to_string_pretty(&events).unwrap();
+    let t = Template::compile(
+        "events.vtl",
+        "#foreach($e in $input.path('$'))$input.json(\"$[$foreach.index]\")|#end",
+    )
+    .unwrap();
+    let expected: String = events
+        .iter()
+        .map(|e| format!("{}|", serde_json::to_string(e).unwrap()))
+        .collect();
+    assert_eq!(render(&t, &body).unwrap(), expected);
+}
+
 #[test]
 fn hostile_templates_are_bounded() {
     let cases: &[(&str, String, ErrorKind)] = &[

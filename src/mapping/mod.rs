@@ -146,6 +146,8 @@ struct ApiGatewayHost<'a> {
     compact_body: OnceCell<Option<Rc<str>>>,
     /// Where the unchanged body's containers sit in `compact_body`.
     spans: OnceCell<Option<Spans>>,
+    /// Bytes of containers `$input.json` re-serialised so far (see `spans`).
+    reserialised: std::cell::Cell<usize>,
     /// The parameters, built on first use.
     param_values: OnceCell<Params>,
     params: OnceCell<Doc>,
@@ -165,6 +167,7 @@ impl<'a> ApiGatewayHost<'a> {
             doc: OnceCell::new(),
             compact_body: OnceCell::new(),
             spans: OnceCell::new(),
+            reserialised: std::cell::Cell::new(0),
             param_values: OnceCell::new(),
             params: OnceCell::new(),
             context: OnceCell::new(),
@@ -240,12 +243,14 @@ impl<'a> ApiGatewayHost<'a> {
             {
                 return Ok(Value::str(&spans.text[at.clone()]));
             }
-            return match found {
-                Some(node) => serde_json::to_string(node)
-                    .map(Value::string)
-                    .map_err(|e| runtime(e.to_string())),
-                None => Ok(Value::str("\"\"")),
+            let Some(node) = found else {
+                return Ok(Value::str("\"\""));
             };
+            let text = serde_json::to_string(node).map_err(|e| runtime(e.to_string()))?;
+            if node.is_array() || node.is_object() {
+                self.reserialised.set(self.reserialised.get() + text.len());
+            }
+            return Ok(Value::string(text));
         }
         let compiled = jsonpath::compile(path).map_err(runtime)?;
         let text = match compiled.find(&root) {
@@ -266,8 +271,13 @@ impl<'a> ApiGatewayHost<'a> {
     }
 
     /// Where the unchanged body's containers sit in its compact text (see
-    /// [`compact::container_spans`]); built on the first `$input.json` of a container.
+    /// [`compact::container_spans`]). Building it costs about a pass over the body, so it is
+    /// built only once the template has re-serialised containers worth an eighth of the
+    /// body (a loop over its events, not one small object of a large body).
     fn spans(&self, doc: &Doc) -> Option<&Spans> {
+        if self.spans.get().is_none() && self.reserialised.get() < self.input.body.len() / 8 {
+            return None;
+        }
         self.spans
             .get_or_init(|| {
                 let text = self.compact_body(doc)?.clone();
