@@ -33,11 +33,7 @@ pub fn compact_if_canonical(raw: &str, parsed: &Json) -> Option<String> {
             b' ' | b'\t' | b'\n' | b'\r' => i += 1,
             b'"' => {
                 let end = string_end(bytes, i)?;
-                let literal = &raw[i..end];
-                if !canonical_number(literal) {
-                    return None;
-                }
-                out.push_str(literal);
+                out.push_str(&raw[i..end]);
                 i = end;
             }
             b'-' | b'0'..=b'9' => {
@@ -248,6 +244,14 @@ mod tests {
             "\\u00e9 is not how serde writes é"
         );
         assert!(check("{ \"a\" : [1, -2, 3.25, 100.0, true, null], \"s\": \"x\\\"y\\\\z\\n\\u001f café ☃ /\" }").is_some());
+        // Strings are copied whatever letters they hold: an `e` in a string is not an exponent.
+        for raw in [
+            r#"{"sessionId": "s-42", "type": "page_view", "referrer": "x"}"#,
+            r#"["1e5", "2E3", "e", "E", "event", "-e"]"#,
+            r#"[{"userId":"user-000000","sessionId":"s-42","type":"click","ts":1764077930000}]"#,
+        ] {
+            assert!(check(raw).is_some(), "{raw}");
+        }
         assert!(check("[]").is_some());
         assert!(check("  \"just a string\"  ").is_some());
         assert!(check("18446744073709551615").is_some());
