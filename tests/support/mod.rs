@@ -409,10 +409,18 @@ pub fn try_request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).ok()?;
-    stream.write_all(body).ok()?;
+    // A write the server cut short still leaves its answer to read.
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body));
+    // A server that answers before reading everything sent (a head over its limit) closes
+    // with unread bytes, which resets the connection: what arrived before the reset is the
+    // answer.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
+    let mut chunk = [0u8; 16 * 1024];
+    while let Ok(n @ 1..) = stream.read(&mut chunk) {
+        raw.extend_from_slice(&chunk[..n]);
+    }
     if raw.is_empty() {
         return None;
     }
