@@ -156,6 +156,14 @@ pub fn action(name: &'static str) -> AwsAction {
     }
 }
 
+/// One of [`SERVICES`], by name.
+pub fn known(name: &str) -> &'static Service {
+    match SERVICES.iter().find(|s| s.name == name) {
+        Some(s) => s,
+        None => unreachable!("{name} is one of the services the gateway knows"),
+    }
+}
+
 /// The service of an `aws:SERVICE:Operation` action, if the gateway knows it: one of
 /// [`SERVICES`], or one configuration described (`[aws.services.NAME]`, see [`declare`]).
 pub fn service(action: AwsAction) -> Option<&'static Service> {
@@ -220,6 +228,8 @@ pub struct Signer {
     pub region: String,
     endpoint: Option<String>,
     client: Option<crate::outbound::Client>,
+    /// The longest one attempt may take (`aws.call_timeout`), as the SDKs' clients have it.
+    attempt: Option<Duration>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -244,12 +254,24 @@ impl Signer {
                 .region()
                 .map_or_else(|| "us-east-1".to_string(), ToString::to_string),
             endpoint: shared.endpoint_url().map(str::to_string),
+            attempt: shared
+                .timeout_config()
+                .and_then(|t| t.operation_attempt_timeout()),
             client: crate::outbound::client(connect_timeout, None)
                 .inspect_err(
                     |e| tracing::error!(error = %e, "No HTTP client for AWS service actions."),
                 )
                 .ok(),
         }
+    }
+
+    /// How long one attempt may take to be answered by `deadline`: the time left, or less
+    /// (`aws.call_timeout`), so that a call that hangs is tried again while there is time.
+    pub fn attempt_timeout(&self, deadline: tokio::time::Instant) -> Duration {
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(1));
+        self.attempt.map_or(left, |a| a.min(left))
     }
 
     /// The service's endpoint: `AWS_ENDPOINT_URL_{SERVICE}`, the override, or AWS's own.
@@ -371,7 +393,7 @@ impl Signer {
             request,
             SystemTime::now(),
         )?;
-        crate::outbound::send(client, req, timeout, MAX_ANSWER_BYTES)
+        let answered = crate::outbound::send(client, req, timeout, MAX_ANSWER_BYTES)
             .await
             .map_err(|f| match f {
                 crate::outbound::Failure::Timeout => IntegrationError::Timeout { action, timeout },
@@ -379,7 +401,9 @@ impl Signer {
                     action,
                     detail: other.to_string(),
                 },
-            })
+            })?;
+        super::headers::record(&answered.headers);
+        Ok(answered)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The upstream's HTTP response headers, for `integration.response.header.NAME` in
 //! integration responses (`x-amzn-RequestId`, for instance). An SDK interceptor copies the
 //! headers of each response into a task-local slot when the caller opened one with
-//! [`capturing`]; elsewhere (batch flushes run in their own tasks) it does nothing.
+//! [`capturing`] (calls signed by the gateway itself, with [`record`]); elsewhere (batch flushes run in their own tasks) it does nothing.
 
 use std::cell::RefCell;
 
@@ -41,6 +41,19 @@ impl Intercept for CaptureHeaders {
         });
         Ok(())
     }
+}
+
+/// Copies `headers` into the caller's slot, if it opened one (calls made without an SDK).
+pub fn record(headers: &http::HeaderMap) {
+    let _ = CAPTURED.try_with(|slot| {
+        *slot.borrow_mut() = headers
+            .iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_string(), v)
+            })
+            .collect();
+    });
 }
 
 /// Runs `work` with a slot open; returns its output and the last response's headers.

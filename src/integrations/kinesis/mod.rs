@@ -2,20 +2,21 @@
 //! requests ([`sink`]), optionally KPL-aggregated ([`kpl`]), and can spool.
 
 pub mod kpl;
+pub mod put;
 pub mod sink;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use serde_json::{Map, Value as Json, json};
 
 use crate::batch::retry::{self, Outcome};
 use crate::spool::{Replay, Spool};
 use crate::upstream::retryable_record_error;
 
+use super::aws::Signer;
 use super::batched::{self, Batched};
 use super::request::{
-    batch_item, batch_items, calls, data, invalid, json_object, opt_string, resolve_target, string,
+    batch_item, batch_items, calls, data, json_object, opt_string, resolve_target, string,
     too_large,
 };
 use super::{
@@ -91,7 +92,7 @@ impl Integration for Kinesis {
         let client = &clients.kinesis;
         match call.action {
             Action::KinesisPutRecords => Box::pin(put_records(
-                client,
+                &clients.aws,
                 call.target,
                 call.rendered,
                 call.deadline,
@@ -133,6 +134,7 @@ impl Integration for Kinesis {
 fn sink(clients: &Clients, route: BatchRoute<'_>) -> KinesisSink {
     KinesisSink::new(
         clients.kinesis.clone(),
+        clients.aws.clone(),
         StreamRef::from_target(route.target),
         route.policy.aggregate,
         route.name.to_string(),
@@ -457,60 +459,28 @@ mod wire {
 /// Puts records with `PutRecords`, in as many calls as the service's limits need, retrying
 /// only the ones that failed transiently (see `batch::retry`).
 pub async fn put_entries(
-    client: &Client,
+    signer: &Signer,
     stream: &StreamRef,
     entries: &[Entry],
     deadline: tokio::time::Instant,
 ) -> Result<Vec<EntryResult>, IntegrationError> {
     let mut results = Vec::with_capacity(entries.len());
     for call in calls(entries, MAX_RECORDS, MAX_BATCH_BYTES, Entry::size) {
-        results.extend(put_call(client, stream, call, deadline).await?);
+        results.extend(put_call(signer, stream, call, deadline).await?);
     }
     Ok(results)
 }
 
 /// One `PutRecords` call's records, with retries.
 async fn put_call(
-    client: &Client,
+    signer: &Signer,
     stream: &StreamRef,
     entries: &[Entry],
     deadline: tokio::time::Instant,
 ) -> Result<Vec<EntryResult>, IntegrationError> {
     let action = Action::KinesisPutRecords;
     let outcomes = retry::with_retries(action, entries, deadline, |batch: Vec<Entry>| async move {
-        let mut request_entries = Vec::with_capacity(batch.len());
-        for e in batch {
-            let entry = PutRecordsRequestEntry::builder()
-                .data(Blob::new(Vec::from(e.data)))
-                .partition_key(e.partition_key)
-                .set_explicit_hash_key(e.explicit_hash_key)
-                .build()
-                .map_err(|err| invalid(action, err.to_string()))?;
-            request_entries.push(entry);
-        }
-        let out = client
-            .put_records()
-            .set_stream_name(stream.name.clone())
-            .set_stream_arn(stream.arn.clone())
-            .set_records(Some(request_entries))
-            .send()
-            .await
-            .map_err(|e| classify(action, e))?;
-        Ok(out
-            .records()
-            .iter()
-            .map(|r| match r.error_code() {
-                None => Outcome::Ok((
-                    r.sequence_number().unwrap_or_default().to_string(),
-                    r.shard_id().unwrap_or_default().to_string(),
-                )),
-                Some(code) => Outcome::Failed {
-                    code: code.to_string(),
-                    message: r.error_message().unwrap_or_default().to_string(),
-                    retryable: retryable_record_error(code),
-                },
-            })
-            .collect())
+        put::call(signer, stream, &batch, deadline).await
     })
     .await?;
     Ok(outcomes
@@ -605,13 +575,13 @@ pub fn records_response(results: &[EntryResult]) -> Result<Json, IntegrationErro
 }
 
 pub async fn put_records(
-    client: &Client,
+    signer: &Signer,
     target: Option<&str>,
     rendered: &str,
     deadline: tokio::time::Instant,
 ) -> Result<Json, IntegrationError> {
     let (stream, entries) = parse_put_records(target, rendered)?;
-    let results = put_entries(client, &stream, &entries, deadline).await?;
+    let results = put_entries(signer, &stream, &entries, deadline).await?;
     records_response(&results)
 }
 

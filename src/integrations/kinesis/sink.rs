@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::kpl::{self, ShardRange};
 use super::{Entry, EntryResult, StreamRef, parse_put_records, records_response};
 use crate::batch::Sink;
+use crate::integrations::aws::Signer;
 use crate::integrations::batched::BatchSink;
 use crate::spool::format;
 use crate::spool::{Delivered, Record};
@@ -26,7 +27,10 @@ type ShardMap = Arc<RwLock<Arc<Vec<ShardRange>>>>;
 
 /// Kinesis `PutRecords` to one stream, KPL-aggregated when `shards` is set.
 pub struct KinesisSink {
+    /// For `ListShards`.
     client: aws_sdk_kinesis::Client,
+    /// For `PutRecords` (see `put`).
+    signer: Signer,
     stream: StreamRef,
     /// Set when aggregating.
     shards: Option<ShardMap>,
@@ -36,12 +40,14 @@ pub struct KinesisSink {
 impl KinesisSink {
     pub fn new(
         client: aws_sdk_kinesis::Client,
+        signer: Signer,
         stream: StreamRef,
         aggregate: bool,
         route: String,
     ) -> KinesisSink {
         KinesisSink {
             client,
+            signer,
             stream,
             shards: aggregate.then(ShardMap::default),
             route,
@@ -64,7 +70,7 @@ impl Sink for KinesisSink {
         deadline: Instant,
     ) -> Result<Vec<EntryResult>, IntegrationError> {
         let Some(shards) = &self.shards else {
-            return super::put_entries(&self.client, &self.stream, &entries, deadline).await;
+            return super::put_entries(&self.signer, &self.stream, &entries, deadline).await;
         };
         let map = shards.read().map(|m| Arc::clone(&m)).unwrap_or_default();
         let (packed, members): (Vec<Entry>, Vec<Vec<usize>>) =
@@ -72,7 +78,7 @@ impl Sink for KinesisSink {
                 .into_iter()
                 .unzip();
         // The batch limits keep this to one call; more when a stream has many shards.
-        let results = super::put_entries(&self.client, &self.stream, &packed, deadline).await?;
+        let results = super::put_entries(&self.signer, &self.stream, &packed, deadline).await?;
         telemetry::batch_aggregated(&self.route, entries.len(), packed.len());
         Ok(kpl::spread(&members, &results, entries.len())
             .into_iter()
