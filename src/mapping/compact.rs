@@ -15,53 +15,62 @@
 //! returns `None` if any fails; the caller then re-serialises. The result is therefore always
 //! exactly what re-serialising would produce.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
 use serde_json::Value as Json;
 
 /// The compact form of `raw` if it equals `serde_json::to_string(parsed)`, where `parsed` is
-/// the result of parsing `raw`.
-pub fn compact_if_canonical(raw: &str, parsed: &Json) -> Option<String> {
+/// the result of parsing `raw`: `raw` itself when it holds no insignificant whitespace.
+pub fn compact_if_canonical<'a>(raw: &'a str, parsed: &Json) -> Option<Cow<'a, str>> {
     let bytes = raw.as_bytes();
-    // Every piece copied ends at an ASCII byte, so `out` stays valid UTF-8.
-    let mut out = String::with_capacity(bytes.len());
+    // Made at the first blank to strip; every piece copied ends at an ASCII byte, so it
+    // stays valid UTF-8.
+    let mut out: Option<String> = None;
     let mut keys = 0usize;
+    let mut blank = true;
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
-            b'"' => {
-                let end = string_end(bytes, i)?;
-                out.push_str(&raw[i..end]);
-                i = end;
+        let end = match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                out.get_or_insert_with(|| {
+                    let mut o = String::with_capacity(bytes.len());
+                    o.push_str(&raw[..i]);
+                    o
+                });
+                i += 1;
+                continue;
             }
+            b'"' => string_end(bytes, i)?,
             b'-' | b'0'..=b'9' => {
                 let end = bytes[i..]
                     .iter()
                     .position(|b| !matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
                     .map_or(bytes.len(), |n| i + n);
-                let literal = &raw[i..end];
-                if !canonical_number(literal) {
+                if !canonical_number(&raw[i..end]) {
                     return None;
                 }
-                out.push_str(literal);
-                i = end;
+                end
             }
             b':' => {
                 keys += 1;
-                out.push(':');
-                i += 1;
+                i + 1
             }
             // Outside strings, valid JSON holds only ASCII.
-            b => {
-                out.push(b as char);
-                i += 1;
-            }
+            _ => i + 1,
+        };
+        blank = false;
+        if let Some(o) = &mut out {
+            o.push_str(&raw[i..end]);
         }
+        i = end;
     }
     // An empty or blank body stands for `{}` and has no text of its own to reuse.
-    (!out.is_empty() && keys == count_keys(parsed)).then_some(out)
+    if blank || keys != count_keys(parsed) {
+        return None;
+    }
+    Some(out.map_or(Cow::Borrowed(raw), Cow::Owned))
 }
 
 /// Where the containers (objects and arrays) of `parsed`, from the root down to `depth`
@@ -184,9 +193,11 @@ mod tests {
         let fast = compact_if_canonical(raw, &parsed);
         if let Some(f) = &fast {
             assert_eq!(f, &serde_json::to_string(&parsed).unwrap(), "{raw}");
+            // A compact body is its own compact form, not a copy of it.
+            assert_eq!(matches!(f, Cow::Borrowed(_)), f.len() == raw.len(), "{raw}");
             check_spans(f, &parsed);
         }
-        fast
+        fast.map(Cow::into_owned)
     }
 
     /// Every container down to the depth has its span, and its span is its serialisation.

@@ -265,17 +265,18 @@ impl<'a> ApiGatewayHost<'a> {
     fn compact_body(&self, doc: &Doc) -> Option<&Rc<str>> {
         self.compact_body
             .get_or_init(|| {
-                compact::compact_if_canonical(self.input.body, &doc.borrow()).map(Rc::from)
+                compact::compact_if_canonical(self.input.body, &doc.borrow())
+                    .map(|c| Rc::from(c.as_ref()))
             })
             .as_ref()
     }
 
     /// Where the unchanged body's containers sit in its compact text (see
     /// [`compact::container_spans`]). Building it costs about a pass over the body, so it is
-    /// built only once the template has re-serialised containers worth an eighth of the
+    /// built only once the template has re-serialised containers worth a 32nd of the
     /// body (a loop over its events, not one small object of a large body).
     fn spans(&self, doc: &Doc) -> Option<&Spans> {
-        if self.spans.get().is_none() && self.reserialised.get() < self.input.body.len() / 8 {
+        if self.spans.get().is_none() && self.reserialised.get() < self.input.body.len() / 32 {
             return None;
         }
         self.spans
