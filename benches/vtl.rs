@@ -31,6 +31,11 @@ const PUT_RECORDS: &str = r#"{
 
 const CLICKSTREAM: &str = include_str!("../mappings/clickstream-put-records.vtl");
 
+/// `scripts/bench`'s row (j): the body is a JSON array of events, each re-serialised into its
+/// own record.
+const ARRAY: &str = r#"{"Records": [#foreach($e in $input.path('$'))
+{"Data": "$util.base64Encode($input.json("$[$foreach.index]"))", "PartitionKey": "$e.userId"}#if($foreach.hasNext),#end#end]}"#;
+
 /// One event whose serialised size is close to `size` bytes.
 fn event(i: usize, size: usize) -> Value {
     let mut e = json!({
@@ -118,6 +123,8 @@ fn benches(c: &mut Criterion) {
         let batch = batch_body(size, 50);
         bench_case(c, &format!("put_records_50/{label}"), PUT_RECORDS, &batch);
         bench_case(c, &format!("clickstream_50/{label}"), CLICKSTREAM, &batch);
+        let array: Value = serde_json::from_str::<Value>(&batch).unwrap()["events"].take();
+        bench_case(c, &format!("array_50/{label}"), ARRAY, &array.to_string());
     }
 }
 

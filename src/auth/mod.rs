@@ -175,9 +175,9 @@ struct PlanLimits<C: Clock> {
     plan: UsagePlan,
     /// The routes (by index) the plan's keys may call; `None`: every route.
     grants: Option<std::collections::HashSet<usize>>,
-    throttle: Option<Keyed<C>>,
+    throttle: Option<Arc<Keyed<C>>>,
     /// By route index.
-    route_throttles: HashMap<usize, Keyed<C>>,
+    route_throttles: HashMap<usize, Arc<Keyed<C>>>,
     /// The plan's throttles count by client address (`throttle_by` names `source_ip`): by
     /// key and address, or by address alone.
     by_ip: bool,
@@ -194,16 +194,35 @@ struct QuotaCounter {
 /// The request-path authorizer. `C` is governor's clock (a fake one in tests).
 pub struct Authorizer<C: Clock = DefaultClock> {
     clock: C,
-    snapshot: ArcSwap<Snapshot>,
     plans: HashMap<String, PlanLimits<C>>,
-    routes: Vec<(RouteAuth, Option<Direct<C>>)>,
-    account: Option<Direct<C>>,
+    routes: Vec<(RouteAuth, Option<Arc<Direct<C>>>)>,
+    account: Option<(Throttle, Arc<Direct<C>>)>,
+    /// What outlives a reconfiguration (see [`Authorizer::reconfigured`]).
+    state: Arc<State>,
+}
+
+/// The keys and the usage counts: one set however often the configuration is reloaded, so
+/// a request still finishing on the old configuration counts where the new one looks.
+struct State {
+    snapshot: ArcSwap<Snapshot>,
     counters: Mutex<HashMap<String, QuotaCounter>>,
     /// Counts persisted before start-up, by (key id, day).
     persisted: HashMap<(String, String), u64>,
     /// Counts not yet written to the store, by key id and UTC day number (days since the
     /// epoch; turned into `YYYY-MM-DD` only when flushed).
     pending: Mutex<HashMap<String, HashMap<i64, u64>>>,
+}
+
+/// A route of `old` by name: its index and its auth settings and limiter.
+#[allow(clippy::type_complexity)]
+fn o_route<'a, C: Clock>(
+    old: Option<&'a Authorizer<C>>,
+    name: &str,
+) -> Option<(usize, &'a (RouteAuth, Option<Arc<Direct<C>>>))> {
+    old?.routes
+        .iter()
+        .enumerate()
+        .find(|(_, (r, _))| r.name == name)
 }
 
 /// A governor bucket for a throttle; `None` if the numbers cannot make one.
@@ -230,19 +249,68 @@ impl<C: Clock + Clone> Authorizer<C> {
         snapshot: Snapshot,
         persisted: Vec<(String, String, u64)>,
     ) -> Authorizer<C> {
-        let keyed =
-            |t: Throttle| bucket(t).map(|b| RateLimiter::dashmap_with_clock(b, clock.clone()));
-        let direct =
-            |t: Throttle| bucket(t).map(|b| RateLimiter::direct_with_clock(b, clock.clone()));
+        let state = Arc::new(State {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            counters: Mutex::default(),
+            persisted: persisted.into_iter().map(|(k, d, n)| ((k, d), n)).collect(),
+            pending: Mutex::default(),
+        });
+        Authorizer::build(clock, plans, routes, account, state, None)
+    }
+
+    /// An authorizer for a new configuration that shares this one's keys and usage counts,
+    /// and keeps the buckets of every throttle the new configuration leaves as it was (a
+    /// plan's, by plan name; a route's, by route name; the account's), so a reload neither
+    /// refills nor forgets them.
+    pub fn reconfigured(
+        &self,
+        plans: Vec<UsagePlan>,
+        routes: Vec<RouteAuth>,
+        account: Option<Throttle>,
+    ) -> Authorizer<C> {
+        Authorizer::build(
+            self.clock.clone(),
+            plans,
+            routes,
+            account,
+            self.state.clone(),
+            Some(self),
+        )
+    }
+
+    fn build(
+        clock: C,
+        plans: Vec<UsagePlan>,
+        routes: Vec<RouteAuth>,
+        account: Option<Throttle>,
+        state: Arc<State>,
+        old: Option<&Authorizer<C>>,
+    ) -> Authorizer<C> {
+        let keyed = |t: Throttle| {
+            bucket(t).map(|b| Arc::new(RateLimiter::dashmap_with_clock(b, clock.clone())))
+        };
+        let direct = |t: Throttle| {
+            bucket(t).map(|b| Arc::new(RateLimiter::direct_with_clock(b, clock.clone())))
+        };
         let plans = plans
             .into_iter()
             .map(|p| {
+                let was = old.and_then(|o| o.plans.get(&p.name));
                 let route_throttles = p
                     .route_throttles
                     .iter()
                     .filter_map(|(name, t)| {
                         let i = routes.iter().position(|r| &r.name == name)?;
-                        Some((i, keyed(*t)?))
+                        let kept = was.and_then(|w| {
+                            let (j, _) = o_route(old, name)?;
+                            w.plan
+                                .route_throttles
+                                .iter()
+                                .any(|(n, was)| n == name && was == t)
+                                .then(|| w.route_throttles.get(&j).cloned())
+                                .flatten()
+                        });
+                        Some((i, kept.or_else(|| keyed(*t))?))
                     })
                     .collect();
                 let grants = p.routes.as_ref().map(|names| {
@@ -251,9 +319,13 @@ impl<C: Clock + Clone> Authorizer<C> {
                         .filter_map(|name| routes.iter().position(|r| &r.name == name))
                         .collect()
                 });
+                let throttle = match was {
+                    Some(w) if w.plan.throttle == p.throttle => w.throttle.clone(),
+                    _ => p.throttle.and_then(keyed),
+                };
                 let limits = PlanLimits {
                     grants,
-                    throttle: p.throttle.and_then(keyed),
+                    throttle,
                     route_throttles,
                     by_ip: p.throttle_by_ip,
                     by_key: p.throttle_by_key,
@@ -266,29 +338,33 @@ impl<C: Clock + Clone> Authorizer<C> {
         let routes = routes
             .into_iter()
             .map(|r| {
-                let limiter = r.throttle.and_then(direct);
+                let kept = o_route(old, &r.name)
+                    .filter(|(_, (was, _))| was.throttle == r.throttle)
+                    .and_then(|(_, (_, limiter))| limiter.clone());
+                let limiter = kept.or_else(|| r.throttle.and_then(direct));
                 (r, limiter)
             })
             .collect();
+        let account = account.and_then(|t| match old.and_then(|o| o.account.as_ref()) {
+            Some((was, limiter)) if *was == t => Some((t, limiter.clone())),
+            _ => Some((t, direct(t)?)),
+        });
         Authorizer {
-            account: account.and_then(direct),
+            account,
             clock,
-            snapshot: ArcSwap::from_pointee(snapshot),
             plans,
             routes,
-            counters: Mutex::default(),
-            persisted: persisted.into_iter().map(|(k, d, n)| ((k, d), n)).collect(),
-            pending: Mutex::default(),
+            state,
         }
     }
 
     /// Replaces the keys (after the store changed).
     pub fn replace_snapshot(&self, snapshot: Snapshot) {
-        self.snapshot.store(Arc::new(snapshot));
+        self.state.snapshot.store(Arc::new(snapshot));
     }
 
     pub fn snapshot_len(&self) -> usize {
-        self.snapshot.load().len()
+        self.state.snapshot.load().len()
     }
 
     pub fn route(&self, route: usize) -> Option<&RouteAuth> {
@@ -326,7 +402,7 @@ impl<C: Clock + Clone> Authorizer<C> {
             if presented.len() > keys::MAX_KEY_LEN {
                 return Err(Denied::Forbidden("key too long"));
             }
-            let snapshot = self.snapshot.load();
+            let snapshot = self.state.snapshot.load();
             let entry = snapshot
                 .lookup(presented, now_ms)
                 .map_err(Denied::Forbidden)?
@@ -459,7 +535,7 @@ impl<C: Clock + Clone> Authorizer<C> {
     /// refused before (no key, a bad body, no template) do not spend it, so junk cannot starve
     /// the requests that are admitted.
     pub fn admit_to_upstream(&self) -> Result<(), Denied> {
-        if let Some(l) = &self.account
+        if let Some((_, l)) = &self.account
             && let Err(nu) = l.check()
         {
             return Err(Denied::Throttled {
@@ -482,7 +558,11 @@ impl<C: Clock + Clone> Authorizer<C> {
         now_ms: i64,
     ) -> Result<QuotaStatus, Denied> {
         let (start, end) = q.period.bounds(now_ms);
-        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counters = self
+            .state
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if !counters.contains_key(id) {
             counters.insert(
                 id.to_string(),
@@ -514,7 +594,7 @@ impl<C: Clock + Clone> Authorizer<C> {
         let used = counter.used;
         drop(counters);
         let day = now_ms.div_euclid(86_400_000);
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.state.pending.lock().unwrap_or_else(|p| p.into_inner());
         match pending.get_mut(id) {
             Some(days) => *days.entry(day).or_insert(0) += 1,
             None => {
@@ -533,6 +613,7 @@ impl<C: Clock + Clone> Authorizer<C> {
         let mut day = start;
         while day < end {
             total += self
+                .state
                 .persisted
                 .get(&(key.to_string(), day_label(day)))
                 .copied()
@@ -545,6 +626,7 @@ impl<C: Clock + Clone> Authorizer<C> {
     /// Takes the counts not yet written to the store, as (key id, `YYYY-MM-DD`, count).
     pub fn take_pending(&self) -> Vec<(String, String, u64)> {
         let drained: Vec<(String, HashMap<i64, u64>)> = self
+            .state
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -561,7 +643,7 @@ impl<C: Clock + Clone> Authorizer<C> {
 
     /// Puts counts back after a failed write, so none are lost.
     pub fn restore_pending(&self, counts: Vec<(String, String, u64)>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.state.pending.lock().unwrap_or_else(|p| p.into_inner());
         for (k, d, n) in counts {
             let day = plans::parse_day(&d).unwrap_or(0).div_euclid(86_400_000);
             *pending.entry(k).or_default().entry(day).or_insert(0) += n;

@@ -386,3 +386,66 @@ fn route_overrides_route_throttles_and_the_account_throttle() {
         }
     );
 }
+
+/// A reloaded configuration shares the keys and quota counts, keeps the bucket of a throttle
+/// it left unchanged, and starts afresh only what it changed; the route indices may move.
+#[test]
+fn a_reconfigured_authorizer_keeps_counts_and_unchanged_buckets() {
+    let (a, clock) = authorizer(
+        vec![
+            plan("steady", Some((1.0, 2)), Some((5, Period::Day, 0))),
+            plan("changed", Some((1.0, 2)), None),
+        ],
+        vec![
+            record("k1", KEY, "steady"),
+            record("k2", "other-key-0123456789", "changed"),
+        ],
+    );
+    let now = at("2026-11-25", 12, 0, 0);
+    for _ in 0..2 {
+        a.authorize(0, Some(KEY), now).unwrap();
+        a.authorize(0, Some("other-key-0123456789"), now).unwrap();
+    }
+    // A route added in front of the old one, and one plan's throttle changed.
+    let added = RouteAuth {
+        name: "GET /v1/status".into(),
+        ..RouteAuth::default()
+    };
+    let b = a.reconfigured(
+        vec![
+            plan("steady", Some((1.0, 2)), Some((5, Period::Day, 0))),
+            plan("changed", Some((1.0, 3)), None),
+        ],
+        vec![added, keyed_route()],
+        None,
+    );
+    // The unchanged plan's bucket is still empty; the changed one's starts full.
+    assert!(matches!(
+        b.authorize(1, Some(KEY), now),
+        Err(Denied::Throttled { .. })
+    ));
+    for _ in 0..3 {
+        b.authorize(1, Some("other-key-0123456789"), now).unwrap();
+    }
+    // Counts taken on either count for both: the old configuration's in-flight requests
+    // and the new one's share one quota.
+    clock.advance(Duration::from_secs(10));
+    let left = a
+        .authorize(0, Some(KEY), now)
+        .unwrap()
+        .quota
+        .unwrap()
+        .remaining;
+    assert_eq!(left, 2);
+    let left = b
+        .authorize(1, Some(KEY), now)
+        .unwrap()
+        .quota
+        .unwrap()
+        .remaining;
+    assert_eq!(left, 1);
+    assert_eq!(a.take_pending().iter().map(|(_, _, n)| n).sum::<u64>(), 4);
+    // Keys replaced through one are the keys of both.
+    b.replace_snapshot(Snapshot::from_records(vec![], hasher()));
+    assert!(a.authorize(0, Some(KEY), now).is_err());
+}
