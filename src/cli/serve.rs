@@ -52,11 +52,25 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     telemetry::spawn_upkeep();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sync_task = tokio::spawn(sync::run(keys, stopped));
-    let served = server::run_with_admin(gw, listener, admin).await;
+    let live = pipeline::Live::new(gw, Some(config_path.to_path_buf()));
+    tokio::spawn(reload_on_hangup(live.clone()));
+    let served = server::run_with_admin(live, listener, admin).await;
     // The last usage counts reach the store before the process exits.
     let _ = stop.send(true);
     let _ = sync_task.await;
     served?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Reloads the configuration on every SIGHUP (see `pipeline::reload`).
+async fn reload_on_hangup(live: Arc<pipeline::Live>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("Cannot listen for SIGHUP: reload through the admin listener instead.");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = live.reload_and_log("SIGHUP").await;
+    }
 }

@@ -29,8 +29,10 @@ pub struct Gateway {
     /// The key store behind `auth`, when there is one: a key the snapshot does not know is
     /// looked up there before it is refused.
     pub keys: Option<Arc<crate::auth::sync::KeySync>>,
-    /// By route index: how each route reaches its upstream.
-    pub upstreams: Vec<Upstream>,
+    /// By route index: how each route reaches its upstream (shared with the configuration
+    /// this one succeeded when the route's way upstream did not change, see
+    /// [`Gateway::succeeding`]).
+    pub upstreams: Vec<Arc<Upstream>>,
     /// Whether each route's upstream was found (see `readiness`).
     pub upstream_state: super::readiness::Upstreams,
     /// False once shutdown begins: `/readyz` fails so balancers stop sending traffic.
@@ -67,6 +69,33 @@ impl Gateway {
         clients: Clients,
         auth: Arc<Authorizer>,
     ) -> std::io::Result<Gateway> {
+        Gateway::build(config, compiled, clients, auth, None)
+    }
+
+    /// The gateway for a reloaded configuration, taking over from `old`: the same clients
+    /// and key store; an authorizer sharing the keys, usage counts and unchanged throttles'
+    /// buckets; and, for every route whose way upstream is unchanged (its name, action,
+    /// target, timeout, batching and spooling), the same batcher and spool, so nothing they
+    /// hold is lost or sent twice. `old` keeps serving the requests it has; its batchers of
+    /// removed or changed routes stop once those are answered.
+    pub fn succeeding(
+        config: Config,
+        compiled: Vec<CompiledRoute>,
+        old: &Gateway,
+    ) -> std::io::Result<Gateway> {
+        let auth = Arc::new(reconfigured(&config, &old.auth));
+        let mut gw = Gateway::build(config, compiled, old.clients.clone(), auth, Some(old))?;
+        gw.keys.clone_from(&old.keys);
+        Ok(gw)
+    }
+
+    fn build(
+        config: Config,
+        compiled: Vec<CompiledRoute>,
+        clients: Clients,
+        auth: Arc<Authorizer>,
+        old: Option<&Gateway>,
+    ) -> std::io::Result<Gateway> {
         // Handles registered before the recorder exists would record nothing.
         let _ = telemetry::prometheus();
         let routes = RouteTable::new(
@@ -87,9 +116,14 @@ impl Gateway {
                     .to_string(),
             ),
         };
-        let tls = match &config.edge.tls {
-            None => None,
-            Some(files) => Some(Arc::new(
+        let tls = match (&config.edge.tls, old) {
+            (None, _) => None,
+            // The listener keeps the certificates it started with (SIGHUP reloads their
+            // files); a reload does not open them again.
+            (Some(files), Some(old)) if old.config.edge.tls.as_ref() == Some(files) => {
+                old.tls.clone()
+            }
+            (Some(files), _) => Some(Arc::new(
                 crate::edge::tls::Tls::load(files).map_err(std::io::Error::other)?,
             )),
         };
@@ -116,7 +150,7 @@ impl Gateway {
                 }
             });
         }
-        let upstreams = upstreams(&config, &clients)?;
+        let upstreams = upstreams(&config, &clients, old)?;
         let metrics = config
             .routes
             .iter()
@@ -135,7 +169,12 @@ impl Gateway {
             unmatched: telemetry::RouteMetrics::new("unmatched", None),
             openapi,
             gateway_responses,
-            body_budget: Arc::new(tokio::sync::Semaphore::new(config.max_inflight_body_bytes)),
+            body_budget: match old {
+                Some(o) if o.config.max_inflight_body_bytes == config.max_inflight_body_bytes => {
+                    o.body_budget.clone()
+                }
+                _ => Arc::new(tokio::sync::Semaphore::new(config.max_inflight_body_bytes)),
+            },
             tls,
             ip_throttle,
             authorizers,
@@ -269,7 +308,27 @@ pub fn authorizer(
     snapshot: Snapshot,
     usage: Vec<(String, String, u64)>,
 ) -> Authorizer {
-    let routes = config
+    Authorizer::new(
+        DefaultClock::default(),
+        config.usage_plans.clone(),
+        route_auths(config),
+        config.account_throttle,
+        snapshot,
+        usage,
+    )
+}
+
+/// The authorizer for a reloaded configuration (see [`Authorizer::reconfigured`]).
+fn reconfigured(config: &Config, old: &Authorizer) -> Authorizer {
+    old.reconfigured(
+        config.usage_plans.clone(),
+        route_auths(config),
+        config.account_throttle,
+    )
+}
+
+fn route_auths(config: &Config) -> Vec<RouteAuth> {
+    config
         .routes
         .iter()
         .map(|r| RouteAuth {
@@ -279,25 +338,36 @@ pub fn authorizer(
             throttle: r.throttle,
             identity_plan: config.identity_plan(r).map(|p| p.name.clone()),
         })
-        .collect();
-    Authorizer::new(
-        DefaultClock::default(),
-        config.usage_plans.clone(),
-        routes,
-        config.account_throttle,
-        snapshot,
-        usage,
-    )
+        .collect()
 }
 
 /// Every route's way upstream: its integration, and for routes that batch their batcher
 /// (and spool, opened here, whose replayer the integration starts).
-fn upstreams(config: &Config, clients: &Clients) -> std::io::Result<Vec<Upstream>> {
+fn upstreams(
+    config: &Config,
+    clients: &Clients,
+    old: Option<&Gateway>,
+) -> std::io::Result<Vec<Arc<Upstream>>> {
+    // A route whose way upstream did not change keeps the one it has.
+    let kept: Vec<Option<Arc<Upstream>>> = config
+        .routes
+        .iter()
+        .map(|r| {
+            // The spool settings themselves wait for a restart (see `reload`).
+            let old = old?;
+            let i = old
+                .config
+                .routes
+                .iter()
+                .position(|o| same_way_upstream(o, r))?;
+            Some(old.upstreams[i].clone())
+        })
+        .collect();
     // Every spool first: one that cannot be opened stops start-up before any task starts.
     let mut spools = Vec::with_capacity(config.routes.len());
-    for r in &config.routes {
-        spools.push(match (r.spool, r.batch) {
-            (Some(mode), Some(_)) => Some((open_spool(config, &r.name())?, mode)),
+    for (r, kept) in config.routes.iter().zip(&kept) {
+        spools.push(match (r.spool, r.batch, kept) {
+            (Some(mode), Some(_), None) => Some((open_spool(config, &r.name())?, mode)),
             _ => None,
         });
     }
@@ -305,7 +375,11 @@ fn upstreams(config: &Config, clients: &Clients) -> std::io::Result<Vec<Upstream
         .routes
         .iter()
         .zip(spools)
-        .map(|(r, spool)| {
+        .zip(kept)
+        .map(|((r, spool), kept)| {
+            if let Some(kept) = kept {
+                return Ok(kept);
+            }
             let name = r.name();
             let integration = integrations::of(r.action).ok_or_else(|| {
                 std::io::Error::other(format!("{name}: no integration performs {}", r.action))
@@ -324,7 +398,7 @@ fn upstreams(config: &Config, clients: &Clients) -> std::io::Result<Vec<Upstream
                 ),
                 _ => None,
             };
-            Ok(Upstream {
+            Ok(Arc::new(Upstream {
                 integration,
                 action: r.action,
                 target: r.target.clone(),
@@ -337,9 +411,21 @@ fn upstreams(config: &Config, clients: &Clients) -> std::io::Result<Vec<Upstream
                     .map(|b| crate::dispatch::Room::new(b.queue_bytes)),
                 batched,
                 capture_headers: reads_upstream_headers(r),
-            })
+            }))
         })
         .collect()
+}
+
+/// Whether two routes reach their upstream the same way, so one's batcher and spool can
+/// serve the other.
+fn same_way_upstream(a: &crate::config::RouteConfig, b: &crate::config::RouteConfig) -> bool {
+    a.name() == b.name()
+        && a.action == b.action
+        && a.target == b.target
+        && a.timeout == b.timeout
+        && a.batch == b.batch
+        && a.spool == b.spool
+        && reads_upstream_headers(a) == reads_upstream_headers(b)
 }
 
 /// Opens a route's spool, logging what recovery found.

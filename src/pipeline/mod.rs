@@ -9,6 +9,7 @@
 
 pub mod gateway;
 pub mod readiness;
+pub mod reload;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use crate::respond::integration::Answer;
 use crate::validate::body::{self, BodyRules};
 use crate::{authorize, proxy, respond};
 pub use gateway::{CompiledRoute, Gateway, authorizer, compile_templates};
+pub use reload::Live;
 
 /// What happened, for the access log.
 #[derive(Debug, Default)]

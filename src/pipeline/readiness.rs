@@ -63,13 +63,17 @@ impl Upstreams {
     }
 }
 
-/// Checks every route's upstream until all are there (or `stop`).
+/// Checks every route's upstream until all are there, or until the gateway is out of
+/// service (a reload replaced it and its last request is answered).
 pub async fn watch(gw: Arc<Gateway>) {
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .ok()
         .or_else(|| gw.config.aws.endpoint_url.clone())
         .unwrap_or_else(|| "the AWS endpoint of the region".into());
+    let weak = Arc::downgrade(&gw);
+    drop(gw);
     loop {
+        let Some(gw) = weak.upgrade() else { return };
         for (i, upstream) in gw.upstreams.iter().enumerate() {
             if gw.upstream_state.state[i].load(Ordering::Relaxed) == READY {
                 continue;
@@ -109,6 +113,7 @@ pub async fn watch(gw: Arc<Gateway>) {
         if gw.upstream_state.all_ready() {
             return;
         }
+        drop(gw);
         tokio::time::sleep(RECHECK_EVERY).await;
     }
 }

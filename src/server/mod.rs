@@ -29,12 +29,18 @@ pub mod strict;
 
 use crate::edge;
 use crate::error::{ErrorKind, GatewayError};
-use crate::pipeline::{self, Gateway};
+use crate::pipeline::{self, Gateway, Live};
 use crate::telemetry;
 
 /// The router, for a real listener or for tests (`tower::ServiceExt::oneshot`). With an
 /// admin listener configured, `/metrics` and the OpenAPI document are served there instead.
 pub fn app(gw: Arc<Gateway>) -> Router {
+    live_app(Live::new(gw, None))
+}
+
+/// As [`app`], serving whichever gateway `live` holds when each request arrives.
+pub fn live_app(live: Arc<Live>) -> Router {
+    let gw = live.load();
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));
@@ -46,22 +52,49 @@ pub fn app(gw: Arc<Gateway>) -> Router {
     }
     router
         .fallback(handle)
-        .with_state(gw)
+        .with_state(live)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
 }
 
-/// The admin listener's router: health, readiness, metrics and the OpenAPI document.
-pub fn admin_app(gw: Arc<Gateway>) -> Router {
+/// The admin listener's router: health, readiness, metrics, the OpenAPI document, and
+/// `POST /reload` (see `pipeline::reload`).
+pub fn admin_app(live: Arc<Live>) -> Router {
+    let gw = live.load();
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/reload", axum::routing::post(reload));
     if let Some(path) = &gw.config.openapi_path {
         router = router.route(path, get(openapi));
     }
     router
-        .with_state(gw)
+        .with_state(live)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+}
+
+/// `POST /reload`: 200 with what changed, or 400 with every error (the running
+/// configuration keeps serving).
+async fn reload(State(live): State<Arc<Live>>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    match live.reload_and_log("POST /reload").await {
+        Ok(r) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({
+                "reloaded": true,
+                "routes": r.routes,
+                "kept_batchers": r.kept,
+                "at_restart": r.at_restart,
+            })),
+        ),
+        Err(errors) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "reloaded": false,
+                "message": "the configuration was not reloaded; the running one keeps serving",
+                "errors": errors,
+            })),
+        ),
+    }
 }
 
 /// Connections the admin listener keeps open at once, in all and per address.
@@ -70,8 +103,9 @@ const ADMIN_CONNECTIONS: (usize, usize) = (256, 64);
 /// AWS clients' connections, the admin listener.
 const RESERVED_FILES: u64 = 512;
 
-async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, String) {
-    if !gw.ready.load(Ordering::Relaxed) {
+async fn readyz(State(live): State<Arc<Live>>) -> (StatusCode, String) {
+    let gw = live.load();
+    if live.stopping() || !gw.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     }
     if gw.config.require_upstreams && !gw.upstream_state.all_ready() {
@@ -92,7 +126,8 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, String) {
     (StatusCode::OK, "ready".into())
 }
 
-async fn openapi(State(gw): State<Arc<Gateway>>) -> Response<Body> {
+async fn openapi(State(live): State<Arc<Live>>) -> Response<Body> {
+    let gw = live.load();
     let mut resp = Response::new(Body::from(gw.openapi.clone().unwrap_or_default()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -120,7 +155,9 @@ pub fn epoch_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response<Body> {
+async fn handle(State(live): State<Arc<Live>>, req: Request) -> Response<Body> {
+    // The configuration current now serves this request to its end, reloads or not.
+    let gw = live.load();
     let received = Instant::now();
     let received_epoch_ms = epoch_ms();
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -460,18 +497,26 @@ pub const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// Connections past `max_connections` (in all, or from one address) are closed at once; see
 /// [`accept`] for each connection's timers.
 pub async fn run(gw: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
-    run_with_admin(gw, listener, None).await
+    run_with_admin(Live::new(gw, None), listener, None).await
 }
 
-/// As [`run`], with the operators' listener (`server.admin_listen`) beside the main one.
+/// As [`run`], with the operators' listener (`server.admin_listen`) beside the main one,
+/// serving whichever gateway `live` holds (reloads swap it).
 pub async fn run_with_admin(
-    gw: Arc<Gateway>,
+    live: Arc<Live>,
     listener: TcpListener,
     admin: Option<TcpListener>,
 ) -> std::io::Result<()> {
-    let grace = gw.config.shutdown_grace;
-    let delay = gw.config.shutdown_delay;
-    let mut max = gw.config.max_connections;
+    // The listener's own settings are the ones it started with (held apart from the
+    // gateway, which a reload replaces and drops once its last request is answered).
+    let (config, tls) = {
+        let gw = live.load();
+        (Arc::new(gw.config.clone()), gw.tls.clone())
+    };
+    let gw = &config;
+    let grace = gw.shutdown_grace;
+    let delay = gw.shutdown_delay;
+    let mut max = gw.max_connections;
     if let Some(files) = limits::raise_file_limit() {
         let room = usize::try_from(files.saturating_sub(RESERVED_FILES).max(64)).unwrap_or(max);
         if room < max {
@@ -483,13 +528,13 @@ pub async fn run_with_admin(
             max = room;
         }
     }
-    let main = limits::ConnectionLimits::new("main", max, gw.config.max_connections_per_ip);
+    let main = limits::ConnectionLimits::new("main", max, gw.max_connections_per_ip);
     let connections = GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(admin) = admin {
         let (max, per_ip) = ADMIN_CONNECTIONS;
         let limits = limits::ConnectionLimits::new("admin", max, per_ip);
-        let app = admin_app(gw.clone());
+        let app = admin_app(live.clone());
         let (gw, stop) = (gw.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let connections = GracefulShutdown::new();
@@ -499,7 +544,7 @@ pub async fn run_with_admin(
     }
     let stop = async {
         shutdown_signal().await;
-        gw.ready.store(false, Ordering::Relaxed);
+        live.stop();
         tracing::info!(
             delay_seconds = delay.as_secs_f64(),
             "Shutting down; /readyz fails, still serving during the delay."
@@ -507,13 +552,13 @@ pub async fn run_with_admin(
         tokio::time::sleep(delay).await;
         let _ = stop_tx.send(true);
     };
-    if let Some(tls) = &gw.tls {
+    if let Some(tls) = &tls {
         tls.watch();
     }
-    let app = app(gw.clone());
+    let app = live_app(live.clone());
     tokio::select! {
         () = stop => {}
-        () = accept(&gw, listener, app, &main, &connections, stop_rx, gw.tls.clone()) => {}
+        () = accept(gw, listener, app, &main, &connections, stop_rx, tls.clone()) => {}
     }
     tracing::info!(
         grace_seconds = grace.as_secs_f64(),
@@ -536,7 +581,7 @@ pub async fn run_with_admin(
 /// most `max_headers` (more is a 431); a connection waiting for its next request is closed
 /// after `idle_timeout`; a request gets 504 past `request_timeout`.
 async fn accept(
-    gw: &Arc<Gateway>,
+    gw: &Arc<crate::config::Config>,
     listener: TcpListener,
     app: Router,
     limits: &Arc<limits::ConnectionLimits>,
@@ -555,7 +600,7 @@ async fn accept(
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_headers(gw.config.max_headers)
+        .max_headers(gw.max_headers)
         .max_buf_size(READ_BUFFER_BYTES);
     http.http2().timer(TokioTimer::new());
     loop {
@@ -579,9 +624,9 @@ async fn accept(
         // No TCP_NODELAY: a response leaves in one write either way, and with it set the
         // gateway spent 16% more CPU per request under load (benches/RESULTS.md).
         let timers = Timers {
-            idle: gw.config.idle_timeout,
-            head: gw.config.header_read_timeout,
-            first_byte: gw.config.first_byte_timeout,
+            idle: gw.idle_timeout,
+            head: gw.header_read_timeout,
+            first_byte: gw.first_byte_timeout,
         };
         let (http, app, tls) = (http.clone(), app.clone(), tls.clone());
         let watcher = connections.watcher();
