@@ -63,6 +63,10 @@ enum Command {
         #[arg(long, default_value = "*")]
         account: String,
     },
+    /// Make the running gateway load this configuration again, without a restart (through
+    /// its admin listener; SIGHUP does the same). Prints what changed, or every error: the
+    /// running configuration keeps serving then (exit status 2).
+    Reload,
     /// Render a mapping template against a request, as the gateway would.
     Render(cli::render::RenderArgs),
     /// Manage API keys.
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
         Command::IamPolicy { region, account } => {
             cli::iam_policy::run(&args.config, region, account)
         }
+        Command::Reload => cli::reload::run(&args.config),
         Command::Keys(k) => cli::keys::run(&args.config, k),
         Command::Spool(s) => cli::spool::run(&args.config, s),
         Command::ImportOpenapi { file, out } => cli::openapi::import(file, out),

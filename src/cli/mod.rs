@@ -7,6 +7,7 @@ pub mod keys;
 pub mod lint;
 pub mod openapi;
 pub mod provision;
+pub mod reload;
 pub mod render;
 pub mod serve;
 pub mod spool;
