@@ -359,3 +359,48 @@ uri = "https://collector.internal/{proxy}"
         "mock and http need none: {grants:?}"
     );
 }
+
+/// Two routes on one path shape clash when their methods can meet (ANY meets every method),
+/// whatever their parameters are called; one per method does not.
+#[test]
+fn routes_declared_twice_are_found_by_shape_and_method() {
+    let route = |method: &str, path: &str| {
+        format!("[[routes]]\nmethod = \"{method}\"\npath = \"{path}\"\naction = \"mock\"\n\n")
+    };
+    let clashes = [
+        route("POST", "/v1/{id}/events") + &route("POST", "/v1/{other}/events"),
+        route("ANY", "/v1/x") + &route("GET", "/v1/x"),
+        route("GET", "/v1/{p+}") + &route("ANY", "/v1/{q+}"),
+    ];
+    for text in clashes {
+        let path = temp_config("twice", &text);
+        let out = gateway(&["--config", path.to_str().unwrap(), "check-config"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is declared twice"), "{text}\n{err}");
+        assert_eq!(err.matches("declared twice").count(), 1, "{err}");
+    }
+    let fine = route("GET", "/v1/{id}") + &route("POST", "/v1/{id}") + &route("GET", "/v1/{id}/x");
+    let path = temp_config("once", &fine);
+    let out = gateway(&["--config", path.to_str().unwrap(), "check-config"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A template file named by many routes is read and compiled once, and shared.
+#[test]
+fn a_template_shared_by_routes_is_compiled_once() {
+    let dir = std::env::temp_dir().join(format!("ingest-gateway-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("t.vtl"), "{\"Data\": \"$input.body\"}").unwrap();
+    let text: String = (0..3)
+        .map(|i| format!("[[routes]]\nmethod = \"POST\"\npath = \"/r{i}\"\naction = \"mock\"\nrequest_templates = {{ \"application/json\" = \"t.vtl\" }}\n\n"))
+        .collect();
+    let config =
+        ingest_gateway::config::parse(std::path::Path::new("t.toml"), &text, &dir).unwrap();
+    let compiled = ingest_gateway::pipeline::compile_templates(&config).unwrap();
+    let first = &compiled[0].request_templates[0].1;
+    assert!(
+        compiled
+            .iter()
+            .all(|c| std::sync::Arc::ptr_eq(&c.request_templates[0].1, first))
+    );
+}

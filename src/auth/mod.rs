@@ -213,18 +213,6 @@ struct State {
     pending: Mutex<HashMap<String, HashMap<i64, u64>>>,
 }
 
-/// A route of `old` by name: its index and its auth settings and limiter.
-#[allow(clippy::type_complexity)]
-fn o_route<'a, C: Clock>(
-    old: Option<&'a Authorizer<C>>,
-    name: &str,
-) -> Option<(usize, &'a (RouteAuth, Option<Arc<Direct<C>>>))> {
-    old?.routes
-        .iter()
-        .enumerate()
-        .find(|(_, (r, _))| r.name == name)
-}
-
 /// A governor bucket for a throttle; `None` if the numbers cannot make one.
 pub fn bucket(t: Throttle) -> Option<Bucket> {
     if !(t.rate.is_finite() && t.rate > 0.0) {
@@ -292,6 +280,25 @@ impl<C: Clock + Clone> Authorizer<C> {
         let direct = |t: Throttle| {
             bucket(t).map(|b| Arc::new(RateLimiter::direct_with_clock(b, clock.clone())))
         };
+        // The old routes by name, looked up once per new route.
+        let old_routes: HashMap<&str, usize> = old
+            .map(|o| {
+                o.routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (r, _))| (r.name.as_str(), i))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let new_routes: HashMap<&str, usize> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.as_str(), i))
+            .collect();
+        let o_route = |name: &str| {
+            let i = *old_routes.get(name)?;
+            Some((i, &old?.routes[i]))
+        };
         let plans = plans
             .into_iter()
             .map(|p| {
@@ -300,9 +307,9 @@ impl<C: Clock + Clone> Authorizer<C> {
                     .route_throttles
                     .iter()
                     .filter_map(|(name, t)| {
-                        let i = routes.iter().position(|r| &r.name == name)?;
+                        let i = *new_routes.get(name.as_str())?;
                         let kept = was.and_then(|w| {
-                            let (j, _) = o_route(old, name)?;
+                            let (j, _) = o_route(name)?;
                             w.plan
                                 .route_throttles
                                 .iter()
@@ -316,7 +323,7 @@ impl<C: Clock + Clone> Authorizer<C> {
                 let grants = p.routes.as_ref().map(|names| {
                     names
                         .iter()
-                        .filter_map(|name| routes.iter().position(|r| &r.name == name))
+                        .filter_map(|name| new_routes.get(name.as_str()).copied())
                         .collect()
                 });
                 let throttle = match was {
@@ -338,7 +345,7 @@ impl<C: Clock + Clone> Authorizer<C> {
         let routes = routes
             .into_iter()
             .map(|r| {
-                let kept = o_route(old, &r.name)
+                let kept = o_route(&r.name)
                     .filter(|(_, (was, _))| was.throttle == r.throttle)
                     .and_then(|(_, (_, limiter))| limiter.clone());
                 let limiter = kept.or_else(|| r.throttle.and_then(direct));

@@ -514,6 +514,10 @@ impl Validator<'_> {
         stage_variables: &IndexMap<String, String>,
     ) -> Vec<RouteConfig> {
         let mut routes: Vec<RouteConfig> = Vec::new();
+        // The methods declared on each path shape so far (`None`: ANY), to find clashes in
+        // one pass.
+        let mut declared: std::collections::HashMap<String, Vec<Option<http::Method>>> =
+            std::collections::HashMap::new();
         for route in raw {
             if let Some(r) = self.route(
                 route,
@@ -523,10 +527,11 @@ impl Validator<'_> {
                 server.max_body_bytes,
                 stage_variables,
             ) {
-                let clash = routes.iter().any(|o| {
-                    o.path.shape() == r.path.shape()
-                        && (o.method.is_none() || r.method.is_none() || o.method == r.method)
-                });
+                let methods = declared.entry(r.path.shape()).or_default();
+                let clash = methods
+                    .iter()
+                    .any(|m| m.is_none() || r.method.is_none() || *m == r.method);
+                methods.push(r.method.clone());
                 if clash {
                     self.error(
                         Some(route.span()),

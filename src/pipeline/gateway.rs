@@ -2,6 +2,7 @@
 //! and validation, the authorizer, and each route's way upstream (its integration, and the
 //! batcher and spool of routes that have them). Nothing here runs per request.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -204,7 +205,8 @@ impl Gateway {
 /// A route's templates and validation, compiled.
 pub struct CompiledRoute {
     /// By lower-cased media type.
-    pub request_templates: Vec<(String, Template)>,
+    /// A template file several routes name is compiled once and shared.
+    pub request_templates: Vec<(String, Arc<Template>)>,
     pub responses: ResponseTemplates,
     /// Its request validation, when it has any.
     pub validator: Option<Validator>,
@@ -224,21 +226,29 @@ pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<Stri
         })
         .collect();
     let mut validators = validators.into_iter();
-    let mut load = |path: &std::path::Path| -> Option<Template> {
+    // By file: each is read and compiled once, however many routes name it (and a broken
+    // one reported once).
+    let mut loaded: HashMap<std::path::PathBuf, Option<Arc<Template>>> = HashMap::new();
+    let mut load = |path: &std::path::Path| -> Option<Arc<Template>> {
+        if let Some(done) = loaded.get(path) {
+            return done.clone();
+        }
         let name = path.display().to_string();
-        match std::fs::read_to_string(path) {
+        let compiled = match std::fs::read_to_string(path) {
             Err(e) => {
                 errors.push(format!("{name}: cannot read the template: {e}"));
                 None
             }
             Ok(source) => match Template::compile(&name, &source) {
-                Ok(t) => Some(t),
+                Ok(t) => Some(Arc::new(t)),
                 Err(e) => {
                     errors.push(format!("{e:#}"));
                     None
                 }
             },
-        }
+        };
+        loaded.insert(path.to_path_buf(), compiled.clone());
+        compiled
     };
     let compiled: Vec<CompiledRoute> = config
         .routes
@@ -348,19 +358,25 @@ fn upstreams(
     clients: &Clients,
     old: Option<&Gateway>,
 ) -> std::io::Result<Vec<Arc<Upstream>>> {
-    // A route whose way upstream did not change keeps the one it has.
+    // A route whose way upstream did not change keeps the one it has (the spool settings
+    // themselves wait for a restart, see `reload`).
+    let by_name: HashMap<String, usize> = old
+        .map(|o| {
+            o.config
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.name(), i))
+                .collect()
+        })
+        .unwrap_or_default();
     let kept: Vec<Option<Arc<Upstream>>> = config
         .routes
         .iter()
         .map(|r| {
-            // The spool settings themselves wait for a restart (see `reload`).
             let old = old?;
-            let i = old
-                .config
-                .routes
-                .iter()
-                .position(|o| same_way_upstream(o, r))?;
-            Some(old.upstreams[i].clone())
+            let &i = by_name.get(&r.name())?;
+            same_way_upstream(&old.config.routes[i], r).then(|| old.upstreams[i].clone())
         })
         .collect();
     // Every spool first: one that cannot be opened stops start-up before any task starts.
@@ -419,7 +435,8 @@ fn upstreams(
 /// Whether two routes reach their upstream the same way, so one's batcher and spool can
 /// serve the other.
 fn same_way_upstream(a: &crate::config::RouteConfig, b: &crate::config::RouteConfig) -> bool {
-    a.name() == b.name()
+    a.method == b.method
+        && a.path.as_str() == b.path.as_str()
         && a.action == b.action
         && a.target == b.target
         && a.timeout == b.timeout

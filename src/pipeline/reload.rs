@@ -89,12 +89,7 @@ impl Live {
         })
         .await
         .map_err(|e| vec![format!("the reload stopped: {e}")])?;
-        let (config, compiled) = loaded.map_err(|mut errors| {
-            // A template shared by several routes is named once.
-            let mut seen = std::collections::HashSet::new();
-            errors.retain(|e| seen.insert(e.clone()));
-            errors
-        })?;
+        let (config, compiled) = loaded?;
         let old = self.load();
         let at_restart = at_restart(&old.config, &config);
         let gw = Gateway::succeeding(config, compiled, &old).map_err(|e| vec![e.to_string()])?;

@@ -25,7 +25,7 @@ pub struct Rendered {
 /// media type, none (the body passes through as it is), or 415.
 pub fn choose_template<'a>(
     route: &RouteConfig,
-    templates: &'a [(String, Template)],
+    templates: &'a [(String, std::sync::Arc<Template>)],
     media: &str,
 ) -> Result<Option<&'a Template>, GatewayError> {
     if let Some((_, t)) = templates.iter().find(|(m, _)| m == media) {

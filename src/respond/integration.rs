@@ -19,9 +19,9 @@ use crate::vtl::Template;
 #[derive(Debug, Default)]
 pub struct ResponseTemplates {
     /// The route's `response_template`.
-    pub default: Option<Template>,
+    pub default: Option<std::sync::Arc<Template>>,
     /// One per integration response, in order.
-    pub by_response: Vec<Option<Template>>,
+    pub by_response: Vec<Option<std::sync::Arc<Template>>>,
 }
 
 /// What the client's response is made from, besides the service's answer.
