@@ -132,6 +132,7 @@ impl PathTemplate {
 
     /// Matches a request path's segments; returns the parameters and a specificity score
     /// (higher is more specific).
+    #[cfg(test)]
     fn matches(&self, parts: &[&str]) -> Option<(PathParams, Vec<u8>)> {
         let mut params = Vec::new();
         let mut score = Vec::with_capacity(self.segments.len());
@@ -176,22 +177,122 @@ pub struct Matched {
     pub params: PathParams,
 }
 
-/// All routes, compiled.
+/// All routes, compiled into a tree of path segments, so a lookup follows the request's
+/// path instead of trying every route: its cost does not grow with the number of routes.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<(Option<Method>, PathTemplate)>,
+    root: Node,
+}
+
+/// The routes whose templates share a prefix of segments.
+#[derive(Debug, Default)]
+struct Node {
+    literals: std::collections::HashMap<String, Node>,
+    param: Option<Box<Node>>,
+    /// Routes ending here, by index, in configuration order.
+    ends: Vec<usize>,
+    /// Routes whose greedy parameter starts here.
+    greedy: Vec<usize>,
 }
 
 impl RouteTable {
     /// Builds the table; `method: None` matches every method.
     pub fn new(routes: impl IntoIterator<Item = (Option<Method>, PathTemplate)>) -> RouteTable {
-        RouteTable {
-            routes: routes.into_iter().collect(),
+        let routes: Vec<(Option<Method>, PathTemplate)> = routes.into_iter().collect();
+        let mut root = Node::default();
+        for (i, (_, template)) in routes.iter().enumerate() {
+            let mut node = &mut root;
+            let mut greedy = false;
+            for seg in &template.segments {
+                match seg {
+                    Segment::Literal(l) => node = node.literals.entry(l.clone()).or_default(),
+                    Segment::Param(_) => node = node.param.get_or_insert_with(Box::default),
+                    Segment::Greedy(_) => greedy = true,
+                }
+            }
+            if greedy {
+                node.greedy.push(i);
+            } else {
+                node.ends.push(i);
+            }
         }
+        RouteTable { routes, root }
     }
 
-    /// The most specific route for a request, or `None`.
+    /// The most specific route for a request, or `None`: segment by segment a literal
+    /// beats a parameter, which beats a greedy parameter, and an exact method beats ANY at
+    /// the same specificity. The tree is searched in that order, so the first route found
+    /// is the most specific.
     pub fn lookup(&self, method: &Method, path: &str) -> Option<Matched> {
+        let path = path.strip_prefix('/')?;
+        let parts: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').collect()
+        };
+        let mut values = Vec::new();
+        let (route, values) = self.search(&self.root, &parts, method, &mut values)?;
+        let names = self.routes[route].1.param_names();
+        let params = names.into_iter().map(str::to_string).zip(values).collect();
+        Some(Matched { route, params })
+    }
+
+    /// The best route under `node` for the remaining `parts`, and its parameters' values
+    /// (those taken above `node` are in `values`).
+    fn search(
+        &self,
+        node: &Node,
+        parts: &[&str],
+        method: &Method,
+        values: &mut Vec<String>,
+    ) -> Option<(usize, Vec<String>)> {
+        let Some((part, rest)) = parts.split_first() else {
+            return self.pick(&node.ends, method).map(|r| (r, values.clone()));
+        };
+        if let Some(child) = node.literals.get(*part)
+            && let Some(found) = self.search(child, rest, method, values)
+        {
+            return Some(found);
+        }
+        if let Some(child) = &node.param
+            && !part.is_empty()
+            && let Some(value) = percent_decode(part)
+        {
+            values.push(value);
+            let found = self.search(child, rest, method, values);
+            values.pop();
+            if found.is_some() {
+                return found;
+            }
+        }
+        if node.greedy.is_empty() {
+            return None;
+        }
+        let route = self.pick(&node.greedy, method)?;
+        let all = parts.join("/");
+        if all.is_empty() {
+            return None;
+        }
+        let mut taken = values.clone();
+        taken.push(percent_decode(&all)?);
+        Some((route, taken))
+    }
+
+    /// Of routes with the same template shape, the one for `method`: its own, else ANY.
+    fn pick(&self, candidates: &[usize], method: &Method) -> Option<usize> {
+        let of = |i: &usize| self.routes[*i].0.as_ref();
+        candidates
+            .iter()
+            .find(|i| of(i) == Some(method))
+            .or_else(|| candidates.iter().find(|i| of(i).is_none()))
+            .copied()
+    }
+
+    /// The route table's answer the simple way, trying every route (what the tree must
+    /// agree with; kept for tests).
+    #[cfg(test)]
+    fn lookup_linear(&self, method: &Method, path: &str) -> Option<Matched> {
         let path = path.strip_prefix('/')?;
         let parts: Vec<&str> = if path.is_empty() {
             Vec::new()
@@ -297,5 +398,65 @@ mod tests {
             PathTemplate::parse("/a/{x}/{y+}").unwrap().shape(),
             "/a/{}/{+}"
         );
+    }
+
+    /// The tree answers exactly as trying every route does, on generated route sets and
+    /// paths (literals, parameters, greedy parameters, ANY and exact methods, empty and
+    /// percent-encoded segments).
+    #[test]
+    fn the_tree_agrees_with_trying_every_route() {
+        use proptest::prelude::*;
+        let segment = prop_oneof![
+            3 => prop::sample::select(vec!["a", "b", "c"]).prop_map(|l| l.to_string()),
+            2 => Just("{}".to_string()),
+        ];
+        let template =
+            (prop::collection::vec(segment, 0..4), any::<bool>()).prop_map(|(segs, greedy)| {
+                let mut path = String::new();
+                for (i, s) in segs.iter().enumerate() {
+                    path.push('/');
+                    path.push_str(&if s == "{}" {
+                        format!("{{p{i}}}")
+                    } else {
+                        s.clone()
+                    });
+                }
+                if greedy {
+                    path.push_str(&format!("/{{g{}+}}", segs.len()));
+                }
+                if path.is_empty() {
+                    path.push('/');
+                }
+                path
+            });
+        let method = prop::sample::select(vec!["GET", "POST", "ANY"]);
+        let routes = prop::collection::vec((method, template), 1..12);
+        let part = prop::sample::select(vec!["a", "b", "c", "d", "", "%61", "%zz", "a%2Fb"]);
+        let path = prop::collection::vec(part, 0..6).prop_map(|p| format!("/{}", p.join("/")));
+        let paths = prop::collection::vec(path, 1..16);
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases: 2000,
+            ..Default::default()
+        });
+        runner
+            .run(&(routes, paths), |(routes, paths)| {
+                let owned: Vec<(&str, &str)> =
+                    routes.iter().map(|(m, p)| (*m, p.as_str())).collect();
+                let t = table(&owned);
+                for path in &paths {
+                    for m in [Method::GET, Method::POST, Method::DELETE] {
+                        prop_assert_eq!(
+                            t.lookup(&m, path),
+                            t.lookup_linear(&m, path),
+                            "{} {} in {:?}",
+                            m,
+                            path,
+                            routes
+                        );
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }
