@@ -109,37 +109,48 @@ pub fn spawn_upkeep() {
 
 /// One route's per-request metrics, registered once so that the request path neither builds
 /// label strings nor looks up the registry. Counters by status are registered on first use.
+///
+/// A route's series are registered at its first request, not up front: a large API whose
+/// routes are mostly idle exports only the ones in use (and an idle route costs a few
+/// bytes, not its status table).
 pub struct RouteMetrics {
     route: String,
-    latency: metrics::Histogram,
+    latency: std::sync::OnceLock<metrics::Histogram>,
     /// Calls and failures, for routes with an upstream.
     upstream: Option<(metrics::Counter, metrics::Counter)>,
-    /// By status code minus 100.
-    statuses: Box<[std::sync::OnceLock<metrics::Counter>]>,
+    /// By status code minus 100, made at the first request.
+    statuses: std::sync::OnceLock<Box<[std::sync::OnceLock<metrics::Counter>]>>,
 }
 
 impl RouteMetrics {
     pub fn new(route: &str, action: Option<&'static str>) -> RouteMetrics {
         RouteMetrics {
             route: route.to_string(),
-            latency: metrics::histogram!(names::REQUEST_SECONDS, "route" => route.to_string()),
+            latency: std::sync::OnceLock::new(),
             upstream: action.map(|action| {
                 (
                     metrics::counter!(names::UPSTREAM_CALLS, "action" => action),
                     metrics::counter!(names::UPSTREAM_FAILURES, "action" => action),
                 )
             }),
-            statuses: (100..600).map(|_| std::sync::OnceLock::new()).collect(),
+            statuses: std::sync::OnceLock::new(),
         }
     }
 
     pub fn request_done(&self, status: u16, seconds: f64) {
         let register = || metrics::counter!(names::REQUESTS, "route" => self.route.clone(), "status" => status.to_string());
-        match self.statuses.get(usize::from(status).wrapping_sub(100)) {
+        let statuses = self
+            .statuses
+            .get_or_init(|| (100..600).map(|_| std::sync::OnceLock::new()).collect());
+        match statuses.get(usize::from(status).wrapping_sub(100)) {
             Some(cell) => cell.get_or_init(register).increment(1),
             None => register().increment(1),
         }
-        self.latency.record(seconds);
+        self.latency
+            .get_or_init(
+                || metrics::histogram!(names::REQUEST_SECONDS, "route" => self.route.clone()),
+            )
+            .record(seconds);
     }
 
     /// The route's label.
@@ -173,9 +184,30 @@ pub fn batch_aggregated(route: &str, user_records: usize, aggregates: usize) {
     metrics::counter!(names::AGGREGATES, "route" => route.to_string()).increment(aggregates as u64);
 }
 
-/// The gauge of requests waiting in a route's batch queue.
-pub fn batch_queue_depth(route: &str) -> metrics::Gauge {
-    metrics::gauge!(names::BATCH_QUEUE_DEPTH, "route" => route.to_string())
+/// The gauge of requests waiting in a route's batch queue, registered once a request has
+/// waited (an idle route's depth is 0 and not exported).
+pub fn batch_queue_depth(route: &str) -> LazyGauge {
+    LazyGauge(std::sync::Arc::new((
+        route.to_string(),
+        std::sync::OnceLock::new(),
+    )))
+}
+
+/// A per-route gauge registered at its first value other than 0.
+#[derive(Debug, Clone)]
+pub struct LazyGauge(std::sync::Arc<(String, std::sync::OnceLock<metrics::Gauge>)>);
+
+impl LazyGauge {
+    pub fn set(&self, value: f64) {
+        let (route, gauge) = &*self.0;
+        match gauge.get() {
+            Some(g) => g.set(value),
+            None if value == 0.0 => {}
+            None => gauge
+                .get_or_init(|| metrics::gauge!(names::BATCH_QUEUE_DEPTH, "route" => route.clone()))
+                .set(value),
+        }
+    }
 }
 
 /// Connections open on a listener (`main` or `admin`).
@@ -189,19 +221,19 @@ pub fn connection_refused(listener: &'static str, reason: &'static str) {
         .increment(1);
 }
 
-/// Items sent again after a transient failure.
-/// A request presented a key the snapshot did not know: what the store check did
-/// (`reloaded`, `unchanged`, `remembered` as missing, or `over_budget`).
 /// Whether a route's upstream was found (1) or not (0) by the last check.
 pub fn upstream_ready(route: &str, ready: bool) {
     metrics::gauge!(names::UPSTREAM_READY, "route" => route.to_string())
         .set(f64::from(u8::from(ready)));
 }
 
+/// A request presented a key the snapshot did not know: what the store check did
+/// (`reloaded`, `unchanged`, `remembered` as missing, or `over_budget`).
 pub fn key_miss_check(result: &'static str) {
     metrics::counter!(names::KEY_MISS_CHECKS, "result" => result).increment(1);
 }
 
+/// Items sent again after a transient failure.
 pub fn retried(action: &'static str, items: usize) {
     metrics::counter!(names::RETRIES, "action" => action).increment(items as u64);
 }

@@ -1148,3 +1148,51 @@ async fn integration_responses_copy_the_upstreams_headers() {
         "{out:?}"
     );
 }
+
+/// Per-route series appear at a route's first request: an API of many idle routes exports
+/// none of theirs, and a request to one adds that one's alone.
+#[tokio::test]
+async fn per_route_series_are_registered_at_first_use() {
+    let stub = support::stub_kinesis().await;
+    let prefix = support::unique("idle");
+    let routes: String = (0..200)
+        .map(|i| {
+            format!("[[routes]]\nmethod = \"POST\"\npath = \"/{prefix}/r{i}\"\naction = \"kinesis:PutRecords\"\ntarget = \"s\"\nrequest_templates = {{ \"application/json\" = \"records.vtl\" }}\nbatch = {{ linger = \"5ms\" }}\n\n")
+        })
+        .collect();
+    let gw = support::in_process(&routes, &[("records.vtl", TEMPLATE)], &stub.endpoint).await;
+    let scrape = || async {
+        let req = Request::get("/metrics").body(Body::empty()).unwrap();
+        let resp = server::app(gw.clone()).oneshot(req).await.unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let ours = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(&prefix) && !l.starts_with("gateway_upstream_ready"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        ours(&scrape().await),
+        Vec::<String>::new(),
+        "idle routes export nothing"
+    );
+    let req = Request::post(format!("/{prefix}/r7"))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"events": [{"pk": "ok-1"}]}).to_string()))
+        .unwrap();
+    assert_eq!(
+        server::app(gw.clone()).oneshot(req).await.unwrap().status(),
+        200
+    );
+    let used = ours(&scrape().await);
+    assert!(!used.is_empty());
+    let route = format!("POST /{prefix}/r7\"");
+    assert!(used.iter().all(|l| l.contains(&route)), "{used:#?}");
+    assert!(used.iter().any(|l| l.starts_with("gateway_requests_total")));
+    assert!(
+        used.iter()
+            .any(|l| l.starts_with("gateway_request_duration_seconds"))
+    );
+}

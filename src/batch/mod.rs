@@ -79,7 +79,7 @@ pub enum SubmitError {
 pub struct Batcher<S: Sink> {
     tx: mpsc::Sender<Submission<S::Item, S::Output>>,
     route: Arc<str>,
-    depth: metrics::Gauge,
+    depth: telemetry::LazyGauge,
 }
 
 impl<S: Sink> Clone for Batcher<S> {
@@ -148,7 +148,7 @@ async fn run<S: Sink>(
     sink: Arc<S>,
     policy: BatchPolicy,
     route: String,
-    depth: metrics::Gauge,
+    depth: telemetry::LazyGauge,
 ) {
     sink.prepare().await;
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
