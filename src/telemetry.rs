@@ -1,6 +1,7 @@
 //! Logs and metrics: JSON logs through `tracing`, Prometheus metrics through `metrics`.
 //! Metric names live here; labels are bounded (route and status, never keys or paths).
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -138,7 +139,11 @@ impl RouteMetrics {
     }
 
     pub fn request_done(&self, status: u16, seconds: f64) {
-        let register = || metrics::counter!(names::REQUESTS, "route" => self.route.clone(), "status" => status.to_string());
+        let register = || {
+            let mut labels = route_labels(&self.route);
+            labels.push(metrics::Label::new("status", status.to_string()));
+            metrics::counter!(names::REQUESTS, labels)
+        };
         let statuses = self
             .statuses
             .get_or_init(|| (100..600).map(|_| std::sync::OnceLock::new()).collect());
@@ -147,9 +152,7 @@ impl RouteMetrics {
             None => register().increment(1),
         }
         self.latency
-            .get_or_init(
-                || metrics::histogram!(names::REQUEST_SECONDS, "route" => self.route.clone()),
-            )
+            .get_or_init(|| metrics::histogram!(names::REQUEST_SECONDS, route_labels(&self.route)))
             .record(seconds);
     }
 
@@ -170,18 +173,17 @@ impl RouteMetrics {
 
 /// A batch left for the upstream: its size and how long its first record waited.
 pub fn batch_flushed(route: &str, requests: usize, records: usize, waited: std::time::Duration) {
-    metrics::histogram!(names::BATCH_RECORDS, "route" => route.to_string()).record(records as f64);
-    metrics::histogram!(names::BATCH_REQUESTS, "route" => route.to_string())
-        .record(requests as f64);
-    metrics::histogram!(names::BATCH_WAIT_SECONDS, "route" => route.to_string())
+    metrics::histogram!(names::BATCH_RECORDS, route_labels(route)).record(records as f64);
+    metrics::histogram!(names::BATCH_REQUESTS, route_labels(route)).record(requests as f64);
+    metrics::histogram!(names::BATCH_WAIT_SECONDS, route_labels(route))
         .record(waited.as_secs_f64());
 }
 
 /// User records packed into KPL aggregated records.
 pub fn batch_aggregated(route: &str, user_records: usize, aggregates: usize) {
-    metrics::counter!(names::AGGREGATED_RECORDS, "route" => route.to_string())
+    metrics::counter!(names::AGGREGATED_RECORDS, route_labels(route))
         .increment(user_records as u64);
-    metrics::counter!(names::AGGREGATES, "route" => route.to_string()).increment(aggregates as u64);
+    metrics::counter!(names::AGGREGATES, route_labels(route)).increment(aggregates as u64);
 }
 
 /// The gauge of requests waiting in a route's batch queue, registered once a request has
@@ -204,7 +206,7 @@ impl LazyGauge {
             Some(g) => g.set(value),
             None if value == 0.0 => {}
             None => gauge
-                .get_or_init(|| metrics::gauge!(names::BATCH_QUEUE_DEPTH, "route" => route.clone()))
+                .get_or_init(|| metrics::gauge!(names::BATCH_QUEUE_DEPTH, route_labels(route)))
                 .set(value),
         }
     }
@@ -223,8 +225,7 @@ pub fn connection_refused(listener: &'static str, reason: &'static str) {
 
 /// Whether a route's upstream was found (1) or not (0) by the last check.
 pub fn upstream_ready(route: &str, ready: bool) {
-    metrics::gauge!(names::UPSTREAM_READY, "route" => route.to_string())
-        .set(f64::from(u8::from(ready)));
+    metrics::gauge!(names::UPSTREAM_READY, route_labels(route)).set(f64::from(u8::from(ready)));
 }
 
 /// A request presented a key the snapshot did not know: what the store check did
@@ -261,14 +262,43 @@ pub struct SpoolMetrics {
 
 impl SpoolMetrics {
     pub fn new(route: &str) -> SpoolMetrics {
-        let r = || route.to_string();
+        let r = || route_labels(route);
         SpoolMetrics {
-            records: metrics::gauge!(names::SPOOL_RECORDS, "route" => r()),
-            bytes: metrics::gauge!(names::SPOOL_BYTES, "route" => r()),
-            appended: metrics::counter!(names::SPOOL_APPENDED, "route" => r()),
-            replayed: metrics::counter!(names::SPOOL_REPLAYED, "route" => r()),
-            refused: metrics::counter!(names::SPOOL_REFUSED, "route" => r()),
-            dead_lettered: metrics::counter!(names::SPOOL_DEAD, "route" => r()),
+            records: metrics::gauge!(names::SPOOL_RECORDS, r()),
+            bytes: metrics::gauge!(names::SPOOL_BYTES, r()),
+            appended: metrics::counter!(names::SPOOL_APPENDED, r()),
+            replayed: metrics::counter!(names::SPOOL_REPLAYED, r()),
+            refused: metrics::counter!(names::SPOOL_REFUSED, r()),
+            dead_lettered: metrics::counter!(names::SPOOL_DEAD, r()),
         }
+    }
+}
+
+/// Route labels other than the route's own name, by route name (`telemetry.route_label`),
+/// set when a gateway is built; `None`: no route label.
+static RELABELED: std::sync::RwLock<Option<HashMap<String, Option<String>>>> =
+    std::sync::RwLock::new(None);
+
+/// Sets what the `route` label of each route's series holds: its group, or nothing. Series
+/// registered after this call carry it (a route's own, at its first request).
+pub fn relabel_routes(labels: impl IntoIterator<Item = (String, Option<String>)>) {
+    let mut map = RELABELED.write().unwrap_or_else(|p| p.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    for (route, label) in labels {
+        if label.as_deref() == Some(route.as_str()) {
+            map.remove(&route);
+        } else {
+            map.insert(route, label);
+        }
+    }
+}
+
+/// The labels of a route's series: `route="METHOD /path"`, its group, or none.
+fn route_labels(route: &str) -> Vec<metrics::Label> {
+    let map = RELABELED.read().unwrap_or_else(|p| p.into_inner());
+    match map.as_ref().and_then(|m| m.get(route)) {
+        None => vec![metrics::Label::new("route", route.to_string())],
+        Some(Some(label)) => vec![metrics::Label::new("route", label.clone())],
+        Some(None) => Vec::new(),
     }
 }

@@ -404,3 +404,14 @@ fn a_template_shared_by_routes_is_compiled_once() {
             .all(|c| std::sync::Arc::ptr_eq(&c.request_templates[0].1, first))
     );
 }
+
+#[test]
+fn an_unknown_route_label_is_refused() {
+    let path = temp_config("label", "[telemetry]\nroute_label = \"path\"\n");
+    let out = gateway(&["--config", path.to_str().unwrap(), "check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":2:15: telemetry.route_label: expected \"route\", \"group\" or \"none\""),
+        "{err}"
+    );
+}

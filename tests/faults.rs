@@ -1196,3 +1196,73 @@ async fn per_route_series_are_registered_at_first_use() {
             .any(|l| l.starts_with("gateway_request_duration_seconds"))
     );
 }
+
+/// `telemetry.route_label`: `group` labels a route's series with its group (its own
+/// `group`, or the first segment of its path), `none` drops the route label.
+#[tokio::test]
+async fn route_labels_can_be_groups_or_none() {
+    let stub = support::stub_kinesis().await;
+    let scrape = |gw: std::sync::Arc<ingest_gateway::pipeline::Gateway>| async move {
+        let req = Request::get("/metrics").body(Body::empty()).unwrap();
+        let resp = server::app(gw).oneshot(req).await.unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let post = |gw: std::sync::Arc<ingest_gateway::pipeline::Gateway>, path: String| async move {
+        let req = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(json!({"events": [{"pk": "ok-1"}]}).to_string()))
+            .unwrap();
+        server::app(gw).oneshot(req).await.unwrap().status()
+    };
+    let route = |path: &str, group: &str| {
+        format!(
+            "[[routes]]\nmethod = \"POST\"\npath = \"{path}\"\naction = \"kinesis:PutRecords\"\ntarget = \"s\"\nrequest_templates = {{ \"application/json\" = \"records.vtl\" }}\n{group}\n"
+        )
+    };
+
+    let g = support::unique("grp");
+    let text = format!(
+        "[telemetry]\nroute_label = \"group\"\n\n{}{}{}",
+        route(&format!("/{g}/a"), ""),
+        route(&format!("/{g}/b"), ""),
+        route(&format!("/other/{g}"), &format!("group = \"{g}-named\"")),
+    );
+    let gw = support::in_process(&text, &[("records.vtl", TEMPLATE)], &stub.endpoint).await;
+    for path in [format!("/{g}/a"), format!("/{g}/b"), format!("/other/{g}")] {
+        assert_eq!(post(gw.clone(), path).await, 200);
+    }
+    let text = scrape(gw).await;
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains(&g)).collect();
+    let counts = |label: &str| {
+        ours.iter()
+            .filter(|l| l.starts_with("gateway_requests_total") && l.contains(label))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&format!("route=\"/{g}\"")), vec!["2"], "{ours:#?}");
+    assert_eq!(
+        counts(&format!("route=\"{g}-named\"")),
+        vec!["1"],
+        "{ours:#?}"
+    );
+    assert!(
+        !ours.iter().any(|l| l.contains("POST /")),
+        "no route's own label: {ours:#?}"
+    );
+
+    let n = support::unique("nolabel");
+    let text = format!(
+        "[telemetry]\nroute_label = \"none\"\n\n{}",
+        route(&format!("/{n}"), "")
+    );
+    let gw = support::in_process(&text, &[("records.vtl", TEMPLATE)], &stub.endpoint).await;
+    assert_eq!(post(gw.clone(), format!("/{n}")).await, 200);
+    let text = scrape(gw).await;
+    assert!(!text.contains(&n), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("gateway_requests_total{status=\"200\"}")),
+        "one series for all routes: {text}"
+    );
+}

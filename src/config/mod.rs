@@ -23,6 +23,7 @@ pub mod responses;
 pub mod routes;
 pub mod server;
 pub mod spool;
+pub mod telemetry;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -78,6 +79,8 @@ pub struct Config {
     pub stage_variables: IndexMap<String, String>,
     pub limits: Limits,
     pub routes: Vec<RouteConfig>,
+    /// `telemetry.route_label`.
+    pub route_label: telemetry::RouteLabel,
     pub resources: crate::integrations::provision::Resources,
     pub key_store: PathBuf,
     pub account_throttle: Option<Throttle>,
@@ -95,6 +98,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The `route` label of a route's own series (`telemetry.route_label`); `None`: the
+    /// series carry no route label.
+    pub fn metrics_label(&self, route: &RouteConfig) -> Option<String> {
+        match self.route_label {
+            telemetry::RouteLabel::Route => Some(route.name()),
+            telemetry::RouteLabel::Group => Some(route.group.clone()),
+            telemetry::RouteLabel::None => None,
+        }
+    }
+
     /// The plan by identity that counts a route's principals, if any.
     pub fn identity_plan(&self, route: &RouteConfig) -> Option<&UsagePlan> {
         self.usage_plans
@@ -539,6 +552,7 @@ impl Validator<'_> {
         }
         let aws = self.aws(raw.aws);
         let gateway_responses = self.gateway_responses(&raw.gateway_responses, base);
+        let route_label = self.telemetry(&raw.telemetry);
         Config {
             key_store,
             account_throttle,
@@ -567,6 +581,7 @@ impl Validator<'_> {
             stage_variables: raw.stage_variables,
             limits: server.limits,
             routes,
+            route_label,
             resources: raw.resources,
             base_dir: base.to_path_buf(),
             spool,

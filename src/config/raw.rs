@@ -14,6 +14,7 @@ pub use super::responses::RawResponse;
 pub use super::routes::{RawRequiredParameters, RawRoute};
 pub use super::server::{RawAws, RawServer, RawTemplateLimits};
 pub use super::spool::RawSpool;
+pub use super::telemetry::RawTelemetry;
 pub use crate::integrations::provision::Resources as RawResources;
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -50,6 +51,9 @@ pub struct RawConfig {
     /// The durable spool: where records wait on disk when the upstream cannot take them.
     #[serde(default)]
     pub spool: RawSpool,
+    /// What the gateway's own metrics carry.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
     /// The gateway's own error responses, by API Gateway's response type
     /// (`DEFAULT_4XX`, `DEFAULT_5XX`, `THROTTLED`, `BAD_REQUEST_BODY`, ...): a status and
     /// headers to set, as `x-amazon-apigateway-gateway-responses`.

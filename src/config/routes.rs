@@ -80,6 +80,9 @@ pub struct RawRoute {
     pub customer_param: Option<Spanned<String>>,
     /// A throttle for the whole route, all callers together.
     pub throttle: Option<RawThrottle>,
+    /// The route's group, for `telemetry.route_label = "group"` (default: the first
+    /// segment of its path, `/v1`).
+    pub group: Option<Spanned<String>>,
     /// Send `X-RateLimit-Limit`, `-Remaining` and `-Reset` for the key's quota.
     #[serde(default)]
     pub rate_limit_headers: bool,
@@ -159,6 +162,9 @@ pub struct RouteConfig {
     pub api_key_query: Option<String>,
     /// The path parameter that must equal the key's customer.
     pub customer_param: Option<String>,
+    /// Its group (`group`, or the first segment of its path), for
+    /// `telemetry.route_label = "group"`.
+    pub group: String,
     pub throttle: Option<Throttle>,
     pub rate_limit_headers: bool,
     /// Batching across requests, when on.
@@ -470,8 +476,21 @@ impl Validator<'_> {
                 format!("route {name}: pixel routes answer GET requests (method = \"GET\")"),
             );
         }
+        let group = match &r.group {
+            Some(g) if g.get_ref().trim().is_empty() || g.get_ref().len() > 128 => {
+                self.error(Some(g.span()), "group: use 1 to 128 characters".to_string());
+                String::new()
+            }
+            Some(g) => g.get_ref().clone(),
+            None => {
+                let raw = r.path.get_ref();
+                let first = raw.trim_start_matches('/').split('/').next().unwrap_or("");
+                format!("/{first}")
+            }
+        };
         Some(RouteConfig {
             customer_param,
+            group,
             max_body_bytes,
             method,
             path,

@@ -152,6 +152,12 @@ impl Gateway {
             });
         }
         let upstreams = upstreams(&config, &clients, old)?;
+        telemetry::relabel_routes(
+            config
+                .routes
+                .iter()
+                .map(|r| (r.name(), config.metrics_label(r))),
+        );
         let metrics = config
             .routes
             .iter()
