@@ -476,18 +476,7 @@ impl Validator<'_> {
                 format!("route {name}: pixel routes answer GET requests (method = \"GET\")"),
             );
         }
-        let group = match &r.group {
-            Some(g) if g.get_ref().trim().is_empty() || g.get_ref().len() > 128 => {
-                self.error(Some(g.span()), "group: use 1 to 128 characters".to_string());
-                String::new()
-            }
-            Some(g) => g.get_ref().clone(),
-            None => {
-                let raw = r.path.get_ref();
-                let first = raw.trim_start_matches('/').split('/').next().unwrap_or("");
-                format!("/{first}")
-            }
-        };
+        let group = self.route_group(r.group.as_ref(), r.path.get_ref());
         Some(RouteConfig {
             customer_param,
             group,

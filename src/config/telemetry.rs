@@ -43,4 +43,19 @@ impl Validator<'_> {
             },
         }
     }
+
+    /// A route's `group`, or the first segment of its path (`/v1`).
+    pub(super) fn route_group(&mut self, group: Option<&Spanned<String>>, path: &str) -> String {
+        match group {
+            Some(g) if g.get_ref().trim().is_empty() || g.get_ref().len() > 128 => {
+                self.error(Some(g.span()), "group: use 1 to 128 characters".to_string());
+                String::new()
+            }
+            Some(g) => g.get_ref().clone(),
+            None => {
+                let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+                format!("/{first}")
+            }
+        }
+    }
 }
