@@ -1266,3 +1266,21 @@ async fn route_labels_can_be_groups_or_none() {
         "one series for all routes: {text}"
     );
 }
+
+/// Routes on one target share its upstream check: 50 routes on one stream make one call.
+#[tokio::test]
+async fn routes_on_one_target_share_one_upstream_check() {
+    let stub = support::stub_kinesis().await;
+    let routes: String = (0..50)
+        .map(|i| {
+            format!("[[routes]]\nmethod = \"POST\"\npath = \"/shared/r{i}\"\naction = \"kinesis:PutRecords\"\ntarget = \"s\"\nrequest_templates = {{ \"application/json\" = \"records.vtl\" }}\n\n")
+        })
+        .collect();
+    let gw = support::in_process(&routes, &[("records.vtl", TEMPLATE)], &stub.endpoint).await;
+    let watched = ingest_gateway::pipeline::readiness::watch(gw.clone());
+    tokio::time::timeout(std::time::Duration::from_secs(10), watched)
+        .await
+        .expect("every route is found ready");
+    assert!(gw.upstream_state.all_ready());
+    assert_eq!(stub.described.load(Ordering::SeqCst), 1);
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use super::Gateway;
+use crate::upstream::Action;
 
 pub const RECHECK_EVERY: Duration = Duration::from_secs(10);
 /// One check's longest wait.
@@ -74,6 +75,10 @@ pub async fn watch(gw: Arc<Gateway>) {
     drop(gw);
     loop {
         let Some(gw) = weak.upgrade() else { return };
+        // Routes sharing a target share one check per pass: an API of many routes on a few
+        // streams makes a few calls, not one per route.
+        let mut checked: std::collections::HashMap<(Action, String), Result<(), String>> =
+            std::collections::HashMap::new();
         for (i, upstream) in gw.upstreams.iter().enumerate() {
             if gw.upstream_state.state[i].load(Ordering::Relaxed) == READY {
                 continue;
@@ -85,12 +90,20 @@ pub async fn watch(gw: Arc<Gateway>) {
                 crate::telemetry::upstream_ready(&route, true);
                 continue;
             };
-            let check = upstream
-                .integration
-                .check(&gw.clients, upstream.action, target);
-            let result = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+            let key = (upstream.action, target.to_string());
+            let result = match checked.get(&key) {
+                Some(done) => done.clone(),
+                None => {
+                    let check = upstream
+                        .integration
+                        .check(&gw.clients, upstream.action, target);
+                    let result = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+                    };
+                    checked.insert(key, result.clone());
+                    result
+                }
             };
             let was = gw.upstream_state.state[i].load(Ordering::Relaxed);
             crate::telemetry::upstream_ready(&route, result.is_ok());

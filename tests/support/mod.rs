@@ -562,6 +562,8 @@ pub struct StubKinesis {
     pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// While set (the default), `poison-` records are refused; clear it to "fix the cause".
     pub poison: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Calls other than `PutRecords` and `PutRecord` (the gateway's upstream checks).
+    pub described: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub async fn stub_kinesis() -> StubKinesis {
@@ -597,6 +599,8 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
     let dt = data.clone();
     let poison = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let ps = poison.clone();
+    let described = Arc::new(AtomicUsize::new(0));
+    let ds = described.clone();
     let app = axum::Router::new().fallback(post(move |headers: axum::http::HeaderMap, body: Bytes| {
         // The gateway's start-up check of its upstream is not a call the tests count.
         let describe = headers
@@ -608,7 +612,9 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         let refused = rf.clone();
         let kept = dt.clone();
         let poisoned = ps.load(Ordering::SeqCst);
-        if !describe {
+        if describe {
+            ds.fetch_add(1, Ordering::SeqCst);
+        } else {
             rc.fetch_add(1, Ordering::SeqCst);
         }
         async move {
@@ -688,6 +694,7 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         received,
         refused,
         poison,
+        described,
     }
 }
 
