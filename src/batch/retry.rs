@@ -80,12 +80,16 @@ where
             }
             Err(e) if e.retryable() => {
                 for &i in &todo {
-                    // Clients may see this; the detail goes to the log.
-                    results[i] = Some(Outcome::Failed {
-                        code: "ServiceUnavailable".into(),
-                        message: "the service could not be reached".into(),
-                        retryable: true,
-                    });
+                    // An item the service already refused keeps that reason, which says more
+                    // than a later call that did not get through (or was cut short by the
+                    // deadline). Clients may see this; the detail goes to the log.
+                    if results[i].is_none() {
+                        results[i] = Some(Outcome::Failed {
+                            code: "ServiceUnavailable".into(),
+                            message: "the service could not be reached".into(),
+                            retryable: true,
+                        });
+                    }
                 }
                 again.clone_from(&todo);
                 call_error = Some(e);
@@ -274,6 +278,33 @@ mod tests {
             ]
         );
         assert_eq!(*sent.borrow(), vec![vec![1, 2, 3, 4], vec![2, 4]]);
+    }
+
+    /// An item the service refused keeps that reason when a later call fails as a whole.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_item_keeps_its_reason_through_a_failed_call() {
+        let calls = RefCell::new(0);
+        let deadline = Instant::now() + Duration::from_millis(400);
+        let out = with_retries(Action::KinesisPutRecords, &[1u32, 2], deadline, |batch| {
+            *calls.borrow_mut() += 1;
+            let first = *calls.borrow() == 1;
+            async move {
+                if !first {
+                    return Err(IntegrationError::Timeout {
+                        action: Action::KinesisPutRecords,
+                        timeout: Duration::from_millis(5),
+                    });
+                }
+                Ok(batch
+                    .into_iter()
+                    .map(|i| if i == 2 { throttled() } else { Outcome::Ok(i) })
+                    .collect())
+            }
+        })
+        .await
+        .unwrap();
+        assert!(*calls.borrow() >= 2, "retried");
+        assert_eq!(out, vec![Outcome::Ok(1), throttled()]);
     }
 
     #[tokio::test(start_paused = true)]
