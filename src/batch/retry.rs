@@ -241,6 +241,14 @@ mod tests {
         }
     }
 
+    /// Item 2 throttled, the others accepted.
+    fn two_throttled(batch: Vec<u32>) -> Vec<Outcome<u32>> {
+        batch
+            .into_iter()
+            .map(|i| if i == 2 { throttled() } else { Outcome::Ok(i) })
+            .collect()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn only_failed_items_are_sent_again() {
         let sent: RefCell<Vec<Vec<u32>>> = RefCell::default();
@@ -295,10 +303,7 @@ mod tests {
                         timeout: Duration::from_millis(5),
                     });
                 }
-                Ok(batch
-                    .into_iter()
-                    .map(|i| if i == 2 { throttled() } else { Outcome::Ok(i) })
-                    .collect())
+                Ok(two_throttled(batch))
             }
         })
         .await
@@ -314,12 +319,7 @@ mod tests {
         let deadline = started + Duration::from_secs(2);
         let out = with_retries(Action::KinesisPutRecords, &[1u32, 2], deadline, |batch| {
             *calls.borrow_mut() += 1;
-            async move {
-                Ok(batch
-                    .into_iter()
-                    .map(|i| if i == 2 { throttled() } else { Outcome::Ok(i) })
-                    .collect())
-            }
+            async move { Ok(two_throttled(batch)) }
         })
         .await
         .unwrap();
