@@ -407,7 +407,7 @@ pub async fn call(
 }
 
 /// How the AWS clients are built (`[aws]`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AwsSettings {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,

@@ -93,10 +93,12 @@ impl Live {
         let old = self.load();
         let at_restart = at_restart(&old.config, &config);
         let gw = Gateway::succeeding(config, compiled, &old).map_err(|e| vec![e.to_string()])?;
+        let before: std::collections::HashSet<*const crate::dispatch::Upstream> =
+            old.upstreams.iter().map(Arc::as_ptr).collect();
         let kept = gw
             .upstreams
             .iter()
-            .filter(|u| old.upstreams.iter().any(|o| Arc::ptr_eq(o, u)))
+            .filter(|u| before.contains(&Arc::as_ptr(u)))
             .count();
         let reloaded = Reloaded {
             routes: gw.config.routes.len(),
@@ -147,10 +149,7 @@ fn at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     };
     check(old.listen != new.listen, "server.listen");
     check(old.admin_listen != new.admin_listen, "server.admin_listen");
-    check(
-        old.edge.tls.is_some() != new.edge.tls.is_some() || old.edge.tls != new.edge.tls,
-        "server.tls",
-    );
+    check(old.edge.tls != new.edge.tls, "server.tls");
     check(
         old.max_connections != new.max_connections,
         "server.max_connections",
@@ -175,10 +174,7 @@ fn at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     check(old.key_store != new.key_store, "auth.key_store");
     check(old.openapi_path != new.openapi_path, "server.openapi_path");
-    check(
-        format!("{:?}", old.aws) != format!("{:?}", new.aws),
-        "[aws]",
-    );
+    check(old.aws != new.aws, "[aws]");
     check(old.spool != new.spool, "[spool]");
     changed
 }
