@@ -513,16 +513,7 @@ pub fn prepare(
             }
             pin_json(act, service, target, &mut body)?;
             Ok((
-                vec![
-                    (
-                        "content-type".into(),
-                        format!("application/x-amz-json-{version}"),
-                    ),
-                    (
-                        "x-amz-target".into(),
-                        format!("{target_prefix}.{}", action.operation()),
-                    ),
-                ],
+                json_headers(version, target_prefix, action.operation()),
                 body.to_string().into_bytes(),
             ))
         }
@@ -574,6 +565,20 @@ pub fn prepare(
             ))
         }
     }
+}
+
+/// The headers of a JSON-protocol call: its version and its operation.
+pub fn json_headers(version: &str, target_prefix: &str, operation: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "content-type".into(),
+            format!("application/x-amz-json-{version}"),
+        ),
+        (
+            "x-amz-target".into(),
+            format!("{target_prefix}.{operation}"),
+        ),
+    ]
 }
 
 fn form_encode(s: &str) -> String {

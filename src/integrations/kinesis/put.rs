@@ -135,25 +135,18 @@ pub async fn call(
     deadline: tokio::time::Instant,
 ) -> std::result::Result<Vec<Outcome<Placed>>, IntegrationError> {
     let action = Action::KinesisPutRecords;
-    let headers = vec![
-        (
-            "content-type".to_string(),
-            "application/x-amz-json-1.1".to_string(),
-        ),
-        (
-            "x-amz-target".to_string(),
-            "Kinesis_20131202.PutRecords".to_string(),
-        ),
-    ];
+    let kinesis = aws::known("kinesis");
+    let aws::Protocol::Json {
+        version,
+        target_prefix,
+    } = kinesis.protocol
+    else {
+        unreachable!("Kinesis speaks JSON");
+    };
+    let headers = aws::json_headers(version, target_prefix, "PutRecords");
     let timeout = signer.attempt_timeout(deadline);
     let answered = signer
-        .send(
-            action,
-            aws::known("kinesis"),
-            headers,
-            body(stream, entries),
-            timeout,
-        )
+        .send(action, kinesis, headers, body(stream, entries), timeout)
         .await?;
     answer(answered.status.as_u16(), &answered.body, entries.len())
 }
