@@ -173,17 +173,17 @@ impl RouteMetrics {
 
 /// A batch left for the upstream: its size and how long its first record waited.
 pub fn batch_flushed(route: &str, requests: usize, records: usize, waited: std::time::Duration) {
-    metrics::histogram!(names::BATCH_RECORDS, route_labels(route)).record(records as f64);
-    metrics::histogram!(names::BATCH_REQUESTS, route_labels(route)).record(requests as f64);
-    metrics::histogram!(names::BATCH_WAIT_SECONDS, route_labels(route))
-        .record(waited.as_secs_f64());
+    let labels = route_labels(route);
+    metrics::histogram!(names::BATCH_RECORDS, labels.clone()).record(records as f64);
+    metrics::histogram!(names::BATCH_REQUESTS, labels.clone()).record(requests as f64);
+    metrics::histogram!(names::BATCH_WAIT_SECONDS, labels).record(waited.as_secs_f64());
 }
 
 /// User records packed into KPL aggregated records.
 pub fn batch_aggregated(route: &str, user_records: usize, aggregates: usize) {
-    metrics::counter!(names::AGGREGATED_RECORDS, route_labels(route))
-        .increment(user_records as u64);
-    metrics::counter!(names::AGGREGATES, route_labels(route)).increment(aggregates as u64);
+    let labels = route_labels(route);
+    metrics::counter!(names::AGGREGATED_RECORDS, labels.clone()).increment(user_records as u64);
+    metrics::counter!(names::AGGREGATES, labels).increment(aggregates as u64);
 }
 
 /// The gauge of requests waiting in a route's batch queue, registered once a request has

@@ -1,7 +1,8 @@
 //! The upstream's HTTP response headers, for `integration.response.header.NAME` in
 //! integration responses (`x-amzn-RequestId`, for instance). An SDK interceptor copies the
 //! headers of each response into a task-local slot when the caller opened one with
-//! [`capturing`] (calls signed by the gateway itself, with [`record`]); elsewhere (batch flushes run in their own tasks) it does nothing.
+//! [`capturing`] (calls the gateway signs itself copy theirs with [`record`]); elsewhere
+//! (batch flushes run in their own tasks) nothing is copied.
 
 use std::cell::RefCell;
 
