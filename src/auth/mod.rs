@@ -308,15 +308,15 @@ impl<C: Clock + Clone> Authorizer<C> {
                     .iter()
                     .filter_map(|(name, t)| {
                         let i = *new_routes.get(name.as_str())?;
-                        let kept = was.and_then(|w| {
-                            let (j, _) = o_route(name)?;
-                            w.plan
-                                .route_throttles
-                                .iter()
-                                .any(|(n, was)| n == name && was == t)
-                                .then(|| w.route_throttles.get(&j).cloned())
-                                .flatten()
-                        });
+                        // Kept when the plan throttled this route the same way before.
+                        let kept = was
+                            .filter(|w| {
+                                w.plan
+                                    .route_throttles
+                                    .iter()
+                                    .any(|(n, was)| n == name && was == t)
+                            })
+                            .and_then(|w| w.route_throttles.get(&o_route(name)?.0).cloned());
                         Some((i, kept.or_else(|| keyed(*t))?))
                     })
                     .collect();
