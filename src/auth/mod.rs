@@ -12,10 +12,12 @@
 
 pub mod keys;
 pub mod plans;
+pub mod snapshot;
 pub mod store;
 pub mod sync;
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,30 +29,13 @@ use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota as Bucket, RateLimiter};
 
-use keys::{Hasher, KeyHash};
 use plans::{Quota, Throttle, UsagePlan, day_label, retry_after_seconds};
-use store::KeyRecord;
+pub use snapshot::{KeyRef, Snapshot, UNKNOWN_KEY};
 
-type Keyed<C> =
-    RateLimiter<String, DashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+/// Throttles by key (or principal, or address) count under a 64-bit hash of its id, keyed
+/// per process, so a check needs no copy of the id and a bucket costs 16 bytes.
+type Keyed<C> = RateLimiter<u64, DashMapStateStore<u64>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
-
-/// A key as the request path sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyEntry {
-    pub id: String,
-    pub name: String,
-    pub plan: String,
-    pub enabled: bool,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    /// The customer the key was issued to (`keys create --customer`), which a route can
-    /// require its path to name.
-    pub customer: Option<String>,
-    /// A browser key's origins; empty: any client.
-    pub origins: Vec<String>,
-    pub allow_no_origin: bool,
-}
 
 /// What the authorizer knows of the caller beside its key.
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,72 +44,6 @@ pub struct Caller<'a> {
     pub origin: Option<&'a str>,
     /// The client's address (for plans that throttle by it).
     pub ip: Option<std::net::IpAddr>,
-}
-
-/// Why a key is refused when the snapshot does not know it (the store may, if it was issued
-/// a moment ago: see `sync::KeySync::recheck`).
-pub const UNKNOWN_KEY: &str = "unknown key";
-
-/// The keys, by hash. A rotated key's previous hash maps to the same entry until its grace
-/// period ends.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    by_hash: HashMap<KeyHash, (KeyHash, Option<i64>, Arc<KeyEntry>)>,
-    /// The store's: presented keys are hashed as the store hashed them.
-    hasher: Hasher,
-}
-
-impl Snapshot {
-    pub fn from_records(records: Vec<KeyRecord>, hasher: Hasher) -> Snapshot {
-        let mut by_hash = HashMap::with_capacity(records.len() * 2);
-        for r in records {
-            let entry = Arc::new(KeyEntry {
-                id: r.id,
-                name: r.name,
-                plan: r.plan,
-                enabled: r.enabled,
-                created_at: r.created_at,
-                expires_at: r.expires_at,
-                customer: r.customer,
-                origins: r.origins,
-                allow_no_origin: r.allow_no_origin,
-            });
-            for (old, until) in r.previous {
-                by_hash.insert(old, (old, Some(until), entry.clone()));
-            }
-            by_hash.insert(r.hash, (r.hash, None, entry));
-        }
-        Snapshot { by_hash, hasher }
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_hash.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
-    }
-
-    /// The key a client presented, if it is known and usable at `now_ms`.
-    fn lookup(&self, presented: &str, now_ms: i64) -> Result<&Arc<KeyEntry>, &'static str> {
-        let h = self.hasher.hash(presented);
-        let Some((stored, valid_until, entry)) = self.by_hash.get(&h) else {
-            return Err(UNKNOWN_KEY);
-        };
-        if !keys::same(stored, &h) {
-            return Err(UNKNOWN_KEY);
-        }
-        if valid_until.is_some_and(|until| now_ms >= until) {
-            return Err("rotated key past its grace period");
-        }
-        if !entry.enabled {
-            return Err("disabled key");
-        }
-        if entry.expires_at.is_some_and(|at| now_ms >= at) {
-            return Err("expired key");
-        }
-        Ok(entry)
-    }
 }
 
 /// Authorization settings for one route.
@@ -153,7 +72,7 @@ pub struct QuotaStatus {
 /// An admitted request.
 #[derive(Debug, Clone, Default)]
 pub struct Admitted {
-    pub key: Option<Arc<KeyEntry>>,
+    pub key: Option<KeyRef>,
     pub quota: Option<QuotaStatus>,
 }
 
@@ -188,7 +107,28 @@ struct PlanLimits<C: Clock> {
 
 struct QuotaCounter {
     period_start: i64,
+    /// When the period ends: then the counter holds nothing the next period needs (it
+    /// starts from the store's counts of its own days), and a sweep may drop it.
+    period_end: i64,
     used: u64,
+}
+
+/// Keyed throttle state that a sweep thins out.
+trait Sweep: Send + Sync {
+    /// Forgets the buckets that are full again (a bucket is forgotten only once it has
+    /// refilled: a key coming back finds the same bucket it would have had), and returns the
+    /// memory.
+    fn sweep(&self);
+}
+
+impl<C: Clock + Send + Sync> Sweep for Keyed<C>
+where
+    C::Instant: Send + Sync,
+{
+    fn sweep(&self) {
+        self.retain_recent();
+        self.shrink_to_fit();
+    }
 }
 
 /// The request-path authorizer. `C` is governor's clock (a fake one in tests).
@@ -205,12 +145,35 @@ pub struct Authorizer<C: Clock = DefaultClock> {
 /// a request still finishing on the old configuration counts where the new one looks.
 struct State {
     snapshot: ArcSwap<Snapshot>,
+    /// Hashes ids for the keyed throttles (random per process).
+    ids: std::hash::RandomState,
     counters: Mutex<HashMap<String, QuotaCounter>>,
-    /// Counts persisted before start-up, by (key id, day).
-    persisted: HashMap<(String, String), u64>,
+    /// Counts persisted before start-up: by key id, (UTC day number, count) in day order.
+    persisted: HashMap<Box<str>, Box<[(i64, u64)]>>,
+    /// Every keyed throttle of every configuration still alive, for the sweeps.
+    keyed: Mutex<Vec<std::sync::Weak<dyn Sweep>>>,
     /// Counts not yet written to the store, by key id and UTC day number (days since the
     /// epoch; turned into `YYYY-MM-DD` only when flushed).
     pending: Mutex<HashMap<String, HashMap<i64, u64>>>,
+}
+
+/// Persisted counts by key, in day order, without the days' text.
+fn by_key(counts: Vec<(String, String, u64)>) -> HashMap<Box<str>, Box<[(i64, u64)]>> {
+    let mut by: HashMap<Box<str>, Vec<(i64, u64)>> = HashMap::new();
+    for (key, day, n) in counts {
+        let Some(ms) = plans::parse_day(&day) else {
+            continue;
+        };
+        by.entry(key.into_boxed_str())
+            .or_default()
+            .push((ms.div_euclid(86_400_000), n));
+    }
+    by.into_iter()
+        .map(|(k, mut days)| {
+            days.sort_unstable();
+            (k, days.into_boxed_slice())
+        })
+        .collect()
 }
 
 /// A governor bucket for a throttle; `None` if the numbers cannot make one.
@@ -226,7 +189,10 @@ fn wait<P: governor::clock::Reference>(not_until: &governor::NotUntil<P>, now: P
     retry_after_seconds(not_until.wait_time_from(now))
 }
 
-impl<C: Clock + Clone> Authorizer<C> {
+impl<C: Clock + Clone + Send + Sync + 'static> Authorizer<C>
+where
+    C::Instant: Send + Sync,
+{
     /// Builds the authorizer. `persisted` are usage counts already in the store (at least
     /// those of the current periods).
     pub fn new(
@@ -239,8 +205,10 @@ impl<C: Clock + Clone> Authorizer<C> {
     ) -> Authorizer<C> {
         let state = Arc::new(State {
             snapshot: ArcSwap::from_pointee(snapshot),
+            ids: std::hash::RandomState::new(),
             counters: Mutex::default(),
-            persisted: persisted.into_iter().map(|(k, d, n)| ((k, d), n)).collect(),
+            persisted: by_key(persisted),
+            keyed: Mutex::default(),
             pending: Mutex::default(),
         });
         Authorizer::build(clock, plans, routes, account, state, None)
@@ -275,7 +243,14 @@ impl<C: Clock + Clone> Authorizer<C> {
         old: Option<&Authorizer<C>>,
     ) -> Authorizer<C> {
         let keyed = |t: Throttle| {
-            bucket(t).map(|b| Arc::new(RateLimiter::dashmap_with_clock(b, clock.clone())))
+            let limiter = Arc::new(RateLimiter::dashmap_with_clock(bucket(t)?, clock.clone()));
+            let weak: std::sync::Weak<dyn Sweep> = Arc::downgrade(&limiter) as _;
+            state
+                .keyed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(weak);
+            Some(limiter)
         };
         let direct = |t: Throttle| {
             bucket(t).map(|b| Arc::new(RateLimiter::direct_with_clock(b, clock.clone())))
@@ -370,6 +345,11 @@ impl<C: Clock + Clone> Authorizer<C> {
         self.state.snapshot.store(Arc::new(snapshot));
     }
 
+    /// The keys as the request path now sees them.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.snapshot.load_full()
+    }
+
     pub fn snapshot_len(&self) -> usize {
         self.state.snapshot.load().len()
     }
@@ -412,9 +392,8 @@ impl<C: Clock + Clone> Authorizer<C> {
             let snapshot = self.state.snapshot.load();
             let entry = snapshot
                 .lookup(presented, now_ms)
-                .map_err(Denied::Forbidden)?
-                .clone();
-            let Some(plan) = self.plans.get(&entry.plan) else {
+                .map_err(Denied::Forbidden)?;
+            let Some(plan) = self.plans.get(entry.plan()) else {
                 return Err(Denied::Forbidden("key's usage plan is not configured"));
             };
             if plan.grants.as_ref().is_some_and(|g| !g.contains(&route)) {
@@ -422,11 +401,12 @@ impl<C: Clock + Clone> Authorizer<C> {
                     "key's usage plan does not grant this route",
                 ));
             }
-            if !entry.origins.is_empty() {
+            let origins = entry.origins();
+            if !origins.is_empty() {
                 match caller.origin {
-                    Some(o) if entry.origins.iter().any(|a| a.eq_ignore_ascii_case(o)) => {}
+                    Some(o) if origins.iter().any(|a| a.eq_ignore_ascii_case(o)) => {}
                     Some(_) => return Err(Denied::Forbidden("key is bound to other origins")),
-                    None if entry.allow_no_origin => {}
+                    None if entry.allow_no_origin() => {}
                     None => {
                         return Err(Denied::Forbidden(
                             "key is bound to origins and the request sent no Origin",
@@ -447,13 +427,13 @@ impl<C: Clock + Clone> Authorizer<C> {
                         }
                         let ip = plans::address_bucket(ip);
                         let bucket = if plan.by_key {
-                            format!("{}|{ip}", entry.id)
+                            self.state.ids.hash_one((entry.id(), ip))
                         } else {
-                            ip.to_string()
+                            self.state.ids.hash_one(ip)
                         };
                         l.check_key(&bucket)
                     }
-                    _ => l.check_key(&entry.id),
+                    _ => l.check_key(&self.state.ids.hash_one(entry.id())),
                 };
                 if let Err(nu) = checked {
                     return Err(Denied::Throttled {
@@ -474,7 +454,7 @@ impl<C: Clock + Clone> Authorizer<C> {
             });
         }
         if let (Some(q), Some(key)) = (plan_quota, &admitted.key) {
-            admitted.quota = Some(self.take_quota(&key.id, key.created_at, q, now_ms)?);
+            admitted.quota = Some(self.take_quota(key.id(), key.created_at(), q, now_ms)?);
         }
         Ok(admitted)
     }
@@ -525,7 +505,7 @@ impl<C: Clock + Clone> Authorizer<C> {
                 l.retain_recent();
                 l.shrink_to_fit();
             }
-            if let Err(nu) = l.check_key(&id) {
+            if let Err(nu) = l.check_key(&self.state.ids.hash_one(&id)) {
                 return Err(Denied::Throttled {
                     retry_after: wait(&nu, self.clock.now()),
                     scope: "usage plan",
@@ -575,6 +555,7 @@ impl<C: Clock + Clone> Authorizer<C> {
                 id.to_string(),
                 QuotaCounter {
                     period_start: i64::MIN,
+                    period_end: i64::MIN,
                     used: 0,
                 },
             );
@@ -584,6 +565,7 @@ impl<C: Clock + Clone> Authorizer<C> {
         };
         if counter.period_start != start {
             counter.period_start = start;
+            counter.period_end = end;
             counter.used = self.persisted_between(id, start, end)
                 + if (start..end).contains(&created_at) {
                     q.offset
@@ -616,18 +598,48 @@ impl<C: Clock + Clone> Authorizer<C> {
     }
 
     fn persisted_between(&self, key: &str, start: i64, end: i64) -> u64 {
-        let mut total = 0;
-        let mut day = start;
-        while day < end {
-            total += self
-                .state
-                .persisted
-                .get(&(key.to_string(), day_label(day)))
-                .copied()
-                .unwrap_or(0);
-            day += 86_400_000;
+        let Some(days) = self.state.persisted.get(key) else {
+            return 0;
+        };
+        let (first, last) = (
+            start.div_euclid(86_400_000),
+            (end - 1).div_euclid(86_400_000),
+        );
+        days.iter()
+            .filter(|(d, _)| (first..=last).contains(d))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Forgets state no request needs: throttle buckets that refilled, and quota counters
+    /// whose period ended (their counts are in the store, or pending for it). Run every
+    /// minute or so (see `sync::run`), so a million keys used once each do not stay in
+    /// memory.
+    pub fn sweep(&self, now_ms: i64) {
+        let live: Vec<Arc<dyn Sweep>> = {
+            let mut keyed = self.state.keyed.lock().unwrap_or_else(|p| p.into_inner());
+            keyed.retain(|w| w.strong_count() > 0);
+            keyed.iter().filter_map(std::sync::Weak::upgrade).collect()
+        };
+        for l in live {
+            l.sweep();
         }
-        total
+        let mut counters = self
+            .state
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        counters.retain(|_, c| c.period_end > now_ms);
+        counters.shrink_to_fit();
+    }
+
+    /// Quota counters held (for tests and the memory figures).
+    pub fn counters_held(&self) -> usize {
+        self.state
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Takes the counts not yet written to the store, as (key id, `YYYY-MM-DD`, count).

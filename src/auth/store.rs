@@ -114,7 +114,52 @@ CREATE TABLE IF NOT EXISTS usage (
     count INTEGER NOT NULL,
     PRIMARY KEY (key_id, day)
 );
+CREATE TABLE IF NOT EXISTS key_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_id TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS key_inserted AFTER INSERT ON api_keys BEGIN
+    INSERT INTO key_changes (key_id, at) VALUES (NEW.id, strftime('%s', 'now'));
+END;
+CREATE TRIGGER IF NOT EXISTS key_updated AFTER UPDATE ON api_keys BEGIN
+    INSERT INTO key_changes (key_id, at) VALUES (OLD.id, strftime('%s', 'now'));
+    INSERT INTO key_changes (key_id, at) SELECT NEW.id, strftime('%s', 'now') WHERE NEW.id != OLD.id;
+END;
+CREATE TRIGGER IF NOT EXISTS key_deleted AFTER DELETE ON api_keys BEGIN
+    INSERT INTO key_changes (key_id, at) VALUES (OLD.id, strftime('%s', 'now'));
+END;
+CREATE TRIGGER IF NOT EXISTS previous_inserted AFTER INSERT ON previous_keys BEGIN
+    INSERT INTO key_changes (key_id, at) VALUES (NEW.key_id, strftime('%s', 'now'));
+END;
+CREATE TRIGGER IF NOT EXISTS previous_deleted AFTER DELETE ON previous_keys BEGIN
+    INSERT INTO key_changes (key_id, at) VALUES (OLD.key_id, strftime('%s', 'now'));
+END;
+CREATE TRIGGER IF NOT EXISTS origins_inserted AFTER INSERT ON key_origins BEGIN
+    INSERT INTO key_changes (key_id, at) VALUES (NEW.key_id, strftime('%s', 'now'));
+END;
+CREATE TRIGGER IF NOT EXISTS origins_updated AFTER UPDATE ON key_origins BEGIN
+    INSERT INTO key_changes (key_id, at) VALUES (OLD.key_id, strftime('%s', 'now'));
+END;
+CREATE TRIGGER IF NOT EXISTS origins_deleted AFTER DELETE ON key_origins BEGIN
+    INSERT INTO key_changes (key_id, at) VALUES (OLD.key_id, strftime('%s', 'now'));
+END;
 ";
+
+/// What changed in the store after a point in its change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The log's newest entry (the point to ask from next time).
+    pub last: i64,
+    /// The keys changed (created, edited, rotated or deleted) after the point asked from.
+    /// `None`: the log no longer reaches back that far (pruned), so only a whole reload
+    /// tells what changed.
+    pub ids: Option<Vec<String>>,
+}
+
+/// How long change-log entries are kept: a server that has not looked for longer loads
+/// the whole store.
+pub const CHANGES_KEPT_SECONDS: i64 = 86_400;
 
 fn hash_from(blob: Vec<u8>) -> rusqlite::Result<KeyHash> {
     blob.try_into().map_err(|_| {
@@ -332,6 +377,89 @@ fn migrate(conn: &Connection, path: &Path) -> Result<Secret> {
     }
 }
 
+/// Creates a key on `conn` (the store's connection or a transaction on it).
+fn insert(
+    conn: &Connection,
+    hasher: &Hasher,
+    new: &NewKey,
+    now_ms: i64,
+) -> Result<(KeyRecord, String)> {
+    check_text(&new.name, "name")?;
+    if let Some(c) = &new.customer {
+        check_text(c, "customer")?;
+    }
+    let value = match &new.value {
+        Some(v) => {
+            keys::validate(v).map_err(StoreError::Invalid)?;
+            v.clone()
+        }
+        None => keys::generate(),
+    };
+    let hash = hasher.hash(&value);
+    KeyStore::check_unused(conn, &hash)?;
+    let record = KeyRecord {
+        id: keys::generate_id(),
+        name: new.name.clone(),
+        plan: new.plan.clone(),
+        hash,
+        enabled: new.enabled,
+        created_at: now_ms,
+        expires_at: new.expires_at,
+        description: new.description.clone(),
+        customer: new.customer.clone(),
+        previous: Vec::new(),
+        origins: new.origins.clone(),
+        allow_no_origin: new.allow_no_origin,
+    };
+    for o in &record.origins {
+        check_origin(o)?;
+    }
+    let inserted = conn.prepare_cached(
+        "INSERT INTO api_keys (id, name, plan, key_hash, enabled, created_at, expires_at, description, customer)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+            record.id,
+            record.name,
+            record.plan,
+            record.hash.as_slice(),
+            i64::from(record.enabled),
+            record.created_at,
+            record.expires_at,
+            record.description,
+            record.customer
+        ]);
+    if inserted.is_ok() && !record.origins.is_empty() {
+        conn.execute(
+            "INSERT OR REPLACE INTO key_origins (key_id, origins, allow_no_origin) VALUES (?1, ?2, ?3)",
+            params![
+                record.id,
+                record.origins.join(" "),
+                i64::from(record.allow_no_origin)
+            ],
+        )?;
+    }
+    match inserted {
+        Ok(_) => Ok((record, value)),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(StoreError::Invalid(
+                "a key with this value already exists".into(),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Origins as `key_origins` holds them: separated by spaces.
+fn split_origins(list: &str) -> Vec<String> {
+    list.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// A key as an older store holds it: id, SHA-256 hash, previous hash and its grace.
 type LegacyRow = (String, Vec<u8>, Option<Vec<u8>>, Option<i64>);
 
@@ -358,22 +486,17 @@ impl KeyStore {
     /// Why a value cannot be issued: it is, or was, some key's.
     fn check_unused(conn: &Connection, hash: &KeyHash) -> Result<()> {
         let retired: Option<String> = conn
-            .query_row(
-                "SELECT key_id FROM retired_keys WHERE key_hash = ?1",
-                [hash.as_slice()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT key_id FROM retired_keys WHERE key_hash = ?1")?
+            .query_row([hash.as_slice()], |r| r.get(0))
             .optional()?;
         if let Some(id) = retired {
             return Err(StoreError::Invalid(format!(
                 "this value was key {id}'s, which was revoked or rotated away; a value is never issued twice"
             )));
         }
-        let taken: i64 = conn.query_row(
-            "SELECT (SELECT COUNT(*) FROM api_keys WHERE key_hash = ?1) + (SELECT COUNT(*) FROM previous_keys WHERE key_hash = ?1)",
-            [hash.as_slice()],
-            |r| r.get(0),
-        )?;
+        let taken: i64 = conn
+            .prepare_cached("SELECT (SELECT COUNT(*) FROM api_keys WHERE key_hash = ?1) + (SELECT COUNT(*) FROM previous_keys WHERE key_hash = ?1)")?
+            .query_row([hash.as_slice()], |r| r.get(0))?;
         if taken > 0 {
             return Err(StoreError::Invalid(
                 "a key with this value already exists".into(),
@@ -400,11 +523,7 @@ impl KeyStore {
                 })
                 .optional()?
             {
-                r.origins = list
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect();
+                r.origins = split_origins(&list);
                 r.allow_no_origin = no_origin;
             }
         }
@@ -420,72 +539,24 @@ impl KeyStore {
 
     /// Creates a key; returns its record and the key, which is not kept anywhere.
     pub fn create(&self, new: &NewKey, now_ms: i64) -> Result<(KeyRecord, String)> {
-        check_text(&new.name, "name")?;
-        if let Some(c) = &new.customer {
-            check_text(c, "customer")?;
-        }
-        let value = match &new.value {
-            Some(v) => {
-                keys::validate(v).map_err(StoreError::Invalid)?;
-                v.clone()
-            }
-            None => keys::generate(),
-        };
-        let hash = self.hasher.hash(&value);
-        Self::check_unused(&self.conn, &hash)?;
-        let record = KeyRecord {
-            id: keys::generate_id(),
-            name: new.name.clone(),
-            plan: new.plan.clone(),
-            hash,
-            enabled: new.enabled,
-            created_at: now_ms,
-            expires_at: new.expires_at,
-            description: new.description.clone(),
-            customer: new.customer.clone(),
-            previous: Vec::new(),
-            origins: new.origins.clone(),
-            allow_no_origin: new.allow_no_origin,
-        };
-        for o in &record.origins {
-            check_origin(o)?;
-        }
-        let inserted = self.conn.execute(
-            "INSERT INTO api_keys (id, name, plan, key_hash, enabled, created_at, expires_at, description, customer)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                record.id,
-                record.name,
-                record.plan,
-                record.hash.as_slice(),
-                i64::from(record.enabled),
-                record.created_at,
-                record.expires_at,
-                record.description,
-                record.customer
-            ],
-        );
-        if inserted.is_ok() && !record.origins.is_empty() {
-            self.conn.execute(
-                "INSERT OR REPLACE INTO key_origins (key_id, origins, allow_no_origin) VALUES (?1, ?2, ?3)",
-                params![
-                    record.id,
-                    record.origins.join(" "),
-                    i64::from(record.allow_no_origin)
-                ],
-            )?;
-        }
-        match inserted {
-            Ok(_) => Ok((record, value)),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(StoreError::Invalid(
-                    "a key with this value already exists".into(),
-                ))
-            }
-            Err(e) => Err(e.into()),
-        }
+        insert(&self.conn, &self.hasher, new, now_ms)
+    }
+
+    /// Creates keys in one transaction (an import), each as [`KeyStore::create`] would: a
+    /// key that cannot be created is answered with its error and the others are created.
+    /// Err only if the transaction itself fails (then none is created).
+    pub fn create_all(
+        &mut self,
+        keys: &[NewKey],
+        now_ms: i64,
+    ) -> Result<Vec<Result<(KeyRecord, String)>>> {
+        let tx = self.conn.transaction()?;
+        let results = keys
+            .iter()
+            .map(|new| insert(&tx, &self.hasher, new, now_ms))
+            .collect();
+        tx.commit()?;
+        Ok(results)
     }
 
     /// Creates many keys with chosen values in one transaction (bulk loads, benchmarks).
@@ -514,16 +585,118 @@ impl KeyStore {
         Ok(keys.len())
     }
 
-    pub fn list(&self) -> Result<Vec<KeyRecord>> {
+    /// Calls `f` with every key, in the order of [`KeyStore::list`], holding one record at a
+    /// time (a million keys load without a million records in memory).
+    pub fn each(&self, mut f: impl FnMut(KeyRecord)) -> Result<()> {
+        let mut previous: std::collections::HashMap<String, Vec<(KeyHash, i64)>> =
+            std::collections::HashMap::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT key_id, key_hash, valid_until FROM previous_keys ORDER BY valid_until",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                hash_from(row.get(1)?)?,
+                row.get(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, hash, until) = row?;
+            previous.entry(id).or_default().push((hash, until));
+        }
+        let mut origins: std::collections::HashMap<String, (String, bool)> =
+            std::collections::HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key_id, origins, allow_no_origin FROM key_origins")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)? != 0,
+            ))
+        })?;
+        for row in rows {
+            let (id, list, no_origin) = row?;
+            origins.insert(id, (list, no_origin));
+        }
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
         ))?;
-        let mut rows = stmt
-            .query_map([], record)?
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let mut r = record(row)?;
+            if let Some(p) = previous.remove(&r.id) {
+                r.previous = p;
+            }
+            if let Some((list, no_origin)) = origins.remove(&r.id) {
+                r.origins = split_origins(&list);
+                r.allow_no_origin = no_origin;
+            }
+            f(r);
+        }
+        Ok(())
+    }
+
+    /// The newest entry of the change log (0: none yet).
+    pub fn last_change(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM key_changes", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// The keys changed after `since` (a [`Changes::last`] or [`KeyStore::last_change`]),
+    /// at most `max` of them: more, and `ids` is `None` as for a pruned log.
+    pub fn changes_since(&self, since: i64, max: usize) -> Result<Changes> {
+        let last = self.last_change()?;
+        if last <= since {
+            return Ok(Changes {
+                last,
+                ids: Some(Vec::new()),
+            });
+        }
+        // The entry right after `since` must still be there, else some were pruned.
+        let first: Option<i64> = self.conn.query_row(
+            "SELECT MIN(seq) FROM key_changes WHERE seq > ?1",
+            [since],
+            |r| r.get(0),
+        )?;
+        if first != Some(since + 1) {
+            return Ok(Changes { last, ids: None });
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT key_id FROM key_changes WHERE seq > ?1 AND seq <= ?2 LIMIT ?3",
+        )?;
+        let ids = stmt
+            .query_map(
+                params![
+                    since,
+                    last,
+                    i64::try_from(max).unwrap_or(i64::MAX).saturating_add(1)
+                ],
+                |r| r.get::<_, String>(0),
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        drop(stmt);
-        self.previous_of(&mut rows)?;
-        Ok(rows)
+        Ok(Changes {
+            last,
+            ids: (ids.len() <= max).then_some(ids),
+        })
+    }
+
+    /// Forgets change-log entries older than [`CHANGES_KEPT_SECONDS`] before `now_ms`.
+    pub fn prune_changes(&self, now_ms: i64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM key_changes WHERE at < ?1",
+            [now_ms / 1000 - CHANGES_KEPT_SECONDS],
+        )?)
+    }
+
+    pub fn list(&self) -> Result<Vec<KeyRecord>> {
+        let mut all = Vec::new();
+        self.each(|r| all.push(r))?;
+        Ok(all)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<KeyRecord>> {

@@ -1,8 +1,13 @@
 //! Keeping the authorizer and the key store in step, off the request path:
 //! - at start-up, load the keys and the usage counts of the current periods;
-//! - every [`REFRESH_EVERY`], check `PRAGMA data_version` and reload the keys if another
-//!   connection (the CLI) committed, so a key created, disabled or revoked takes effect
-//!   within a second without a restart;
+//! - every [`REFRESH_EVERY`], check `PRAGMA data_version`, and when another connection (the
+//!   CLI) committed, read the keys it changed from the store's change log (kept by
+//!   triggers, so any writer records its changes) and apply them to the snapshot, so a key
+//!   created, disabled or revoked takes effect within a second without a restart, and a
+//!   change to one key among a million reads one key. When more than [`MAX_CHANGED`] keys
+//!   changed since the whole store was loaded, or the log was pruned past the last look,
+//!   the whole store is loaded again (for a moment the old and the new snapshot are both in
+//!   memory);
 //! - every [`FLUSH_EVERY`] and at shutdown, write the quota counts taken since the last
 //!   flush. A failed write puts them back, so none are lost while the process lives;
 //! - on a key the snapshot does not know, check the store at once ([`KeySync::recheck`]), so
@@ -22,6 +27,7 @@ use governor::{Quota, RateLimiter};
 
 use super::keys::{Hasher, KeyHash};
 use super::plans::day_label;
+use super::snapshot::Table;
 use super::store::{KeyStore, StoreError};
 use super::{Authorizer, Snapshot};
 
@@ -31,22 +37,45 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// week that began in the previous month.
 const USAGE_DAYS: i64 = 40;
 
+/// Keys changed since the whole store was loaded that the snapshot takes as changes; more,
+/// and the whole store is loaded again.
+pub const MAX_CHANGED: usize = 4096;
+/// How often the authorizer forgets refilled throttle buckets and ended quota periods.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often the store's change log is pruned (see `store::CHANGES_KEPT_SECONDS`).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// What start-up needs from the store.
 pub struct Loaded {
     pub snapshot: Snapshot,
     pub usage: Vec<(String, String, u64)>,
     pub version: i64,
+    /// The change log's newest entry before the keys were read.
+    pub change: i64,
+}
+
+/// Every key, streamed into a snapshot; and the change log's position before they were
+/// read (a change made while reading is read again, harmlessly, as a change).
+fn load_keys(store: &KeyStore) -> Result<(i64, Snapshot), StoreError> {
+    let change = store.last_change()?;
+    let mut table = Table::default();
+    store.each(|r| table.push(r))?;
+    Ok((
+        change,
+        Snapshot::new(table.finish(), store.hasher().clone()),
+    ))
 }
 
 pub fn load(store: &KeyStore, now_ms: i64) -> Result<Loaded, StoreError> {
     let version = store.data_version()?;
-    let snapshot = Snapshot::from_records(store.list()?, store.hasher().clone());
+    let (change, snapshot) = load_keys(store)?;
     let from = day_label(now_ms - USAGE_DAYS * 86_400_000);
     let usage = store.usage(None, &from, "9999-12-31")?;
     Ok(Loaded {
         snapshot,
         usage,
         version,
+        change,
     })
 }
 
@@ -69,20 +98,36 @@ pub struct KeySync {
     hasher: Hasher,
     /// The store's `data_version` when the snapshot was last loaded.
     version: AtomicI64,
+    /// Where the snapshot is in the store's change log.
+    changes: Arc<Mutex<Applied>>,
     /// One reload at a time; others wait for it and use its result.
     reloading: tokio::sync::Mutex<()>,
     miss_checks: governor::DefaultDirectRateLimiter,
     missing: Mutex<HashMap<KeyHash, Instant>>,
 }
 
+/// The change log as the snapshot has applied it.
+#[derive(Default)]
+struct Applied {
+    /// The newest entry applied.
+    last: i64,
+    /// The keys changed since the whole store was loaded.
+    ids: std::collections::HashSet<Box<str>>,
+}
+
 impl KeySync {
-    pub fn new(store: KeyStore, auth: Arc<Authorizer>, version: i64) -> KeySync {
+    /// `version` and `change` are [`Loaded`]'s, of the snapshot `auth` holds.
+    pub fn new(store: KeyStore, auth: Arc<Authorizer>, version: i64, change: i64) -> KeySync {
         let per_second = NonZeroU32::new(MISS_CHECKS_PER_SECOND).unwrap_or(NonZeroU32::MIN);
         KeySync {
             hasher: store.hasher().clone(),
             store: Arc::new(Mutex::new(store)),
             auth,
             version: AtomicI64::new(version),
+            changes: Arc::new(Mutex::new(Applied {
+                last: change,
+                ids: Default::default(),
+            })),
             reloading: tokio::sync::Mutex::new(()),
             miss_checks: RateLimiter::direct(Quota::per_second(per_second)),
             missing: Mutex::default(),
@@ -95,7 +140,7 @@ impl KeySync {
         let before = self.version.load(Ordering::Acquire);
         let _one = self.reloading.lock().await;
         let version = self.version.load(Ordering::Acquire);
-        let now = reload_if_changed(&self.store, &self.auth, version).await?;
+        let now = reload_if_changed(&self.store, &self.auth, &self.changes, version).await?;
         self.version.store(now, Ordering::Release);
         Ok(now != before)
     }
@@ -141,8 +186,12 @@ impl KeySync {
 pub async fn run(keys: Arc<KeySync>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
     let mut flush = tokio::time::interval(FLUSH_EVERY);
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
+            _ = sweep.tick() => keys.auth.sweep(epoch_ms()),
+            _ = prune.tick() => prune_changes(&keys.store).await,
             _ = refresh.tick() => {
                 if let Err(e) = keys.refresh().await {
                     tracing::warn!(error = %e, "Could not check the key store for changes.");
@@ -155,31 +204,97 @@ pub async fn run(keys: Arc<KeySync>, mut stop: tokio::sync::watch::Receiver<bool
     flush_counts(&keys.store, &keys.auth).await;
 }
 
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+async fn prune_changes(store: &Arc<Mutex<KeyStore>>) {
+    let store = store.clone();
+    let pruned = tokio::task::spawn_blocking(move || {
+        store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prune_changes(epoch_ms())
+    })
+    .await;
+    if let Ok(Err(e)) = pruned {
+        tracing::warn!(error = %e, "Could not prune the key store's change log.");
+    }
+}
+
+/// What a look at the store found.
+enum Reloaded {
+    /// Nothing that concerns keys.
+    Unchanged,
+    /// A snapshot to serve: the whole store (`full`) or the last one with the changes.
+    Snapshot { snapshot: Box<Snapshot>, full: bool },
+}
+
 async fn reload_if_changed(
     store: &Arc<Mutex<KeyStore>>,
     auth: &Arc<Authorizer>,
+    applied: &Arc<Mutex<Applied>>,
     version: i64,
 ) -> Result<i64, StoreError> {
     let store = store.clone();
-    let result =
-        tokio::task::spawn_blocking(move || -> Result<Option<(i64, Snapshot)>, StoreError> {
-            let s = store.lock().unwrap_or_else(|p| p.into_inner());
-            let now = s.data_version()?;
-            if now == version {
-                return Ok(None);
-            }
-            Ok(Some((
+    let (applied, current) = (applied.clone(), auth.snapshot());
+    let result = tokio::task::spawn_blocking(move || -> Result<(i64, Reloaded), StoreError> {
+        let s = store.lock().unwrap_or_else(|p| p.into_inner());
+        let now = s.data_version()?;
+        if now == version {
+            return Ok((now, Reloaded::Unchanged));
+        }
+        let mut applied = applied.lock().unwrap_or_else(|p| p.into_inner());
+        let room = MAX_CHANGED.saturating_sub(applied.ids.len());
+        let changes = s.changes_since(applied.last, room)?;
+        let Some(ids) = changes.ids else {
+            let (change, snapshot) = load_keys(&s)?;
+            *applied = Applied {
+                last: change,
+                ids: Default::default(),
+            };
+            return Ok((
                 now,
-                Snapshot::from_records(s.list()?, s.hasher().clone()),
-            )))
-        })
-        .await
-        .map_err(|e| StoreError::Invalid(e.to_string()))??;
+                Reloaded::Snapshot {
+                    snapshot: Box::new(snapshot),
+                    full: true,
+                },
+            ));
+        };
+        applied.last = changes.last;
+        if ids.is_empty() {
+            return Ok((now, Reloaded::Unchanged));
+        }
+        applied
+            .ids
+            .extend(ids.into_iter().map(String::into_boxed_str));
+        let mut records = Vec::with_capacity(applied.ids.len());
+        for id in &applied.ids {
+            records.extend(s.get(id)?);
+        }
+        let snapshot = current.with_changes(&applied.ids, records);
+        Ok((
+            now,
+            Reloaded::Snapshot {
+                snapshot: Box::new(snapshot),
+                full: false,
+            },
+        ))
+    })
+    .await
+    .map_err(|e| StoreError::Invalid(e.to_string()))??;
     match result {
-        None => Ok(version),
-        Some((v, snapshot)) => {
-            tracing::info!(keys = snapshot.len(), "Reloaded API keys.");
-            auth.replace_snapshot(snapshot);
+        (v, Reloaded::Unchanged) => Ok(v),
+        (v, Reloaded::Snapshot { snapshot, full }) => {
+            tracing::info!(
+                keys = snapshot.len(),
+                changed = snapshot.changes(),
+                whole_store = full,
+                "Reloaded API keys."
+            );
+            auth.replace_snapshot(*snapshot);
             Ok(v)
         }
     }
@@ -208,5 +323,134 @@ pub async fn flush_counts(store: &Arc<Mutex<KeyStore>>, auth: &Arc<Authorizer>) 
             tracing::error!(error = %e, "Could not record API key usage; will retry.");
             auth.restore_pending(counts);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::store::NewKey;
+    use crate::auth::{RouteAuth, plans::UsagePlan};
+
+    fn value(i: usize) -> String {
+        format!("sync-test-key-{i:020}")
+    }
+
+    /// A store with `n` keys, the server's side of it, and a second connection (the CLI's).
+    fn setup(n: usize) -> (KeySync, KeyStore, Arc<Authorizer>) {
+        let dir = std::env::temp_dir().join(format!(
+            "ingest-gateway-sync-{}",
+            crate::auth::keys::generate_id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.db");
+        let mut store = KeyStore::open(&path).unwrap();
+        let keys: Vec<NewKey> = (0..n)
+            .map(|i| NewKey {
+                name: format!("k{i}"),
+                plan: "p".into(),
+                value: Some(value(i)),
+                enabled: true,
+                ..NewKey::default()
+            })
+            .collect();
+        for r in store.create_all(&keys, 0).unwrap() {
+            r.unwrap();
+        }
+        let loaded = load(&store, 0).unwrap();
+        let plan = UsagePlan {
+            name: "p".into(),
+            throttle: None,
+            route_throttles: Vec::new(),
+            routes: None,
+            throttle_by_key: true,
+            throttle_by_ip: false,
+            identity: None,
+            quota: None,
+        };
+        let route = RouteAuth {
+            name: "POST /e".into(),
+            key_required: true,
+            ..RouteAuth::default()
+        };
+        let auth = Arc::new(Authorizer::new(
+            governor::clock::DefaultClock::default(),
+            vec![plan],
+            vec![route],
+            None,
+            loaded.snapshot,
+            vec![],
+        ));
+        let server = KeySync::new(store, auth.clone(), loaded.version, loaded.change);
+        (server, KeyStore::open(&path).unwrap(), auth)
+    }
+
+    fn id_of(auth: &Authorizer, key: &str) -> Result<String, String> {
+        match auth.authorize(0, Some(key), 1) {
+            Ok(a) => Ok(a.key.unwrap().id().to_string()),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_from_another_connection_apply_as_changes() {
+        let (server, mut cli, auth) = setup(50);
+        assert!(!server.refresh().await.unwrap(), "nothing changed yet");
+        let (new, new_value) = cli
+            .create(
+                &NewKey {
+                    name: "new".into(),
+                    plan: "p".into(),
+                    enabled: true,
+                    ..NewKey::default()
+                },
+                1,
+            )
+            .unwrap();
+        let disabled = id_of(&auth, &value(3)).unwrap();
+        cli.set_enabled(&disabled, false).unwrap();
+        let revoked = id_of(&auth, &value(4)).unwrap();
+        cli.revoke(&revoked, 1).unwrap();
+        let rotated = id_of(&auth, &value(5)).unwrap();
+        let rotated_value = cli.rotate(&rotated, 0, 1).unwrap().unwrap();
+        assert!(server.refresh().await.unwrap());
+        let snapshot = auth.snapshot();
+        assert_eq!(snapshot.changes(), 4, "four keys read, not the store");
+        assert_eq!(snapshot.len(), 50);
+        assert_eq!(id_of(&auth, &new_value).unwrap(), new.id);
+        assert!(id_of(&auth, &value(3)).unwrap_err().contains("disabled"));
+        assert!(id_of(&auth, &value(4)).unwrap_err().contains("unknown"));
+        assert!(id_of(&auth, &value(5)).unwrap_err().contains("unknown"));
+        assert_eq!(id_of(&auth, &rotated_value).unwrap(), rotated);
+        assert!(id_of(&auth, &value(6)).is_ok(), "the others as they were");
+        // Changed again: the accumulated changes still hold.
+        cli.set_enabled(&disabled, true).unwrap();
+        assert!(server.refresh().await.unwrap());
+        assert_eq!(id_of(&auth, &value(3)).unwrap(), disabled);
+        assert!(id_of(&auth, &value(4)).is_err());
+        assert_eq!(auth.snapshot().changes(), 4);
+    }
+
+    #[tokio::test]
+    async fn too_many_changes_or_a_pruned_log_load_the_whole_store() {
+        let (server, cli, auth) = setup(MAX_CHANGED + 10);
+        let ids: Vec<String> = (0..MAX_CHANGED + 1)
+            .map(|i| id_of(&auth, &value(i)).unwrap())
+            .collect();
+        for id in &ids {
+            cli.set_enabled(id, false).unwrap();
+        }
+        assert!(server.refresh().await.unwrap());
+        assert_eq!(auth.snapshot().changes(), 0, "loaded whole");
+        assert!(id_of(&auth, &value(0)).unwrap_err().contains("disabled"));
+        assert!(id_of(&auth, &value(MAX_CHANGED + 5)).is_ok());
+        // The log pruned past where the server looked last: a whole load again.
+        cli.set_enabled(&ids[0], true).unwrap();
+        cli.prune_changes(i64::MAX / 2).unwrap();
+        cli.set_enabled(&ids[1], true).unwrap();
+        assert!(server.refresh().await.unwrap());
+        let snapshot = auth.snapshot();
+        assert_eq!(snapshot.changes(), 0);
+        assert!(id_of(&auth, &value(0)).is_ok() && id_of(&auth, &value(1)).is_ok());
     }
 }

@@ -277,7 +277,10 @@ fn unusable_keys_are_forbidden() {
             .is_ok(),
         "valid before expiry"
     );
-    assert_eq!(a.authorize(0, Some(KEY), 0).unwrap().key.unwrap().id, "k1");
+    assert_eq!(
+        a.authorize(0, Some(KEY), 0).unwrap().key.unwrap().id(),
+        "k1"
+    );
 }
 
 #[test]
@@ -448,4 +451,95 @@ fn a_reconfigured_authorizer_keeps_counts_and_unchanged_buckets() {
     // Keys replaced through one are the keys of both.
     b.replace_snapshot(Snapshot::from_records(vec![], hasher()));
     assert!(a.authorize(0, Some(KEY), now).is_err());
+}
+
+#[test]
+fn a_sweep_forgets_only_refilled_buckets() {
+    // 1 request/s, burst 2: refilled 2 s after the burst is spent.
+    let (a, clock) = authorizer(
+        vec![plan("p", Some((1.0, 2)), None)],
+        vec![record("k1", KEY, "p")],
+    );
+    let now = at("2026-11-25", 12, 0, 0);
+    assert!(a.authorize(0, Some(KEY), now).is_ok());
+    assert!(a.authorize(0, Some(KEY), now).is_ok());
+    a.sweep(now);
+    assert!(
+        a.authorize(0, Some(KEY), now).is_err(),
+        "a sweep does not refill a spent bucket"
+    );
+    clock.advance(Duration::from_millis(1_000));
+    a.sweep(now);
+    assert!(a.authorize(0, Some(KEY), now).is_ok(), "one token back");
+    assert!(a.authorize(0, Some(KEY), now).is_err(), "and only one");
+    clock.advance(Duration::from_secs(3));
+    a.sweep(now);
+    assert!(a.authorize(0, Some(KEY), now).is_ok());
+    assert!(a.authorize(0, Some(KEY), now).is_ok());
+    assert!(a.authorize(0, Some(KEY), now).is_err());
+}
+
+#[test]
+fn a_sweep_keeps_counters_of_current_periods_and_loses_no_count() {
+    let (a, _) = authorizer(
+        vec![plan("p", None, Some((3, Period::Day, 0)))],
+        vec![
+            record("k1", KEY, "p"),
+            record("k2", "other-key-0123456789abcdef", "p"),
+        ],
+    );
+    let day = at("2026-11-25", 12, 0, 0);
+    assert!(a.authorize(0, Some(KEY), day).is_ok());
+    assert!(a.authorize(0, Some(KEY), day).is_ok());
+    assert!(
+        a.authorize(0, Some("other-key-0123456789abcdef"), day)
+            .is_ok()
+    );
+    assert_eq!(a.counters_held(), 2);
+    a.sweep(day + 3_600_000);
+    assert_eq!(a.counters_held(), 2, "the periods have not ended");
+    let status = a.authorize(0, Some(KEY), day).unwrap().quota.unwrap();
+    assert_eq!(status.remaining, 0, "the count survived the sweep");
+    assert!(a.authorize(0, Some(KEY), day).is_err());
+    let next = at("2026-11-26", 0, 0, 1);
+    a.sweep(next);
+    assert_eq!(a.counters_held(), 0, "ended periods are forgotten");
+    assert_eq!(
+        a.authorize(0, Some(KEY), next)
+            .unwrap()
+            .quota
+            .unwrap()
+            .remaining,
+        2
+    );
+    // What the sweep dropped had been counted for the store.
+    let pending: u64 = a.take_pending().iter().map(|(_, _, n)| n).sum();
+    assert_eq!(
+        pending, 5,
+        "three of k1 and one of k2 on the first day, one the next"
+    );
+}
+
+#[test]
+fn throttles_of_a_reloaded_configuration_are_swept_too() {
+    let (a, clock) = authorizer(
+        vec![plan("p", Some((1.0, 1)), None)],
+        vec![record("k1", KEY, "p")],
+    );
+    let b = a.reconfigured(
+        vec![plan("p", Some((2.0, 1)), None)],
+        vec![keyed_route()],
+        None,
+    );
+    let now = at("2026-11-25", 12, 0, 0);
+    assert!(b.authorize(0, Some(KEY), now).is_ok());
+    drop(a);
+    clock.advance(Duration::from_secs(1));
+    b.sweep(now);
+    assert_eq!(
+        b.state.keyed.lock().unwrap().len(),
+        1,
+        "the old plan's bucket is gone"
+    );
+    assert!(b.authorize(0, Some(KEY), now).is_ok());
 }

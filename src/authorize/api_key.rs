@@ -50,7 +50,7 @@ pub async fn authorize(
             .iter()
             .find(|(k, _)| k == param)
             .map(|(_, v)| v.as_str());
-        if named.is_none() || key.customer.as_deref() != named {
+        if named.is_none() || key.customer() != named {
             return Err(GatewayError::new(
                 ErrorKind::Forbidden,
                 format!("the key's customer is not the {param} the path names"),
@@ -59,7 +59,7 @@ pub async fn authorize(
     }
     if let Some(key) = admitted.key {
         identity.api_key = presented;
-        identity.api_key_id = Some(key.id.clone());
+        identity.api_key_id = Some(key.id().to_string());
     }
     identity.quota = admitted.quota;
     Ok(())

@@ -42,7 +42,12 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
         }
     };
     tracing::info!(address = %local, routes = config.routes.len(), stage = %config.stage, "Listening.");
-    let keys = Arc::new(sync::KeySync::new(store, auth.clone(), loaded.version));
+    let keys = Arc::new(sync::KeySync::new(
+        store,
+        auth.clone(),
+        loaded.version,
+        loaded.change,
+    ));
     let mut gw = Gateway::new(config, compiled, clients, auth)?;
     let scheme = if gw.tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{local}");
