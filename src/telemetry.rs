@@ -49,45 +49,50 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Latency histogram buckets, in seconds.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// Batch size buckets (records or requests per upstream call).
-const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
-
 /// The process's recorder: `metrics` has one global recorder per process by design.
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// The Prometheus recorder, installed on first use (a process has one recorder).
+/// The Prometheus recorder, installed on first use (a process has one recorder) with the
+/// default buckets, unless [`install`] came first.
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(names::REQUEST_SECONDS.into()),
-                    &LATENCY_BUCKETS,
-                )
-                .ok()?
-                .set_buckets_for_metric(Matcher::Full(names::BATCH_RECORDS.into()), &SIZE_BUCKETS)
-                .ok()?
-                .set_buckets_for_metric(Matcher::Full(names::BATCH_REQUESTS.into()), &SIZE_BUCKETS)
-                .ok()?
-                .set_buckets_for_metric(
-                    Matcher::Full(names::BATCH_WAIT_SECONDS.into()),
-                    &LATENCY_BUCKETS,
-                )
-                .ok()?
-                .set_buckets_for_metric(
-                    Matcher::Full(names::AUTHORIZER_LAMBDA_SECONDS.into()),
-                    &LATENCY_BUCKETS,
-                )
-                .ok()?
-                .install_recorder()
-                .ok()
-        })
+        .get_or_init(|| recorder(&LATENCY_BUCKETS, &SIZE_BUCKETS))
         .as_ref()
+}
+
+/// Installs the recorder with the configuration's buckets; false if one was installed
+/// already (its buckets stay: they change at a restart).
+pub fn install(latency: &[f64], size: &[f64]) -> bool {
+    let mut installed = false;
+    PROMETHEUS.get_or_init(|| {
+        installed = true;
+        recorder(latency, size)
+    });
+    installed
+}
+
+/// Latency histogram buckets, in seconds, unless configured (`telemetry.latency_buckets`).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Batch size buckets, unless configured (`telemetry.size_buckets`).
+pub const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+
+fn recorder(latency: &[f64], size: &[f64]) -> Option<PrometheusHandle> {
+    let mut builder = PrometheusBuilder::new();
+    for (name, bounds) in [
+        (names::REQUEST_SECONDS, latency),
+        (names::BATCH_RECORDS, size),
+        (names::BATCH_REQUESTS, size),
+        (names::BATCH_WAIT_SECONDS, latency),
+        (names::AUTHORIZER_LAMBDA_SECONDS, latency),
+    ] {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.into()), bounds)
+            .ok()?;
+    }
+    builder.install_recorder().ok()
 }
 
 /// How often histogram samples are folded into their buckets. The recorder keeps every sample

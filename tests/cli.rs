@@ -415,3 +415,29 @@ fn an_unknown_route_label_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn histogram_buckets_must_increase_and_stay_few() {
+    for (value, col) in [("[0.1, 0.05]", 19), ("[]", 19), ("[-1.0]", 19)] {
+        let path = temp_config(
+            "buckets",
+            &format!("[telemetry]\nlatency_buckets = {value}\n"),
+        );
+        let out = gateway(&["--config", path.to_str().unwrap(), "check-config"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                ":2:{col}: telemetry.latency_buckets: use 1 to 32 positive numbers"
+            )),
+            "{value}: {err}"
+        );
+    }
+    let many: Vec<String> = (1..=33).map(|i| format!("{i}.0")).collect();
+    let path = temp_config(
+        "buckets-many",
+        &format!("[telemetry]\nsize_buckets = [{}]\n", many.join(", ")),
+    );
+    let out = gateway(&["--config", path.to_str().unwrap(), "check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("telemetry.size_buckets: use 1 to 32"), "{err}");
+}

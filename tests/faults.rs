@@ -1284,3 +1284,37 @@ async fn routes_on_one_target_share_one_upstream_check() {
     assert!(gw.upstream_state.all_ready());
     assert_eq!(stub.described.load(Ordering::SeqCst), 1);
 }
+
+/// `telemetry.latency_buckets` and `size_buckets` set the histograms' bounds: the served
+/// `/metrics` has those buckets and no others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histogram_buckets_are_configurable() {
+    let stub = support::stub_kinesis().await;
+    let config = format!(
+        "[telemetry]\nlatency_buckets = [0.05, 0.5]\nsize_buckets = [10.0]\n{}",
+        BATCHED.replace("linger = \"100ms\"", "linger = \"1ms\"")
+    );
+    let project = support::Project::custom("buckets", &config, &[("records.vtl", TEMPLATE)]);
+    let gw = support::Gateway::start_against(&project.config, &stub.endpoint);
+    let body = json!({"events": [{"pk": "ok-1"}]}).to_string();
+    assert_eq!(gw.post_json("/v1/events", &body).status, 200);
+    let metrics = gw.request("GET", "/metrics", &[], b"").text();
+    let buckets = |name: &str| -> Vec<String> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+            .filter_map(|l| Some(l.split("le=\"").nth(1)?.split('"').next()?.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        buckets("gateway_request_duration_seconds"),
+        ["0.05", "0.5", "+Inf"],
+        "{metrics}"
+    );
+    assert_eq!(
+        buckets("gateway_batch_records"),
+        ["10", "+Inf"],
+        "{metrics}"
+    );
+    gw.stop_cleanly();
+}

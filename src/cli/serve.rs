@@ -15,8 +15,8 @@ use crate::{server, telemetry};
 
 pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     telemetry::init_logging();
-    let _ = telemetry::prometheus();
     let config = config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    telemetry::install(&config.buckets.latency, &config.buckets.size);
     let compiled =
         pipeline::compile_templates(&config).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
     let clients = Clients::new(&config.aws).await;

@@ -81,6 +81,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `telemetry.route_label`.
     pub route_label: telemetry::RouteLabel,
+    /// `telemetry.latency_buckets` and `telemetry.size_buckets`.
+    pub buckets: telemetry::Buckets,
     pub resources: crate::integrations::provision::Resources,
     pub key_store: PathBuf,
     pub account_throttle: Option<Throttle>,
@@ -553,6 +555,7 @@ impl Validator<'_> {
         let aws = self.aws(raw.aws);
         let gateway_responses = self.gateway_responses(&raw.gateway_responses, base);
         let route_label = self.telemetry(&raw.telemetry);
+        let buckets = self.buckets(&raw.telemetry);
         Config {
             key_store,
             account_throttle,
@@ -582,6 +585,7 @@ impl Validator<'_> {
             limits: server.limits,
             routes,
             route_label,
+            buckets,
             resources: raw.resources,
             base_dir: base.to_path_buf(),
             spool,

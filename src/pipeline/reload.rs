@@ -173,6 +173,10 @@ fn at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "server.shutdown_grace / shutdown_delay",
     );
     check(old.key_store != new.key_store, "auth.key_store");
+    check(
+        old.buckets != new.buckets,
+        "telemetry.latency_buckets / size_buckets",
+    );
     check(old.openapi_path != new.openapi_path, "server.openapi_path");
     check(old.aws != new.aws, "[aws]");
     check(old.spool != new.spool, "[spool]");
