@@ -82,18 +82,18 @@ fn setup(dir: &Path) -> KeyStore {
     std::fs::write(dir.join("record.vtl"), TEMPLATE).unwrap();
     let _ = std::fs::remove_file(dir.join("keys.db"));
     let mut store = KeyStore::open(&dir.join("keys.db")).unwrap();
-    let keys: Vec<(NewKey, String)> = (0..KEYS)
-        .map(|i| {
-            let new = NewKey {
-                name: format!("k{i}"),
-                plan: "bench".into(),
-                enabled: true,
-                ..NewKey::default()
-            };
-            (new, key(i))
+    let keys: Vec<NewKey> = (0..KEYS)
+        .map(|i| NewKey {
+            name: format!("k{i}"),
+            plan: "bench".into(),
+            value: Some(key(i)),
+            enabled: true,
+            ..NewKey::default()
         })
         .collect();
-    store.create_many(&keys, 0).unwrap();
+    for created in store.create_all(&keys, 0).unwrap() {
+        created.unwrap();
+    }
     store
 }
 

@@ -105,6 +105,23 @@ struct PlanLimits<C: Clock> {
     ip_checks: std::sync::atomic::AtomicU64,
 }
 
+impl<C: Clock + Send + Sync> PlanLimits<C>
+where
+    C::Instant: Send + Sync,
+{
+    /// Counts a check of a throttle whose buckets callers choose (by address or principal),
+    /// and sweeps it every 65,536 checks, so a flood of new addresses between the periodic
+    /// sweeps cannot grow it without bound.
+    fn count_check(&self, l: &Keyed<C>) {
+        let n = self
+            .ip_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % (1 << 16) == (1 << 16) - 1 {
+            l.sweep();
+        }
+    }
+}
+
 struct QuotaCounter {
     period_start: i64,
     /// When the period ends: then the counter holds nothing the next period needs (it
@@ -418,13 +435,7 @@ where
             if let Some(l) = limiter {
                 let checked = match (plan.by_ip, caller.ip) {
                     (true, Some(ip)) => {
-                        let n = plan
-                            .ip_checks
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if n % (1 << 16) == (1 << 16) - 1 {
-                            l.retain_recent();
-                            l.shrink_to_fit();
-                        }
+                        plan.count_check(l);
                         let ip = plans::address_bucket(ip);
                         let bucket = if plan.by_key {
                             self.state.ids.hash_one((entry.id(), ip))
@@ -498,13 +509,7 @@ where
         let id = format!("{plan_name}/{principal}");
         let limiter = plan.route_throttles.get(&route).or(plan.throttle.as_ref());
         if let Some(l) = limiter {
-            let n = plan
-                .ip_checks
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n % (1 << 16) == (1 << 16) - 1 {
-                l.retain_recent();
-                l.shrink_to_fit();
-            }
+            plan.count_check(l);
             if let Err(nu) = l.check_key(&self.state.ids.hash_one(&id)) {
                 return Err(Denied::Throttled {
                     retry_after: wait(&nu, self.clock.now()),

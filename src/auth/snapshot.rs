@@ -201,7 +201,7 @@ impl Table {
         &self.text[start..start + usize::from(e.id_len)]
     }
 
-    /// Bytes held, for the key count's memory figure.
+    /// Bytes held (the memory figure in `docs/keys.md`).
     pub fn bytes(&self) -> usize {
         self.index.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.slots.capacity() * std::mem::size_of::<Slot>()
@@ -354,11 +354,6 @@ impl Snapshot {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Bytes held by the tables.
-    pub fn bytes(&self) -> usize {
-        self.base.bytes() + self.changed.bytes()
     }
 
     pub fn hasher(&self) -> &Hasher {

@@ -559,32 +559,6 @@ impl KeyStore {
         Ok(results)
     }
 
-    /// Creates many keys with chosen values in one transaction (bulk loads, benchmarks).
-    pub fn create_many(&mut self, keys: &[(NewKey, String)], now_ms: i64) -> Result<usize> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO api_keys (id, name, plan, key_hash, enabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for (new, value) in keys {
-                check_text(&new.name, "name")?;
-                keys::validate(value).map_err(StoreError::Invalid)?;
-                let hash = self.hasher.hash(value);
-                Self::check_unused(&tx, &hash)?;
-                stmt.execute(params![
-                    keys::generate_id(),
-                    new.name,
-                    new.plan,
-                    hash.as_slice(),
-                    i64::from(new.enabled),
-                    now_ms
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(keys.len())
-    }
-
     /// Calls `f` with every key, in the order of [`KeyStore::list`], holding one record at a
     /// time (a million keys load without a million records in memory).
     pub fn each(&self, mut f: impl FnMut(KeyRecord)) -> Result<()> {

@@ -264,25 +264,27 @@ fn import(
     let (desc_col, enabled_col, plan_col) =
         (col("description"), col("enabled"), col("usageplanids"));
     let mut imported = 0;
-    let mut chunk: Vec<(usize, NewKey)> = Vec::new();
-    let mut create = |chunk: &mut Vec<(usize, NewKey)>, problems: &mut Vec<String>| {
-        let keys: Vec<NewKey> = chunk.iter().map(|(_, k)| k.clone()).collect();
-        match store.create_all(&keys, now) {
-            Ok(results) => {
-                for ((line, _), r) in chunk.iter().zip(results) {
-                    match r {
-                        Ok(_) => imported += 1,
-                        Err(e) => problems.push(format!("line {line}: {e}")),
+    // The chunk being read: each key and its line.
+    let (mut lines, mut keys): (Vec<usize>, Vec<NewKey>) = (Vec::new(), Vec::new());
+    let mut create =
+        |lines: &mut Vec<usize>, keys: &mut Vec<NewKey>, problems: &mut Vec<String>| {
+            match store.create_all(keys, now) {
+                Ok(results) => {
+                    for (line, r) in lines.iter().zip(results) {
+                        match r {
+                            Ok(_) => imported += 1,
+                            Err(e) => problems.push(format!("line {line}: {e}")),
+                        }
                     }
                 }
+                Err(e) => {
+                    let (first, last) = (lines[0], lines[lines.len() - 1]);
+                    problems.push(format!("lines {first}-{last}: not imported: {e}"));
+                }
             }
-            Err(e) => {
-                let (first, last) = (chunk[0].0, chunk[chunk.len() - 1].0);
-                problems.push(format!("lines {first}-{last}: not imported: {e}"));
-            }
-        }
-        chunk.clear();
-    };
+            lines.clear();
+            keys.clear();
+        };
     for (i, row) in rows.iter().enumerate() {
         let line = i + 2;
         let get = |c: Option<usize>| {
@@ -315,13 +317,14 @@ fn import(
             enabled: get(enabled_col).is_none_or(|e| !e.eq_ignore_ascii_case("false")),
             ..NewKey::default()
         };
-        chunk.push((line, new));
-        if chunk.len() == IMPORT_CHUNK {
-            create(&mut chunk, &mut problems);
+        lines.push(line);
+        keys.push(new);
+        if keys.len() == IMPORT_CHUNK {
+            create(&mut lines, &mut keys, &mut problems);
         }
     }
-    if !chunk.is_empty() {
-        create(&mut chunk, &mut problems);
+    if !keys.is_empty() {
+        create(&mut lines, &mut keys, &mut problems);
     }
     (imported, problems)
 }
