@@ -10,6 +10,7 @@
 //! route's throttle, the account throttle, then the quota. Only a request that passes every
 //! throttle counts against the quota, so a quota counts exactly the requests admitted.
 
+mod counters;
 pub mod keys;
 pub mod plans;
 pub mod snapshot;
@@ -122,14 +123,6 @@ where
     }
 }
 
-struct QuotaCounter {
-    period_start: i64,
-    /// When the period ends: then the counter holds nothing the next period needs (it
-    /// starts from the store's counts of its own days), and a sweep may drop it.
-    period_end: i64,
-    used: u64,
-}
-
 /// Keyed throttle state that a sweep thins out.
 trait Sweep: Send + Sync {
     /// Forgets the buckets that are full again (a bucket is forgotten only once it has
@@ -164,14 +157,12 @@ struct State {
     snapshot: ArcSwap<Snapshot>,
     /// Hashes ids for the keyed throttles (random per process).
     ids: std::hash::RandomState,
-    counters: Mutex<HashMap<String, QuotaCounter>>,
+    /// Quota counts and the requests not yet written to the store.
+    counters: Mutex<counters::Counters>,
     /// Counts persisted before start-up: by key id, (UTC day number, count) in day order.
     persisted: HashMap<Box<str>, Box<[(i64, u64)]>>,
     /// Every keyed throttle of every configuration still alive, for the sweeps.
     keyed: Mutex<Vec<std::sync::Weak<dyn Sweep>>>,
-    /// Counts not yet written to the store, by key id and UTC day number (days since the
-    /// epoch; turned into `YYYY-MM-DD` only when flushed).
-    pending: Mutex<HashMap<String, HashMap<i64, u64>>>,
 }
 
 /// Persisted counts by key, in day order, without the days' text.
@@ -226,7 +217,6 @@ where
             counters: Mutex::default(),
             persisted: by_key(persisted),
             keyed: Mutex::default(),
-            pending: Mutex::default(),
         });
         Authorizer::build(clock, plans, routes, account, state, None)
     }
@@ -398,7 +388,7 @@ where
             return Ok(Admitted::default());
         };
         let mut admitted = Admitted::default();
-        let mut plan_quota: Option<Quota> = None;
+        let mut plan_quota: Option<(Quota, u64)> = None;
         if route_auth.key_required {
             let presented = key
                 .filter(|k| !k.is_empty())
@@ -431,6 +421,7 @@ where
                     }
                 }
             }
+            let key_hash = self.state.ids.hash_one(entry.id());
             let limiter = plan.route_throttles.get(&route).or(plan.throttle.as_ref());
             if let Some(l) = limiter {
                 let checked = match (plan.by_ip, caller.ip) {
@@ -444,7 +435,7 @@ where
                         };
                         l.check_key(&bucket)
                     }
-                    _ => l.check_key(&self.state.ids.hash_one(entry.id())),
+                    _ => l.check_key(&key_hash),
                 };
                 if let Err(nu) = checked {
                     return Err(Denied::Throttled {
@@ -453,7 +444,7 @@ where
                     });
                 }
             }
-            plan_quota = plan.plan.quota;
+            plan_quota = plan.plan.quota.map(|q| (q, key_hash));
             admitted.key = Some(entry);
         }
         if let Some(l) = route_limiter
@@ -464,8 +455,9 @@ where
                 scope: "route",
             });
         }
-        if let (Some(q), Some(key)) = (plan_quota, &admitted.key) {
-            admitted.quota = Some(self.take_quota(key.id(), key.created_at(), q, now_ms)?);
+        if let (Some((q, key_hash)), Some(key)) = (plan_quota, &admitted.key) {
+            admitted.quota =
+                Some(self.take_quota(key_hash, key.id(), key.created_at(), q, now_ms)?);
         }
         Ok(admitted)
     }
@@ -507,10 +499,11 @@ where
             return Err(Denied::Forbidden("identity too long for the usage plan"));
         }
         let id = format!("{plan_name}/{principal}");
+        let hash = self.state.ids.hash_one(&id);
         let limiter = plan.route_throttles.get(&route).or(plan.throttle.as_ref());
         if let Some(l) = limiter {
             plan.count_check(l);
-            if let Err(nu) = l.check_key(&self.state.ids.hash_one(&id)) {
+            if let Err(nu) = l.check_key(&hash) {
                 return Err(Denied::Throttled {
                     retry_after: wait(&nu, self.clock.now()),
                     scope: "usage plan",
@@ -518,7 +511,7 @@ where
             }
         }
         match plan.plan.quota {
-            Some(q) => self.take_quota(&id, i64::MIN, q, now_ms).map(Some),
+            Some(q) => self.take_quota(hash, &id, i64::MIN, q, now_ms).map(Some),
             None => Ok(None),
         }
     }
@@ -544,6 +537,7 @@ where
     /// issued (the plan's offset counts in that period).
     fn take_quota(
         &self,
+        hash: u64,
         id: &str,
         created_at: i64,
         q: Quota,
@@ -555,19 +549,8 @@ where
             .counters
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if !counters.contains_key(id) {
-            counters.insert(
-                id.to_string(),
-                QuotaCounter {
-                    period_start: i64::MIN,
-                    period_end: i64::MIN,
-                    used: 0,
-                },
-            );
-        }
-        let Some(counter) = counters.get_mut(id) else {
-            return Err(Denied::Forbidden("quota counter missing"));
-        };
+        let slot = counters.slot(hash, id);
+        let counter = counters.at(slot);
         if counter.period_start != start {
             counter.period_start = start;
             counter.period_end = end;
@@ -586,15 +569,7 @@ where
         }
         counter.used += 1;
         let used = counter.used;
-        drop(counters);
-        let day = now_ms.div_euclid(86_400_000);
-        let mut pending = self.state.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match pending.get_mut(id) {
-            Some(days) => *days.entry(day).or_insert(0) += 1,
-            None => {
-                pending.insert(id.to_string(), HashMap::from([(day, 1)]));
-            }
-        }
+        counters.count(slot, now_ms.div_euclid(86_400_000));
         Ok(QuotaStatus {
             limit: q.limit,
             remaining: q.limit - used,
@@ -634,8 +609,7 @@ where
             .counters
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        counters.retain(|_, c| c.period_end > now_ms);
-        counters.shrink_to_fit();
+        counters.sweep(now_ms);
     }
 
     /// Quota counters held (for tests and the memory figures).
@@ -648,30 +622,30 @@ where
     }
 
     /// Takes the counts not yet written to the store, as (key id, `YYYY-MM-DD`, count).
-    pub fn take_pending(&self) -> Vec<(String, String, u64)> {
-        let drained: Vec<(String, HashMap<i64, u64>)> = self
+    pub fn take_pending(&self) -> Vec<(Arc<str>, String, u64)> {
+        let taken = self
             .state
-            .pending
+            .counters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
-        drained
+            .take();
+        taken
             .into_iter()
-            .flat_map(|(k, days)| {
-                days.into_iter()
-                    .map(move |(d, n)| (k.clone(), day_label(d * 86_400_000), n))
-            })
+            .map(|(k, d, n)| (k, day_label(d * 86_400_000), n))
             .collect()
     }
 
     /// Puts counts back after a failed write, so none are lost.
-    pub fn restore_pending(&self, counts: Vec<(String, String, u64)>) {
-        let mut pending = self.state.pending.lock().unwrap_or_else(|p| p.into_inner());
-        for (k, d, n) in counts {
+    pub fn restore_pending(&self, counts: Vec<(Arc<str>, String, u64)>) {
+        let back = counts.into_iter().map(|(k, d, n)| {
             let day = plans::parse_day(&d).unwrap_or(0).div_euclid(86_400_000);
-            *pending.entry(k).or_default().entry(day).or_insert(0) += n;
-        }
+            (k, day, n)
+        });
+        self.state
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .restore(back);
     }
 }
 

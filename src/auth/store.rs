@@ -755,7 +755,7 @@ impl KeyStore {
     }
 
     /// Adds request counts per (key id, `YYYY-MM-DD`), in one transaction.
-    pub fn add_usage(&mut self, deltas: &[(String, String, u64)]) -> Result<()> {
+    pub fn add_usage<K: AsRef<str>>(&mut self, deltas: &[(K, String, u64)]) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
@@ -763,7 +763,11 @@ impl KeyStore {
                  ON CONFLICT (key_id, day) DO UPDATE SET count = count + excluded.count",
             )?;
             for (key, day, n) in deltas {
-                stmt.execute(params![key, day, i64::try_from(*n).unwrap_or(i64::MAX)])?;
+                stmt.execute(params![
+                    key.as_ref(),
+                    day,
+                    i64::try_from(*n).unwrap_or(i64::MAX)
+                ])?;
             }
         }
         tx.commit()?;

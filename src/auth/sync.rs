@@ -307,22 +307,22 @@ pub async fn flush_counts(store: &Arc<Mutex<KeyStore>>, auth: &Arc<Authorizer>) 
         return;
     }
     let store = store.clone();
-    let written = counts.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
-        s.add_usage(&written)
+        // A panicking write keeps the counts too.
+        let written =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.add_usage(&counts)))
+                .unwrap_or_else(|_| Err(StoreError::Invalid("the write panicked".into())));
+        (written, counts)
     })
     .await;
     match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
+        Ok((Ok(()), _)) => {}
+        Ok((Err(e), counts)) => {
             tracing::error!(error = %e, "Could not record API key usage; will retry.");
             auth.restore_pending(counts);
         }
-        Err(e) => {
-            tracing::error!(error = %e, "Could not record API key usage; will retry.");
-            auth.restore_pending(counts);
-        }
+        Err(e) => tracing::error!(error = %e, "The usage writer stopped."),
     }
 }
 
