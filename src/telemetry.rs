@@ -126,6 +126,8 @@ pub struct RouteMetrics {
     upstream: Option<(metrics::Counter, metrics::Counter)>,
     /// By status code minus 100, made at the first request.
     statuses: std::sync::OnceLock<Box<[std::sync::OnceLock<metrics::Counter>]>>,
+    /// Labels beside the route's (a stage's `stage` and `canary`).
+    extra: Vec<metrics::Label>,
 }
 
 impl RouteMetrics {
@@ -140,12 +142,28 @@ impl RouteMetrics {
                 )
             }),
             statuses: std::sync::OnceLock::new(),
+            extra: Vec::new(),
         }
+    }
+
+    /// The same with more labels on its request series (count and latency).
+    pub fn labelled(mut self, labels: Vec<(&'static str, String)>) -> RouteMetrics {
+        self.extra = labels
+            .into_iter()
+            .map(|(k, v)| metrics::Label::new(k, v))
+            .collect();
+        self
+    }
+
+    fn labels(&self) -> Vec<metrics::Label> {
+        let mut labels = route_labels(&self.route);
+        labels.extend(self.extra.iter().cloned());
+        labels
     }
 
     pub fn request_done(&self, status: u16, seconds: f64) {
         let register = || {
-            let mut labels = route_labels(&self.route);
+            let mut labels = self.labels();
             labels.push(metrics::Label::new("status", status.to_string()));
             metrics::counter!(names::REQUESTS, labels)
         };
@@ -157,7 +175,7 @@ impl RouteMetrics {
             None => register().increment(1),
         }
         self.latency
-            .get_or_init(|| metrics::histogram!(names::REQUEST_SECONDS, route_labels(&self.route)))
+            .get_or_init(|| metrics::histogram!(names::REQUEST_SECONDS, self.labels()))
             .record(seconds);
     }
 

@@ -241,6 +241,25 @@ where
         )
     }
 
+    /// An authorizer for another stage of the same configuration: the same keys, usage
+    /// counts, plan and account throttles (a key's plan and the account span every stage,
+    /// as on API Gateway), and route throttles of its own (a stage's are its own).
+    pub fn for_stage(
+        &self,
+        plans: Vec<UsagePlan>,
+        routes: Vec<RouteAuth>,
+        account: Option<Throttle>,
+    ) -> Authorizer<C> {
+        let mut a = self.reconfigured(plans, routes, account);
+        for (r, limiter) in &mut a.routes {
+            *limiter = r
+                .throttle
+                .and_then(bucket)
+                .map(|b| Arc::new(RateLimiter::direct_with_clock(b, a.clock.clone())));
+        }
+        a
+    }
+
     fn build(
         clock: C,
         plans: Vec<UsagePlan>,

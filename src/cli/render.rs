@@ -295,6 +295,7 @@ fn default_facts() -> context::RequestFacts {
         source_ip: "127.0.0.1".into(),
         client_cert: None,
         authorizer: None,
+        is_canary: None,
         user_agent: Some("ingest-gateway-render".into()),
         api_key: None,
         api_key_id: None,

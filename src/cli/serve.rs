@@ -51,7 +51,7 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     let mut gw = Gateway::new(config, compiled, clients, auth)?;
     let scheme = if gw.tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{local}");
-    gw.keys = Some(keys.clone());
+    gw.set_keys(keys.clone());
     let gw = Arc::new(gw);
     tokio::spawn(pipeline::readiness::watch(gw.clone()));
     telemetry::spawn_upkeep();

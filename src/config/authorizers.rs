@@ -414,6 +414,86 @@ impl Validator<'_> {
     }
 }
 
+impl super::Validator<'_> {
+    /// What routes ask of authorizers and plans by identity, checked against what exists.
+    pub(super) fn route_authorizers(
+        &mut self,
+        raw: &super::raw::RawConfig,
+        routes: &[super::RouteConfig],
+        authorizers: &[AuthorizerConfig],
+        usage_plans: &[crate::auth::plans::UsagePlan],
+    ) {
+        for route in routes {
+            let span_of = |name: &str| {
+                raw.routes
+                    .iter()
+                    .filter_map(|r| r.get_ref().authorizer.as_ref())
+                    .find(|a| a.get_ref() == name)
+                    .map(Spanned::span)
+            };
+            let found = route
+                .authorizer
+                .as_ref()
+                .and_then(|n| authorizers.iter().find(|a| a.name() == n));
+            let lambda = matches!(found, Some(AuthorizerConfig::Lambda(_)));
+            if route.api_key_from_authorizer && !(lambda && route.api_key_required) {
+                self.error(
+                    route.authorizer.as_deref().and_then(span_of),
+                    format!("route {}: api_key_source = \"authorizer\" needs a Lambda authorizer and api_key_required = true", route.name()),
+                );
+            }
+            if lambda && !route.scopes.is_empty() {
+                self.error(
+                    route.authorizer.as_deref().and_then(span_of),
+                    format!("route {}: scopes apply to JWT and Cognito authorizers; a Lambda authorizer's policy decides", route.name()),
+                );
+            }
+            let Some(name) = &route.authorizer else {
+                continue;
+            };
+            if !raw.authorizers.contains_key(name) {
+                let span = raw
+                    .routes
+                    .iter()
+                    .filter_map(|r| r.get_ref().authorizer.as_ref())
+                    .find(|a| a.get_ref() == name)
+                    .map(Spanned::span);
+                self.error(
+                    span,
+                    format!(
+                        "route {}: no authorizer {name:?} in [authorizers]",
+                        route.name()
+                    ),
+                );
+            }
+        }
+        for route in routes {
+            let name = route.name();
+            let covering: Vec<&crate::auth::plans::UsagePlan> = usage_plans
+                .iter()
+                .filter(|p| p.identity.is_some() && super::plan_covers(p, route))
+                .collect();
+            if covering.len() > 1 {
+                self.error(
+                    None,
+                    format!(
+                        "route {name}: usage plans {} all count its principals; give each plan by identity its own routes",
+                        covering.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+            for p in covering {
+                if route.authorizer.is_none() {
+                    self.error(
+                        raw.usage_plans.get(&p.name).map(Spanned::span),
+                        format!("usage plan {}: route {name} has no authorizer, so no principal to count", p.name),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

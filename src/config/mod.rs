@@ -23,6 +23,7 @@ pub mod responses;
 pub mod routes;
 pub mod server;
 pub mod spool;
+pub mod stages;
 pub mod telemetry;
 
 use std::fmt;
@@ -77,6 +78,10 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub aws: AwsSettings,
     pub stage_variables: IndexMap<String, String>,
+    /// `[stages.NAME]`, in the file's order; empty: one stage, `stage`, at the root.
+    pub stages: Vec<stages::Stage>,
+    /// Of a stage with a canary: whether this is its canary (`$context.isCanaryRequest`).
+    pub canary: Option<bool>,
     pub limits: Limits,
     pub routes: Vec<RouteConfig>,
     /// `telemetry.route_label`.
@@ -473,7 +478,10 @@ impl Validator<'_> {
         let edge = self.edge(&raw.server, base);
         let (spool, spool_mode) = self.spool(&raw.spool, base);
         self.aws_services(&raw.aws);
-        let routes = self.routes(&raw.routes, base, &server, spool_mode, &raw.stage_variables);
+        // With stages, the file's routes are checked under every variable some stage has;
+        // each stage checks its own.
+        let vars = stages::all_variables(&raw);
+        let routes = self.routes(&raw.routes, base, &server, spool_mode, &vars);
         self.resources(&raw.resources, base);
         let route_names: Vec<String> = routes.iter().map(RouteConfig::name).collect();
         let (key_store, account_throttle, usage_plans) =
@@ -484,79 +492,15 @@ impl Validator<'_> {
                 .filter(|e| !e.is_empty())
         });
         let authorizers = self.authorizers(&raw.authorizers, endpoint.as_deref());
-        for route in &routes {
-            let span_of = |name: &str| {
-                raw.routes
-                    .iter()
-                    .filter_map(|r| r.get_ref().authorizer.as_ref())
-                    .find(|a| a.get_ref() == name)
-                    .map(Spanned::span)
-            };
-            let found = route
-                .authorizer
-                .as_ref()
-                .and_then(|n| authorizers.iter().find(|a| a.name() == n));
-            let lambda = matches!(found, Some(authorizers::AuthorizerConfig::Lambda(_)));
-            if route.api_key_from_authorizer && !(lambda && route.api_key_required) {
-                self.error(
-                    route.authorizer.as_deref().and_then(span_of),
-                    format!("route {}: api_key_source = \"authorizer\" needs a Lambda authorizer and api_key_required = true", route.name()),
-                );
-            }
-            if lambda && !route.scopes.is_empty() {
-                self.error(
-                    route.authorizer.as_deref().and_then(span_of),
-                    format!("route {}: scopes apply to JWT and Cognito authorizers; a Lambda authorizer's policy decides", route.name()),
-                );
-            }
-            let Some(name) = &route.authorizer else {
-                continue;
-            };
-            if !raw.authorizers.contains_key(name) {
-                let span = raw
-                    .routes
-                    .iter()
-                    .filter_map(|r| r.get_ref().authorizer.as_ref())
-                    .find(|a| a.get_ref() == name)
-                    .map(Spanned::span);
-                self.error(
-                    span,
-                    format!(
-                        "route {}: no authorizer {name:?} in [authorizers]",
-                        route.name()
-                    ),
-                );
-            }
-        }
-        for route in &routes {
-            let name = route.name();
-            let covering: Vec<&UsagePlan> = usage_plans
-                .iter()
-                .filter(|p| p.identity.is_some() && plan_covers(p, route))
-                .collect();
-            if covering.len() > 1 {
-                self.error(
-                    None,
-                    format!(
-                        "route {name}: usage plans {} all count its principals; give each plan by identity its own routes",
-                        covering.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                );
-            }
-            for p in covering {
-                if route.authorizer.is_none() {
-                    self.error(
-                        raw.usage_plans.get(&p.name).map(Spanned::span),
-                        format!("usage plan {}: route {name} has no authorizer, so no principal to count", p.name),
-                    );
-                }
-            }
-        }
+        self.route_authorizers(&raw, &routes, &authorizers, &usage_plans);
+        let stages = self.stages(&raw, base, &server, spool_mode);
         let aws = self.aws(raw.aws);
         let gateway_responses = self.gateway_responses(&raw.gateway_responses, base);
         let route_label = self.telemetry(&raw.telemetry);
         let buckets = self.buckets(&raw.telemetry);
         Config {
+            stages,
+            canary: None,
             key_store,
             account_throttle,
             usage_plans,

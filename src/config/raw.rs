@@ -14,6 +14,7 @@ pub use super::responses::RawResponse;
 pub use super::routes::{RawRequiredParameters, RawRoute};
 pub use super::server::{RawAws, RawServer, RawTemplateLimits};
 pub use super::spool::RawSpool;
+pub use super::stages::{RawCanary, RawStage};
 pub use super::telemetry::RawTelemetry;
 pub use crate::integrations::provision::Resources as RawResources;
 
@@ -31,6 +32,11 @@ pub struct RawConfig {
     /// `$stageVariables` for every template.
     #[serde(default)]
     pub stage_variables: IndexMap<String, String>,
+    /// Stages by name (`[stages.prod]`): each serves every route under `/{stage}/...`, with
+    /// its own stage variables, throttle and canary. Absent: one stage, `server.stage`,
+    /// served at the root.
+    #[serde(default)]
+    pub stages: IndexMap<String, Spanned<RawStage>>,
     /// Bounds on every template render.
     #[serde(default)]
     pub templates: RawTemplateLimits,

@@ -28,6 +28,8 @@ pub struct RequestFacts {
     pub client_cert: Option<Json>,
     /// `authorizer`: what the route's authorizer established (`claims`, `principalId`).
     pub authorizer: Option<Json>,
+    /// `isCanaryRequest`, on a stage with a canary.
+    pub is_canary: Option<bool>,
 }
 
 /// Builds the `$context` document. Absent values are JSON null, which templates render as
@@ -81,6 +83,9 @@ pub fn build(f: &RequestFacts) -> Json {
         "responseOverride": {"header": {}},
         "apiId": f.api_id,
     });
+    if let (Some(c), Json::Object(m)) = (f.is_canary, &mut context) {
+        m.insert("isCanaryRequest".into(), Json::Bool(c));
+    }
     // Only a request an authorizer admitted has `authorizer` (recorded on API Gateway).
     if let (Some(a), Json::Object(m)) = (&f.authorizer, &mut context) {
         m.insert("authorizer".into(), a.clone());

@@ -24,7 +24,8 @@ use crate::vtl::Template;
 pub struct Gateway {
     pub config: Config,
     pub routes: RouteTable,
-    pub compiled: Vec<CompiledRoute>,
+    /// By route index (shared by the stages, whose routes are the same).
+    pub compiled: Arc<Vec<CompiledRoute>>,
     pub clients: Clients,
     pub auth: Arc<Authorizer>,
     /// The key store behind `auth`, when there is one: a key the snapshot does not know is
@@ -58,6 +59,8 @@ pub struct Gateway {
     pub http: crate::outbound::Client,
     /// By route index: a route's own client, when its backend has its own CA.
     pub http_by_route: Vec<Option<crate::outbound::Client>>,
+    /// `[stages]`: the gateways that serve requests when there are stages.
+    pub stages: super::stages::Stages,
 }
 
 impl Gateway {
@@ -70,7 +73,20 @@ impl Gateway {
         clients: Clients,
         auth: Arc<Authorizer>,
     ) -> std::io::Result<Gateway> {
-        Gateway::build(config, compiled, clients, auth, None)
+        Gateway::build(config, Arc::new(compiled), clients, auth, None)?.staged(None)
+    }
+
+    /// Sets the key store behind the authorizer, for this gateway and its stages.
+    pub fn set_keys(&mut self, keys: Arc<crate::auth::sync::KeySync>) {
+        for s in &mut self.stages.list {
+            let canary = s.canary.as_mut().map(|(_, g)| g);
+            for gw in std::iter::once(&mut s.main).chain(canary) {
+                if let Some(gw) = Arc::get_mut(gw) {
+                    gw.keys = Some(keys.clone());
+                }
+            }
+        }
+        self.keys = Some(keys);
     }
 
     /// The gateway for a reloaded configuration, taking over from `old`: the same clients
@@ -85,14 +101,20 @@ impl Gateway {
         old: &Gateway,
     ) -> std::io::Result<Gateway> {
         let auth = Arc::new(reconfigured(&config, &old.auth));
-        let mut gw = Gateway::build(config, compiled, old.clients.clone(), auth, Some(old))?;
+        let mut gw = Gateway::build(
+            config,
+            Arc::new(compiled),
+            old.clients.clone(),
+            auth,
+            Some(old),
+        )?;
         gw.keys.clone_from(&old.keys);
-        Ok(gw)
+        gw.staged(Some(old))
     }
 
-    fn build(
+    pub(super) fn build(
         config: Config,
-        compiled: Vec<CompiledRoute>,
+        compiled: Arc<Vec<CompiledRoute>>,
         clients: Clients,
         auth: Arc<Authorizer>,
         old: Option<&Gateway>,
@@ -187,6 +209,7 @@ impl Gateway {
             authorizers,
             http,
             http_by_route,
+            stages: super::stages::Stages::default(),
             config,
         })
     }
@@ -335,7 +358,17 @@ pub fn authorizer(
 }
 
 /// The authorizer for a reloaded configuration (see [`Authorizer::reconfigured`]).
-fn reconfigured(config: &Config, old: &Authorizer) -> Authorizer {
+/// The authorizer of another stage of `base`'s configuration (see
+/// [`Authorizer::for_stage`]).
+pub(super) fn for_stage(config: &Config, base: &Authorizer) -> Authorizer {
+    base.for_stage(
+        config.usage_plans.clone(),
+        route_auths(config),
+        config.account_throttle,
+    )
+}
+
+pub(super) fn reconfigured(config: &Config, old: &Authorizer) -> Authorizer {
     old.reconfigured(
         config.usage_plans.clone(),
         route_auths(config),

@@ -10,6 +10,7 @@
 pub mod gateway;
 pub mod readiness;
 pub mod reload;
+pub mod stages;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -62,6 +62,7 @@ impl RequestView<'_> {
             request_time_epoch_ms: req.received_epoch_ms,
             client_cert: req.client_cert.as_ref().map(|c| c.to_json()),
             authorizer: self.identity.authorizer_context(),
+            is_canary: config.canary,
         }
     }
 }

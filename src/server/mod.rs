@@ -155,6 +155,12 @@ pub fn epoch_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The configured stages' names, for an error's detail.
+fn stage_names(gw: &Gateway) -> String {
+    let names: Vec<&str> = gw.stages.list.iter().map(|s| s.name.as_str()).collect();
+    names.join(", ")
+}
+
 async fn handle(State(live): State<Arc<Live>>, req: Request) -> Response<Body> {
     // The configuration current now serves this request to its end, reloads or not.
     let gw = live.load();
@@ -201,6 +207,22 @@ async fn handle(State(live): State<Arc<Live>>, req: Request) -> Response<Body> {
         let resp = tracker_script(&request_id);
         return served(&gw, None, resp, &seen, received, &request_id);
     }
+    // The stage (and canary) that serves it, and the path within the stage.
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.host());
+    let Some((gw, path)) = gw.for_request(host, path.clone()) else {
+        let e = GatewayError::new(
+            ErrorKind::NoRoute,
+            format!(
+                "no stage for {method} {path} (stages: {})",
+                stage_names(&gw)
+            ),
+        );
+        return refused(&gw, &e, &seen, received, &request_id);
+    };
     if edge::cors::is_preflight(&method, &parts.headers) {
         match preflight(&gw, &parts.headers, &path, &request_id) {
             Ok(Some((route, resp))) => {
