@@ -18,6 +18,8 @@
 //! - [`render`]: template selection and the request template's render.
 //! - [`dispatch`]: direct, batched, or to the spool.
 //! - [`respond`]: integration responses, gateway responses, and every status code.
+//! - [`cache`]: a GET route's answers kept and served again (after `authorize`, before
+//!   the body is rendered).
 //!
 //! What the stages stand on:
 //! - [`auth`]: the key store, usage plans, throttles and quotas.
@@ -40,6 +42,7 @@
 pub mod auth;
 pub mod authorize;
 pub mod batch;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

@@ -25,6 +25,8 @@ pub mod names {
     pub const AUTHORIZER_CACHE: &str = "gateway_authorizer_cache_total";
     pub const AUTHORIZER_LAMBDA_SECONDS: &str = "gateway_authorizer_lambda_duration_seconds";
     pub const UPSTREAM_READY: &str = "gateway_upstream_ready";
+    pub const RESPONSE_CACHE: &str = "gateway_response_cache_total";
+    pub const RESPONSE_CACHE_EVICTIONS: &str = "gateway_response_cache_evictions_total";
     pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
     pub const BISECTED_CALLS: &str = "gateway_upstream_bisected_calls_total";
     pub const CONNECTIONS_OPEN: &str = "gateway_connections_open";
@@ -295,6 +297,18 @@ impl SpoolMetrics {
             dead_lettered: metrics::counter!(names::SPOOL_DEAD, r()),
         }
     }
+}
+
+/// A cached route's lookup: `hit`, `miss` or `invalidated`.
+pub fn response_cache(route: &str, result: &'static str) {
+    let mut labels = route_labels(route);
+    labels.push(metrics::Label::new("result", result));
+    metrics::counter!(names::RESPONSE_CACHE, labels).increment(1);
+}
+
+/// An answer a cached route dropped for room.
+pub fn response_cache_evicted(route: &str) {
+    metrics::counter!(names::RESPONSE_CACHE_EVICTIONS, route_labels(route)).increment(1);
 }
 
 /// Route labels other than the route's own name, by route name (`telemetry.route_label`),

@@ -108,6 +108,8 @@ pub struct UsagePlan {
     pub throttle_by_ip: bool,
     /// A plan for principals instead of keys: what names the caller an authorizer admitted.
     pub identity: Option<PlanIdentity>,
+    /// Its keys may invalidate cached answers (`invalidate_cache`).
+    pub invalidate_cache: bool,
 }
 
 /// What a principal's plan counts by.

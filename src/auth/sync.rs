@@ -359,6 +359,7 @@ mod tests {
         }
         let loaded = load(&store, 0).unwrap();
         let plan = UsagePlan {
+            invalidate_cache: false,
             name: "p".into(),
             throttle: None,
             route_throttles: Vec::new(),

@@ -35,6 +35,7 @@ fn at(day: &str, h: i64, m: i64, s: i64) -> i64 {
 
 fn plan(name: &str, throttle: Option<(f64, u32)>, quota: Option<(u64, Period, u64)>) -> UsagePlan {
     UsagePlan {
+        invalidate_cache: false,
         name: name.into(),
         throttle: throttle.map(|(rate, burst)| Throttle { rate, burst }),
         route_throttles: Vec::new(),

@@ -35,6 +35,10 @@ pub struct RawUsagePlan {
     /// shared by every visitor of a site, and the quota still bounds the key), or
     /// `["source_ip"]` (each address, whatever key of the plan it uses).
     pub throttle_by: Option<Vec<String>>,
+    /// Its keys may bypass a route's cache with `Cache-Control: max-age=0` (API Gateway's
+    /// `execute-api:InvalidateCache`; routes with `invalidation = "authorized"`).
+    #[serde(default)]
+    pub invalidate_cache: bool,
     /// A plan for principals, not keys: `principal` (the authorizer's principal) or
     /// `claim:NAME` (a verified token's claim, or a Lambda authorizer's context value). It
     /// applies to its `routes` (default: every route with an authorizer), each principal
@@ -188,6 +192,7 @@ impl Validator<'_> {
             parsed
         });
         UsagePlan {
+            invalidate_cache: r.invalidate_cache,
             identity,
             throttle_by_key,
             throttle_by_ip,

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod authorizers;
 pub mod batch;
+pub mod cache;
 pub mod edge;
 pub mod gateway_responses;
 pub mod integration;

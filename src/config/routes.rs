@@ -103,6 +103,8 @@ pub struct RawRoute {
     pub validation_details: bool,
     /// `false`, or this route's own CORS table (default: `[server.cors]`).
     pub cors: Option<super::edge::RawRouteCors>,
+    /// Answers kept and served again (GET routes): `{ ttl, key, max_bytes, ... }`.
+    pub cache: Option<Spanned<super::cache::RawCache>>,
     /// Client addresses (CIDRs) allowed on this route, beside `server.allow_ips`.
     #[serde(default)]
     pub allow_ips: Vec<Spanned<String>>,
@@ -177,6 +179,7 @@ pub struct RouteConfig {
     /// Validation failures list what failed and where.
     pub validation_details: bool,
     pub cors: super::edge::RouteCors,
+    pub cache: Option<super::cache::CacheSettings>,
     pub ip_policy: crate::edge::client_ip::IpPolicy,
     /// Answers with a 1x1 GIF.
     pub pixel: bool,
@@ -452,6 +455,12 @@ impl Validator<'_> {
             return None;
         }
         let cors = self.route_cors(r.cors.as_ref(), &name);
+        let cache = self.route_cache(
+            r.cache.as_ref(),
+            &name,
+            method.as_ref(),
+            &path.param_names(),
+        );
         let ip_policy = crate::edge::client_ip::IpPolicy {
             allow: self.nets(&r.allow_ips, &format!("route {name}: allow_ips")),
             deny: self.nets(&r.deny_ips, &format!("route {name}: deny_ips")),
@@ -501,6 +510,7 @@ impl Validator<'_> {
             required_parameters,
             validation_details: r.validation_details,
             cors,
+            cache,
             ip_policy,
             pixel: r.pixel,
             authorizer: r.authorizer.as_ref().map(|a| a.get_ref().clone()),

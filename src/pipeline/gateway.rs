@@ -59,6 +59,9 @@ pub struct Gateway {
     pub http: crate::outbound::Client,
     /// By route index: a route's own client, when its backend has its own CA.
     pub http_by_route: Vec<Option<crate::outbound::Client>>,
+    /// By route index: the route's response cache (`cache`), empty at every start and
+    /// reload.
+    pub caches: Vec<Option<crate::cache::RouteCache>>,
     /// `[stages]`: the gateways that serve requests when there are stages.
     pub stages: super::stages::Stages,
 }
@@ -210,6 +213,14 @@ impl Gateway {
             http,
             http_by_route,
             stages: super::stages::Stages::default(),
+            caches: config
+                .routes
+                .iter()
+                .map(|r| {
+                    let c = r.cache.as_ref()?;
+                    Some(crate::cache::RouteCache::new(&r.name(), c))
+                })
+                .collect(),
             config,
         })
     }

@@ -41,6 +41,8 @@ pub struct Outcome {
     pub quota: Option<crate::auth::QuotaStatus>,
     pub integration_ms: Option<f64>,
     pub error: Option<GatewayError>,
+    /// Where the answer is kept, for a cached route's miss.
+    pub cache_key: Option<String>,
 }
 
 /// Runs the pipeline; never fails: errors become responses here.
@@ -51,7 +53,13 @@ pub async fn handle(
 ) -> (Response<Body>, Outcome) {
     let mut outcome = Outcome::default();
     let mut resp = match run(gw, &mut req, body, &mut outcome).await {
-        Ok(resp) => resp,
+        Ok(resp) => match (outcome.cache_key.take(), outcome.route) {
+            (Some(key), Some(i)) => match &gw.caches[i] {
+                Some(cache) => cache.keep(key, resp).await,
+                None => resp,
+            },
+            _ => resp,
+        },
         Err(e) => {
             let resp = error_response(gw, &e, &req.request_id);
             outcome.error = Some(e);
@@ -171,6 +179,24 @@ async fn run(
         let checked = v.check_parameters(&matched.params, &req.query, &req.headers);
         checked.map_err(body::invalid)?;
     }
+    // cache: a kept answer (GET routes with `cache`), once the caller is known
+    if let Some(cache) = &gw.caches[i] {
+        let keyed = crate::cache::Keyed {
+            method: &req.method,
+            path_params: &matched.params,
+            query: &req.query,
+            headers: &req.headers,
+            caller: identity
+                .api_key_id
+                .as_deref()
+                .or(identity.principal_id.as_deref()),
+        };
+        match cache.lookup(&keyed, || may_invalidate_cache(gw, &identity, req)) {
+            crate::cache::Lookup::Hit(resp) => return Ok(resp),
+            crate::cache::Lookup::Miss(key) => outcome.cache_key = Some(key),
+            crate::cache::Lookup::Bypass => {}
+        }
+    }
     let template = render::choose_template(route, &compiled.request_templates, &media)?;
     let rules = BodyRules {
         binary_media_types: &gw.config.binary_media_types,
@@ -273,6 +299,22 @@ async fn run(
 }
 
 const NDJSON: &str = "application/x-ndjson";
+
+/// Whether the caller's key is in a usage plan with `invalidate_cache` (API Gateway's
+/// `execute-api:InvalidateCache`).
+fn may_invalidate_cache(gw: &Gateway, identity: &authorize::Identity, req: &Request) -> bool {
+    let Some(key) = identity.api_key.as_deref() else {
+        return false;
+    };
+    let snapshot = gw.auth.snapshot();
+    let Ok(entry) = snapshot.lookup(key, req.received_epoch_ms) else {
+        return false;
+    };
+    gw.config
+        .usage_plans
+        .iter()
+        .any(|p| p.name == entry.plan() && p.invalidate_cache)
+}
 
 /// API Gateway's resource-policy denial, for a client address a policy refuses.
 pub fn access_denied(method: &http::Method, path: &str, ip: std::net::IpAddr) -> GatewayError {
