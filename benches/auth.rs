@@ -329,6 +329,7 @@ fn lambda_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         request_id: "c6af9ac6-7b61-11e6-9a41-93e8deadbeef".into(),
         received: std::time::Instant::now(),
         received_epoch_ms: 1_764_077_930_000,
+        ws: None,
     };
     let params = vec![("id".to_string(), "42".to_string())];
     for (name, kind) in [

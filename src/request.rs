@@ -29,6 +29,8 @@ pub struct Request {
     pub request_id: String,
     pub received: Instant,
     pub received_epoch_ms: i64,
+    /// A WebSocket message's facts, for `$context`.
+    pub ws: Option<crate::mapping::context::WsFacts>,
 }
 
 impl Request {

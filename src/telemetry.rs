@@ -26,6 +26,8 @@ pub mod names {
     pub const AUTHORIZER_LAMBDA_SECONDS: &str = "gateway_authorizer_lambda_duration_seconds";
     pub const UPSTREAM_READY: &str = "gateway_upstream_ready";
     pub const RESPONSE_CACHE: &str = "gateway_response_cache_total";
+    pub const WEBSOCKET_CONNECTIONS: &str = "gateway_websocket_connections";
+    pub const WEBSOCKET_MESSAGES: &str = "gateway_websocket_messages_total";
     pub const RESPONSE_CACHE_EVICTIONS: &str = "gateway_response_cache_evictions_total";
     pub const FAILED_ITEMS: &str = "gateway_failed_records_total";
     pub const BISECTED_CALLS: &str = "gateway_upstream_bisected_calls_total";
@@ -304,6 +306,16 @@ pub fn response_cache(route: &str, result: &'static str) {
     let mut labels = route_labels(route);
     labels.push(metrics::Label::new("result", result));
     metrics::counter!(names::RESPONSE_CACHE, labels).increment(1);
+}
+
+/// WebSocket connections opened (+1) or closed (-1).
+pub fn websocket_connections(delta: i64) {
+    metrics::gauge!(names::WEBSOCKET_CONNECTIONS).increment(delta as f64);
+}
+
+/// A WebSocket message's outcome, by route key and status.
+pub fn websocket_message(route_key: &str, status: u16) {
+    metrics::counter!(names::WEBSOCKET_MESSAGES, "route_key" => route_key.to_string(), "status" => status.to_string()).increment(1);
 }
 
 /// An answer a cached route dropped for room.

@@ -296,6 +296,7 @@ fn default_facts() -> context::RequestFacts {
         client_cert: None,
         authorizer: None,
         is_canary: None,
+        ws: None,
         user_agent: Some("ingest-gateway-render".into()),
         api_key: None,
         api_key_id: None,

@@ -26,6 +26,7 @@ pub mod server;
 pub mod spool;
 pub mod stages;
 pub mod telemetry;
+pub mod websocket;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -81,6 +82,8 @@ pub struct Config {
     pub stage_variables: IndexMap<String, String>,
     /// `[stages.NAME]`, in the file's order; empty: one stage, `stage`, at the root.
     pub stages: Vec<stages::Stage>,
+    /// `[websocket]`.
+    pub websocket: Option<websocket::Websocket>,
     /// Of a stage with a canary: whether this is its canary (`$context.isCanaryRequest`).
     pub canary: Option<bool>,
     pub limits: Limits,
@@ -495,11 +498,19 @@ impl Validator<'_> {
         let authorizers = self.authorizers(&raw.authorizers, endpoint.as_deref());
         self.route_authorizers(&raw, &routes, &authorizers, &usage_plans);
         let stages = self.stages(&raw, base, &server, spool_mode);
+        let websocket = self.websocket(
+            raw.websocket.as_ref(),
+            base,
+            &server,
+            spool_mode,
+            &raw.stage_variables,
+        );
         let aws = self.aws(raw.aws);
         let gateway_responses = self.gateway_responses(&raw.gateway_responses, base);
         let route_label = self.telemetry(&raw.telemetry);
         let buckets = self.buckets(&raw.telemetry);
         Config {
+            websocket,
             stages,
             canary: None,
             key_store,

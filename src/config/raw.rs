@@ -37,6 +37,8 @@ pub struct RawConfig {
     /// served at the root.
     #[serde(default)]
     pub stages: IndexMap<String, Spanned<RawStage>>,
+    /// A WebSocket API (`[websocket]` and `[[websocket.routes]]`).
+    pub websocket: Option<Spanned<super::websocket::RawWebsocket>>,
     /// Bounds on every template render.
     #[serde(default)]
     pub templates: RawTemplateLimits,

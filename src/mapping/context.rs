@@ -4,6 +4,17 @@
 use serde_json::{Map, Value as Json, json};
 
 /// Facts about one request that `$context` exposes.
+/// A WebSocket message's own `$context` (`connectionId`, `routeKey`, `eventType`, ...).
+#[derive(Debug, Clone)]
+pub struct WsFacts {
+    pub connection_id: std::sync::Arc<str>,
+    pub connected_at: i64,
+    pub route_key: String,
+    /// `CONNECT`, `MESSAGE` or `DISCONNECT`.
+    pub event_type: &'static str,
+    pub message_id: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RequestFacts {
     pub request_id: String,
@@ -30,6 +41,8 @@ pub struct RequestFacts {
     pub authorizer: Option<Json>,
     /// `isCanaryRequest`, on a stage with a canary.
     pub is_canary: Option<bool>,
+    /// Of a WebSocket message.
+    pub ws: Option<WsFacts>,
 }
 
 /// Builds the `$context` document. Absent values are JSON null, which templates render as
@@ -83,6 +96,17 @@ pub fn build(f: &RequestFacts) -> Json {
         "responseOverride": {"header": {}},
         "apiId": f.api_id,
     });
+    if let (Some(w), Json::Object(m)) = (&f.ws, &mut context) {
+        m.insert(
+            "connectionId".into(),
+            Json::String(w.connection_id.to_string()),
+        );
+        m.insert("connectedAt".into(), Json::from(w.connected_at));
+        m.insert("routeKey".into(), Json::String(w.route_key.clone()));
+        m.insert("eventType".into(), Json::String(w.event_type.into()));
+        m.insert("messageId".into(), Json::String(w.message_id.clone()));
+        m.insert("messageDirection".into(), Json::String("IN".into()));
+    }
     if let (Some(c), Json::Object(m)) = (f.is_canary, &mut context) {
         m.insert("isCanaryRequest".into(), Json::Bool(c));
     }

@@ -62,6 +62,9 @@ pub struct Gateway {
     /// By route index: the route's response cache (`cache`), empty at every start and
     /// reload.
     pub caches: Vec<Option<crate::cache::RouteCache>>,
+    /// `[websocket]`: the gateway that serves its messages (its routes are the WebSocket
+    /// routes).
+    pub websocket: Option<Arc<Gateway>>,
     /// `[stages]`: the gateways that serve requests when there are stages.
     pub stages: super::stages::Stages,
 }
@@ -88,6 +91,9 @@ impl Gateway {
                     gw.keys = Some(keys.clone());
                 }
             }
+        }
+        if let Some(gw) = self.websocket.as_mut().and_then(Arc::get_mut) {
+            gw.keys = Some(keys.clone());
         }
         self.keys = Some(keys);
     }
@@ -213,6 +219,7 @@ impl Gateway {
             http,
             http_by_route,
             stages: super::stages::Stages::default(),
+            websocket: None,
             caches: config
                 .routes
                 .iter()
@@ -255,6 +262,18 @@ pub struct CompiledRoute {
 /// Compiles every route's templates; errors name the file, line and column.
 pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<String>> {
     let mut errors = Vec::new();
+    // The WebSocket routes' templates, checked with the rest (compiled again for their
+    // gateway).
+    if let Some(ws) = &config.websocket {
+        let routes = Config {
+            routes: ws.routes.clone(),
+            websocket: None,
+            ..config.clone()
+        };
+        if let Err(e) = compile_templates(&routes) {
+            errors.extend(e);
+        }
+    }
     let validators: Vec<Option<Validator>> = config
         .routes
         .iter()

@@ -102,7 +102,41 @@ impl Gateway {
             });
         }
         self.stages = Stages { list, hosts };
+        self.websocket = self.websocket_gateway(old)?.map(Arc::new);
         Ok(self)
+    }
+
+    /// The gateway of `[websocket]`'s routes: its own route table, batchers and route
+    /// throttles; the keys, plans and clients of this one.
+    fn websocket_gateway(&self, old: Option<&Gateway>) -> std::io::Result<Option<Gateway>> {
+        let Some(ws) = &self.config.websocket else {
+            return Ok(None);
+        };
+        let config = Config {
+            routes: ws.routes.clone(),
+            stages: Vec::new(),
+            canary: None,
+            ..self.config.clone()
+        };
+        let compiled = super::compile_templates(&Config {
+            websocket: None,
+            ..config.clone()
+        })
+        .map_err(|e| std::io::Error::other(e.join("\n")))?;
+        let was = old.and_then(|o| o.websocket.as_deref());
+        let auth = match was {
+            Some(w) => super::gateway::reconfigured(&config, &w.auth),
+            None => super::gateway::for_stage(&config, &self.auth),
+        };
+        let mut gw = Gateway::build(
+            config,
+            Arc::new(compiled),
+            self.clients.clone(),
+            Arc::new(auth),
+            Some(was.unwrap_or(self)),
+        )?;
+        gw.keys.clone_from(&self.keys);
+        Ok(Some(gw))
     }
 
     /// One stage's gateway: from `was` (the same stage before a reload) if there is one,

@@ -63,6 +63,7 @@ impl RequestView<'_> {
             client_cert: req.client_cert.as_ref().map(|c| c.to_json()),
             authorizer: self.identity.authorizer_context(),
             is_canary: config.canary,
+            ws: req.ws.clone(),
         }
     }
 }

@@ -26,6 +26,7 @@ use tower::ServiceExt as _;
 pub mod conn;
 pub mod limits;
 pub mod strict;
+pub mod websocket;
 
 use crate::edge;
 use crate::error::{ErrorKind, GatewayError};
@@ -203,6 +204,15 @@ async fn handle(State(live): State<Arc<Live>>, req: Request) -> Response<Body> {
         );
         return refused(&gw, &e, &seen, received, &request_id);
     }
+    // `[websocket]`: the upgrade endpoint.
+    if let Some(ws) = &gw.websocket
+        && method == Method::GET
+        && ws.config.websocket.as_ref().is_some_and(|w| w.path == path)
+    {
+        let query = parse_query(parts.uri.query().unwrap_or(""));
+        let resp = websocket::upgrade(ws.clone(), parts, query, client_ip, peer).await;
+        return served(&gw, None, resp, &seen, received, &request_id);
+    }
     if edge.tracker && path == edge::TRACKER_PATH && method == Method::GET {
         let resp = tracker_script(&request_id);
         return served(&gw, None, resp, &seen, received, &request_id);
@@ -256,6 +266,7 @@ async fn handle(State(live): State<Arc<Live>>, req: Request) -> Response<Body> {
         request_id: request_id.clone(),
         received,
         received_epoch_ms,
+        ws: None,
     };
     let (mut resp, outcome) =
         match tokio::time::timeout_at(deadline, pipeline::handle(&gw, request, body)).await {

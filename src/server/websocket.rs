@@ -1,0 +1,375 @@
+//! WebSocket connections (`[websocket]`): the handshake, and each connection's messages.
+//!
+//! The handshake is a request to the `$connect` route of the WebSocket gateway (its key
+//! check, authorizer, plan, and integration if configured): any answer but a 2xx is sent
+//! as it is, before any upgrade. A message is selected to a route by the configured body
+//! field (`$default` when it names none), and served as a request to that route carrying
+//! the handshake's headers and query: it is authorized again (so every message counts
+//! against the key's plan, as API Gateway meters messages), rendered with the connection's
+//! `$context`, and dispatched through the route's batcher. Its outcome goes back as an
+//! acknowledgement frame (routes with `ack`) or, when it failed, an error frame.
+//!
+//! One task per connection reads and writes the socket; each message is handled in its
+//! own task, at most `max_in_flight` at once: past that the connection is not read (TCP
+//! backpressure) until an answer comes back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::FromRequestParts as _;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use serde_json::{Value as Json, json};
+
+use crate::config::websocket::{Websocket, route_path};
+use crate::mapping::context::WsFacts;
+use crate::pipeline::{self, Gateway};
+
+const JSON: &str = "application/json";
+
+/// What the handshake established, for every message of the connection.
+struct Handshake {
+    headers: HeaderMap,
+    query: Vec<(String, String)>,
+    source_ip: String,
+    client_ip: std::net::IpAddr,
+    peer: std::net::IpAddr,
+    connection_id: Arc<str>,
+    connected_at: i64,
+}
+
+/// The request a message (or the handshake) is served as, its body of type `media`.
+fn request(
+    hs: &Handshake,
+    route: usize,
+    key: &str,
+    event: &'static str,
+    message_id: String,
+    len: usize,
+    media: &'static str,
+) -> pipeline::Request {
+    let mut headers = hs.headers.clone();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(media));
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    for h in [
+        http::header::CONTENT_ENCODING,
+        http::header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(h);
+    }
+    pipeline::Request {
+        method: Method::POST,
+        path: route_path(route),
+        query: hs.query.clone(),
+        headers,
+        body: Bytes::new(),
+        source_ip: hs.source_ip.clone(),
+        client_ip: hs.client_ip,
+        peer: hs.peer,
+        client_cert: None,
+        request_id: uuid::Uuid::new_v4().to_string(),
+        received: Instant::now(),
+        received_epoch_ms: super::epoch_ms(),
+        ws: Some(WsFacts {
+            connection_id: hs.connection_id.clone(),
+            connected_at: hs.connected_at,
+            route_key: key.to_string(),
+            event_type: event,
+            message_id,
+        }),
+    }
+}
+
+/// Serves `req` on the WebSocket gateway; its status, and its body's `message` and
+/// `Retry-After` when it failed.
+async fn serve(
+    gw: &Arc<Gateway>,
+    req: pipeline::Request,
+    body: Bytes,
+) -> (Response<Body>, pipeline::Outcome) {
+    let deadline = tokio::time::Instant::now() + gw.config.request_timeout;
+    let pending = crate::request::PendingBody::new(
+        Body::from(body),
+        &req.headers,
+        deadline,
+        gw.body_budget.clone(),
+    );
+    match tokio::time::timeout_at(deadline, pipeline::handle(gw, req, pending)).await {
+        Ok(done) => done,
+        Err(_) => {
+            let mut resp =
+                Response::new(Body::from(r#"{"message": "Endpoint request timed out"}"#));
+            *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+            (resp, pipeline::Outcome::default())
+        }
+    }
+}
+
+/// The WebSocket endpoint: the handshake's authorization, then the upgrade.
+pub async fn upgrade(
+    gw: Arc<Gateway>,
+    mut parts: http::request::Parts,
+    query: Vec<(String, String)>,
+    client_ip: std::net::IpAddr,
+    peer: std::net::IpAddr,
+) -> Response<Body> {
+    let Some(ws) = gw.config.websocket.clone() else {
+        return Response::new(Body::empty());
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(rejection) => return axum::response::IntoResponse::into_response(rejection),
+    };
+    let hs = Handshake {
+        headers: parts.headers.clone(),
+        query,
+        source_ip: client_ip.to_string(),
+        client_ip,
+        peer,
+        connection_id: Arc::from(connection_id()),
+        connected_at: super::epoch_ms(),
+    };
+    let connect = ws.connect_route();
+    let req = request(&hs, connect, "$connect", "CONNECT", String::new(), 0, JSON);
+    let (resp, _) = serve(&gw, req, Bytes::new()).await;
+    if !resp.status().is_success() {
+        return resp;
+    }
+    crate::telemetry::websocket_connections(1);
+    upgrade
+        .max_message_size(ws.max_message_bytes)
+        .max_frame_size(ws.max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            connection(gw, ws, hs, socket).await;
+            crate::telemetry::websocket_connections(-1);
+        })
+}
+
+/// A connection id in API Gateway's shape (base64-like, 16 characters).
+fn connection_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}
+
+/// What a finished message sends back: a frame, or nothing.
+type Answer = Option<String>;
+
+async fn connection(gw: Arc<Gateway>, ws: Websocket, hs: Handshake, mut socket: WebSocket) {
+    let hs = Arc::new(hs);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+    let mut in_flight = 0usize;
+    let age = tokio::time::sleep(ws.max_connection_age);
+    tokio::pin!(age);
+    let mut idle = Box::pin(tokio::time::sleep(ws.idle_timeout));
+    let mut sequence = 0u64;
+    let close = loop {
+        tokio::select! {
+            received = socket.recv(), if in_flight < ws.max_in_flight => {
+                let (bytes, binary) = match received {
+                    None => break None,
+                    Some(Err(e)) => {
+                        let too_big = e.to_string().to_ascii_lowercase().contains("too long")
+                            || e.to_string().to_ascii_lowercase().contains("size");
+                        break too_big.then_some((close_code::SIZE, "message too big"));
+                    }
+                    Some(Ok(Message::Text(t))) => (Bytes::from(t.as_str().to_owned()), false),
+                    Some(Ok(Message::Binary(b))) => (b, true),
+                    Some(Ok(Message::Close(_))) => break None,
+                    Some(Ok(_)) => continue,
+                };
+                idle.as_mut().reset(tokio::time::Instant::now() + ws.idle_timeout);
+                sequence += 1;
+                in_flight += 1;
+                let message_id = format!("{}-{sequence}", hs.connection_id);
+                let (gw, ws, hs, tx) = (gw.clone(), ws.clone(), hs.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let answer = message(&gw, &ws, &hs, bytes, binary, message_id).await;
+                    let _ = tx.send(answer);
+                });
+            }
+            Some(answer) = rx.recv() => {
+                in_flight -= 1;
+                if let Some(frame) = answer
+                    && socket.send(Message::Text(frame.into())).await.is_err()
+                {
+                    break None;
+                }
+            }
+            () = &mut idle => break Some((close_code::AWAY, "idle timeout")),
+            () = &mut age => break Some((close_code::AWAY, "connection age limit")),
+        }
+    };
+    // Outstanding messages are answered before the close.
+    while in_flight > 0 {
+        match rx.recv().await {
+            Some(Some(frame)) => {
+                in_flight -= 1;
+                let _ = socket.send(Message::Text(frame.into())).await;
+            }
+            Some(None) => in_flight -= 1,
+            None => break,
+        }
+    }
+    if let Some((code, reason)) = close {
+        let _ = socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+    if let Some(i) = ws.route("$disconnect") {
+        let req = request(&hs, i, "$disconnect", "DISCONNECT", String::new(), 0, JSON);
+        serve(&gw, req, Bytes::new()).await;
+    }
+}
+
+/// The route a message selects: the body field's value, else `$default`.
+fn select(ws: &Websocket, body: &[u8], binary: bool) -> Option<(usize, String)> {
+    let named = (!binary)
+        .then(|| serde_json::from_slice::<Json>(body).ok())
+        .flatten()
+        .and_then(|v| {
+            let mut at = &v;
+            for field in &ws.selection {
+                at = at.get(field)?;
+            }
+            at.as_str().map(str::to_string)
+        })
+        .filter(|k| k != "$connect" && k != "$disconnect");
+    match named.and_then(|k| Some((ws.route(&k)?, k))) {
+        Some(found) => Some(found),
+        None => ws.route("$default").map(|i| (i, "$default".to_string())),
+    }
+}
+
+/// The message's id for its acknowledgement: its body's `id`, else its `messageId`.
+fn ack_id(body: &[u8], binary: bool, message_id: &str) -> Json {
+    (!binary)
+        .then(|| serde_json::from_slice::<Json>(body).ok())
+        .flatten()
+        .and_then(|v| {
+            v.get("id")
+                .filter(|id| id.is_string() || id.is_number())
+                .cloned()
+        })
+        .unwrap_or_else(|| Json::String(message_id.to_string()))
+}
+
+async fn message(
+    gw: &Arc<Gateway>,
+    ws: &Websocket,
+    hs: &Handshake,
+    body: Bytes,
+    binary: bool,
+    message_id: String,
+) -> Answer {
+    let Some((route, key)) = select(ws, &body, binary) else {
+        return Some(
+            json!({"message": "Forbidden", "connectionId": &*hs.connection_id, "requestId": uuid::Uuid::new_v4().to_string()})
+                .to_string(),
+        );
+    };
+    let id = ack_id(&body, binary, &message_id);
+    // A text message that is JSON is `application/json`, other text `text/plain`.
+    let media = if binary {
+        "application/octet-stream"
+    } else if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+        JSON
+    } else {
+        "text/plain"
+    };
+    let req = request(hs, route, &key, "MESSAGE", message_id, body.len(), media);
+    let request_id = req.request_id.clone();
+    let (resp, _) = serve(gw, req, body).await;
+    let status = resp.status();
+    let acked = ws.keys[route].ack;
+    crate::telemetry::websocket_message(&key, status.as_u16());
+    if status.is_success() {
+        return acked.then(|| {
+            json!({"ack": id, "status": status.as_u16(), "connectionId": &*hs.connection_id})
+                .to_string()
+        });
+    }
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<Json>(&bytes)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Json::as_str).map(str::to_string))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("Error").to_string());
+    let mut frame = json!({"ack": id, "status": status.as_u16(), "message": message, "connectionId": &*hs.connection_id, "requestId": request_id});
+    if let Some(n) = retry_after {
+        frame["retryAfter"] = json!(n);
+    }
+    Some(frame.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ws(keys: &[&str]) -> Websocket {
+        Websocket {
+            path: "/s".into(),
+            selection: vec!["action".into()],
+            api_key_required: false,
+            authorizer: None,
+            max_message_bytes: 1024,
+            idle_timeout: std::time::Duration::from_secs(1),
+            max_connection_age: std::time::Duration::from_secs(1),
+            max_in_flight: 1,
+            management_listen: None,
+            keys: keys
+                .iter()
+                .map(|k| crate::config::websocket::WsRoute {
+                    key: (*k).into(),
+                    ack: false,
+                })
+                .collect(),
+            routes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn messages_select_their_route_or_default() {
+        let w = ws(&["track", "$default", "$connect"]);
+        assert_eq!(
+            select(&w, br#"{"action": "track"}"#, false),
+            Some((0, "track".into()))
+        );
+        for other in [
+            &br#"{"action": "nope"}"#[..],
+            b"not json",
+            br#"{"action": 3}"#,
+            br#"{"action": "$connect"}"#,
+        ] {
+            assert_eq!(
+                select(&w, other, false),
+                Some((1, "$default".into())),
+                "{other:?}"
+            );
+        }
+        assert_eq!(
+            select(&w, br#"{"action": "track"}"#, true),
+            Some((1, "$default".into())),
+            "binary: $default"
+        );
+        let no_default = ws(&["track", "$connect"]);
+        assert_eq!(select(&no_default, b"{}", false), None);
+    }
+
+    #[test]
+    fn acknowledgements_carry_the_message_id() {
+        assert_eq!(ack_id(br#"{"id": "e-1"}"#, false, "m"), json!("e-1"));
+        assert_eq!(ack_id(br#"{"id": 7}"#, false, "m"), json!(7));
+        assert_eq!(ack_id(br#"{"id": {"x": 1}}"#, false, "m"), json!("m"));
+        assert_eq!(ack_id(b"raw", true, "m"), json!("m"));
+    }
+}
