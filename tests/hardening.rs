@@ -356,19 +356,11 @@ async fn closed_within(s: &mut tokio::net::TcpStream, wait: std::time::Duration)
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_cannot_use_up_the_gateway() {
     use std::time::Duration;
     let stub = support::stub_kinesis().await;
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", support::free_port());
     let config = format!(
         "[server]\nmax_connections = 6\nmax_connections_per_ip = 3\nfirst_byte_timeout = \"1500ms\"\nadmin_listen = \"{admin}\"\n{CONFIG}"
     );

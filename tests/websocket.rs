@@ -275,3 +275,85 @@ ack = true
     assert_eq!(ids.len(), 2 * n);
     tokio::task::block_in_place(|| gw.stop_cleanly());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connections_api_talks_back_and_sigterm_closes_with_1001() {
+    let port = support::free_port();
+    let config = MOCK
+        .replace("api_key_required = true", "api_key_required = false")
+        .replace(
+            "idle_timeout = \"1s\"",
+            &format!("idle_timeout = \"1m\"\nmanagement_listen = \"127.0.0.1:{port}\""),
+        );
+    let project = Project::custom(
+        "ws-connections",
+        &config,
+        &[("mock.vtl", r#"{"statusCode": 200}"#)],
+    );
+    let gw = tokio::task::block_in_place(|| Gateway::start(&project.config));
+    let management = format!("127.0.0.1:{port}");
+    let mut s = connect(&gw, "/v1/stream", None).await.unwrap();
+    s.send(Message::text(
+        json!({"action": "track", "id": 1}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let id = frame(&mut s).await["connectionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at = format!("/@connections/{id}");
+
+    let r = tokio::task::block_in_place(|| {
+        support::request(&management, "POST", &at, &[], br#"{"hello": "device"}"#)
+    });
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(frame(&mut s).await, json!({"hello": "device"}));
+    let r = tokio::task::block_in_place(|| {
+        support::request(
+            &management,
+            "POST",
+            &at,
+            &[("content-type", "application/octet-stream")],
+            &[0, 1, 255],
+        )
+    });
+    assert_eq!(r.status, 200);
+    let m = tokio::time::timeout(Duration::from_secs(5), s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, Message::binary(vec![0u8, 1, 255]));
+    let r = tokio::task::block_in_place(|| support::request(&management, "GET", &at, &[], b""));
+    assert_eq!(r.status, 200);
+    let info = r.json();
+    assert_eq!(info["identity"]["sourceIp"], "127.0.0.1", "{info}");
+    assert!(
+        info["connectedAt"].as_str().unwrap().ends_with('Z'),
+        "{info}"
+    );
+    let r = tokio::task::block_in_place(|| support::request(&management, "DELETE", &at, &[], b""));
+    assert_eq!(r.status, 204);
+    assert_eq!(closed(&mut s).await, Some(1000));
+    let gone = |method: &str| {
+        tokio::task::block_in_place(|| support::request(&management, method, &at, &[], b"x"))
+    };
+    for method in ["GET", "POST", "DELETE"] {
+        let r = gone(method);
+        assert_eq!(r.status, 410, "{method}");
+        assert_eq!(r.header("x-amzn-errortype"), Some("GoneException"));
+    }
+
+    // SIGTERM: an open connection gets its close frame.
+    let mut s = connect(&gw, "/v1/stream", None).await.unwrap();
+    s.send(Message::text(
+        json!({"action": "track", "id": "last"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(frame(&mut s).await["ack"], "last");
+    gw.terminate();
+    assert_eq!(closed(&mut s).await, Some(1001));
+    tokio::task::block_in_place(|| gw.stop_cleanly());
+}

@@ -50,6 +50,7 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     ));
     let mut gw = Gateway::new(config, compiled, clients, auth)?;
     let scheme = if gw.tls.is_some() { "https" } else { "http" };
+    crate::server::catch_signals();
     println!("listening on {scheme}://{local}");
     gw.set_keys(keys.clone());
     let gw = Arc::new(gw);

@@ -588,6 +588,17 @@ pub async fn run_with_admin(
     if let Some(tls) = &tls {
         tls.watch();
     }
+    if let Some(address) = config.websocket.as_ref().and_then(|w| w.management_listen) {
+        let management = TcpListener::bind(address).await.map_err(|e| {
+            std::io::Error::other(format!(
+                "cannot listen on {address} (websocket.management_listen): {e}"
+            ))
+        })?;
+        tracing::info!(address = %management.local_addr()?, "WebSocket management listener: /@connections.");
+        tokio::spawn(async move {
+            let _ = axum::serve(management, websocket::management_app()).await;
+        });
+    }
     let app = live_app(live.clone());
     tokio::select! {
         () = stop => {}
@@ -597,8 +608,13 @@ pub async fn run_with_admin(
         grace_seconds = grace.as_secs_f64(),
         "No longer accepting connections; finishing in-flight requests."
     );
+    // WebSocket connections answer what they have in flight and get a close frame (1001),
+    // within the same grace.
+    let finished = async {
+        tokio::join!(connections.shutdown(), websocket::close_all(grace));
+    };
     tokio::select! {
-        () = connections.shutdown() => {}
+        () = finished => {}
         () = tokio::time::sleep(grace) => {
             tracing::warn!("Grace period over; closing remaining connections.");
         }
@@ -791,13 +807,30 @@ fn with_peer<B>(
     }
 }
 
+/// SIGTERM's stream, made by [`catch_signals`] before the gateway says it listens.
+#[cfg(unix)]
+static TERM: std::sync::Mutex<Option<tokio::signal::unix::Signal>> = std::sync::Mutex::new(None);
+
+/// Starts catching SIGTERM now (call before announcing the listener), so one sent right
+/// after the announcement stops the gateway cleanly instead of killing it.
+pub fn catch_signals() {
+    #[cfg(unix)]
+    if let Ok(s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        *TERM.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
     let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let early = TERM.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match early.map_or_else(
+            || tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+            Ok,
+        ) {
             Ok(mut s) => {
                 s.recv().await;
             }

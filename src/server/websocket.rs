@@ -28,6 +28,160 @@ use crate::pipeline::{self, Gateway};
 
 const JSON: &str = "application/json";
 
+/// What the `@connections` API asks of a connection.
+enum Command {
+    Send(Message),
+    Close,
+}
+
+/// A connection as the `@connections` API sees it.
+struct Handle {
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    connected_at: i64,
+    last_active: Arc<std::sync::atomic::AtomicI64>,
+    source_ip: String,
+    user_agent: Option<String>,
+}
+
+/// The open connections of this process (they outlive reloads).
+#[derive(Default)]
+struct Registry {
+    open: std::sync::Mutex<std::collections::HashMap<Arc<str>, Handle>>,
+    /// Set at shutdown: every connection answers what it has in flight and closes (1001).
+    stopping: std::sync::atomic::AtomicBool,
+    stopped: tokio::sync::Notify,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
+}
+
+impl Registry {
+    fn open(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Arc<str>, Handle>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// At shutdown: every connection answers its outstanding messages, gets a close frame
+/// (1001) and ends; waits for that up to `grace`.
+pub async fn close_all(grace: std::time::Duration) {
+    let r = registry();
+    r.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    let handles: Vec<_> = r.open().values().map(|h| h.commands.clone()).collect();
+    for h in handles {
+        let _ = h.send(Command::Close);
+    }
+    let _ = tokio::time::timeout(grace, async {
+        while !r.open().is_empty() {
+            let notified = r.stopped.notified();
+            if r.open().is_empty() {
+                break;
+            }
+            notified.await;
+        }
+    })
+    .await;
+}
+
+/// The `@connections` API (`websocket.management_listen`): `POST /@connections/{id}`
+/// sends the body as a frame (binary with `Content-Type: application/octet-stream`),
+/// `GET` describes the connection, `DELETE` closes it; 410 `GoneException` for a
+/// connection that is not open here.
+pub fn management_app() -> axum::Router {
+    use axum::extract::Path;
+    use axum::routing::get;
+    async fn post(Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response<Body> {
+        let binary = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+        let frame = if binary {
+            Message::Binary(body)
+        } else {
+            match String::from_utf8(body.to_vec()) {
+                Ok(t) => Message::Text(t.into()),
+                Err(_) => {
+                    return answer(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"message": "A text frame must be UTF-8; send binary with Content-Type: application/octet-stream"}),
+                    );
+                }
+            }
+        };
+        command(&id, Command::Send(frame), StatusCode::OK)
+    }
+    async fn delete(Path(id): Path<String>) -> Response<Body> {
+        command(&id, Command::Close, StatusCode::NO_CONTENT)
+    }
+    async fn describe(Path(id): Path<String>) -> Response<Body> {
+        let open = registry().open();
+        match open.get(id.as_str()) {
+            None => gone(),
+            Some(h) => answer(
+                StatusCode::OK,
+                &json!({
+                    "connectedAt": iso_time(h.connected_at),
+                    "lastActiveAt": iso_time(h.last_active.load(std::sync::atomic::Ordering::Relaxed)),
+                    "identity": {"sourceIp": h.source_ip, "userAgent": h.user_agent},
+                }),
+            ),
+        }
+    }
+    axum::Router::new().route(
+        "/@connections/{id}",
+        get(describe).post(post).delete(delete),
+    )
+}
+
+/// An instant as ISO 8601 in UTC (`2026-12-02T18:33:08.123Z`).
+fn iso_time(epoch_ms: i64) -> String {
+    let in_day = epoch_ms.rem_euclid(86_400_000);
+    format!(
+        "{}T{:02}:{:02}:{:02}.{:03}Z",
+        crate::auth::plans::day_label(epoch_ms),
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}
+
+fn answer(status: StatusCode, body: &Json) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn gone() -> Response<Body> {
+    let mut resp = answer(
+        StatusCode::GONE,
+        &json!({"message": "The connection is gone"}),
+    );
+    resp.headers_mut().insert(
+        "x-amzn-errortype",
+        HeaderValue::from_static("GoneException"),
+    );
+    resp
+}
+
+fn command(id: &str, c: Command, ok: StatusCode) -> Response<Body> {
+    let sent = registry()
+        .open()
+        .get(id)
+        .is_some_and(|h| h.commands.send(c).is_ok());
+    if sent {
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = ok;
+        resp
+    } else {
+        gone()
+    }
+}
+
 /// What the handshake established, for every message of the connection.
 struct Handshake {
     headers: HeaderMap,
@@ -156,6 +310,31 @@ type Answer = Option<String>;
 
 async fn connection(gw: Arc<Gateway>, ws: Websocket, hs: Handshake, mut socket: WebSocket) {
     let hs = Arc::new(hs);
+    let (commands, mut orders) = tokio::sync::mpsc::unbounded_channel::<Command>();
+    let last_active = Arc::new(std::sync::atomic::AtomicI64::new(hs.connected_at));
+    registry().open().insert(
+        hs.connection_id.clone(),
+        Handle {
+            commands,
+            connected_at: hs.connected_at,
+            last_active: last_active.clone(),
+            source_ip: hs.source_ip.clone(),
+            user_agent: hs
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        },
+    );
+    if registry()
+        .stopping
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        let _ = registry()
+            .open()
+            .get(&hs.connection_id)
+            .map(|h| h.commands.send(Command::Close));
+    }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Answer>();
     let mut in_flight = 0usize;
     let age = tokio::time::sleep(ws.max_connection_age);
@@ -178,6 +357,7 @@ async fn connection(gw: Arc<Gateway>, ws: Websocket, hs: Handshake, mut socket: 
                     Some(Ok(_)) => continue,
                 };
                 idle.as_mut().reset(tokio::time::Instant::now() + ws.idle_timeout);
+                last_active.store(super::epoch_ms(), std::sync::atomic::Ordering::Relaxed);
                 sequence += 1;
                 in_flight += 1;
                 let message_id = format!("{}-{sequence}", hs.connection_id);
@@ -195,6 +375,17 @@ async fn connection(gw: Arc<Gateway>, ws: Websocket, hs: Handshake, mut socket: 
                     break None;
                 }
             }
+            Some(order) = orders.recv() => match order {
+                Command::Send(frame) => {
+                    if socket.send(frame).await.is_err() {
+                        break None;
+                    }
+                }
+                Command::Close if registry().stopping.load(std::sync::atomic::Ordering::SeqCst) => {
+                    break Some((close_code::AWAY, "the gateway is shutting down"));
+                }
+                Command::Close => break Some((close_code::NORMAL, "closed by the back end")),
+            },
             () = &mut idle => break Some((close_code::AWAY, "idle timeout")),
             () = &mut age => break Some((close_code::AWAY, "connection age limit")),
         }
@@ -218,6 +409,8 @@ async fn connection(gw: Arc<Gateway>, ws: Websocket, hs: Handshake, mut socket: 
             })))
             .await;
     }
+    registry().open().remove(&hs.connection_id);
+    registry().stopped.notify_waiters();
     if let Some(i) = ws.route("$disconnect") {
         let req = request(&hs, i, "$disconnect", "DISCONNECT", String::new(), 0, JSON);
         serve(&gw, req, Bytes::new()).await;
@@ -363,6 +556,12 @@ mod tests {
         );
         let no_default = ws(&["track", "$connect"]);
         assert_eq!(select(&no_default, b"{}", false), None);
+    }
+
+    #[test]
+    fn instants_print_as_iso_8601() {
+        assert_eq!(iso_time(1_764_700_388_123), "2025-12-02T18:33:08.123Z");
+        assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

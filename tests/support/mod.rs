@@ -533,6 +533,16 @@ pub async fn stream_data(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec
     data
 }
 
+/// A loopback port free a moment ago.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, for at most `secs` seconds.
 pub async fn eventually<T, F, Fut>(secs: u64, mut check: F) -> Option<T>
 where
