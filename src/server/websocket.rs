@@ -418,12 +418,10 @@ async fn connection(gw: Arc<Gateway>, ws: Websocket, hs: Handshake, mut socket: 
 }
 
 /// The route a message selects: the body field's value, else `$default`.
-fn select(ws: &Websocket, body: &[u8], binary: bool) -> Option<(usize, String)> {
-    let named = (!binary)
-        .then(|| serde_json::from_slice::<Json>(body).ok())
-        .flatten()
+fn select(ws: &Websocket, parsed: Option<&Json>) -> Option<(usize, String)> {
+    let named = parsed
         .and_then(|v| {
-            let mut at = &v;
+            let mut at = v;
             for field in &ws.selection {
                 at = at.get(field)?;
             }
@@ -437,10 +435,8 @@ fn select(ws: &Websocket, body: &[u8], binary: bool) -> Option<(usize, String)> 
 }
 
 /// The message's id for its acknowledgement: its body's `id`, else its `messageId`.
-fn ack_id(body: &[u8], binary: bool, message_id: &str) -> Json {
-    (!binary)
-        .then(|| serde_json::from_slice::<Json>(body).ok())
-        .flatten()
+fn ack_id(parsed: Option<&Json>, message_id: &str) -> Json {
+    parsed
         .and_then(|v| {
             v.get("id")
                 .filter(|id| id.is_string() || id.is_number())
@@ -457,17 +453,21 @@ async fn message(
     binary: bool,
     message_id: String,
 ) -> Answer {
-    let Some((route, key)) = select(ws, &body, binary) else {
+    // A text message parsed once: for its route, its id and its media type.
+    let parsed = (!binary)
+        .then(|| serde_json::from_slice::<Json>(&body).ok())
+        .flatten();
+    let Some((route, key)) = select(ws, parsed.as_ref()) else {
         return Some(
             json!({"message": "Forbidden", "connectionId": &*hs.connection_id, "requestId": uuid::Uuid::new_v4().to_string()})
                 .to_string(),
         );
     };
-    let id = ack_id(&body, binary, &message_id);
+    let id = ack_id(parsed.as_ref(), &message_id);
     // A text message that is JSON is `application/json`, other text `text/plain`.
     let media = if binary {
         "application/octet-stream"
-    } else if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+    } else if parsed.is_some() {
         JSON
     } else {
         "text/plain"
@@ -534,28 +534,23 @@ mod tests {
     fn messages_select_their_route_or_default() {
         let w = ws(&["track", "$default", "$connect"]);
         assert_eq!(
-            select(&w, br#"{"action": "track"}"#, false),
+            select(&w, Some(&json!({"action": "track"}))),
             Some((0, "track".into()))
         );
         for other in [
-            &br#"{"action": "nope"}"#[..],
-            b"not json",
-            br#"{"action": 3}"#,
-            br#"{"action": "$connect"}"#,
+            Some(json!({"action": "nope"})),
+            None,
+            Some(json!({"action": 3})),
+            Some(json!({"action": "$connect"})),
         ] {
             assert_eq!(
-                select(&w, other, false),
+                select(&w, other.as_ref()),
                 Some((1, "$default".into())),
                 "{other:?}"
             );
         }
-        assert_eq!(
-            select(&w, br#"{"action": "track"}"#, true),
-            Some((1, "$default".into())),
-            "binary: $default"
-        );
         let no_default = ws(&["track", "$connect"]);
-        assert_eq!(select(&no_default, b"{}", false), None);
+        assert_eq!(select(&no_default, Some(&json!({}))), None);
     }
 
     #[test]
@@ -566,9 +561,9 @@ mod tests {
 
     #[test]
     fn acknowledgements_carry_the_message_id() {
-        assert_eq!(ack_id(br#"{"id": "e-1"}"#, false, "m"), json!("e-1"));
-        assert_eq!(ack_id(br#"{"id": 7}"#, false, "m"), json!(7));
-        assert_eq!(ack_id(br#"{"id": {"x": 1}}"#, false, "m"), json!("m"));
-        assert_eq!(ack_id(b"raw", true, "m"), json!("m"));
+        assert_eq!(ack_id(Some(&json!({"id": "e-1"})), "m"), json!("e-1"));
+        assert_eq!(ack_id(Some(&json!({"id": 7})), "m"), json!(7));
+        assert_eq!(ack_id(Some(&json!({"id": {"x": 1}})), "m"), json!("m"));
+        assert_eq!(ack_id(None, "m"), json!("m"));
     }
 }
