@@ -40,6 +40,11 @@ pub(super) struct Counters {
     spill: HashMap<Arc<str>, HashMap<i64, u64>>,
 }
 
+/// Adds `n` counts of `id` on `day` to those waiting beside their counters.
+fn spill(spill: &mut HashMap<Arc<str>, HashMap<i64, u64>>, id: Arc<str>, day: i64, n: u64) {
+    *spill.entry(id).or_default().entry(day).or_insert(0) += n;
+}
+
 impl Counters {
     /// The slot of the counter for `id` (hashed to `hash`), created empty (its period
     /// unset) if new.
@@ -81,12 +86,7 @@ impl Counters {
     pub(super) fn count(&mut self, i: u32, day: i64) {
         let c = &mut self.slots[i as usize];
         if c.unflushed > 0 && c.day != day {
-            *self
-                .spill
-                .entry(c.id.clone())
-                .or_default()
-                .entry(c.day)
-                .or_insert(0) += c.unflushed;
+            spill(&mut self.spill, c.id.clone(), c.day, c.unflushed);
             c.unflushed = 0;
         }
         if c.unflushed == 0 {
@@ -115,7 +115,7 @@ impl Counters {
     /// Puts counts back (after a failed write), so none are lost.
     pub(super) fn restore(&mut self, counts: impl IntoIterator<Item = (Arc<str>, i64, u64)>) {
         for (id, day, n) in counts {
-            *self.spill.entry(id).or_default().entry(day).or_insert(0) += n;
+            spill(&mut self.spill, id, day, n);
         }
     }
 
@@ -123,17 +123,13 @@ impl Counters {
     /// waits in `spill`), and returns their memory.
     pub(super) fn sweep(&mut self, now_ms: i64) {
         let before = self.slots.len();
-        let spill = &mut self.spill;
+        let spilled = &mut self.spill;
         self.slots.retain(|c| {
             if c.period_end > now_ms {
                 return true;
             }
             if c.unflushed > 0 {
-                *spill
-                    .entry(c.id.clone())
-                    .or_default()
-                    .entry(c.day)
-                    .or_insert(0) += c.unflushed;
+                spill(spilled, c.id.clone(), c.day, c.unflushed);
             }
             false
         });

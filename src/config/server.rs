@@ -175,6 +175,23 @@ pub(super) struct Server {
 }
 
 impl Validator<'_> {
+    /// A listener's `address:port`.
+    pub(super) fn address(
+        &mut self,
+        v: Option<&Spanned<String>>,
+        what: &str,
+    ) -> Option<SocketAddr> {
+        let v = v?;
+        let parsed = v.get_ref().parse().ok();
+        if parsed.is_none() {
+            self.error(
+                Some(v.span()),
+                format!("{what}: not an address:port: {:?}", v.get_ref()),
+            );
+        }
+        parsed
+    }
+
     pub(super) fn server(&mut self, raw: &RawServer, templates: &RawTemplateLimits) -> Server {
         let listen = match &raw.listen {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -302,20 +319,7 @@ impl Validator<'_> {
             Duration::from_secs(10),
             "server.first_byte_timeout",
         );
-        let admin_listen = raw.admin_listen.as_ref().and_then(|l| {
-            l.get_ref()
-                .parse()
-                .map_err(|_| {
-                    self.error(
-                        Some(l.span()),
-                        format!(
-                            "server.admin_listen: not an address:port: {:?}",
-                            l.get_ref()
-                        ),
-                    )
-                })
-                .ok()
-        });
+        let admin_listen = self.address(raw.admin_listen.as_ref(), "server.admin_listen");
         let defaults = Limits::default();
         let limits = Limits {
             max_loop_iterations: templates

@@ -157,20 +157,8 @@ impl Validator<'_> {
             Duration::from_secs(7200),
             "websocket: max_connection_age",
         );
-        let management_listen = w.management_listen.as_ref().and_then(|m| {
-            m.get_ref()
-                .parse()
-                .map_err(|_| {
-                    self.error(
-                        Some(m.span()),
-                        format!(
-                            "websocket: management_listen {:?} is not an address:port",
-                            m.get_ref()
-                        ),
-                    );
-                })
-                .ok()
-        });
+        let management_listen =
+            self.address(w.management_listen.as_ref(), "websocket.management_listen");
         // Each route as the text of an HTTP route, checked by the route checks; errors are
         // placed at the WebSocket route.
         let mut keys = Vec::new();

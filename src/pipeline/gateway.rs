@@ -79,7 +79,8 @@ impl Gateway {
         clients: Clients,
         auth: Arc<Authorizer>,
     ) -> std::io::Result<Gateway> {
-        Gateway::build(config, Arc::new(compiled), clients, auth, None)?.staged(None)
+        let (compiled, websocket) = split_websocket(&config, compiled);
+        Gateway::build(config, Arc::new(compiled), clients, auth, None)?.staged(None, websocket)
     }
 
     /// Sets the key store behind the authorizer, for this gateway and its stages.
@@ -110,6 +111,7 @@ impl Gateway {
         old: &Gateway,
     ) -> std::io::Result<Gateway> {
         let auth = Arc::new(reconfigured(&config, &old.auth));
+        let (compiled, websocket) = split_websocket(&config, compiled);
         let mut gw = Gateway::build(
             config,
             Arc::new(compiled),
@@ -118,7 +120,7 @@ impl Gateway {
             Some(old),
         )?;
         gw.keys.clone_from(&old.keys);
-        gw.staged(Some(old))
+        gw.staged(Some(old), websocket)
     }
 
     pub(super) fn build(
@@ -259,23 +261,32 @@ pub struct CompiledRoute {
     pub validator: Option<Validator>,
 }
 
-/// Compiles every route's templates; errors name the file, line and column.
+/// Compiles every route's templates; errors name the file, line and column. The
+/// `[websocket]` routes' follow the file's routes, in order (a template file both name is
+/// compiled once).
 pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<String>> {
     let mut errors = Vec::new();
-    // The WebSocket routes' templates, checked with the rest (compiled again for their
-    // gateway).
+    let mut loaded = HashMap::new();
+    let mut compiled = compile_routes(&config.routes, &mut loaded, &mut errors);
     if let Some(ws) = &config.websocket {
-        let routes = Config {
-            routes: ws.routes.clone(),
-            websocket: None,
-            ..config.clone()
-        };
-        if let Err(e) = compile_templates(&routes) {
-            errors.extend(e);
-        }
+        compiled.extend(compile_routes(&ws.routes, &mut loaded, &mut errors));
     }
-    let validators: Vec<Option<Validator>> = config
-        .routes
+    if errors.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Template files compiled so far, by path (`None`: it failed, and was reported).
+type Loaded = HashMap<std::path::PathBuf, Option<Arc<Template>>>;
+
+fn compile_routes(
+    routes: &[crate::config::RouteConfig],
+    loaded: &mut Loaded,
+    errors: &mut Vec<String>,
+) -> Vec<CompiledRoute> {
+    let validators: Vec<Option<Validator>> = routes
         .iter()
         .map(|r| {
             Validator::for_route(r)
@@ -287,7 +298,6 @@ pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<Stri
     let mut validators = validators.into_iter();
     // By file: each is read and compiled once, however many routes name it (and a broken
     // one reported once).
-    let mut loaded: HashMap<std::path::PathBuf, Option<Arc<Template>>> = HashMap::new();
     let mut load = |path: &std::path::Path| -> Option<Arc<Template>> {
         if let Some(done) = loaded.get(path) {
             return done.clone();
@@ -309,8 +319,7 @@ pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<Stri
         loaded.insert(path.to_path_buf(), compiled.clone());
         compiled
     };
-    let compiled: Vec<CompiledRoute> = config
-        .routes
+    routes
         .iter()
         .map(|r| CompiledRoute {
             validator: validators.next().flatten(),
@@ -328,12 +337,17 @@ pub fn compile_templates(config: &Config) -> Result<Vec<CompiledRoute>, Vec<Stri
                     .collect(),
             },
         })
-        .collect();
-    if errors.is_empty() {
-        Ok(compiled)
-    } else {
-        Err(errors)
-    }
+        .collect()
+}
+
+/// The file's routes' compiled templates, and the `[websocket]` routes' after them (see
+/// [`compile_templates`]).
+fn split_websocket(
+    config: &Config,
+    mut compiled: Vec<CompiledRoute>,
+) -> (Vec<CompiledRoute>, Vec<CompiledRoute>) {
+    let websocket = compiled.split_off(config.routes.len().min(compiled.len()));
+    (compiled, websocket)
 }
 
 /// The configured authorizers, ready to decide.
@@ -387,7 +401,6 @@ pub fn authorizer(
     )
 }
 
-/// The authorizer for a reloaded configuration (see [`Authorizer::reconfigured`]).
 /// The authorizer of another stage of `base`'s configuration (see
 /// [`Authorizer::for_stage`]).
 pub(super) fn for_stage(config: &Config, base: &Authorizer) -> Authorizer {
@@ -398,6 +411,7 @@ pub(super) fn for_stage(config: &Config, base: &Authorizer) -> Authorizer {
     )
 }
 
+/// The authorizer for a reloaded configuration (see [`Authorizer::reconfigured`]).
 pub(super) fn reconfigured(config: &Config, old: &Authorizer) -> Authorizer {
     old.reconfigured(
         config.usage_plans.clone(),

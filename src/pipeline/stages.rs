@@ -61,6 +61,7 @@ fn stage_config(base: &Config, stage: &Stage, canary: Option<bool>) -> Config {
         stage_variables,
         routes,
         stages: Vec::new(),
+        websocket: None,
         canary,
         ..base.clone()
     }
@@ -69,10 +70,18 @@ fn stage_config(base: &Config, stage: &Stage, canary: Option<bool>) -> Config {
 impl Gateway {
     /// Builds the gateways of `config.stages`, taking over from `old`'s stages of the same
     /// names (a reload) what they can keep, and otherwise from this gateway.
-    pub(super) fn staged(mut self, old: Option<&Gateway>) -> std::io::Result<Gateway> {
+    /// `websocket` is the `[websocket]` routes' compiled templates.
+    pub(super) fn staged(
+        mut self,
+        old: Option<&Gateway>,
+        websocket: Vec<super::CompiledRoute>,
+    ) -> std::io::Result<Gateway> {
         let mut list = Vec::new();
         let mut hosts = HashMap::new();
-        for stage in &self.config.stages {
+        // Out of the configuration while each stage's is made from it, so no stage's copy
+        // carries every stage's routes; back once they are built.
+        let stages = std::mem::take(&mut self.config.stages);
+        for stage in &stages {
             let was = old.and_then(|o| o.stages.get(&stage.name));
             let has_canary = stage.canary.is_some();
             let main = self.stage_gateway(
@@ -101,14 +110,19 @@ impl Gateway {
                 canary,
             });
         }
+        self.websocket = self.websocket_gateway(old, websocket)?.map(Arc::new);
+        self.config.stages = stages;
         self.stages = Stages { list, hosts };
-        self.websocket = self.websocket_gateway(old)?.map(Arc::new);
         Ok(self)
     }
 
     /// The gateway of `[websocket]`'s routes: its own route table, batchers and route
     /// throttles; the keys, plans and clients of this one.
-    fn websocket_gateway(&self, old: Option<&Gateway>) -> std::io::Result<Option<Gateway>> {
+    fn websocket_gateway(
+        &self,
+        old: Option<&Gateway>,
+        compiled: Vec<super::CompiledRoute>,
+    ) -> std::io::Result<Option<Gateway>> {
         let Some(ws) = &self.config.websocket else {
             return Ok(None);
         };
@@ -118,11 +132,6 @@ impl Gateway {
             canary: None,
             ..self.config.clone()
         };
-        let compiled = super::compile_templates(&Config {
-            websocket: None,
-            ..config.clone()
-        })
-        .map_err(|e| std::io::Error::other(e.join("\n")))?;
         let was = old.and_then(|o| o.websocket.as_deref());
         let auth = match was {
             Some(w) => super::gateway::reconfigured(&config, &w.auth),
@@ -183,13 +192,13 @@ impl Gateway {
     /// The gateway that serves a request, and the path it sees: this one without stages;
     /// else the stage of the host, or of the path's first segment (without it), with the
     /// stage's canary chance. `None`: no stage.
-    pub fn for_request(
+    pub fn for_request<'p>(
         self: &Arc<Gateway>,
         host: Option<&str>,
-        path: String,
-    ) -> Option<(Arc<Gateway>, String)> {
+        path: &'p str,
+    ) -> Option<(Arc<Gateway>, std::borrow::Cow<'p, str>)> {
         if self.stages.list.is_empty() {
-            return Some((self.clone(), path));
+            return Some((self.clone(), path.into()));
         }
         let host = host.map(|h| {
             let h = h.rsplit_once(':').map_or(h, |(name, port)| {
@@ -202,12 +211,12 @@ impl Gateway {
             h.to_ascii_lowercase()
         });
         let (stage, path) = match host.and_then(|h| self.stages.hosts.get(&h)) {
-            Some(&i) => (&self.stages.list[i], path),
+            Some(&i) => (&self.stages.list[i], path.into()),
             None => {
                 let rest = path.strip_prefix('/')?;
                 let (name, tail) = rest.split_once('/').map_or((rest, ""), |(n, t)| (n, t));
                 let stage = self.stages.get(name)?;
-                (stage, format!("/{tail}"))
+                (stage, format!("/{tail}").into())
             }
         };
         let gw = match &stage.canary {

@@ -223,7 +223,7 @@ async fn handle(State(live): State<Arc<Live>>, req: Request) -> Response<Body> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.host());
-    let Some((gw, path)) = gw.for_request(host, path.clone()) else {
+    let Some((gw, path)) = gw.for_request(host, &path) else {
         let e = GatewayError::new(
             ErrorKind::NoRoute,
             format!(
@@ -255,7 +255,7 @@ async fn handle(State(live): State<Arc<Live>>, req: Request) -> Response<Body> {
     );
     let request = pipeline::Request {
         method: method.clone(),
-        path: path.clone(),
+        path: path.to_string(),
         query: parse_query(parts.uri.query().unwrap_or("")),
         headers: parts.headers,
         body: Bytes::new(),

@@ -249,12 +249,16 @@ async fn serve(
         deadline,
         gw.body_budget.clone(),
     );
+    let request_id = req.request_id.clone();
     match tokio::time::timeout_at(deadline, pipeline::handle(gw, req, pending)).await {
         Ok(done) => done,
+        // As a request past `server.request_timeout`, through the gateway responses.
         Err(_) => {
-            let mut resp =
-                Response::new(Body::from(r#"{"message": "Endpoint request timed out"}"#));
-            *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+            let e = crate::error::GatewayError::new(
+                crate::error::ErrorKind::RequestTimeout,
+                "the message was not served within server.request_timeout",
+            );
+            let resp = pipeline::error_response(gw, &e, &request_id);
             (resp, pipeline::Outcome::default())
         }
     }
