@@ -100,7 +100,7 @@ fn setup(dir: &Path) -> KeyStore {
 fn benches(c: &mut Criterion) {
     let dir =
         std::env::temp_dir().join(format!("ingest-gateway-bench-auth-{}", std::process::id()));
-    let store = setup(&dir);
+    let store = ingest_gateway::auth::backend::Backend::Sqlite(setup(&dir));
     let config = config::parse(&dir.join("gateway.toml"), CONFIG, &dir).unwrap();
 
     let mut g = c.benchmark_group("startup");

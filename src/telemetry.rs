@@ -20,6 +20,8 @@ pub mod names {
     pub const AGGREGATES: &str = "gateway_kpl_aggregated_records_total";
     pub const RETRIES: &str = "gateway_upstream_retries_total";
     pub const KEY_MISS_CHECKS: &str = "gateway_key_miss_checks_total";
+    pub const QUOTA_LEASES: &str = "gateway_quota_leases_total";
+    pub const FLEET_NODES: &str = "gateway_fleet_nodes";
     pub const AUTHORIZER_DECISIONS: &str = "gateway_authorizer_decisions_total";
     pub const JWKS_FETCHES: &str = "gateway_authorizer_jwks_fetches_total";
     pub const AUTHORIZER_CACHE: &str = "gateway_authorizer_cache_total";
@@ -259,6 +261,17 @@ pub fn upstream_ready(route: &str, ready: bool) {
 /// (`reloaded`, `unchanged`, `remembered` as missing, or `over_budget`).
 pub fn key_miss_check(result: &'static str) {
     metrics::counter!(names::KEY_MISS_CHECKS, "result" => result).increment(1);
+}
+
+/// Quota lease calls to the fleet store, by result (`granted`, `spent`, `failed`,
+/// `returned`).
+pub fn quota_lease(result: &'static str) {
+    metrics::counter!(names::QUOTA_LEASES, "result" => result).increment(1);
+}
+
+/// The live nodes of the fleet, as this node counted them.
+pub fn fleet_nodes(n: u32) {
+    metrics::gauge!(names::FLEET_NODES).set(f64::from(n));
 }
 
 /// Items sent again after a transient failure.

@@ -28,6 +28,32 @@ pub(super) struct QuotaCounter {
     day: i64,
     /// Requests counted on `day` and not yet written to the store.
     unflushed: u64,
+    /// With the fleet store: the quota leased to this node for the period and not yet
+    /// spent, and what a lease call last said of the fleet.
+    pub(super) lease: Lease,
+}
+
+/// A counter's lease of its quota (the fleet store; see `fleet::leases`).
+#[derive(Default, Clone, Copy)]
+pub(super) struct Lease {
+    /// Units this node may still admit.
+    pub(super) left: u64,
+    /// The size of the last lease taken (a new one is asked for below half of it).
+    pub(super) last: u64,
+    /// Units the fleet had been granted after the last lease call.
+    pub(super) granted: u64,
+    /// A lease call for it is queued or running.
+    pub(super) asked: bool,
+    /// The fleet has none left, or the store could not be reached: no call before this
+    /// (epoch ms); `unavailable` tells which.
+    pub(super) hold_until: i64,
+    pub(super) unavailable: bool,
+    /// Admitted since the last lease call, and when that was (the rate the next lease is
+    /// sized by).
+    pub(super) since: u64,
+    pub(super) at: i64,
+    /// The last admission (an idle lease goes back to the fleet).
+    pub(super) used_at: i64,
 }
 
 #[derive(Default)]
@@ -69,6 +95,7 @@ impl Counters {
             used: 0,
             day: 0,
             unflushed: 0,
+            lease: Lease::default(),
         });
         let slots = &self.slots;
         self.index
@@ -152,6 +179,21 @@ impl Counters {
 
     pub(super) fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Every counter, for the lease upkeep.
+    pub(super) fn all(&mut self) -> impl Iterator<Item = &mut QuotaCounter> {
+        self.slots.iter_mut()
+    }
+
+    /// The counter for `id`, if there is one.
+    pub(super) fn find(&mut self, hash: u64, id: &str) -> Option<&mut QuotaCounter> {
+        let slots = &self.slots;
+        let i = *self.index.find(hash, |&i| {
+            let c = &slots[i as usize];
+            c.hash == hash && *c.id == *id
+        })?;
+        Some(&mut self.slots[i as usize])
     }
 }
 

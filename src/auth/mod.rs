@@ -10,7 +10,9 @@
 //! route's throttle, the account throttle, then the quota. Only a request that passes every
 //! throttle counts against the quota, so a quota counts exactly the requests admitted.
 
+pub mod backend;
 mod counters;
+pub mod fleet;
 pub mod keys;
 pub mod plans;
 pub mod snapshot;
@@ -89,7 +91,34 @@ pub enum Denied {
     },
     /// 429 Limit Exceeded; seconds until the next period.
     QuotaExceeded { retry_after: u64 },
+    /// The fleet store: this node's lease of the key's quota is spent and a new one is
+    /// asked for; wait for it ([`Authorizer::lease_needs`]) and authorize again.
+    NeedsLease,
+    /// The fleet store could not be reached for a lease: 503, try again shortly.
+    Unavailable { retry_after: u64 },
 }
+
+/// A lease of a key's quota a node asks the fleet for (see `fleet::leases`).
+#[derive(Debug, Clone)]
+pub struct LeaseNeed {
+    pub hash: u64,
+    /// The key's id (or a principal's `PLAN/PRINCIPAL`).
+    pub id: Arc<str>,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub limit: u64,
+    /// What the period counts before any lease: usage already recorded and the plan's
+    /// offset (used when the period's lease item is created).
+    pub base: u64,
+    /// The last lease's size, and what the fleet had been granted then.
+    pub last: u64,
+    pub granted: u64,
+    /// This node's recent admissions per second for the key.
+    pub rate: f64,
+}
+
+/// How long a key whose fleet quota is spent is not asked for again.
+pub const LEASE_HOLD_MS: i64 = 1_000;
 
 struct PlanLimits<C: Clock> {
     plan: UsagePlan,
@@ -163,6 +192,13 @@ struct State {
     persisted: HashMap<Box<str>, Box<[(i64, u64)]>>,
     /// Every keyed throttle of every configuration still alive, for the sweeps.
     keyed: Mutex<Vec<std::sync::Weak<dyn Sweep>>>,
+    /// Quotas are admitted from leases of the fleet store's (see `fleet::leases`).
+    leasing: std::sync::atomic::AtomicBool,
+    /// Leases asked for and not yet taken by the lease task.
+    needs: Mutex<Vec<LeaseNeed>>,
+    /// The nodes sharing the throttles (1 alone): each request spends this many tokens of
+    /// a throttle's bucket, so each node admits about rate / nodes.
+    share: std::sync::atomic::AtomicU32,
 }
 
 /// Persisted counts by key, in day order, without the days' text.
@@ -217,6 +253,9 @@ where
             counters: Mutex::default(),
             persisted: by_key(persisted),
             keyed: Mutex::default(),
+            leasing: std::sync::atomic::AtomicBool::new(false),
+            needs: Mutex::default(),
+            share: std::sync::atomic::AtomicU32::new(1),
         });
         Authorizer::build(clock, plans, routes, account, state, None)
     }
@@ -366,6 +405,60 @@ where
         }
     }
 
+    /// The live nodes sharing the throttles (1 alone).
+    pub fn nodes(&self) -> u32 {
+        self.share()
+    }
+
+    /// The node's share of the fleet's throttles: tokens a request spends (1 alone).
+    fn share(&self) -> u32 {
+        self.state.share.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A keyed throttle's check, spending the node's share; a share past the burst spends
+    /// the whole burst.
+    fn keyed_check(&self, l: &Keyed<C>, key: &u64) -> Result<(), governor::NotUntil<C::Instant>> {
+        let share = self.share();
+        if share <= 1 {
+            return l.check_key(key);
+        }
+        let n = NonZeroU32::new(share).unwrap_or(NonZeroU32::MIN);
+        match l.check_key_n(key, n) {
+            Ok(r) => r,
+            Err(governor::InsufficientCapacity(max)) => l
+                .check_key_n(key, NonZeroU32::new(max).unwrap_or(NonZeroU32::MIN))
+                .unwrap_or(Ok(())),
+        }
+    }
+
+    fn direct_check(&self, l: &Direct<C>) -> Result<(), governor::NotUntil<C::Instant>> {
+        let share = self.share();
+        if share <= 1 {
+            return l.check();
+        }
+        let n = NonZeroU32::new(share).unwrap_or(NonZeroU32::MIN);
+        match l.check_n(n) {
+            Ok(r) => r,
+            Err(governor::InsufficientCapacity(max)) => l
+                .check_n(NonZeroU32::new(max).unwrap_or(NonZeroU32::MIN))
+                .unwrap_or(Ok(())),
+        }
+    }
+
+    /// Sets how many nodes share the throttles (from the fleet's membership).
+    pub fn set_share(&self, nodes: u32) {
+        self.state
+            .share
+            .store(nodes.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Admits quotas from leases of the fleet store's from now on.
+    pub fn lease_quotas(&self) {
+        self.state
+            .leasing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Replaces the keys (after the store changed).
     pub fn replace_snapshot(&self, snapshot: Snapshot) {
         self.state.snapshot.store(Arc::new(snapshot));
@@ -452,9 +545,9 @@ where
                         } else {
                             self.state.ids.hash_one(ip)
                         };
-                        l.check_key(&bucket)
+                        self.keyed_check(l, &bucket)
                     }
-                    _ => l.check_key(&key_hash),
+                    _ => self.keyed_check(l, &key_hash),
                 };
                 if let Err(nu) = checked {
                     return Err(Denied::Throttled {
@@ -467,7 +560,7 @@ where
             admitted.key = Some(entry);
         }
         if let Some(l) = route_limiter
-            && let Err(nu) = l.check()
+            && let Err(nu) = self.direct_check(l)
         {
             return Err(Denied::Throttled {
                 retry_after: wait(&nu, self.clock.now()),
@@ -522,7 +615,7 @@ where
         let limiter = plan.route_throttles.get(&route).or(plan.throttle.as_ref());
         if let Some(l) = limiter {
             plan.count_check(l);
-            if let Err(nu) = l.check_key(&hash) {
+            if let Err(nu) = self.keyed_check(l, &hash) {
                 return Err(Denied::Throttled {
                     retry_after: wait(&nu, self.clock.now()),
                     scope: "usage plan",
@@ -540,7 +633,7 @@ where
     /// the requests that are admitted.
     pub fn admit_to_upstream(&self) -> Result<(), Denied> {
         if let Some((_, l)) = &self.account
-            && let Err(nu) = l.check()
+            && let Err(nu) = self.direct_check(l)
         {
             return Err(Denied::Throttled {
                 retry_after: wait(&nu, self.clock.now()),
@@ -573,6 +666,7 @@ where
         if counter.period_start != start {
             counter.period_start = start;
             counter.period_end = end;
+            counter.lease = counters::Lease::default();
             counter.used = self.persisted_between(id, start, end)
                 + if (start..end).contains(&created_at) {
                     q.offset
@@ -580,10 +674,17 @@ where
                     0
                 };
         }
+        let retry_after = u64::try_from((end - now_ms + 999) / 1000)
+            .unwrap_or(1)
+            .max(1);
+        if self
+            .state
+            .leasing
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return self.take_leased(&mut counters, slot, q, created_at, now_ms, retry_after);
+        }
         if counter.used >= q.limit {
-            let retry_after = u64::try_from((end - now_ms + 999) / 1000)
-                .unwrap_or(1)
-                .max(1);
             return Err(Denied::QuotaExceeded { retry_after });
         }
         counter.used += 1;
@@ -594,6 +695,170 @@ where
             remaining: q.limit - used,
             reset_ms: end,
         })
+    }
+
+    /// [`Authorizer::take_quota`] with the fleet store: one unit of the node's lease, or a
+    /// lease asked for (the request waits for it), or, when the fleet has none left,
+    /// refused as API Gateway refuses a spent quota.
+    fn take_leased(
+        &self,
+        counters: &mut counters::Counters,
+        slot: u32,
+        q: Quota,
+        created_at: i64,
+        now_ms: i64,
+        retry_after: u64,
+    ) -> Result<QuotaStatus, Denied> {
+        let c = counters.at(slot);
+        if c.lease.left == 0 {
+            if now_ms < c.lease.hold_until {
+                return Err(if c.lease.unavailable {
+                    Denied::Unavailable { retry_after: 1 }
+                } else {
+                    Denied::QuotaExceeded { retry_after }
+                });
+            }
+            self.ask(c, q, created_at, now_ms);
+            return Err(Denied::NeedsLease);
+        }
+        c.lease.left -= 1;
+        c.lease.since += 1;
+        c.lease.used_at = now_ms;
+        c.used += 1;
+        // Below half of the last lease: the next one is asked for before this one is spent.
+        if c.lease.left * 2 < c.lease.last {
+            self.ask(c, q, created_at, now_ms);
+        }
+        let remaining = q
+            .limit
+            .saturating_sub(c.lease.granted)
+            .saturating_add(c.lease.left)
+            .min(q.limit);
+        let end = c.period_end;
+        counters.count(slot, now_ms.div_euclid(86_400_000));
+        Ok(QuotaStatus {
+            limit: q.limit,
+            remaining,
+            reset_ms: end,
+        })
+    }
+
+    /// Asks for a lease for the counter, unless one is asked for already.
+    fn ask(&self, c: &mut counters::QuotaCounter, q: Quota, created_at: i64, now_ms: i64) {
+        if c.lease.asked {
+            return;
+        }
+        c.lease.asked = true;
+        let need = self.need(c, q, created_at, now_ms);
+        self.state
+            .needs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(need);
+    }
+
+    fn need(
+        &self,
+        c: &counters::QuotaCounter,
+        q: Quota,
+        created_at: i64,
+        now_ms: i64,
+    ) -> LeaseNeed {
+        let (start, end) = (c.period_start, c.period_end);
+        let elapsed = (now_ms - c.lease.at).max(1);
+        LeaseNeed {
+            hash: c.hash,
+            id: c.id.clone(),
+            period_start: start,
+            period_end: end,
+            limit: q.limit,
+            base: self.persisted_between(&c.id, start, end)
+                + if (start..end).contains(&created_at) {
+                    q.offset
+                } else {
+                    0
+                },
+            last: c.lease.last,
+            granted: c.lease.granted,
+            rate: if c.lease.at == 0 {
+                0.0
+            } else {
+                c.lease.since as f64 * 1000.0 / elapsed as f64
+            },
+        }
+    }
+
+    /// The leases asked for since the last call (the lease task takes them).
+    pub fn lease_needs(&self) -> Vec<LeaseNeed> {
+        std::mem::take(&mut *self.state.needs.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether leases are waiting to be taken.
+    pub fn leases_wanted(&self) -> bool {
+        !self
+            .state
+            .needs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// The fleet granted `n` units of `need` (0: none left), leaving `granted` granted in
+    /// all; or, `granted` `None`, the store could not be reached.
+    pub fn lease_taken(&self, need: &LeaseNeed, n: u64, granted: Option<u64>, now_ms: i64) {
+        let mut counters = self
+            .state
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(c) = counters.find(need.hash, &need.id) else {
+            return;
+        };
+        if c.period_start != need.period_start {
+            return;
+        }
+        let l = &mut c.lease;
+        l.asked = false;
+        match granted {
+            None => {
+                l.hold_until = now_ms + LEASE_HOLD_MS;
+                l.unavailable = true;
+            }
+            Some(total) => {
+                l.left += n;
+                l.granted = total;
+                l.since = 0;
+                l.at = now_ms;
+                l.unavailable = false;
+                if n == 0 {
+                    l.hold_until = now_ms + LEASE_HOLD_MS;
+                } else {
+                    l.last = n;
+                }
+            }
+        }
+    }
+
+    /// Takes back the unspent leases of the current periods, of every key (`idle_ms`
+    /// `None`: at shutdown) or of keys with no admission for `idle_ms`, as (key id, period
+    /// start, units), to give them back to the fleet.
+    pub fn take_leases(&self, now_ms: i64, idle_ms: Option<i64>) -> Vec<(Arc<str>, i64, u64)> {
+        let mut counters = self
+            .state
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for c in counters.all() {
+            let idle = idle_ms.is_none_or(|ms| now_ms - c.lease.used_at > ms);
+            if c.lease.left > 0 && c.period_end > now_ms && idle && !c.lease.asked {
+                out.push((c.id.clone(), c.period_start, c.lease.left));
+                c.lease.granted = c.lease.granted.saturating_sub(c.lease.left);
+                c.lease.left = 0;
+                c.lease.last = 0;
+            }
+        }
+        out
     }
 
     fn persisted_between(&self, key: &str, start: i64, end: i64) -> u64 {

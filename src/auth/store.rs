@@ -205,7 +205,7 @@ fn secret(store: &Path, create: bool) -> Result<Secret> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             let made = keys::generate_secret();
-            let text: String = made.iter().map(|b| format!("{b:02x}")).collect();
+            let text = secret_text(&made);
             match write_private(&path, format!("{text}\n").as_bytes()) {
                 Ok(()) => Ok(made),
                 // Another process made it first: use theirs.
@@ -221,7 +221,17 @@ fn secret(store: &Path, create: bool) -> Result<Secret> {
     }
 }
 
-fn parse_secret(text: &str) -> Option<Secret> {
+/// The secret of the store at `path` (to move its hashes to another store).
+pub fn read_secret(path: &Path) -> Result<Secret> {
+    secret(path, false)
+}
+
+/// A secret as its file holds it: 64 hex digits.
+pub fn secret_text(secret: &Secret) -> String {
+    secret.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(super) fn parse_secret(text: &str) -> Option<Secret> {
     let text = text.trim();
     if text.len() != 64 || !text.is_ascii() {
         return None;
@@ -377,13 +387,8 @@ fn migrate(conn: &Connection, path: &Path) -> Result<Secret> {
     }
 }
 
-/// Creates a key on `conn` (the store's connection or a transaction on it).
-fn insert(
-    conn: &Connection,
-    hasher: &Hasher,
-    new: &NewKey,
-    now_ms: i64,
-) -> Result<(KeyRecord, String)> {
+/// A new key's record and value, checked: its name, customer, value and origins.
+pub(super) fn prepare(hasher: &Hasher, new: &NewKey, now_ms: i64) -> Result<(KeyRecord, String)> {
     check_text(&new.name, "name")?;
     if let Some(c) = &new.customer {
         check_text(c, "customer")?;
@@ -395,13 +400,14 @@ fn insert(
         }
         None => keys::generate(),
     };
-    let hash = hasher.hash(&value);
-    KeyStore::check_unused(conn, &hash)?;
+    for o in &new.origins {
+        check_origin(o)?;
+    }
     let record = KeyRecord {
         id: keys::generate_id(),
         name: new.name.clone(),
         plan: new.plan.clone(),
-        hash,
+        hash: hasher.hash(&value),
         enabled: new.enabled,
         created_at: now_ms,
         expires_at: new.expires_at,
@@ -411,9 +417,18 @@ fn insert(
         origins: new.origins.clone(),
         allow_no_origin: new.allow_no_origin,
     };
-    for o in &record.origins {
-        check_origin(o)?;
-    }
+    Ok((record, value))
+}
+
+/// Creates a key on `conn` (the store's connection or a transaction on it).
+fn insert(
+    conn: &Connection,
+    hasher: &Hasher,
+    new: &NewKey,
+    now_ms: i64,
+) -> Result<(KeyRecord, String)> {
+    let (record, value) = prepare(hasher, new, now_ms)?;
+    KeyStore::check_unused(conn, &record.hash)?;
     let inserted = conn.prepare_cached(
         "INSERT INTO api_keys (id, name, plan, key_hash, enabled, created_at, expires_at, description, customer)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -752,6 +767,17 @@ impl KeyStore {
         )?;
         tx.commit()?;
         Ok(Some(value))
+    }
+
+    /// Every value revoked or rotated away: its hash, the key it was, and when.
+    pub fn retired(&self) -> Result<Vec<(KeyHash, String, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key_hash, key_id, retired_at FROM retired_keys ORDER BY retired_at")?;
+        let rows = stmt
+            .query_map([], |r| Ok((hash_from(r.get(0)?)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     /// Adds request counts per (key id, `YYYY-MM-DD`), in one transaction.

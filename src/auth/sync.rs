@@ -1,6 +1,7 @@
 //! Keeping the authorizer and the key store in step, off the request path:
 //! - at start-up, load the keys and the usage counts of the current periods;
-//! - every [`REFRESH_EVERY`], check `PRAGMA data_version`, and when another connection (the
+//! - every [`REFRESH_EVERY`] ([`FLEET_REFRESH_EVERY`] for the fleet store, whose change log
+//!   is read instead), check `PRAGMA data_version`, and when another connection (the
 //!   CLI) committed, read the keys it changed from the store's change log (kept by
 //!   triggers, so any writer records its changes) and apply them to the snapshot, so a key
 //!   created, disabled or revoked takes effect within a second without a restart, and a
@@ -18,20 +19,23 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{Quota, RateLimiter};
 
+use super::backend::{Backend, StoreLocation};
 use super::keys::{Hasher, KeyHash};
 use super::plans::day_label;
 use super::snapshot::Table;
-use super::store::{KeyStore, StoreError};
+use super::store::StoreError;
 use super::{Authorizer, Snapshot};
 
 pub const REFRESH_EVERY: Duration = Duration::from_millis(250);
+/// The fleet store's change log is read this often (one DynamoDB call each): a change
+/// reaches every node within a second.
+pub const FLEET_REFRESH_EVERY: Duration = Duration::from_millis(500);
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Usage loaded at start-up: enough days to cover the longest period (a month) and a
 /// week that began in the previous month.
@@ -56,7 +60,7 @@ pub struct Loaded {
 
 /// Every key, streamed into a snapshot; and the change log's position before they were
 /// read (a change made while reading is read again, harmlessly, as a change).
-fn load_keys(store: &KeyStore) -> Result<(i64, Snapshot), StoreError> {
+fn load_keys(store: &Backend) -> Result<(i64, Snapshot), StoreError> {
     let change = store.last_change()?;
     let mut table = Table::default();
     store.each(|r| table.push(r))?;
@@ -66,7 +70,7 @@ fn load_keys(store: &KeyStore) -> Result<(i64, Snapshot), StoreError> {
     ))
 }
 
-pub fn load(store: &KeyStore, now_ms: i64) -> Result<Loaded, StoreError> {
+pub fn load(store: &Backend, now_ms: i64) -> Result<Loaded, StoreError> {
     let version = store.data_version()?;
     let (change, snapshot) = load_keys(store)?;
     let from = day_label(now_ms - USAGE_DAYS * 86_400_000);
@@ -79,8 +83,11 @@ pub fn load(store: &KeyStore, now_ms: i64) -> Result<Loaded, StoreError> {
     })
 }
 
-pub fn open(path: &Path) -> Result<KeyStore, StoreError> {
-    KeyStore::open(path)
+pub fn open(
+    location: &StoreLocation,
+    aws: &crate::integrations::AwsSettings,
+) -> Result<Backend, StoreError> {
+    Backend::open(location, aws)
 }
 
 /// Store checks for unknown keys, per second, for the whole node.
@@ -93,7 +100,7 @@ const NEGATIVE_MAX: usize = 4096;
 /// The store and the authorizer it feeds, shared by the periodic refresh and the request
 /// path's checks on unknown keys.
 pub struct KeySync {
-    store: Arc<Mutex<KeyStore>>,
+    store: Arc<Mutex<Backend>>,
     auth: Arc<Authorizer>,
     hasher: Hasher,
     /// The store's `data_version` when the snapshot was last loaded.
@@ -104,6 +111,8 @@ pub struct KeySync {
     reloading: tokio::sync::Mutex<()>,
     miss_checks: governor::DefaultDirectRateLimiter,
     missing: Mutex<HashMap<KeyHash, Instant>>,
+    /// With the fleet store: where quota leases come from.
+    leases: std::sync::OnceLock<Arc<super::fleet::leases::Leases>>,
 }
 
 /// The change log as the snapshot has applied it.
@@ -117,7 +126,7 @@ struct Applied {
 
 impl KeySync {
     /// `version` and `change` are [`Loaded`]'s, of the snapshot `auth` holds.
-    pub fn new(store: KeyStore, auth: Arc<Authorizer>, version: i64, change: i64) -> KeySync {
+    pub fn new(store: Backend, auth: Arc<Authorizer>, version: i64, change: i64) -> KeySync {
         let per_second = NonZeroU32::new(MISS_CHECKS_PER_SECOND).unwrap_or(NonZeroU32::MIN);
         KeySync {
             hasher: store.hasher().clone(),
@@ -131,7 +140,19 @@ impl KeySync {
             reloading: tokio::sync::Mutex::new(()),
             miss_checks: RateLimiter::direct(Quota::per_second(per_second)),
             missing: Mutex::default(),
+            leases: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Admits quotas from leases of the fleet store's, taken by `leases`.
+    pub fn set_leases(&self, leases: Arc<super::fleet::leases::Leases>) {
+        self.auth.lease_quotas();
+        let _ = self.leases.set(leases);
+    }
+
+    /// Where quota leases come from (the fleet store only).
+    pub fn leases(&self) -> Option<&super::fleet::leases::Leases> {
+        self.leases.get().map(|l| &**l)
     }
 
     /// Reloads the snapshot if the store changed since it was loaded; whether the snapshot
@@ -184,7 +205,15 @@ impl KeySync {
 /// Runs until `stop` resolves: reloads keys on change, flushes counts; flushes once more at
 /// the end.
 pub async fn run(keys: Arc<KeySync>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut refresh = tokio::time::interval(REFRESH_EVERY);
+    let fleet = matches!(
+        *keys.store.lock().unwrap_or_else(|p| p.into_inner()),
+        Backend::Dynamo(_)
+    );
+    let mut refresh = tokio::time::interval(if fleet {
+        FLEET_REFRESH_EVERY
+    } else {
+        REFRESH_EVERY
+    });
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -210,7 +239,7 @@ fn epoch_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-async fn prune_changes(store: &Arc<Mutex<KeyStore>>) {
+async fn prune_changes(store: &Arc<Mutex<Backend>>) {
     let store = store.clone();
     let pruned = tokio::task::spawn_blocking(move || {
         store
@@ -233,7 +262,7 @@ enum Reloaded {
 }
 
 async fn reload_if_changed(
-    store: &Arc<Mutex<KeyStore>>,
+    store: &Arc<Mutex<Backend>>,
     auth: &Arc<Authorizer>,
     applied: &Arc<Mutex<Applied>>,
     version: i64,
@@ -301,7 +330,7 @@ async fn reload_if_changed(
 }
 
 /// Writes pending quota counts; on failure they are kept for the next flush.
-pub async fn flush_counts(store: &Arc<Mutex<KeyStore>>, auth: &Arc<Authorizer>) {
+pub async fn flush_counts(store: &Arc<Mutex<Backend>>, auth: &Arc<Authorizer>) {
     let counts = auth.take_pending();
     if counts.is_empty() {
         return;
@@ -329,7 +358,7 @@ pub async fn flush_counts(store: &Arc<Mutex<KeyStore>>, auth: &Arc<Authorizer>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::store::NewKey;
+    use crate::auth::store::{KeyStore, NewKey};
     use crate::auth::{RouteAuth, plans::UsagePlan};
 
     fn value(i: usize) -> String {
@@ -357,6 +386,7 @@ mod tests {
         for r in store.create_all(&keys, 0).unwrap() {
             r.unwrap();
         }
+        let store = Backend::Sqlite(store);
         let loaded = load(&store, 0).unwrap();
         let plan = UsagePlan {
             invalidate_cache: false,

@@ -44,7 +44,15 @@ pub async fn authorize(
     {
         admitted = auth.authorize_caller(route, Some(key), now, caller);
     }
-    let admitted = admitted.map_err(denied)?;
+    // The node's lease of the key's quota is spent: wait for the next one.
+    let admitted = with_leases(
+        auth,
+        keys,
+        || auth.authorize_caller(route, presented.as_deref(), now, caller),
+        admitted,
+    )
+    .await
+    .map_err(denied)?;
     if let (Some(param), Some(key)) = (&config.customer_param, &admitted.key) {
         let named = path_params
             .iter()
@@ -79,6 +87,34 @@ fn presented(req: &Request, route: &RouteConfig) -> Option<String> {
     })
 }
 
+/// Leases rounds a request waits through before it is answered 503.
+const LEASE_ROUNDS: usize = 4;
+
+/// `first`, or, while it says the node needs a lease of the key's quota, `again` after the
+/// fleet store granted one (or said none is left).
+pub(super) async fn with_leases<T>(
+    auth: &Authorizer,
+    keys: Option<&KeySync>,
+    mut again: impl FnMut() -> Result<T, Denied>,
+    first: Result<T, Denied>,
+) -> Result<T, Denied> {
+    let mut result = first;
+    for _ in 0..LEASE_ROUNDS {
+        if !matches!(result, Err(Denied::NeedsLease)) {
+            return result;
+        }
+        let Some(leases) = keys.and_then(KeySync::leases) else {
+            break;
+        };
+        leases.fill(auth).await;
+        result = again();
+    }
+    match result {
+        Err(Denied::NeedsLease) => Err(Denied::Unavailable { retry_after: 1 }),
+        other => other,
+    }
+}
+
 pub(super) fn denied(d: Denied) -> GatewayError {
     match d {
         Denied::Forbidden(reason) => GatewayError::new(ErrorKind::Forbidden, reason),
@@ -89,5 +125,9 @@ pub(super) fn denied(d: Denied) -> GatewayError {
         Denied::QuotaExceeded { retry_after } => {
             GatewayError::new(ErrorKind::QuotaExceeded { retry_after }, "quota exceeded")
         }
+        Denied::NeedsLease | Denied::Unavailable { .. } => GatewayError::new(
+            ErrorKind::Overloaded,
+            "the fleet store could not lease the key's quota",
+        ),
     }
 }

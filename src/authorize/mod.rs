@@ -125,9 +125,16 @@ pub async fn authorize(
     api_key::authorize(auth, keys, route, config, req, path_params, &mut identity).await?;
     if let Some(by) = auth.identity_plan(route) {
         let principal = identity.plan_identity(by);
-        let quota = auth
-            .authorize_principal(route, principal.as_deref(), req.received_epoch_ms)
-            .map_err(api_key::denied)?;
+        let now = req.received_epoch_ms;
+        let first = auth.authorize_principal(route, principal.as_deref(), now);
+        let quota = api_key::with_leases(
+            auth,
+            keys,
+            || auth.authorize_principal(route, principal.as_deref(), now),
+            first,
+        )
+        .await
+        .map_err(api_key::denied)?;
         identity.quota = identity.quota.or(quota);
     }
     Ok(identity)

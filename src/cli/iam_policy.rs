@@ -73,6 +73,19 @@ pub fn policy(config: &Config, region: &str, account: &str) -> (Json, Vec<String
             json!({"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": functions}),
         );
     }
+    // The fleet store's tables (`auth.key_store = "dynamodb://PREFIX"`).
+    if let Some(prefix) = config.key_store.fleet() {
+        let tables = crate::auth::fleet::Tables::new(prefix);
+        let arns: Vec<String> = [&tables.keys, &tables.usage, &tables.members]
+            .iter()
+            .map(|t| format!("arn:aws:dynamodb:{region}:{account}:table/{t}"))
+            .collect();
+        statements.push(json!({
+            "Effect": "Allow",
+            "Action": crate::auth::fleet::Tables::ACTIONS,
+            "Resource": arns,
+        }));
+    }
     if !anywhere.is_empty() {
         statements.push(json!({"Effect": "Allow", "Action": anywhere, "Resource": "*"}));
     }

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
+use crate::auth::backend::{Backend, StoreLocation};
+use crate::auth::fleet::store::DynamoStore;
 use crate::auth::plans::{day_label, parse_day};
-use crate::auth::store::{KeyRecord, KeyStore, NewKey};
+use crate::auth::store::{self, KeyRecord, KeyStore, NewKey};
 use crate::config::{self, Config, parse_duration};
 use crate::server::epoch_ms;
 
@@ -69,8 +71,9 @@ pub enum KeysCommand {
         #[arg(long, default_value = "0s")]
         grace: String,
     },
-    /// Import keys from a CSV file as API Gateway exports them
-    /// (columns Name, Key, Description, Enabled, UsagePlanIds).
+    /// Import keys from a CSV file as API Gateway exports them (columns Name, Key,
+    /// Description, Enabled, UsagePlanIds), or, into the fleet store, every key and its
+    /// usage from a SQLite key store (`keys import keys.db`).
     Import {
         file: PathBuf,
         /// Plan for rows without UsagePlanIds.
@@ -79,11 +82,42 @@ pub enum KeysCommand {
     },
 }
 
-fn open(config_path: &Path) -> anyhow::Result<(Config, KeyStore)> {
+fn open(config_path: &Path) -> anyhow::Result<(Config, Backend)> {
     let config = config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = KeyStore::open(&config.key_store)
-        .with_context(|| format!("opening the key store {}", config.key_store.display()))?;
+    let store = Backend::open(&config.key_store, &config.aws)
+        .with_context(|| format!("opening the key store {}", config.key_store))?;
     Ok((config, store))
+}
+
+/// Whether `file` is a SQLite database (a key store to move), not a CSV export.
+fn is_sqlite(file: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 16];
+    std::fs::File::open(file)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == b"SQLite format 3\0")
+}
+
+/// `keys import STORE.db` into the fleet store: every key with its hashes (no value is
+/// needed), previous and retired values, and the usage recorded so far.
+fn import_store(config: &Config, file: &Path) -> anyhow::Result<bool> {
+    let StoreLocation::Dynamo { prefix } = &config.key_store else {
+        bail!(
+            "{} is a SQLite key store: it can be imported into the fleet store (auth.key_store = \"dynamodb://PREFIX\"), not into another SQLite store",
+            file.display()
+        );
+    };
+    let from = KeyStore::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let secret = store::read_secret(file)?;
+    let to = DynamoStore::open(prefix, &config.aws, Some(secret))
+        .with_context(|| format!("opening the key store {}", config.key_store))?;
+    let (imported, skipped) = to.import_store(&from)?;
+    eprintln!(
+        "imported {imported} keys from {} into {} ({skipped} were there already), with their usage",
+        file.display(),
+        config.key_store
+    );
+    Ok(true)
 }
 
 fn check_plan(config: &Config, plan: &str) -> anyhow::Result<()> {
@@ -126,6 +160,12 @@ fn describe(k: &KeyRecord) -> serde_json::Value {
 }
 
 pub fn run(config_path: &Path, command: &KeysCommand) -> anyhow::Result<bool> {
+    if let KeysCommand::Import { file, .. } = command
+        && is_sqlite(file)
+    {
+        let config = config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        return import_store(&config, file);
+    }
     let (config, mut store) = open(config_path)?;
     let now = epoch_ms();
     match command {
@@ -243,7 +283,7 @@ const IMPORT_CHUNK: usize = 10_000;
 /// Imports API Gateway's CSV key export. Returns the number imported and the problems.
 fn import(
     config: &Config,
-    store: &mut KeyStore,
+    store: &mut Backend,
     text: &str,
     default_plan: Option<&str>,
     now: i64,

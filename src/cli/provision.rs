@@ -10,15 +10,26 @@ use crate::integrations::provision::{self, Step};
 pub async fn run(config_path: &Path, dry_run: bool) -> anyhow::Result<bool> {
     let config = config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let clients = Clients::new(&config.aws).await;
-    let steps = provision::provision(
-        &clients,
-        &config.resources,
-        &config.base_dir,
-        dry_run,
-        &mut |s| {
-            println!("{s}");
-        },
-    )
+    let mut resources = config.resources.clone();
+    // The fleet store's tables, when `auth.key_store` names one.
+    if let Some(prefix) = config.key_store.fleet() {
+        let tables = crate::auth::fleet::Tables::new(prefix);
+        for (name, keys, ttl) in tables.schemas() {
+            let key = |i: usize| keys.get(i).map(|(n, t)| format!("{n}:{t}"));
+            resources.dynamodb_tables.push(toml::Spanned::new(
+                0..0,
+                provision::Table {
+                    name: name.to_string(),
+                    hash_key: key(0).unwrap_or_default(),
+                    range_key: key(1),
+                    ttl_attribute: ttl.then(|| "ttl".to_string()),
+                },
+            ));
+        }
+    }
+    let steps = provision::provision(&clients, &resources, &config.base_dir, dry_run, &mut |s| {
+        println!("{s}");
+    })
     .await?;
     let differs = steps
         .iter()

@@ -21,10 +21,16 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
         pipeline::compile_templates(&config).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
     let clients = Clients::new(&config.aws).await;
     let now_ms = crate::server::epoch_ms();
-    let store = sync::open(&config.key_store)
-        .with_context(|| format!("opening the key store {}", config.key_store.display()))?;
-    let loaded = sync::load(&store, now_ms)?;
-    tracing::info!(keys = loaded.snapshot.len(), store = %config.key_store.display(), "Loaded API keys.");
+    // The fleet store's calls run on its own runtime: opened and read off this one.
+    let (location, aws) = (config.key_store.clone(), config.aws.clone());
+    let (store, loaded) = tokio::task::spawn_blocking(move || {
+        let store = sync::open(&location, &aws)
+            .with_context(|| format!("opening the key store {location}"))?;
+        let loaded = sync::load(&store, now_ms)?;
+        anyhow::Ok((store, loaded))
+    })
+    .await??;
+    tracing::info!(keys = loaded.snapshot.len(), store = %config.key_store, "Loaded API keys.");
     let auth = Arc::new(pipeline::authorizer(&config, loaded.snapshot, loaded.usage));
     let address = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(address)
@@ -48,15 +54,19 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
         loaded.version,
         loaded.change,
     ));
-    let mut gw = Gateway::new(config, compiled, clients, auth)?;
+    let mut gw = Gateway::new(config, compiled, clients, auth.clone())?;
     let scheme = if gw.tls.is_some() { "https" } else { "http" };
     crate::server::catch_signals();
     println!("listening on {scheme}://{local}");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let fleet_tasks = match gw.config.key_store.fleet() {
+        Some(prefix) => fleet(prefix, &clients_signer(&gw), &keys, &auth, &stopped),
+        None => Vec::new(),
+    };
     gw.set_keys(keys.clone());
     let gw = Arc::new(gw);
     tokio::spawn(pipeline::readiness::watch(gw.clone()));
     telemetry::spawn_upkeep();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let sync_task = tokio::spawn(sync::run(keys, stopped));
     let live = pipeline::Live::new(gw, Some(config_path.to_path_buf()));
     tokio::spawn(reload_on_hangup(live.clone()));
@@ -64,9 +74,41 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     // The last usage counts reach the store before the process exits.
     let _ = stop.send(true);
     let _ = sync_task.await;
+    // Unspent quota leases go back to the fleet and the node leaves it.
+    for task in fleet_tasks {
+        let _ = task.await;
+    }
     served?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+fn clients_signer(gw: &Gateway) -> crate::integrations::aws::Signer {
+    gw.clients.aws.clone()
+}
+
+/// With the fleet store: quota leases for the request path, and the membership that
+/// shares the throttles; their tasks run until `stopped`.
+fn fleet(
+    prefix: &str,
+    signer: &crate::integrations::aws::Signer,
+    keys: &Arc<sync::KeySync>,
+    auth: &Arc<crate::auth::Authorizer>,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::auth::fleet::{Dynamo, Tables, leases, members};
+    let tables = Tables::new(prefix);
+    let leases = Arc::new(leases::Leases::new(
+        Dynamo::new(signer.clone()),
+        tables.clone(),
+    ));
+    keys.set_leases(leases.clone());
+    let members = Arc::new(members::Members::new(Dynamo::new(signer.clone()), tables));
+    tracing::info!(node = %members.node, "Joining the fleet.");
+    vec![
+        tokio::spawn(leases::run(leases, auth.clone(), stopped.clone())),
+        tokio::spawn(members::run(members, auth.clone(), stopped.clone())),
+    ]
 }
 
 /// Reloads the configuration on every SIGHUP (see `pipeline::reload`).

@@ -6,13 +6,15 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Validator;
+use crate::auth::backend::StoreLocation;
 use crate::auth::plans::{Period, Quota, Throttle, UsagePlan};
 
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct RawAuth {
-    /// The SQLite key store (default `keys.db` next to this file). The CLI's `keys`
-    /// commands write it; the server picks changes up within a second.
-    pub key_store: Option<String>,
+    /// The key store: a SQLite file (default `keys.db` next to this file), or
+    /// `dynamodb://PREFIX`, the fleet store every node shares. The CLI's `keys` commands
+    /// write it; the server picks changes up within a second.
+    pub key_store: Option<Spanned<String>>,
     /// Gateway-wide throttle (default rate 10000, burst 5000, as an AWS account), spent by
     /// requests about to call their upstream (not by those refused before).
     pub account_throttle: Option<Spanned<RawThrottle>>,
@@ -211,7 +213,7 @@ impl Validator<'_> {
         plans: &IndexMap<String, Spanned<RawUsagePlan>>,
         routes: &[String],
         base: &std::path::Path,
-    ) -> (std::path::PathBuf, Option<Throttle>, Vec<UsagePlan>) {
+    ) -> (StoreLocation, Option<Throttle>, Vec<UsagePlan>) {
         let account_throttle = match &raw.account_throttle {
             Some(t) => self.throttle(*t.get_ref(), "auth.account_throttle", Some(t.span())),
             None => Some(Throttle {
@@ -223,7 +225,17 @@ impl Validator<'_> {
             .iter()
             .map(|(name, p)| self.usage_plan(name, p, routes))
             .collect();
-        let key_store = base.join(raw.key_store.as_deref().unwrap_or("keys.db"));
+        let key_store = match &raw.key_store {
+            None => StoreLocation::Sqlite(base.join("keys.db")),
+            Some(s) => match crate::auth::fleet::parse_location(s.get_ref()) {
+                None => StoreLocation::Sqlite(base.join(s.get_ref())),
+                Some(Ok(prefix)) => StoreLocation::Dynamo { prefix },
+                Some(Err(e)) => {
+                    self.error(Some(s.span()), format!("auth.key_store {e}"));
+                    StoreLocation::Sqlite(base.join("keys.db"))
+                }
+            },
+        };
         (key_store, account_throttle, usage_plans)
     }
 }

@@ -93,7 +93,7 @@ pub struct Config {
     /// `telemetry.latency_buckets` and `telemetry.size_buckets`.
     pub buckets: telemetry::Buckets,
     pub resources: crate::integrations::provision::Resources,
-    pub key_store: PathBuf,
+    pub key_store: crate::auth::backend::StoreLocation,
     pub account_throttle: Option<Throttle>,
     pub usage_plans: Vec<UsagePlan>,
     /// The directory relative paths in the file are resolved against.

@@ -246,6 +246,35 @@ impl BatchRoute<'_> {
 }
 
 /// One client per service, built once at start-up and shared by every request.
+/// The SDK configuration from the standard credential chain and `[aws]`: `AWS_ENDPOINT_URL`
+/// and `aws.endpoint_url` redirect every client (a local emulator, for instance).
+pub async fn shared_config(settings: &AwsSettings) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let region = settings
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .unwrap_or_else(|| "us-east-1".to_string());
+    loader = loader
+        .region(aws_config::Region::new(region))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(settings.connect_timeout)
+                .operation_attempt_timeout(settings.call_timeout)
+                .build(),
+        );
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// A signer for calls to any known service's API (the fleet store's DynamoDB calls).
+pub async fn signer(settings: &AwsSettings) -> aws::Signer {
+    aws::Signer::new(&shared_config(settings).await)
+}
+
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub kinesis: aws_sdk_kinesis::Client,
@@ -263,25 +292,7 @@ impl Clients {
     /// Builds the clients from the standard credential chain; `AWS_ENDPOINT_URL` and
     /// `aws.endpoint_url` redirect every client (a local emulator, for instance).
     pub async fn new(settings: &AwsSettings) -> Clients {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        let region = settings
-            .region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .unwrap_or_else(|| "us-east-1".to_string());
-        loader = loader
-            .region(aws_config::Region::new(region))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(settings.connect_timeout)
-                    .operation_attempt_timeout(settings.call_timeout)
-                    .build(),
-            );
-        if let Some(url) = &settings.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let shared = loader.load().await;
+        let shared = shared_config(settings).await;
         let custom_endpoint =
             settings.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
         Clients::from_sdk_config(&shared, custom_endpoint)

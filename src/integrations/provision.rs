@@ -59,6 +59,9 @@ pub struct Table {
     pub hash_key: String,
     /// `NAME:TYPE`, when the table has a sort key.
     pub range_key: Option<String>,
+    /// The attribute whose epoch seconds expire an item (DynamoDB's TTL), if any.
+    #[serde(default)]
+    pub ttl_attribute: Option<String>,
 }
 
 impl Table {
@@ -280,6 +283,15 @@ async fn table(clients: &Clients, t: &Table, dry_run: bool) -> Result<Step> {
             call(clients, "aws:dynamodb:CreateTable", &create.to_string())
                 .await
                 .map_err(|e| fail(&what, e))?;
+            if let Some(attribute) = &t.ttl_attribute {
+                let ttl = serde_json::json!({
+                    "TableName": t.name,
+                    "TimeToLiveSpecification": { "Enabled": true, "AttributeName": attribute },
+                });
+                call(clients, "aws:dynamodb:UpdateTimeToLive", &ttl.to_string())
+                    .await
+                    .map_err(|e| fail(&what, e))?;
+            }
             Ok(Step::Created(what))
         }
         Err(e) => Err(fail(&what, e)),
