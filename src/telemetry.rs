@@ -22,6 +22,7 @@ pub mod names {
     pub const KEY_MISS_CHECKS: &str = "gateway_key_miss_checks_total";
     pub const QUOTA_LEASES: &str = "gateway_quota_leases_total";
     pub const FLEET_NODES: &str = "gateway_fleet_nodes";
+    pub const FLEET_STORE_CALLS: &str = "gateway_fleet_store_calls_total";
     pub const AUTHORIZER_DECISIONS: &str = "gateway_authorizer_decisions_total";
     pub const JWKS_FETCHES: &str = "gateway_authorizer_jwks_fetches_total";
     pub const AUTHORIZER_CACHE: &str = "gateway_authorizer_cache_total";
@@ -267,6 +268,11 @@ pub fn key_miss_check(result: &'static str) {
 /// `returned`).
 pub fn quota_lease(result: &'static str) {
     metrics::counter!(names::QUOTA_LEASES, "result" => result).increment(1);
+}
+
+/// Calls to the fleet store's tables, by operation (each attempt counts).
+pub fn fleet_store_call(operation: &'static str) {
+    metrics::counter!(names::FLEET_STORE_CALLS, "operation" => operation).increment(1);
 }
 
 /// The live nodes of the fleet, as this node counted them.

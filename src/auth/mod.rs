@@ -851,7 +851,7 @@ where
         let mut out = Vec::new();
         for c in counters.all() {
             let idle = idle_ms.is_none_or(|ms| now_ms - c.lease.used_at > ms);
-            if c.lease.left > 0 && c.period_end > now_ms && idle && !c.lease.asked {
+            if c.lease.left > 0 && c.period_end > now_ms && idle {
                 out.push((c.id.clone(), c.period_start, c.lease.left));
                 c.lease.granted = c.lease.granted.saturating_sub(c.lease.left);
                 c.lease.left = 0;

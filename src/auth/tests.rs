@@ -544,3 +544,156 @@ fn throttles_of_a_reloaded_configuration_are_swept_too() {
     );
     assert!(b.authorize(0, Some(KEY), now).is_ok());
 }
+
+/// A key's lease of a daily quota: admitted from the lease only, the next lease asked for
+/// when it is spent, none past the fleet's answer that nothing is left, and a new period at
+/// UTC midnight that starts with no lease (a late answer for the old period is ignored).
+#[test]
+fn leased_quotas_admit_from_the_lease_and_roll_over_at_utc_midnight() {
+    let (a, _) = authorizer(
+        vec![plan("p", None, Some((5, Period::Day, 0)))],
+        vec![record("k1", KEY, "p")],
+    );
+    a.lease_quotas();
+    let evening = at("2026-12-03", 23, 59, 58);
+    assert_eq!(
+        a.authorize(0, Some(KEY), evening).unwrap_err(),
+        Denied::NeedsLease
+    );
+    // Asked once, however many requests wait.
+    assert_eq!(
+        a.authorize(0, Some(KEY), evening).unwrap_err(),
+        Denied::NeedsLease
+    );
+    let needs = a.lease_needs();
+    assert_eq!(needs.len(), 1);
+    assert_eq!(needs[0].period_start, at("2026-12-03", 0, 0, 0));
+    assert_eq!(needs[0].limit, 5);
+    a.lease_taken(&needs[0], 3, Some(3), evening);
+    for left in [4, 3, 2] {
+        let q = a.authorize(0, Some(KEY), evening).unwrap().quota.unwrap();
+        assert_eq!(q.remaining, left);
+    }
+    // Spent: the next lease is asked for (it was already, below half of the last).
+    assert_eq!(
+        a.authorize(0, Some(KEY), evening).unwrap_err(),
+        Denied::NeedsLease
+    );
+    let needs = a.lease_needs();
+    assert_eq!(needs.len(), 1);
+    // The fleet has none left: refused as a spent quota without asking again.
+    a.lease_taken(&needs[0], 0, Some(5), evening);
+    assert!(matches!(
+        a.authorize(0, Some(KEY), evening + 10),
+        Err(Denied::QuotaExceeded { retry_after: 2 })
+    ));
+    assert!(a.lease_needs().is_empty());
+    // Midnight: a new period, a new lease.
+    let midnight = at("2026-12-04", 0, 0, 0);
+    assert_eq!(
+        a.authorize(0, Some(KEY), midnight).unwrap_err(),
+        Denied::NeedsLease
+    );
+    let needs = a.lease_needs();
+    assert_eq!(needs[0].period_start, midnight);
+    // An old period's lease arriving late is not this period's.
+    let mut late = needs[0].clone();
+    late.period_start = at("2026-12-03", 0, 0, 0);
+    a.lease_taken(&late, 5, Some(5), midnight);
+    assert_eq!(
+        a.authorize(0, Some(KEY), midnight).unwrap_err(),
+        Denied::NeedsLease
+    );
+    a.lease_taken(&needs[0], 2, Some(2), midnight);
+    assert!(a.authorize(0, Some(KEY), midnight).is_ok());
+    // Unspent units go back; the store could not be reached: 503 for a moment.
+    assert_eq!(
+        a.take_leases(midnight, None),
+        vec![(Arc::from("k1"), midnight, 1)]
+    );
+    assert_eq!(
+        a.authorize(0, Some(KEY), midnight).unwrap_err(),
+        Denied::NeedsLease
+    );
+    let needs = a.lease_needs();
+    a.lease_taken(&needs[0], 0, None, midnight);
+    assert!(matches!(
+        a.authorize(0, Some(KEY), midnight + 1),
+        Err(Denied::Unavailable { .. })
+    ));
+}
+
+proptest::proptest! {
+    /// Three nodes leasing one key's quota from a shared grant count, in any interleaving of
+    /// requests, lease answers, returns and crashes, never admit past the limit; and when
+    /// none crashed and every node was asked until refused, they admitted all of it.
+    #[test]
+    fn a_fleet_of_leasing_nodes_never_admits_past_the_quota(
+        ops in proptest::collection::vec((0..3usize, 0..20u8), 1..300),
+        limit in 1..120u64,
+    ) {
+        let nodes: Vec<_> = (0..3)
+            .map(|_| {
+                let (a, _) = authorizer(
+                    vec![plan("p", None, Some((limit, Period::Day, 0)))],
+                    vec![record("k1", KEY, "p")],
+                );
+                a.lease_quotas();
+                a
+            })
+            .collect();
+        let mut alive = [true; 3];
+        let (mut granted, mut admitted) = (0u64, 0u64);
+        let mut now = at("2026-12-03", 12, 0, 0);
+        let fill = |a: &Authorizer<FakeRelativeClock>, granted: &mut u64, now: i64| {
+            for need in a.lease_needs() {
+                // The conditional update: never past the limit.
+                let n = crate::auth::fleet::leases::size(&need, 3).min(limit - *granted);
+                *granted += n;
+                a.lease_taken(&need, n, Some(*granted), now);
+            }
+        };
+        for (node, op) in ops {
+            now += 7;
+            if !alive[node] {
+                continue;
+            }
+            let a = &nodes[node];
+            match op {
+                0 => alive[node] = false,
+                1 => {
+                    for (_, _, units) in a.take_leases(now, None) {
+                        granted -= units;
+                    }
+                }
+                2 => fill(a, &mut granted, now),
+                _ => match a.authorize(0, Some(KEY), now) {
+                    Ok(_) => admitted += 1,
+                    Err(Denied::NeedsLease) => {
+                        fill(a, &mut granted, now);
+                        if a.authorize(0, Some(KEY), now).is_ok() {
+                            admitted += 1;
+                        }
+                    }
+                    Err(_) => {}
+                },
+            }
+            proptest::prop_assert!(admitted <= limit, "admitted {admitted} of {limit}");
+            proptest::prop_assert!(granted <= limit);
+        }
+        // The survivors spend what they hold and what is left.
+        if alive.iter().all(|a| *a) {
+            now += 2 * LEASE_HOLD_MS;
+            for a in &nodes {
+                loop {
+                    match a.authorize(0, Some(KEY), now) {
+                        Ok(_) => admitted += 1,
+                        Err(Denied::NeedsLease) => fill(a, &mut granted, now),
+                        Err(_) => break,
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(admitted, limit);
+        }
+    }
+}

@@ -103,9 +103,9 @@ impl Leases {
             let body = json!({
                 "TableName": self.tables.usage,
                 "Key": self.key(&need.id, need.period_start),
-                "UpdateExpression": "SET granted = if_not_exists(granted, :base) + :n, #lim = :limit, #ttl = :ttl",
-                "ConditionExpression": "attribute_not_exists(granted) OR granted <= :max",
-                "ExpressionAttributeNames": { "#lim": "limit", "#ttl": "ttl" },
+                "UpdateExpression": "SET #g = if_not_exists(#g, :base) + :n, #lim = :limit, #ttl = :ttl",
+                "ConditionExpression": "attribute_not_exists(#g) OR #g <= :max",
+                "ExpressionAttributeNames": { "#g": "granted", "#lim": "limit", "#ttl": "ttl" },
                 "ExpressionAttributeValues": {
                     ":base": n(i64::try_from(need.base).unwrap_or(i64::MAX)),
                     ":n": n(units),
@@ -148,8 +148,9 @@ impl Leases {
             let body = json!({
                 "TableName": self.tables.usage,
                 "Key": self.key(id, *start),
-                "UpdateExpression": "SET granted = granted - :n",
-                "ConditionExpression": "granted >= :n",
+                "UpdateExpression": "SET #g = #g - :n",
+                "ConditionExpression": "#g >= :n",
+                "ExpressionAttributeNames": { "#g": "granted" },
                 "ExpressionAttributeValues": { ":n": n(units) },
             });
             async move { (id, self.dynamo.call("UpdateItem", &body).await) }

@@ -50,7 +50,8 @@ impl Members {
         self.dynamo.call("PutItem", &put).await?;
         let scan = json!({
             "TableName": self.tables.members,
-            "FilterExpression": "seen > :since",
+            "FilterExpression": "#s > :since",
+            "ExpressionAttributeNames": { "#s": "seen" },
             "ExpressionAttributeValues": { ":since": n(now_ms - LIVE_FOR_MS) },
             "ConsistentRead": true,
         });

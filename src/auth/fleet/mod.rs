@@ -149,6 +149,7 @@ impl Dynamo {
         let mut attempt = 0;
         loop {
             let deadline = tokio::time::Instant::now() + self.timeout;
+            crate::telemetry::fleet_store_call(operation);
             let result = match self.signer.call(action, None, &body, deadline).await {
                 Ok(answer) => return Ok(answer),
                 Err(IntegrationError::Service { code, message, .. })

@@ -499,7 +499,8 @@ impl Inner {
         let body = json!({
             "TableName": self.tables.keys,
             "Key": { "pk": s("meta"), "sk": n(0) },
-            "UpdateExpression": "ADD seq :one",
+            "UpdateExpression": "ADD #s :one",
+            "ExpressionAttributeNames": { "#s": "seq" },
             "ExpressionAttributeValues": { ":one": n(1) },
             "ReturnValues": "UPDATED_NEW",
         });
@@ -622,7 +623,8 @@ impl Inner {
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<bool> {
         let seq = self.next_seq().await?;
         let mut update = key_of(&self.tables, &key_pk(id), 0);
-        update["UpdateExpression"] = json!("SET enabled = :e");
+        update["UpdateExpression"] = json!("SET #e = :e");
+        update["ExpressionAttributeNames"] = json!({ "#e": "enabled" });
         update["ConditionExpression"] = json!("attribute_exists(pk)");
         update["ExpressionAttributeValues"] = json!({ ":e": { "BOOL": enabled } });
         let items = vec![
@@ -642,7 +644,8 @@ impl Inner {
         };
         let seq = self.next_seq().await?;
         let mut delete = key_of(&self.tables, &key_pk(id), 0);
-        delete["ConditionExpression"] = json!("hash = :h");
+        delete["ConditionExpression"] = json!("#h = :h");
+        delete["ExpressionAttributeNames"] = json!({ "#h": "hash" });
         delete["ExpressionAttributeValues"] = json!({ ":h": s(&hex(&r.hash)) });
         let mut items = vec![json!({ "Delete": delete })];
         for h in std::iter::once(&r.hash).chain(r.previous.iter().map(|(h, _)| h)) {
@@ -682,7 +685,8 @@ impl Inner {
         items.push(json!({ "Put": {
             "TableName": self.tables.keys,
             "Item": record_item(&r),
-            "ConditionExpression": "hash = :h",
+            "ConditionExpression": "#h = :h",
+            "ExpressionAttributeNames": { "#h": "hash" },
             "ExpressionAttributeValues": { ":h": s(&hex(&old)) },
         }}));
         items.push(change_put(&self.tables, seq, &[id], now_ms));
