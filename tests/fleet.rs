@@ -391,10 +391,35 @@ fn a_sqlite_store_moves_to_the_fleet_with_its_keys_and_usage() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // API Gateway's CSV too, in transactions of many keys: a row whose value is taken is
+    // refused alone.
+    let mut csv = String::from("Name,Key,Enabled\n");
+    for i in 0..60 {
+        csv.push_str(&format!("csv{i},csv-imported-key-{i:012},true\n"));
+    }
+    csv.push_str("dup,csv-imported-key-000000000007,true\n");
+    let file = fleet.dir.join("keys.csv");
+    std::fs::write(&file, csv).unwrap();
+    let out = std::process::Command::new(support::bin())
+        .arg("--config")
+        .arg(&fleet.config)
+        .args(["keys", "import", "--plan", "open"])
+        .arg(&file)
+        .envs(env(&endpoint))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("imported 60 keys, 1 rows skipped"), "{text}");
+    assert!(
+        text.contains("line 62: a key with this value already exists"),
+        "{text}"
+    );
     // The same value works on the fleet, and its quota goes on from the usage it had.
     let nodes = [node(&fleet, &endpoint), node(&fleet, &endpoint)];
     let (ok, refused) = load(&[&nodes[0], &nodes[1]], &key, 120, 4);
     assert_eq!(ok, 90, "{refused} refused");
+    let (ok, _) = load(&[&nodes[1]], "csv-imported-key-000000000059", 3, 1);
+    assert_eq!(ok, 3);
     let id = key_id(&fleet, &endpoint, "test");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(usage_of(&fleet, &endpoint, &id), 100);
