@@ -238,13 +238,13 @@ fn a_quota_is_exact_across_three_nodes_under_concurrent_load() {
     let (ok, limited) = load(&all, &key, 600, 12);
     assert_eq!(ok, 300, "admitted exactly the quota ({limited} refused)");
     assert_eq!(limited, 300);
-    // `usage` reports admitted requests, once the nodes flushed them.
-    let id = key_id(&p, &endpoint, "k");
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(usage_of(&p, &endpoint, &id), 300);
+    // `usage` reports admitted requests, once the nodes wrote them (at the latest when
+    // they stop).
     for n in nodes {
         n.stop_cleanly();
     }
+    let id = key_id(&p, &endpoint, "k");
+    assert_eq!(usage_of(&p, &endpoint, &id), 300);
 }
 
 #[test]
@@ -258,8 +258,14 @@ fn a_node_killed_mid_run_leaves_the_fleet_under_the_limit_by_its_lease_at_most()
         node(&p, &endpoint),
     );
     let key = &issue(&p, &endpoint, "large");
+    // Blocks are sized by the nodes each counts: all three, before the load.
+    for n in [&a, &b, &c] {
+        until_nodes(n, 3);
+    }
     let (first, _) = load(&[&a, &b, &c], key, 600, 6);
-    let stranded_bound = 1500 / (2 * 3);
+    // Unspent: less than its last block and half the one before, each at most the units
+    // left over twice the nodes.
+    let stranded_bound = 1500 * 3 / (4 * 3);
     c.kill();
     // The rest of the quota, and more, against the two left.
     let (second, refused) = load(&[&a, &b], key, 1500, 6);
@@ -420,10 +426,9 @@ fn a_sqlite_store_moves_to_the_fleet_with_its_keys_and_usage() {
     assert_eq!(ok, 90, "{refused} refused");
     let (ok, _) = load(&[&nodes[1]], "csv-imported-key-000000000059", 3, 1);
     assert_eq!(ok, 3);
-    let id = key_id(&fleet, &endpoint, "test");
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(usage_of(&fleet, &endpoint, &id), 100);
     for n in nodes {
         n.stop_cleanly();
     }
+    let id = key_id(&fleet, &endpoint, "test");
+    assert_eq!(usage_of(&fleet, &endpoint, &id), 100);
 }

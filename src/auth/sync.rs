@@ -36,6 +36,10 @@ pub const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// The fleet store's change log is read this often (one DynamoDB call each): a change
 /// reaches every node within a second.
 pub const FLEET_REFRESH_EVERY: Duration = Duration::from_millis(500);
+/// The fleet store's usage counts are written this often (a call per key used since the
+/// last write, so each costs the same whatever the key's rate), and at shutdown. They are
+/// what `usage` reports; quotas do not wait for them (leases bound them).
+pub const FLEET_FLUSH_EVERY: Duration = Duration::from_secs(5);
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Usage loaded at start-up: enough days to cover the longest period (a month) and a
 /// week that began in the previous month.
@@ -73,8 +77,15 @@ fn load_keys(store: &Backend) -> Result<(i64, Snapshot), StoreError> {
 pub fn load(store: &Backend, now_ms: i64) -> Result<Loaded, StoreError> {
     let version = store.data_version()?;
     let (change, snapshot) = load_keys(store)?;
-    let from = day_label(now_ms - USAGE_DAYS * 86_400_000);
-    let usage = store.usage(None, &from, "9999-12-31")?;
+    // The fleet store's quotas count from their leases, which read a period's usage the
+    // first time the fleet leases it: no node reads every key's usage at start-up.
+    let usage = match store {
+        Backend::Dynamo(_) => Vec::new(),
+        Backend::Sqlite(_) => {
+            let from = day_label(now_ms - USAGE_DAYS * 86_400_000);
+            store.usage(None, &from, "9999-12-31")?
+        }
+    };
     Ok(Loaded {
         snapshot,
         usage,
@@ -214,7 +225,11 @@ pub async fn run(keys: Arc<KeySync>, mut stop: tokio::sync::watch::Receiver<bool
     } else {
         REFRESH_EVERY
     });
-    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    let mut flush = tokio::time::interval(if fleet {
+        FLEET_FLUSH_EVERY
+    } else {
+        FLUSH_EVERY
+    });
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {

@@ -12,7 +12,8 @@
 //! [`MAX_LEASE`]: near the limit blocks shrink to one unit, so the last units are not
 //! stranded on an idle node. Unspent blocks go back to the fleet when a key idles for
 //! [`IDLE_RETURN_MS`] and at shutdown. A node that crashes strands at most its unspent
-//! blocks: per key, at most the size of its last block, which is bounded as above.
+//! units: per key, less than its last block plus the half of the one before that it had
+//! left when it asked for the next, each bounded as above.
 //!
 //! Admitted requests are counted per day as without leases (the `usage` command reports
 //! them); the leases only bound them.
@@ -94,25 +95,19 @@ impl Leases {
     async fn take(&self, need: &LeaseNeed, nodes: u32) -> Result<(u64, u64), DynamoError> {
         let mut want = size(need, nodes);
         let mut granted = need.granted;
+        let limit = i64::try_from(need.limit).unwrap_or(i64::MAX);
         for _ in 0..4 {
             if want == 0 {
                 return Ok((0, granted));
             }
-            let limit = i64::try_from(need.limit).unwrap_or(i64::MAX);
             let units = i64::try_from(want).unwrap_or(i64::MAX);
             let body = json!({
                 "TableName": self.tables.usage,
                 "Key": self.key(&need.id, need.period_start),
-                "UpdateExpression": "SET #g = if_not_exists(#g, :base) + :n, #lim = :limit, #ttl = :ttl",
-                "ConditionExpression": "attribute_not_exists(#g) OR #g <= :max",
-                "ExpressionAttributeNames": { "#g": "granted", "#lim": "limit", "#ttl": "ttl" },
-                "ExpressionAttributeValues": {
-                    ":base": n(i64::try_from(need.base).unwrap_or(i64::MAX)),
-                    ":n": n(units),
-                    ":limit": n(limit),
-                    ":max": n(limit - units),
-                    ":ttl": n(need.period_end / 1000 + KEPT_AFTER_PERIOD_S),
-                },
+                "UpdateExpression": "SET #g = #g + :n",
+                "ConditionExpression": "attribute_exists(#g) AND #g <= :max",
+                "ExpressionAttributeNames": { "#g": "granted" },
+                "ExpressionAttributeValues": { ":n": n(units), ":max": n(limit - units) },
                 "ReturnValues": "UPDATED_NEW",
             });
             match self.dynamo.call("UpdateItem", &body).await {
@@ -120,25 +115,73 @@ impl Leases {
                     let total = get_n(&answer["Attributes"], "granted").unwrap_or(0);
                     return Ok((want, u64::try_from(total).unwrap_or(0)));
                 }
-                Err(DynamoError::Condition(_)) => {
-                    // Others took more than this node knew: size it from what is left.
-                    let read = json!({
-                        "TableName": self.tables.usage,
-                        "Key": self.key(&need.id, need.period_start),
-                        "ConsistentRead": true,
-                    });
-                    let found = self.dynamo.call("GetItem", &read).await?;
-                    granted =
-                        u64::try_from(get_n(&found["Item"], "granted").unwrap_or(0)).unwrap_or(0);
-                    let left = need.limit.saturating_sub(granted);
-                    want = want
-                        .min((left / (2 * u64::from(nodes.max(1)))).max(1))
-                        .min(left);
-                }
+                Err(DynamoError::Condition(_)) => {}
                 Err(e) => return Err(e),
+            }
+            // Others took more than this node knew, or the period has no lease item yet.
+            let read = json!({
+                "TableName": self.tables.usage,
+                "Key": self.key(&need.id, need.period_start),
+                "ConsistentRead": true,
+            });
+            let found = self.dynamo.call("GetItem", &read).await?;
+            let held = get_n(&found["Item"], "granted");
+            granted = match held {
+                Some(g) => u64::try_from(g).unwrap_or(0),
+                // The first lease of the period counts what was admitted before leases (a
+                // store moved from SQLite, counts written before a restart).
+                None => self.recorded(need).await?.saturating_add(need.base),
+            };
+            let left = need.limit.saturating_sub(granted);
+            want = want
+                .min((left / (2 * u64::from(nodes.max(1)))).max(1))
+                .min(left);
+            if held.is_none() && want > 0 {
+                let units = i64::try_from(want).unwrap_or(i64::MAX);
+                let base = i64::try_from(granted).unwrap_or(i64::MAX);
+                let create = json!({
+                    "TableName": self.tables.usage,
+                    "Key": self.key(&need.id, need.period_start),
+                    "UpdateExpression": "SET #g = :g, #lim = :limit, #ttl = :ttl",
+                    "ConditionExpression": "attribute_not_exists(#g)",
+                    "ExpressionAttributeNames": { "#g": "granted", "#lim": "limit", "#ttl": "ttl" },
+                    "ExpressionAttributeValues": {
+                        ":g": n(base + units),
+                        ":limit": n(limit),
+                        ":ttl": n(need.period_end / 1000 + KEPT_AFTER_PERIOD_S),
+                    },
+                });
+                match self.dynamo.call("UpdateItem", &create).await {
+                    Ok(_) => return Ok((want, granted + want)),
+                    // Another node made it first: lease from theirs.
+                    Err(DynamoError::Condition(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok((0, granted))
+    }
+
+    /// Requests recorded for the key in the need's period (its days in the usage table).
+    async fn recorded(&self, need: &LeaseNeed) -> Result<u64, DynamoError> {
+        let day = |ms: i64| format!("day#{}", crate::auth::plans::day_label(ms));
+        let body = json!({
+            "TableName": self.tables.usage,
+            "KeyConditionExpression": "pk = :k AND sk BETWEEN :from AND :to",
+            "ExpressionAttributeValues": {
+                ":k": s(&need.id),
+                ":from": s(&day(need.period_start)),
+                ":to": s(&day(need.period_end - 1)),
+            },
+            "ConsistentRead": true,
+        });
+        let mut total = 0u64;
+        self.dynamo
+            .each_page("Query", body, |item| {
+                total += u64::try_from(get_n(item, "count").unwrap_or(0)).unwrap_or(0);
+            })
+            .await?;
+        Ok(total)
     }
 
     /// Gives unspent blocks back to the fleet, as (key id, period start, units).
