@@ -59,6 +59,7 @@ pub mod render;
 pub mod request;
 pub mod respond;
 pub mod route;
+pub mod sdk;
 pub mod server;
 pub mod spool;
 pub mod telemetry;

@@ -85,6 +85,16 @@ enum Command {
     /// The durable spool: what waits, the records, and delivering them.
     #[command(subcommand)]
     Spool(cli::spool::SpoolCommand),
+    /// Write a client package for the configured routes: typed methods, retries as the
+    /// gateway means them, batch helpers that resend only failed records.
+    Sdk {
+        /// `typescript` or `python`.
+        #[arg(long)]
+        lang: String,
+        /// Output directory (default `sdk-LANG`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Requests counted per key and UTC day.
     Usage {
         #[arg(long)]
@@ -137,6 +147,7 @@ fn main() -> ExitCode {
         Command::Spool(s) => cli::spool::run(&args.config, s),
         Command::ImportOpenapi { file, out } => cli::openapi::import(file, out),
         Command::ExportOpenapi => cli::openapi::export(&args.config),
+        Command::Sdk { lang, out } => cli::sdk::run(&args.config, lang, out.as_deref()),
         Command::Usage { key, from, to } => {
             cli::keys::usage(&args.config, key.as_deref(), from.as_deref(), to.as_deref())
         }

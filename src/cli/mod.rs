@@ -9,5 +9,6 @@ pub mod openapi;
 pub mod provision;
 pub mod reload;
 pub mod render;
+pub mod sdk;
 pub mod serve;
 pub mod spool;

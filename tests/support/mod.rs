@@ -582,6 +582,10 @@ pub struct StubKinesis {
     pub poison: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Calls other than `PutRecords` and `PutRecord` (the gateway's upstream checks).
     pub described: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// While set, records whose partition key starts with `stubborn-` fail every time
+    /// (`ProvisionedThroughputExceededException`); `stubborn_failed` counts those failures.
+    pub stubborn: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub stubborn_failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub async fn stub_kinesis() -> StubKinesis {
@@ -619,6 +623,9 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
     let ps = poison.clone();
     let described = Arc::new(AtomicUsize::new(0));
     let ds = described.clone();
+    let stubborn: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    let stubborn_failed = Arc::new(AtomicUsize::new(0));
+    let (sb, sf) = (stubborn.clone(), stubborn_failed.clone());
     let app = axum::Router::new().fallback(post(move |headers: axum::http::HeaderMap, body: Bytes| {
         // The gateway's start-up check of its upstream is not a call the tests count.
         let describe = headers
@@ -630,6 +637,8 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         let refused = rf.clone();
         let kept = dt.clone();
         let poisoned = ps.load(Ordering::SeqCst);
+        let stubborn_now = sb.load(Ordering::SeqCst);
+        let stubborn_count = sf.clone();
         if describe {
             ds.fetch_add(1, Ordering::SeqCst);
         } else {
@@ -682,7 +691,11 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
                 records.fetch_add(1, Ordering::SeqCst);
                 let pk = rec["PartitionKey"].as_str().unwrap_or("");
                 let data = rec["Data"].as_str().unwrap_or("").to_string();
-                let fail = pk.starts_with("always-") || (pk.starts_with("flaky-") && seen.lock().unwrap().insert(data.clone()));
+                let stuck = stubborn_now && pk.starts_with("stubborn-");
+                if stuck {
+                    stubborn_count.fetch_add(1, Ordering::SeqCst);
+                }
+                let fail = stuck || pk.starts_with("always-") || (pk.starts_with("flaky-") && seen.lock().unwrap().insert(data.clone()));
                 if fail {
                     failed += 1;
                     out.push(serde_json::json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"}));
@@ -713,6 +726,8 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         refused,
         poison,
         described,
+        stubborn,
+        stubborn_failed,
     }
 }
 
