@@ -225,3 +225,40 @@ async fn generated_clients_deliver_each_event_once_through_partial_failures_and_
     }
     gw.stop_cleanly();
 }
+
+#[test]
+fn the_gateway_serves_its_sdks_only_when_asked() {
+    let on = Project::custom(
+        "sdk-serve",
+        &format!("[server]\nsdk_downloads = true\n{CONFIG}"),
+        &[("records.vtl", TEMPLATE), ("events.json", MODEL)],
+    );
+    let gw = Gateway::start(&on.config);
+    for lang in ["typescript", "python"] {
+        let r = gw.request("GET", &format!("/sdk/{lang}.tar.gz"), &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/gzip"));
+        let mut tar = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut tar)
+            .unwrap();
+        let listing = String::from_utf8_lossy(&tar);
+        let file = if lang == "typescript" {
+            "ingest-gateway-client-typescript/src/index.ts"
+        } else {
+            "ingest-gateway-client-python/ingest_gateway_client/__init__.py"
+        };
+        assert!(listing.contains(file), "{file} in the tarball");
+        assert!(listing.contains("postV1Events") || listing.contains("post_v1_events"));
+    }
+    assert_eq!(gw.request("GET", "/sdk/cobol.tar.gz", &[], b"").status, 404);
+    gw.stop_cleanly();
+    let off = Project::custom(
+        "sdk-off",
+        CONFIG,
+        &[("records.vtl", TEMPLATE), ("events.json", MODEL)],
+    );
+    let gw = Gateway::start(&off.config);
+    let r = gw.request("GET", "/sdk/typescript.tar.gz", &[], b"");
+    assert_ne!(r.status, 200, "off by default");
+    gw.stop_cleanly();
+}

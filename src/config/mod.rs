@@ -68,6 +68,8 @@ pub struct Config {
     /// Where `GET` serves the OpenAPI document, if anywhere.
     pub openapi_path: Option<String>,
     pub openapi_extensions: bool,
+    /// `server.sdk_downloads`.
+    pub sdk_downloads: bool,
     /// `/readyz` fails until every route's target was found.
     pub require_upstreams: bool,
     pub max_headers: usize,
@@ -530,6 +532,7 @@ impl Validator<'_> {
             binary_media_types: server.binary_media_types,
             openapi_path: server.openapi_path,
             openapi_extensions: server.openapi_extensions,
+            sdk_downloads: server.sdk_downloads,
             require_upstreams: server.require_upstreams,
             max_headers: server.max_headers,
             max_connections: server.max_connections,

@@ -73,6 +73,9 @@ pub struct RawServer {
     /// the document describes the API for clients only, since anyone who reaches the
     /// listener can read it; `ingest-gateway export-openapi` always prints the full one).
     pub openapi_extensions: Option<bool>,
+    /// Serve the generated client SDKs as `GET /sdk/typescript.tar.gz` and
+    /// `/sdk/python.tar.gz` beside the OpenAPI document (default `false`).
+    pub sdk_downloads: Option<bool>,
     /// `/readyz` fails until every route's target was found (default `false`: a missing or
     /// unreachable target is only logged and shown in `gateway_upstream_ready`).
     pub require_upstreams: Option<bool>,
@@ -170,6 +173,7 @@ pub(super) struct Server {
     pub limits: Limits,
     pub openapi_path: Option<String>,
     pub openapi_extensions: bool,
+    pub sdk_downloads: bool,
     pub require_upstreams: bool,
     pub binary_media_types: Vec<String>,
 }
@@ -362,6 +366,7 @@ impl Validator<'_> {
             limits,
             openapi_path,
             openapi_extensions: raw.openapi_extensions.unwrap_or(false),
+            sdk_downloads: raw.sdk_downloads.unwrap_or(false),
             require_upstreams: raw.require_upstreams.unwrap_or(false),
             binary_media_types: raw
                 .binary_media_types

@@ -45,6 +45,8 @@ pub struct Gateway {
     pub unmatched: telemetry::RouteMetrics,
     /// The OpenAPI document `GET server.openapi_path` serves.
     pub openapi: Option<String>,
+    /// With `server.sdk_downloads`: each generated SDK as (`LANG.tar.gz`, its bytes).
+    pub sdks: Vec<(String, Vec<u8>)>,
     /// The gateway's own error responses, as configured.
     pub gateway_responses: GatewayResponses,
     /// Body bytes all requests may hold at once (`server.max_inflight_body_bytes`).
@@ -150,6 +152,22 @@ impl Gateway {
                     .to_string(),
             ),
         };
+        let sdks = if config.sdk_downloads {
+            crate::sdk::LANGUAGES
+                .iter()
+                .map(|lang| {
+                    let files =
+                        crate::sdk::generate(&config, lang).map_err(std::io::Error::other)?;
+                    let name = format!("ingest-gateway-client-{lang}");
+                    Ok((
+                        format!("{lang}.tar.gz"),
+                        crate::sdk::tarball(&name, &files)?,
+                    ))
+                })
+                .collect::<std::io::Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         let tls = match (&config.edge.tls, old) {
             (None, _) => None,
             // The listener keeps the certificates it started with (SIGHUP reloads their
@@ -208,6 +226,7 @@ impl Gateway {
             metrics,
             unmatched: telemetry::RouteMetrics::new("unmatched", None),
             openapi,
+            sdks,
             gateway_responses,
             body_budget: match old {
                 Some(o) if o.config.max_inflight_body_bytes == config.max_inflight_body_bytes => {

@@ -178,6 +178,10 @@ fn at_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "telemetry.latency_buckets / size_buckets",
     );
     check(old.openapi_path != new.openapi_path, "server.openapi_path");
+    check(
+        old.sdk_downloads != new.sdk_downloads,
+        "server.sdk_downloads",
+    );
     check(old.aws != new.aws, "[aws]");
     check(old.spool != new.spool, "[spool]");
     changed

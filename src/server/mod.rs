@@ -50,6 +50,9 @@ pub fn live_app(live: Arc<Live>) -> Router {
         if let Some(path) = &gw.config.openapi_path {
             router = router.route(path, get(openapi));
         }
+        if gw.config.sdk_downloads {
+            router = router.route("/sdk/{file}", get(sdk));
+        }
     }
     router
         .fallback(handle)
@@ -68,6 +71,9 @@ pub fn admin_app(live: Arc<Live>) -> Router {
         .route("/reload", axum::routing::post(reload));
     if let Some(path) = &gw.config.openapi_path {
         router = router.route(path, get(openapi));
+    }
+    if gw.config.sdk_downloads {
+        router = router.route("/sdk/{file}", get(sdk));
     }
     router
         .with_state(live)
@@ -134,6 +140,31 @@ async fn openapi(State(live): State<Arc<Live>>) -> Response<Body> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    resp
+}
+
+/// `GET /sdk/LANG.tar.gz`: a generated client package (`server.sdk_downloads`).
+async fn sdk(
+    State(live): State<Arc<Live>>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response<Body> {
+    let gw = live.load();
+    let Some((name, bytes)) = gw.sdks.iter().find(|(name, _)| *name == file) else {
+        let mut resp = Response::new(Body::from(r#"{"message":"Not Found"}"#));
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        return resp;
+    };
+    let mut resp = Response::new(Body::from(bytes.clone()));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/gzip"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&format!(
+        "attachment; filename=\"ingest-gateway-client-{name}\""
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
     resp
 }
 
