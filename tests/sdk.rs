@@ -262,3 +262,69 @@ fn the_gateway_serves_its_sdks_only_when_asked() {
     assert_ne!(r.status, 200, "off by default");
     gw.stop_cleanly();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_clients_deliver_to_the_example_api_on_the_emulator() {
+    let (Some(tools), Some(endpoint)) = (tools(), support::emulator()) else {
+        return;
+    };
+    let project = Project::new("sdk-e2e");
+    let key = tokio::task::block_in_place(|| {
+        project.provision();
+        project.key("clickstream")
+    });
+    let gw = Gateway::start_on_emulator(&project.config, &endpoint);
+    let (dist, python) =
+        tokio::task::block_in_place(|| build(&project.config, &project.dir.join("sdk"), &tools));
+    let base = format!("http://{}", gw.addr);
+    let ts = format!(
+        r#"const {{ Client }} = await import("{}/index.js");
+const c = new Client({{ baseUrl: "{base}", apiKey: "{key}", gzip: true }});
+const events = Array.from({{ length: 25 }}, (_, i) => ({{ userId: `u-${{i}}`, type: "view", lang: "ts" }}));
+console.log(JSON.stringify(await c.postV1EventsBatch(events)));"#,
+        dist.display()
+    );
+    let py = format!(
+        r#"import json
+from ingest_gateway_client import Client
+c = Client("{base}", api_key="{key}", gzip=True)
+events = [{{"userId": "u-%d" % i, "type": "view", "lang": "py"}} for i in range(25)]
+r = c.post_v1_events_batch(events)
+print(json.dumps({{"delivered": r.delivered, "failed": r.failed, "spooled": r.spooled}}))"#
+    );
+    let mut delivered = Vec::new();
+    for mut command in [
+        {
+            let mut c = Command::new("node");
+            c.args(["--input-type=module", "-e", &ts]);
+            c
+        },
+        {
+            let mut c = Command::new(&python);
+            c.args(["-c", &py]);
+            c
+        },
+    ] {
+        let out = tokio::task::block_in_place(|| run(&mut command));
+        let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert!(report["failed"].as_array().unwrap().is_empty(), "{report}");
+        let ids = report["delivered"].as_array().unwrap().clone();
+        assert_eq!(ids.len(), 25, "{report}");
+        delivered.extend(ids);
+    }
+    let kinesis = aws_sdk_kinesis::Client::new(&support::aws(&endpoint).await);
+    let records = support::stream_data(&kinesis, &project.name("clickstream-events")).await;
+    let records: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    for id in &delivered {
+        let id = id.as_str().unwrap();
+        assert_eq!(
+            records.iter().filter(|r| r.contains(id)).count(),
+            1,
+            "event {id} in the stream once"
+        );
+    }
+    gw.stop_cleanly();
+}
