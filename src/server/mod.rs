@@ -51,7 +51,7 @@ pub fn live_app(live: Arc<Live>) -> Router {
             router = router.route(path, get(openapi));
         }
         if gw.config.sdk_downloads {
-            router = router.route("/sdk/{file}", get(sdk));
+            router = sdk_routes(router);
         }
     }
     router
@@ -73,7 +73,7 @@ pub fn admin_app(live: Arc<Live>) -> Router {
         router = router.route(path, get(openapi));
     }
     if gw.config.sdk_downloads {
-        router = router.route("/sdk/{file}", get(sdk));
+        router = sdk_routes(router);
     }
     router
         .with_state(live)
@@ -143,11 +143,21 @@ async fn openapi(State(live): State<Arc<Live>>) -> Response<Body> {
     resp
 }
 
-/// `GET /sdk/LANG.tar.gz`: a generated client package (`server.sdk_downloads`).
-async fn sdk(
-    State(live): State<Arc<Live>>,
-    axum::extract::Path(file): axum::extract::Path<String>,
-) -> Response<Body> {
+/// `GET /sdk/LANG.tar.gz` for each language, by name (`/sdk/tracker.js`, the edge's, stays
+/// the fallback's).
+fn sdk_routes(mut router: Router<Arc<Live>>) -> Router<Arc<Live>> {
+    for lang in crate::sdk::LANGUAGES {
+        let file = format!("{lang}.tar.gz");
+        router = router.route(
+            &format!("/sdk/{file}"),
+            get(move |State(live): State<Arc<Live>>| sdk(live, file.clone())),
+        );
+    }
+    router
+}
+
+/// A generated client package (`server.sdk_downloads`).
+async fn sdk(live: Arc<Live>, file: String) -> Response<Body> {
     let gw = live.load();
     let Some((name, bytes)) = gw.sdks.iter().find(|(name, _)| *name == file) else {
         let mut resp = Response::new(Body::from(r#"{"message":"Not Found"}"#));
