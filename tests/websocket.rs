@@ -357,3 +357,117 @@ async fn the_connections_api_talks_back_and_sigterm_closes_with_1001() {
     assert_eq!(closed(&mut s).await, Some(1001));
     tokio::task::block_in_place(|| gw.stop_cleanly());
 }
+
+/// A stalled upstream: the connection's messages in flight reach `max_in_flight`, the
+/// server stops reading (the client's writes stop completing once the socket's buffers are
+/// full), its memory stays bounded, and once the upstream answers again every message the
+/// client sent is acknowledged and delivered, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upstream_stops_reading_and_loses_nothing() {
+    let stub = support::stub_kinesis().await;
+    let config = r#"
+[auth]
+key_store = "keys.db"
+
+[usage_plans.devices]
+
+[websocket]
+path = "/v1/stream"
+api_key_required = true
+max_in_flight = 8
+
+[[websocket.routes]]
+key = "$default"
+action = "kinesis:PutRecords"
+target = "s"
+request_templates = { "application/json" = "track.vtl" }
+ack = true
+timeout = "60s"
+"#;
+    let track = r#"{"Records": [{"Data": "$util.base64Encode($input.json('$'))", "PartitionKey": "$context.connectionId"}]}"#;
+    let project = Project::custom("ws-stall", config, &[("track.vtl", track)]);
+    let key = project.key("devices");
+    let gw =
+        tokio::task::block_in_place(|| Gateway::start_against(&project.config, &stub.endpoint));
+    stub.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let socket = connect(&gw, "/v1/stream", Some(&key)).await.unwrap();
+    let (mut write, mut read) = socket.split();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pad = "p".repeat(1000);
+    let writer = {
+        let (sent, stop) = (sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            for i in 0..100_000usize {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let m = json!({"id": format!("m-{i}"), "pad": pad}).to_string();
+                if write.send(Message::text(m)).await.is_err() {
+                    break;
+                }
+                sent.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+            }
+            write
+        })
+    };
+    // The writes stop completing: the server reads no more than its in-flight bound and
+    // what the socket buffers hold.
+    let plateau = |s: &std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+        s.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = plateau(&sent);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = plateau(&sent);
+    assert_eq!(
+        before, after,
+        "the client's writes stalled ({before} then {after})"
+    );
+    assert!(after < 100_000, "not everything was read: {after}");
+    let rss_mib = gw.peak_rss_kib() / 1024;
+    eprintln!("stalled after {after} messages of 1 KiB; gateway peak RSS {rss_mib} MiB");
+    assert!(rss_mib < 150, "memory stayed bounded: {rss_mib} MiB");
+    // The upstream answers again: everything sent is acknowledged and delivered once.
+    stub.stall.store(false, std::sync::atomic::Ordering::SeqCst);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _write = writer.await.unwrap();
+    let total = plateau(&sent);
+    let mut acked = std::collections::HashSet::new();
+    while acked.len() < total {
+        let a = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match read.next().await {
+                    Some(Ok(Message::Text(t))) => return serde_json::from_str::<Json>(&t).unwrap(),
+                    Some(Ok(_)) => continue,
+                    other => panic!("the connection ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("an acknowledgement");
+        assert_eq!(a["status"], 200, "{a}");
+        acked.insert(a["ack"].as_str().unwrap().to_string());
+    }
+    let data = stub.data.lock().unwrap().clone();
+    let mut ids: Vec<String> = data
+        .iter()
+        .map(|d| {
+            serde_json::from_str::<Json>(d).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    let delivered = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), delivered, "no message delivered twice");
+    for id in &acked {
+        assert!(
+            ids.binary_search(id).is_ok(),
+            "acknowledged {id} was delivered"
+        );
+    }
+    tokio::task::block_in_place(|| gw.stop_cleanly());
+}

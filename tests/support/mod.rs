@@ -586,6 +586,8 @@ pub struct StubKinesis {
     /// (`ProvisionedThroughputExceededException`); `stubborn_failed` counts those failures.
     pub stubborn: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub stubborn_failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// While set, `PutRecords` calls are held unanswered (a stalled upstream).
+    pub stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub async fn stub_kinesis() -> StubKinesis {
@@ -626,6 +628,8 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
     let stubborn: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let stubborn_failed = Arc::new(AtomicUsize::new(0));
     let (sb, sf) = (stubborn.clone(), stubborn_failed.clone());
+    let stall: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    let st = stall.clone();
     let app = axum::Router::new().fallback(post(move |headers: axum::http::HeaderMap, body: Bytes| {
         // The gateway's start-up check of its upstream is not a call the tests count.
         let describe = headers
@@ -639,6 +643,7 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         let poisoned = ps.load(Ordering::SeqCst);
         let stubborn_now = sb.load(Ordering::SeqCst);
         let stubborn_count = sf.clone();
+        let stalled = st.clone();
         if describe {
             ds.fetch_add(1, Ordering::SeqCst);
         } else {
@@ -654,6 +659,9 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
                 );
             }
             tokio::time::sleep(latency).await;
+            while stalled.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             calls.fetch_add(1, Ordering::SeqCst);
             if outage.load(Ordering::SeqCst) {
                 let body = r#"{"__type": "InternalFailure", "message": "outage"}"#.to_string();
@@ -728,6 +736,7 @@ pub async fn stub_kinesis_with_latency(latency: std::time::Duration) -> StubKine
         described,
         stubborn,
         stubborn_failed,
+        stall,
     }
 }
 
