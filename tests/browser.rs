@@ -29,6 +29,20 @@ fn browser_ready() -> bool {
     ready
 }
 
+/// Runs a driver script of `tests/browser` with `env`; what it printed, as JSON.
+async fn drive(script: &str, env: Vec<(&'static str, String)>) -> Json {
+    let driver = support::repo().join("tests/browser").join(script);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node").arg(driver).envs(env).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the browser run failed:\n{stderr}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_tracks_through_the_gateway_and_every_event_reaches_s3_once() {
     let Some(endpoint) = support::emulator() else {
@@ -55,29 +69,19 @@ async fn a_page_tracks_through_the_gateway_and_every_event_reaches_s3_once() {
     let gateway = format!("http://{}", gw.addr);
     page_server(gateway.clone(), page_port).await;
 
-    let driver = support::repo().join("tests/browser/run.mjs");
-    let out = tokio::task::spawn_blocking({
-        let (gateway, key) = (gateway.clone(), key.clone());
-        move || {
-            Command::new("node")
-                .arg(driver)
-                .env("PAGE", format!("http://127.0.0.1:{page_port}/page.html"))
-                .env(
-                    "EVIL_PAGE",
-                    format!("http://localhost:{page_port}/page.html"),
-                )
-                .env("GATEWAY", gateway)
-                .env("KEY", key)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the browser run failed:\n{stderr}");
-    let seen: Json = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    let seen = drive(
+        "run.mjs",
+        vec![
+            ("PAGE", format!("http://127.0.0.1:{page_port}/page.html")),
+            (
+                "EVIL_PAGE",
+                format!("http://localhost:{page_port}/page.html"),
+            ),
+            ("GATEWAY", gateway.clone()),
+            ("KEY", key.clone()),
+        ],
+    )
+    .await;
 
     // What the pages saw.
     assert_eq!(seen["flush"]["left"], 0, "{seen}");
@@ -192,4 +196,63 @@ async fn s3_events(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<Json> {
         }
     }
     events
+}
+
+/// One page in headless Chromium streams events over `new WebSocket(...)` (the key in the
+/// query string): each acknowledged with its id, each record in the emulator's Kinesis once
+/// with the page's connection id; a handshake with a bad key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_streams_events_over_a_websocket_and_each_reaches_kinesis_once() {
+    let Some(endpoint) = support::emulator() else {
+        return;
+    };
+    if !browser_ready() {
+        return;
+    }
+    let project = support::Project::custom(
+        "browser-ws",
+        support::WS_KINESIS,
+        &[("track.vtl", support::WS_TRACK)],
+    );
+    tokio::task::block_in_place(|| project.provision());
+    let key = project.key("devices");
+    let gw = tokio::task::block_in_place(|| support::Gateway::start(&project.config));
+    let seen = drive(
+        "ws.mjs",
+        vec![("GATEWAY", format!("http://{}", gw.addr)), ("KEY", key)],
+    )
+    .await;
+    let acks = seen["acks"].as_array().unwrap();
+    assert_eq!(acks.len(), 20, "{seen}");
+    let mut acked: Vec<&str> = acks.iter().map(|a| a["ack"].as_str().unwrap()).collect();
+    acked.sort_unstable();
+    acked.dedup();
+    assert_eq!(acked.len(), 20, "each message acknowledged once: {seen}");
+    assert!(acks.iter().all(|a| a["status"] == 200), "{seen}");
+    let connection = acks[0]["connectionId"].as_str().unwrap().to_string();
+    assert_eq!(seen["closed"], 1000);
+    assert_eq!(seen["bad"], "refused", "{seen}");
+
+    let kinesis = aws_sdk_kinesis::Client::new(&support::aws(&endpoint).await);
+    let stream = project.name("ws-stream");
+    let records = support::eventually(20, || async {
+        let d = support::stream_data(&kinesis, &stream).await;
+        (d.len() >= 20).then_some(d)
+    })
+    .await
+    .expect("every message's record in the stream");
+    let mut ids = Vec::new();
+    for r in &records {
+        let v: Json = serde_json::from_slice(r).unwrap();
+        assert_eq!(v["connection"], connection.as_str(), "{v}");
+        ids.push(v["body"]["id"].as_str().unwrap().to_string());
+    }
+    ids.sort();
+    let expected: Vec<String> = {
+        let mut e: Vec<String> = (0..20).map(|i| format!("browser-{i}")).collect();
+        e.sort();
+        e
+    };
+    assert_eq!(ids, expected, "each message's record once");
+    tokio::task::block_in_place(|| gw.stop_cleanly());
 }

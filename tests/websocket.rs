@@ -193,33 +193,11 @@ async fn messages_are_batched_into_kinesis_once_each() {
     let Some(endpoint) = support::emulator() else {
         return;
     };
-    let config = r#"
-[auth]
-key_store = "keys.db"
-
-[usage_plans.devices]
-
-[[resources.kinesis_streams]]
-name = "ws-stream-{S}"
-shards = 1
-
-[websocket]
-path = "/v1/stream"
-api_key_required = true
-
-[[websocket.routes]]
-key = "track"
-action = "kinesis:PutRecords"
-target = "ws-stream-{S}"
-request_templates = { "application/json" = "track.vtl" }
-batch = { linger = "20ms" }
-ack = true
-"#;
-    let track = r##"#set($q = '"')
-#set($inner = "{${q}connection${q}: ${q}$context.connectionId${q}, ${q}route${q}: ${q}$context.routeKey${q}, ${q}event${q}: ${q}$context.eventType${q}, ${q}body${q}: $input.json('$')}")
-{"Records": [{"Data": "$util.base64Encode($inner)", "PartitionKey": "$context.connectionId"}]}
-"##;
-    let project = Project::custom("ws-kinesis", config, &[("track.vtl", track)]);
+    let project = Project::custom(
+        "ws-kinesis",
+        support::WS_KINESIS,
+        &[("track.vtl", support::WS_TRACK)],
+    );
     tokio::task::block_in_place(|| project.provision());
     let key = project.key("devices");
     let gw = tokio::task::block_in_place(|| Gateway::start(&project.config));

@@ -190,6 +190,8 @@ impl Validator<'_> {
             table.insert("method".into(), "POST".into());
             table.insert("path".into(), route_path(keys.len()).into());
             table.insert("api_key_required".into(), w.api_key_required.into());
+            // Browsers cannot set headers on `new WebSocket(...)`: the key may be in the URL.
+            table.insert("api_key_query".into(), "api_key".into());
             if let Some(a) = &w.authorizer {
                 table.insert("authorizer".into(), a.get_ref().clone().into());
             }
@@ -206,7 +208,7 @@ impl Validator<'_> {
         if !keys.iter().any(|k| k.key == "$connect") {
             starts.push((text.lines().count() + 1, span.clone()));
             text.push_str(&format!(
-                "[[routes]]\nmethod = \"POST\"\npath = \"{}\"\naction = \"mock\"\napi_key_required = {}\n{}\n",
+                "[[routes]]\nmethod = \"POST\"\npath = \"{}\"\naction = \"mock\"\napi_key_required = {}\napi_key_query = \"api_key\"\n{}\n",
                 route_path(keys.len()),
                 w.api_key_required,
                 w.authorizer.as_ref().map(|a| format!("authorizer = {:?}\n", a.get_ref())).unwrap_or_default(),

@@ -345,6 +345,9 @@ async fn connection(gw: Arc<Gateway>, ws: Websocket, hs: Handshake, mut socket: 
     tokio::pin!(age);
     let mut idle = Box::pin(tokio::time::sleep(ws.idle_timeout));
     let mut sequence = 0u64;
+    // The client closed first: its close frame is answered (tungstenite queues the reply;
+    // it goes out on the next flush), else its browser sees 1006.
+    let mut peer_closed = false;
     let close = loop {
         tokio::select! {
             received = socket.recv(), if in_flight < ws.max_in_flight => {
@@ -357,7 +360,10 @@ async fn connection(gw: Arc<Gateway>, ws: Websocket, hs: Handshake, mut socket: 
                     }
                     Some(Ok(Message::Text(t))) => (Bytes::from(t.as_str().to_owned()), false),
                     Some(Ok(Message::Binary(b))) => (b, true),
-                    Some(Ok(Message::Close(_))) => break None,
+                    Some(Ok(Message::Close(_))) => {
+                        peer_closed = true;
+                        break None;
+                    }
                     Some(Ok(_)) => continue,
                 };
                 idle.as_mut().reset(tokio::time::Instant::now() + ws.idle_timeout);
@@ -412,6 +418,9 @@ async fn connection(gw: Arc<Gateway>, ws: Websocket, hs: Handshake, mut socket: 
                 reason: reason.into(),
             })))
             .await;
+    }
+    if peer_closed {
+        let _ = futures_util::SinkExt::flush(&mut socket).await;
     }
     registry().open().remove(&hs.connection_id);
     registry().stopped.notify_waiters();

@@ -3,19 +3,13 @@
 // object with what the pages saw; the Rust test checks it and what reached S3.
 //   PAGE=http://127.0.0.1:P/page.html EVIL_PAGE=http://localhost:P/page.html \
 //   GATEWAY=http://127.0.0.1:G KEY=... node run.mjs
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const { PAGE, EVIL_PAGE, GATEWAY, KEY } = process.env;
 const endpoint = `${GATEWAY}/v1/events`;
 const result = {};
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const context = await browser.newContext();
   const page = await context.newPage();

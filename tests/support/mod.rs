@@ -888,3 +888,34 @@ pub fn batch_calls(metrics: &str, route: &str) -> f64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
 }
+
+/// A WebSocket endpoint whose `track` messages go to the Kinesis stream `ws-stream-{S}`
+/// (batched, acknowledged), with [`WS_TRACK`] as `track.vtl`.
+pub const WS_KINESIS: &str = r#"
+[auth]
+key_store = "keys.db"
+
+[usage_plans.devices]
+
+[[resources.kinesis_streams]]
+name = "ws-stream-{S}"
+shards = 1
+
+[websocket]
+path = "/v1/stream"
+api_key_required = true
+
+[[websocket.routes]]
+key = "track"
+action = "kinesis:PutRecords"
+target = "ws-stream-{S}"
+request_templates = { "application/json" = "track.vtl" }
+batch = { linger = "20ms" }
+ack = true
+"#;
+
+/// Each message as a record of its connection, route, event type and body.
+pub const WS_TRACK: &str = r##"#set($q = '"')
+#set($inner = "{${q}connection${q}: ${q}$context.connectionId${q}, ${q}route${q}: ${q}$context.routeKey${q}, ${q}event${q}: ${q}$context.eventType${q}, ${q}body${q}: $input.json('$')}")
+{"Records": [{"Data": "$util.base64Encode($inner)", "PartitionKey": "$context.connectionId"}]}
+"##;
