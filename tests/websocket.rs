@@ -449,3 +449,50 @@ timeout = "60s"
     }
     tokio::task::block_in_place(|| gw.stop_cleanly());
 }
+
+/// `max_connection_age` closes even a busy connection with 1001, after answering what it
+/// sent; the limits are durations of the configuration, here shortened to seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_is_closed_at_its_age_limit() {
+    let config = MOCK
+        .replace(
+            "idle_timeout = \"1s\"",
+            "idle_timeout = \"10m\"\nmax_connection_age = \"2s\"",
+        )
+        .replace("throttle = { rate = 0.01, burst = 3 }", "");
+    let project = Project::custom("ws-age", &config, &[("mock.vtl", r#"{"statusCode": 200}"#)]);
+    let key = project.key("roomy");
+    let gw = tokio::task::block_in_place(|| Gateway::start(&project.config));
+    let mut s = connect(&gw, "/v1/stream", Some(&key)).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut acked = 0;
+    let code = loop {
+        if s.send(Message::text(
+            json!({"action": "track", "id": acked}).to_string(),
+        ))
+        .await
+        .is_err()
+        {
+            break closed(&mut s).await;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), s.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let a: Json = serde_json::from_str(&t).unwrap();
+                assert_eq!(a["status"], 200, "{a}");
+                acked += 1;
+            }
+            Ok(Some(Ok(Message::Close(f)))) => break f.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let lived = start.elapsed();
+    assert_eq!(code, Some(1001), "closed as going away");
+    assert!(
+        lived >= Duration::from_millis(1900) && lived < Duration::from_secs(4),
+        "closed at the age limit, busy all along: {lived:?}"
+    );
+    assert!(acked >= 5, "{acked} messages answered before the close");
+    tokio::task::block_in_place(|| gw.stop_cleanly());
+}
