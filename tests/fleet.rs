@@ -432,3 +432,95 @@ fn a_sqlite_store_moves_to_the_fleet_with_its_keys_and_usage() {
     let id = key_id(&fleet, &endpoint, "test");
     assert_eq!(usage_of(&fleet, &endpoint, &id), 100);
 }
+
+/// A TCP proxy to `target` that, while `stalled` is set, forwards nothing (a DynamoDB
+/// that stops answering); its address.
+async fn stalling_proxy(
+    target: String,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let (target, stalled) = (target.clone(), stalled.clone());
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (cr, cw) = client.into_split();
+                let (ur, uw) = upstream.into_split();
+                let pipe =
+                    |mut from: tokio::net::tcp::OwnedReadHalf,
+                     mut to: tokio::net::tcp::OwnedWriteHalf,
+                     stalled: std::sync::Arc<std::sync::atomic::AtomicBool>| async move {
+                        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let Ok(n) = from.read(&mut buf).await else {
+                                return;
+                            };
+                            if n == 0 {
+                                return;
+                            }
+                            while stalled.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                tokio::join!(pipe(cr, uw, stalled.clone()), pipe(ur, cw, stalled));
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// DynamoDB stops answering: a request that needs a lease is answered 503 within a few
+/// seconds (not after its store calls' retries), one with an unknown key 403 within a
+/// couple; once the store answers again, the key is admitted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_stops_answering_costs_requests_seconds_not_their_timeout() {
+    let Some((p, endpoint)) = tokio::task::block_in_place(|| project("fleet-brownout")) else {
+        return;
+    };
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let target = endpoint.trim_start_matches("http://").to_string();
+    let proxy = stalling_proxy(target, stalled.clone()).await;
+    let key = tokio::task::block_in_place(|| issue(&p, &endpoint, "exact"));
+    let gw = tokio::task::block_in_place(|| node(&p, &proxy));
+    // The first request takes a lease of one unit (no rate known yet).
+    assert_eq!(tokio::task::block_in_place(|| send(&gw, &key)).status, 200);
+    stalled.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    let r = tokio::task::block_in_place(|| send(&gw, &key));
+    let waited = start.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    let start = Instant::now();
+    let r = tokio::task::block_in_place(|| send(&gw, "an-unknown-key-0000000000000"));
+    assert_eq!(r.status, 403);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    eprintln!("503 after {waited:?}, 403 after {:?}", start.elapsed());
+    stalled.store(false, Ordering::SeqCst);
+    let start = Instant::now();
+    loop {
+        let r = tokio::task::block_in_place(|| send(&gw, &key));
+        if r.status == 200 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::task::block_in_place(|| gw.stop_cleanly());
+}

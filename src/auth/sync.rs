@@ -101,6 +101,8 @@ pub fn open(
     Backend::open(location, aws)
 }
 
+/// The longest a request with an unknown key waits for the store to be checked.
+pub const RECHECK_WAIT: Duration = Duration::from_secs(1);
 /// Store checks for unknown keys, per second, for the whole node.
 pub const MISS_CHECKS_PER_SECOND: u32 = 10;
 /// How long a key that is not in the store, checked, is not checked again.
@@ -194,12 +196,15 @@ impl KeySync {
             crate::telemetry::key_miss_check("over_budget");
             return false;
         }
-        let changed = match self.refresh().await {
-            Ok(changed) => changed,
-            Err(e) => {
+        // A store that is slow to answer (the fleet store in a brownout) costs the request
+        // a moment, not its timeout; the refresh itself goes on.
+        let changed = match tokio::time::timeout(RECHECK_WAIT, self.refresh()).await {
+            Ok(Ok(changed)) => changed,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Could not check the key store for an unknown key.");
                 false
             }
+            Err(_) => false,
         };
         crate::telemetry::key_miss_check(if changed { "reloaded" } else { "unchanged" });
         if !changed {
@@ -268,14 +273,6 @@ async fn prune_changes(store: &Arc<Mutex<Backend>>) {
     }
 }
 
-/// What a look at the store found.
-enum Reloaded {
-    /// Nothing that concerns keys.
-    Unchanged,
-    /// A snapshot to serve: the whole store (`full`) or the last one with the changes.
-    Snapshot { snapshot: Box<Snapshot>, full: bool },
-}
-
 async fn reload_if_changed(
     store: &Arc<Mutex<Backend>>,
     auth: &Arc<Authorizer>,
@@ -283,65 +280,54 @@ async fn reload_if_changed(
     version: i64,
 ) -> Result<i64, StoreError> {
     let store = store.clone();
-    let (applied, current) = (applied.clone(), auth.snapshot());
-    let result = tokio::task::spawn_blocking(move || -> Result<(i64, Reloaded), StoreError> {
+    let (applied, auth) = (applied.clone(), auth.clone());
+    // Everything happens in the blocking task, the new snapshot swapped in included: a
+    // caller that stops waiting (a request's bounded recheck) cannot lose a change read
+    // from the store but not applied.
+    tokio::task::spawn_blocking(move || -> Result<i64, StoreError> {
         let s = store.lock().unwrap_or_else(|p| p.into_inner());
         let now = s.data_version()?;
         if now == version {
-            return Ok((now, Reloaded::Unchanged));
+            return Ok(now);
         }
         let mut applied = applied.lock().unwrap_or_else(|p| p.into_inner());
         let room = MAX_CHANGED.saturating_sub(applied.ids.len());
         let changes = s.changes_since(applied.last, room)?;
-        let Some(ids) = changes.ids else {
-            let (change, snapshot) = load_keys(&s)?;
-            *applied = Applied {
-                last: change,
-                ids: Default::default(),
-            };
-            return Ok((
-                now,
-                Reloaded::Snapshot {
-                    snapshot: Box::new(snapshot),
-                    full: true,
-                },
-            ));
+        let (snapshot, full) = match changes.ids {
+            None => {
+                let (change, snapshot) = load_keys(&s)?;
+                *applied = Applied {
+                    last: change,
+                    ids: Default::default(),
+                };
+                (snapshot, true)
+            }
+            Some(ids) => {
+                applied.last = changes.last;
+                if ids.is_empty() {
+                    return Ok(now);
+                }
+                applied
+                    .ids
+                    .extend(ids.into_iter().map(String::into_boxed_str));
+                let mut records = Vec::with_capacity(applied.ids.len());
+                for id in &applied.ids {
+                    records.extend(s.get(id)?);
+                }
+                (auth.snapshot().with_changes(&applied.ids, records), false)
+            }
         };
-        applied.last = changes.last;
-        if ids.is_empty() {
-            return Ok((now, Reloaded::Unchanged));
-        }
-        applied
-            .ids
-            .extend(ids.into_iter().map(String::into_boxed_str));
-        let mut records = Vec::with_capacity(applied.ids.len());
-        for id in &applied.ids {
-            records.extend(s.get(id)?);
-        }
-        let snapshot = current.with_changes(&applied.ids, records);
-        Ok((
-            now,
-            Reloaded::Snapshot {
-                snapshot: Box::new(snapshot),
-                full: false,
-            },
-        ))
+        tracing::info!(
+            keys = snapshot.len(),
+            changed = snapshot.changes(),
+            whole_store = full,
+            "Reloaded API keys."
+        );
+        auth.replace_snapshot(snapshot);
+        Ok(now)
     })
     .await
-    .map_err(|e| StoreError::Invalid(e.to_string()))??;
-    match result {
-        (v, Reloaded::Unchanged) => Ok(v),
-        (v, Reloaded::Snapshot { snapshot, full }) => {
-            tracing::info!(
-                keys = snapshot.len(),
-                changed = snapshot.changes(),
-                whole_store = full,
-                "Reloaded API keys."
-            );
-            auth.replace_snapshot(*snapshot);
-            Ok(v)
-        }
-    }
+    .map_err(|e| StoreError::Invalid(e.to_string()))?
 }
 
 /// Writes pending quota counts; on failure they are kept for the next flush.

@@ -106,7 +106,7 @@ pub(super) async fn with_leases<T>(
         let Some(leases) = keys.and_then(KeySync::leases) else {
             break;
         };
-        leases.fill(auth).await;
+        leases.wait(auth).await;
         result = again();
     }
     match result {

@@ -43,6 +43,31 @@ pub fn size(need: &LeaseNeed, nodes: u32) -> u64 {
     want.min(fair).min(MAX_LEASE).min(left)
 }
 
+/// The longest a request waits for a lease of its key's quota.
+pub const REQUEST_WAIT: Duration = Duration::from_secs(2);
+
+/// Leases asked for and being taken: if the taking is given up (its request stopped
+/// waiting), each is answered as "store unreachable", so the key asks again later instead
+/// of waiting forever for an answer that will not come. Units the store granted meanwhile
+/// stay unspent: the fleet admits less, never more.
+struct Taken<'a> {
+    auth: &'a Authorizer,
+    needs: Vec<LeaseNeed>,
+    answered: bool,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let now = super::epoch_ms();
+        for need in &self.needs {
+            self.auth.lease_taken(need, 0, None, now);
+        }
+    }
+}
+
 /// Takes and returns blocks of quota for one node.
 pub struct Leases {
     dynamo: Dynamo,
@@ -64,15 +89,19 @@ impl Leases {
     /// whose key has no lease left calls this and then authorizes again.
     pub async fn fill(&self, auth: &Authorizer) {
         let _one = self.filling.lock().await;
-        let needs = auth.lease_needs();
-        if needs.is_empty() {
+        let needs = Taken {
+            auth,
+            needs: auth.lease_needs(),
+            answered: false,
+        };
+        if needs.needs.is_empty() {
             return;
         }
         let nodes = auth.nodes();
-        let calls = needs.iter().map(|need| self.take(need, nodes));
+        let calls = needs.needs.iter().map(|need| self.take(need, nodes));
         let results = futures_util::future::join_all(calls).await;
         let now = super::epoch_ms();
-        for (need, result) in needs.iter().zip(results) {
+        for (need, result) in needs.needs.iter().zip(results) {
             match result {
                 Ok((units, granted)) => {
                     crate::telemetry::quota_lease(if units > 0 { "granted" } else { "spent" });
@@ -85,6 +114,15 @@ impl Leases {
                 }
             }
         }
+        let mut needs = needs;
+        needs.answered = true;
+    }
+
+    /// [`Leases::fill`] for a request waiting on it: at most [`REQUEST_WAIT`]; then the
+    /// needs not answered yet are answered as "store unreachable" (503 for a moment), so a
+    /// DynamoDB that hangs costs a request seconds, not its whole timeout.
+    pub async fn wait(&self, auth: &Authorizer) {
+        let _ = tokio::time::timeout(REQUEST_WAIT, self.fill(auth)).await;
     }
 
     fn key(&self, id: &str, period_start: i64) -> serde_json::Value {
