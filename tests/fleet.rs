@@ -426,6 +426,30 @@ fn a_sqlite_store_moves_to_the_fleet_with_its_keys_and_usage() {
     assert_eq!(ok, 90, "{refused} refused");
     let (ok, _) = load(&[&nodes[1]], "csv-imported-key-000000000059", 3, 1);
     assert_eq!(ok, 3);
+    // Another node's store (the same secret) moved in while the fleet runs: every node
+    // loads the whole store again.
+    let other = Project::custom("fleet-import-other", &sqlite_config, &[MOCK, OK]);
+    std::fs::copy(
+        single.dir.join("keys.db.secret"),
+        other.dir.join("keys.db.secret"),
+    )
+    .unwrap();
+    let late = other.key("open");
+    let out = std::process::Command::new(support::bin())
+        .arg("--config")
+        .arg(&fleet.config)
+        .args(["keys", "import"])
+        .arg(other.dir.join("keys.db"))
+        .envs(env(&endpoint))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = until_all(&[&nodes[0], &nodes[1]], &late, 200);
+    assert!(seen < Duration::from_secs(2), "{seen:?}");
     for n in nodes {
         n.stop_cleanly();
     }

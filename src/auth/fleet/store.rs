@@ -31,6 +31,8 @@ type Result<T> = std::result::Result<T, StoreError>;
 pub const SETTLE_MS: i64 = 60_000;
 /// How long change-log entries live (DynamoDB's TTL removes them).
 pub const CHANGES_KEPT_SECONDS: i64 = 86_400;
+/// Change-log entries before a load's position that the next poll reads again.
+pub const REREAD_AT_LOAD: i64 = 64;
 /// Keys per transaction of an import: two items each, and the change entry (100 at most).
 const IMPORT_CHUNK: usize = 49;
 
@@ -380,14 +382,16 @@ impl DynamoStore {
         })
     }
 
-    /// Where the change log ends: a load after this sees everything up to it.
+    /// Where the change log ends: a load after this sees everything up to it. The last
+    /// [`REREAD_AT_LOAD`] entries are read again by the next poll: a change whose number was
+    /// taken before this look but written after the load read its key is applied then.
     pub fn last_change(&self) -> Result<i64> {
         let i = &self.inner;
         self.block(async move {
             let newest = i.newest_change().await?;
             let mut f = i.follow.lock().unwrap_or_else(|p| p.into_inner());
             *f = Follow {
-                cursor: newest,
+                cursor: newest.saturating_sub(REREAD_AT_LOAD).max(0),
                 version: f.version,
                 ..Follow::default()
             };
@@ -409,9 +413,11 @@ impl DynamoStore {
         let mut ids: Vec<String> = ids;
         ids.sort_unstable();
         ids.dedup();
+        // An entry naming every key (an import of a store): the whole store is loaded.
+        let whole = ids.iter().any(|i| i == "*");
         Ok(Changes {
             last: f.version,
-            ids: (ids.len() <= max).then_some(ids),
+            ids: (ids.len() <= max && !whole).then_some(ids),
         })
     }
 
