@@ -78,15 +78,24 @@ fn node(p: &Project, endpoint: &str) -> Gateway {
     Gateway::start_with_env(&p.config, &env)
 }
 
-/// Runs a CLI command against the emulator; its stdout, which must succeed.
-fn cli(p: &Project, endpoint: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(support::bin())
+/// Runs a CLI command of the project against the emulator; what it did.
+fn run_cli<S: AsRef<std::ffi::OsStr>>(
+    config: &std::path::Path,
+    endpoint: &str,
+    args: &[S],
+) -> std::process::Output {
+    std::process::Command::new(support::bin())
         .arg("--config")
-        .arg(&p.config)
+        .arg(config)
         .args(args)
         .envs(env(endpoint))
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs a CLI command against the emulator; its stdout, which must succeed.
+fn cli(p: &Project, endpoint: &str, args: &[&str]) -> String {
+    let out = run_cli(&p.config, endpoint, args);
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -172,15 +181,13 @@ fn keys_changed_on_one_machine_reach_every_node_within_two_seconds() {
         assert!(d < Duration::from_secs(2), "{d:?}");
     }
     // A revoked value is never issued again, whichever machine asks.
-    let out = std::process::Command::new(support::bin())
-        .arg("--config")
-        .arg(&p.config)
-        .args([
+    let out = run_cli(
+        &p.config,
+        &endpoint,
+        &[
             "keys", "create", "--name", "again", "--plan", "open", "--value", rotated,
-        ])
-        .envs(env(&endpoint))
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("never issued twice"),
@@ -372,26 +379,20 @@ fn a_sqlite_store_moves_to_the_fleet_with_its_keys_and_usage() {
     assert_eq!(ok, 10);
     gw.stop_cleanly();
     let db = single.dir.join("keys.db");
-    let report = std::process::Command::new(support::bin())
-        .arg("--config")
-        .arg(&fleet.config)
-        .args(["keys", "import"])
-        .arg(&db)
-        .envs(env(&endpoint))
-        .output()
-        .unwrap();
+    let report = run_cli(
+        &fleet.config,
+        &endpoint,
+        &["keys", "import", db.to_str().unwrap()],
+    );
     let text = String::from_utf8_lossy(&report.stderr);
     assert!(report.status.success(), "{text}");
     assert!(text.contains("imported 1 keys"), "{text}");
     // Run again: nothing twice.
-    let again = std::process::Command::new(support::bin())
-        .arg("--config")
-        .arg(&fleet.config)
-        .args(["keys", "import"])
-        .arg(&db)
-        .envs(env(&endpoint))
-        .output()
-        .unwrap();
+    let again = run_cli(
+        &fleet.config,
+        &endpoint,
+        &["keys", "import", db.to_str().unwrap()],
+    );
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("imported 0 keys"),
         "{}",
@@ -406,14 +407,11 @@ fn a_sqlite_store_moves_to_the_fleet_with_its_keys_and_usage() {
     csv.push_str("dup,csv-imported-key-000000000007,true\n");
     let file = fleet.dir.join("keys.csv");
     std::fs::write(&file, csv).unwrap();
-    let out = std::process::Command::new(support::bin())
-        .arg("--config")
-        .arg(&fleet.config)
-        .args(["keys", "import", "--plan", "open"])
-        .arg(&file)
-        .envs(env(&endpoint))
-        .output()
-        .unwrap();
+    let out = run_cli(
+        &fleet.config,
+        &endpoint,
+        &["keys", "import", "--plan", "open", file.to_str().unwrap()],
+    );
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("imported 60 keys, 1 rows skipped"), "{text}");
     assert!(
@@ -435,14 +433,15 @@ fn a_sqlite_store_moves_to_the_fleet_with_its_keys_and_usage() {
     )
     .unwrap();
     let late = other.key("open");
-    let out = std::process::Command::new(support::bin())
-        .arg("--config")
-        .arg(&fleet.config)
-        .args(["keys", "import"])
-        .arg(other.dir.join("keys.db"))
-        .envs(env(&endpoint))
-        .output()
-        .unwrap();
+    let out = run_cli(
+        &fleet.config,
+        &endpoint,
+        &[
+            "keys",
+            "import",
+            other.dir.join("keys.db").to_str().unwrap(),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
