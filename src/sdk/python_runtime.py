@@ -146,9 +146,12 @@ class _Base:
             try:
                 return max(0.0, float(retry_after))
             except ValueError:
-                at = email.utils.parsedate_to_datetime(retry_after) if retry_after else None
-                if at is not None:
-                    return max(0.0, at.timestamp() - time.time())
+                pass
+            try:
+                at = email.utils.parsedate_to_datetime(retry_after)
+                return max(0.0, at.timestamp() - time.time())
+            except (TypeError, ValueError, IndexError):
+                pass  # Not a date either: backoff as without it.
         return random.random() * min(self.max_delay, self.base_delay * 2.0**attempt)
 
     def request(
