@@ -378,10 +378,22 @@ async fn connection(gw: Arc<Gateway>, ws: Websocket, hs: Handshake, mut socket: 
                 });
             }
             Some(answer) = rx.recv() => {
-                in_flight -= 1;
-                if let Some(frame) = answer
-                    && socket.send(Message::Text(frame.into())).await.is_err()
-                {
+                // Answers that are ready together (a batch's) go out in one write.
+                let mut answer = Some(answer);
+                let mut failed = false;
+                while let Some(a) = answer.take() {
+                    in_flight -= 1;
+                    if let Some(frame) = a
+                        && futures_util::SinkExt::feed(&mut socket, Message::Text(frame.into()))
+                            .await
+                            .is_err()
+                    {
+                        failed = true;
+                        break;
+                    }
+                    answer = rx.try_recv().ok();
+                }
+                if failed || futures_util::SinkExt::flush(&mut socket).await.is_err() {
                     break None;
                 }
             }
