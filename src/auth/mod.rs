@@ -117,6 +117,14 @@ pub struct LeaseNeed {
     pub rate: f64,
 }
 
+/// Seconds from `now_ms` until a period ending at `end` (at least 1): a spent quota's
+/// `Retry-After`.
+fn until_period_end(end: i64, now_ms: i64) -> u64 {
+    u64::try_from((end - now_ms + 999) / 1000)
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// How long a key whose fleet quota is spent is not asked for again.
 pub const LEASE_HOLD_MS: i64 = 1_000;
 
@@ -405,20 +413,16 @@ where
         }
     }
 
-    /// The live nodes sharing the throttles (1 alone).
+    /// The live nodes sharing the throttles (1 alone): the tokens a request spends of each
+    /// throttle's bucket.
     pub fn nodes(&self) -> u32 {
-        self.share()
-    }
-
-    /// The node's share of the fleet's throttles: tokens a request spends (1 alone).
-    fn share(&self) -> u32 {
         self.state.share.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A keyed throttle's check, spending the node's share; a share past the burst spends
     /// the whole burst.
     fn keyed_check(&self, l: &Keyed<C>, key: &u64) -> Result<(), governor::NotUntil<C::Instant>> {
-        let share = self.share();
+        let share = self.nodes();
         if share <= 1 {
             return l.check_key(key);
         }
@@ -432,7 +436,7 @@ where
     }
 
     fn direct_check(&self, l: &Direct<C>) -> Result<(), governor::NotUntil<C::Instant>> {
-        let share = self.share();
+        let share = self.nodes();
         if share <= 1 {
             return l.check();
         }
@@ -667,25 +671,19 @@ where
             counter.period_start = start;
             counter.period_end = end;
             counter.lease = counters::Lease::default();
-            counter.used = self.persisted_between(id, start, end)
-                + if (start..end).contains(&created_at) {
-                    q.offset
-                } else {
-                    0
-                };
+            counter.used = self.counted_before(id, start, end, created_at, q);
         }
-        let retry_after = u64::try_from((end - now_ms + 999) / 1000)
-            .unwrap_or(1)
-            .max(1);
         if self
             .state
             .leasing
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            return self.take_leased(&mut counters, slot, q, created_at, now_ms, retry_after);
+            return self.take_leased(&mut counters, slot, q, created_at, now_ms);
         }
         if counter.used >= q.limit {
-            return Err(Denied::QuotaExceeded { retry_after });
+            return Err(Denied::QuotaExceeded {
+                retry_after: until_period_end(end, now_ms),
+            });
         }
         counter.used += 1;
         let used = counter.used;
@@ -707,7 +705,6 @@ where
         q: Quota,
         created_at: i64,
         now_ms: i64,
-        retry_after: u64,
     ) -> Result<QuotaStatus, Denied> {
         let c = counters.at(slot);
         if c.lease.left == 0 {
@@ -715,7 +712,9 @@ where
                 return Err(if c.lease.unavailable {
                     Denied::Unavailable { retry_after: 1 }
                 } else {
-                    Denied::QuotaExceeded { retry_after }
+                    Denied::QuotaExceeded {
+                        retry_after: until_period_end(c.period_end, now_ms),
+                    }
                 });
             }
             self.ask(c, q, created_at, now_ms);
@@ -772,12 +771,7 @@ where
             period_start: start,
             period_end: end,
             limit: q.limit,
-            base: self.persisted_between(&c.id, start, end)
-                + if (start..end).contains(&created_at) {
-                    q.offset
-                } else {
-                    0
-                },
+            base: self.counted_before(&c.id, start, end, created_at, q),
             last: c.lease.last,
             granted: c.lease.granted,
             rate: if c.lease.at == 0 {
@@ -859,6 +853,17 @@ where
             }
         }
         out
+    }
+
+    /// What a period counts before its first request here: the counts persisted for its
+    /// days, and the plan's offset when the key was created in it.
+    fn counted_before(&self, id: &str, start: i64, end: i64, created_at: i64, q: Quota) -> u64 {
+        self.persisted_between(id, start, end)
+            + if (start..end).contains(&created_at) {
+                q.offset
+            } else {
+                0
+            }
     }
 
     fn persisted_between(&self, key: &str, start: i64, end: i64) -> u64 {

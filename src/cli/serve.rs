@@ -60,7 +60,7 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     println!("listening on {scheme}://{local}");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let fleet_tasks = match gw.config.key_store.fleet() {
-        Some(prefix) => fleet(prefix, &clients_signer(&gw), &keys, &auth, &stopped),
+        Some(prefix) => fleet(prefix, &gw.clients.aws, &keys, &auth, &stopped),
         None => Vec::new(),
     };
     gw.set_keys(keys.clone());
@@ -81,10 +81,6 @@ pub async fn run(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Resu
     served?;
     tracing::info!("Stopped.");
     Ok(())
-}
-
-fn clients_signer(gw: &Gateway) -> crate::integrations::aws::Signer {
-    gw.clients.aws.clone()
 }
 
 /// With the fleet store: quota leases for the request path, and the membership that

@@ -245,7 +245,6 @@ impl BatchRoute<'_> {
     }
 }
 
-/// One client per service, built once at start-up and shared by every request.
 /// The SDK configuration from the standard credential chain and `[aws]`: `AWS_ENDPOINT_URL`
 /// and `aws.endpoint_url` redirect every client (a local emulator, for instance).
 pub async fn shared_config(settings: &AwsSettings) -> aws_config::SdkConfig {
@@ -275,6 +274,7 @@ pub async fn signer(settings: &AwsSettings) -> aws::Signer {
     aws::Signer::new(&shared_config(settings).await)
 }
 
+/// One client per service, built once at start-up and shared by every request.
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub kinesis: aws_sdk_kinesis::Client,

@@ -153,11 +153,11 @@ impl Gateway {
             ),
         };
         let sdks = if config.sdk_downloads {
+            let api = crate::sdk::api(&config).map_err(std::io::Error::other)?;
             crate::sdk::LANGUAGES
                 .iter()
                 .map(|lang| {
-                    let files =
-                        crate::sdk::generate(&config, lang).map_err(std::io::Error::other)?;
+                    let files = crate::sdk::files(&api, lang).map_err(std::io::Error::other)?;
                     let name = format!("ingest-gateway-client-{lang}");
                     Ok((
                         format!("{lang}.tar.gz"),

@@ -188,10 +188,14 @@ pub fn api(config: &Config) -> Result<Api, String> {
 
 /// The package's files for `lang`, as (relative path, text).
 pub fn generate(config: &Config, lang: &str) -> Result<Vec<(String, String)>, String> {
-    let api = api(config)?;
+    files(&api(config)?, lang)
+}
+
+/// The package's files for `lang` from an [`Api`] already read.
+pub fn files(api: &Api, lang: &str) -> Result<Vec<(String, String)>, String> {
     match lang {
-        "typescript" => Ok(typescript::files(&api)),
-        "python" => Ok(python::files(&api)),
+        "typescript" => Ok(typescript::files(api)),
+        "python" => Ok(python::files(api)),
         other => Err(format!(
             "no SDK for {other:?}: --lang is one of {}",
             LANGUAGES.join(", ")

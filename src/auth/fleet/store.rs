@@ -123,15 +123,14 @@ fn parse_record(item: &Json) -> Option<KeyRecord> {
     })
 }
 
-/// A claim on a value: which key it is (or was) and in what state.
+/// A claim on a value not claimed before (else the transaction fails).
 fn claim_put(tables: &Tables, hash: &KeyHash, id: &str, state: &str, now_ms: i64) -> Json {
-    json!({ "Put": {
-        "TableName": tables.keys,
-        "Item": { "pk": s(&claim_pk(hash)), "sk": n(0), "key_id": s(id), "state": s(state), "at": n(now_ms) },
-        "ConditionExpression": "attribute_not_exists(pk)",
-    }})
+    let mut put = claim_set(tables, hash, id, state, now_ms);
+    put["Put"]["ConditionExpression"] = json!("attribute_not_exists(pk)");
+    put
 }
 
+/// A claim's new state, whatever it was.
 fn claim_set(tables: &Tables, hash: &KeyHash, id: &str, state: &str, now_ms: i64) -> Json {
     json!({ "Put": {
         "TableName": tables.keys,
