@@ -547,3 +547,18 @@ async fn a_store_that_stops_answering_costs_requests_seconds_not_their_timeout()
     }
     tokio::task::block_in_place(|| gw.stop_cleanly());
 }
+
+#[test]
+fn a_fleet_store_prefix_that_cannot_name_tables_is_a_configuration_error() {
+    let p = Project::custom(
+        "fleet-bad-prefix",
+        &CONFIG.replace("dynamodb://fleet-{S}", "dynamodb://no spaces/here"),
+        &[MOCK, OK],
+    );
+    let out = p.cli(&["check-config"]);
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("auth.key_store"), "{text}");
+    assert!(text.contains("PREFIX-keys"), "{text}");
+}
