@@ -99,6 +99,9 @@ pub(super) async fn with_leases<T>(
     first: Result<T, Denied>,
 ) -> Result<T, Denied> {
     let mut result = first;
+    // One bound for every round: a lease being taken by the lease task, stuck on a store
+    // that does not answer, must not cost a request a wait per round.
+    let deadline = tokio::time::Instant::now() + crate::auth::fleet::leases::REQUEST_WAIT;
     for _ in 0..LEASE_ROUNDS {
         if !matches!(result, Err(Denied::NeedsLease)) {
             return result;
@@ -106,8 +109,11 @@ pub(super) async fn with_leases<T>(
         let Some(leases) = keys.and_then(KeySync::leases) else {
             break;
         };
-        leases.wait(auth).await;
+        let late = leases.wait(auth, deadline).await;
         result = again();
+        if late {
+            break;
+        }
     }
     match result {
         Err(Denied::NeedsLease) => Err(Denied::Unavailable { retry_after: 1 }),

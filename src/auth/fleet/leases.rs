@@ -118,11 +118,15 @@ impl Leases {
         needs.answered = true;
     }
 
-    /// [`Leases::fill`] for a request waiting on it: at most [`REQUEST_WAIT`]; then the
-    /// needs not answered yet are answered as "store unreachable" (503 for a moment), so a
-    /// DynamoDB that hangs costs a request seconds, not its whole timeout.
-    pub async fn wait(&self, auth: &Authorizer) {
-        let _ = tokio::time::timeout(REQUEST_WAIT, self.fill(auth)).await;
+    /// [`Leases::fill`] for a request waiting on it, until `deadline` (a request waits
+    /// [`REQUEST_WAIT`] in all, whatever the rounds); then the needs it took and had no
+    /// answer for are answered as "store unreachable" (503 for a moment), so a DynamoDB
+    /// that hangs costs a request seconds, not its whole timeout. Whether the deadline
+    /// passed.
+    pub async fn wait(&self, auth: &Authorizer, deadline: tokio::time::Instant) -> bool {
+        tokio::time::timeout_at(deadline, self.fill(auth))
+            .await
+            .is_err()
     }
 
     fn key(&self, id: &str, period_start: i64) -> serde_json::Value {
